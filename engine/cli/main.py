@@ -1,0 +1,237 @@
+"""The ``metabill`` command line.
+
+Every command starts from :func:`engine.config.loader.load_org`; commands
+that change data refuse to run on a configuration with errors. Output for
+people goes through rich (plain text when piped); machine output is JSON.
+User errors end with a message and a non-zero exit code, never a traceback:
+exit 1 for problems in the configuration or data, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from engine.config.diagnostics import render_human, render_json, summary_line
+from engine.config.loader import LoadResult, load_org
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix; printed without a traceback, exit 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
+        err_console.print(f"[bold red]error:[/] {self.message}", markup=True)
+
+
+def _org_option(function):
+    return click.option(
+        "--org",
+        "org_dir",
+        default=".",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The org directory (holding metadata/, custom_settings/, templates/).",
+    )(function)
+
+
+def _db_option(function):
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        envvar="METABILL_DB_URL",
+        help="Database URL; default sqlite:///metabill.db in the working directory (env METABILL_DB_URL).",
+    )(function)
+
+
+def load_valid_org(org_dir: Path) -> LoadResult:
+    """Load the org and stop with its errors when it is not valid."""
+    result = load_org(org_dir)
+    if not result.ok:
+        for diagnostic in result.errors[:20]:
+            err_console.print(render_human(diagnostic), markup=False)
+        more = len(result.errors) - 20
+        raise UserError(
+            f"the configuration in {org_dir} has {len(result.errors)} error(s)"
+            + (f" ({more} more not shown)" if more > 0 else "")
+            + "; run 'metabill validate-config' and fix them first"
+        )
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metabill")
+def cli() -> None:
+    """metabill: a declarative, metadata-driven billing engine."""
+
+
+@cli.command("validate-config")
+@click.argument("directory", default=".", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def validate_config(directory: Path, fmt: str, strict: bool) -> None:
+    """Check every metadata, setting and template file of an org.
+
+    Prints each problem as path:line:col: CODE severity: message, then a summary.
+    Exits 0 when clean (or warnings only), 1 on errors (or warnings with --strict).
+    """
+    result = load_org(directory)
+    diagnostics = list(result.diagnostics)
+    if fmt == "json":
+        click.echo(render_json(diagnostics, result.files_checked))
+    else:
+        for diagnostic in diagnostics:
+            click.echo(render_human(diagnostic))
+        click.echo(summary_line(diagnostics, result.files_checked))
+    failed = any(d.is_error for d in diagnostics) or (strict and diagnostics)
+    sys.exit(1 if failed else 0)
+
+
+@cli.group()
+def db() -> None:
+    """Derive the database schema from the metadata and migrate it."""
+
+
+def _render_plan(plan) -> None:
+    if not plan.changes:
+        console.print("The database matches the metadata: nothing to do.")
+        return
+    table = Table(title="Schema changes", show_lines=False)
+    table.add_column("change")
+    table.add_column("object")
+    table.add_column("field")
+    table.add_column("details")
+    table.add_column("data loss")
+    for change in plan.changes:
+        table.add_row(
+            change.kind,
+            change.object_name,
+            change.field_name or "",
+            change.message,
+            "[red]YES[/]" if change.data_loss else "no",
+        )
+    console.print(table)
+
+
+@db.command("plan")
+@_org_option
+@_db_option
+def db_plan(org_dir: Path, db_url: str | None) -> None:
+    """Show the differences between the metadata and the database."""
+    from engine.storage.db import open_engine
+    from engine.storage.migrate import plan_migration
+
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    plan = plan_migration(engine, result.model)
+    _render_plan(plan)
+    if any(c.data_loss for c in plan.changes):
+        console.print("Changes marked YES lose data; 'metabill db migrate' refuses them unless given --allow-data-loss.")
+
+
+@db.command("migrate")
+@_org_option
+@_db_option
+@click.option("--allow-data-loss", is_flag=True, help="Also apply changes that drop columns, tables or data.")
+def db_migrate(org_dir: Path, db_url: str | None, allow_data_loss: bool) -> None:
+    """Create or alter the database schema to match the metadata (one transaction)."""
+    from engine.storage.db import open_engine
+    from engine.storage.migrate import DataLossRefused, apply_migration
+
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    try:
+        plan = apply_migration(engine, result.model, allow_data_loss=allow_data_loss)
+    except DataLossRefused as refused:
+        _render_plan(refused.plan)
+        raise UserError(
+            "these changes would lose data and were not applied (nothing was changed); "
+            "re-run with --allow-data-loss to apply them"
+        ) from None
+    _render_plan(plan)
+    if plan.changes:
+        console.print(f"Applied {len(plan.changes)} change(s).")
+
+
+@cli.command("load")
+@click.argument("object_name", metavar="OBJECT")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None, help="Default: from the file suffix.")
+@_org_option
+@_db_option
+def load(object_name: str, file: Path, fmt: str | None, org_dir: Path, db_url: str | None) -> None:
+    """Load records of OBJECT from a CSV or JSON FILE (all or nothing)."""
+    from engine.storage.db import open_engine
+    from engine.storage.records import load_records
+
+    result = load_valid_org(org_dir)
+    obj = result.model.object(object_name)
+    if obj is None or obj.is_setting:
+        raise UserError(f"'{object_name}' is not a data object of this org")
+    engine = open_engine(db_url)
+    report = load_records(engine, result.model, obj.name, file, fmt=fmt)
+    if report.errors:
+        for error in report.errors:
+            err_console.print(error.render(), markup=False)
+        raise UserError(f"{len(report.errors)} problem(s) in {file}; nothing was loaded")
+    console.print(f"Loaded {report.inserted} {obj.name} record(s) from {file}.")
+
+
+@cli.command("export-records")
+@click.argument("object_name", metavar="OBJECT")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+@_org_option
+@_db_option
+def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, db_url: str | None) -> None:
+    """Write the records of OBJECT as CSV (text cells defused against formula injection)."""
+    from engine.storage.db import open_engine
+    from engine.storage.records import export_records
+
+    result = load_valid_org(org_dir)
+    obj = result.model.object(object_name)
+    if obj is None or obj.is_setting:
+        raise UserError(f"'{object_name}' is not a data object of this org")
+    engine = open_engine(db_url)
+    if out_file is None:
+        count = export_records(engine, result.model, obj.name, sys.stdout)
+    else:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        with out_file.open("w", encoding="utf-8", newline="") as handle:
+            count = export_records(engine, result.model, obj.name, handle)
+        err_console.print(f"Wrote {count} {obj.name} record(s) to {out_file}.")
+
+
+def main() -> None:
+    """Entry point: click's own errors exit 2; anything unexpected is reported
+    as an internal error without a Python traceback (set METABILL_DEBUG=1 to see it)."""
+    import os
+
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence for users
+        if os.environ.get("METABILL_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in metabill; set METABILL_DEBUG=1 to see the traceback.",
+            markup=True,
+        )
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The one entry point from an org directory to a resolved model.
+
+``load_org(path)`` runs the stages below and returns a :class:`LoadResult`:
+the resolved, immutable :class:`~engine.config.model.OrgModel` and every
+diagnostic found on the way. It never raises for anything the org contains;
+``validate-config`` is this function, a printer and an exit code, and every
+other command calls it too, so there is no second validator that could drift.
+
+Stages (each collects diagnostics and continues):
+
+1. discover files: ``metabill.yaml``, ``metadata/objects/*.yaml``,
+   ``metadata/settings/*.yaml``, ``custom_settings/*.yaml``, ``templates/**``;
+2. read each YAML file safely with positions (:mod:`.yamlsrc`);
+3. validate each document against its JSON Schema (:mod:`.schema`);
+4. resolve objects, fields and child relationships (:mod:`.resolve`);
+5. compile and type-check formulas (:mod:`.formula`);
+6. resolve setting records into typed values;
+7. run the semantic checks (:mod:`.checks`);
+8. hash everything into the config hash carried by generated records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from .diagnostics import Diagnostic, Location, make, sorted_diagnostics
+from .formula import FormulaCompiler
+from .model import ObjectKind, OrgModel, TemplateFile
+from .resolve import Definition, Resolution, resolve_objects, resolve_records
+from .schema import validate_document
+from .yamlsrc import YamlDocument, read_yaml
+
+MAX_FILES_PER_FOLDER = 2000
+YAML_SUFFIXES = (".yaml", ".yml")
+IGNORED_SUFFIXES = (".md", ".txt")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    model: OrgModel | None
+    diagnostics: tuple[Diagnostic, ...]
+    files_checked: int
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None and not self.errors
+
+
+@dataclass
+class _Discovered:
+    manifest: YamlDocument | None
+    objects: list[YamlDocument]
+    settings: list[YamlDocument]
+    records: list[YamlDocument]
+    templates: dict[str, TemplateFile]
+    files_checked: int
+
+
+def load_org(path: str | Path) -> LoadResult:
+    """Load, validate and resolve the org rooted at ``path``."""
+    root = Path(path)
+    diagnostics: list[Diagnostic] = []
+    if not root.is_dir():
+        diagnostics.append(make("E001", f"'{root}' is not a directory", Location(str(root))))
+        return LoadResult(None, tuple(diagnostics), 0)
+    found = _discover(root, diagnostics)
+
+    # Schema validation, per document kind.
+    schema_bad: set[int] = set()
+    for kind, docs in (("object", found.objects), ("setting", found.settings), ("records", found.records)):
+        for doc in docs:
+            problems = validate_document(doc, kind)
+            if problems:
+                schema_bad.add(id(doc))
+                diagnostics.extend(problems)
+    if found.manifest is not None:
+        diagnostics.extend(validate_document(found.manifest, "project"))
+
+    definitions = [Definition(doc, ObjectKind.OBJECT) for doc in found.objects if isinstance(doc.data.get("object"), str)]
+    for doc in found.settings:
+        kind = doc.data.get("kind")
+        if isinstance(doc.data.get("setting"), str) and kind in ("list", "hierarchy"):
+            definitions.append(Definition(doc, ObjectKind(kind)))
+    resolution = resolve_objects(definitions, schema_bad)
+    diagnostics.extend(resolution.diagnostics)
+
+    _compile_formulas(resolution, diagnostics)
+
+    records, record_diagnostics = resolve_records(
+        [d for d in found.records if id(d) not in schema_bad or isinstance(d.data.get("setting"), str)], resolution
+    )
+    diagnostics.extend(record_diagnostics)
+
+    model = OrgModel(
+        root=str(root),
+        objects=MappingProxyType(dict(sorted(resolution.objects.items()))),
+        records=MappingProxyType(records),
+        templates=MappingProxyType(found.templates),
+        config_hash=_config_hash(root, found),
+    )
+
+    from .checks import run_checks  # late import: checks depend on the loader's types
+
+    diagnostics.extend(run_checks(model, resolution, found.manifest))
+    return LoadResult(model, tuple(sorted_diagnostics(diagnostics)), found.files_checked)
+
+
+def _relative(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # pragma: no cover - discovery only yields paths below root
+        return path.as_posix()
+
+
+def _discover(root: Path, diagnostics: list[Diagnostic]) -> _Discovered:
+    files_checked = 0
+    manifest = None
+    manifest_path = root / "metabill.yaml"
+    if manifest_path.is_file():
+        files_checked += 1
+        manifest, problems = read_yaml(manifest_path, "metabill.yaml")
+        diagnostics.extend(problems)
+
+    def read_folder(folder: str) -> list[YamlDocument]:
+        nonlocal files_checked
+        base = root / folder
+        if not base.is_dir():
+            return []
+        entries = sorted(base.iterdir())
+        if len(entries) > MAX_FILES_PER_FOLDER:
+            diagnostics.append(
+                make(
+                    "E004",
+                    f"{folder}/ holds {len(entries):,} entries; the limit is {MAX_FILES_PER_FOLDER:,}",
+                    Location(folder),
+                    "the folder was not read; remove stray files",
+                )
+            )
+            return []
+        docs = []
+        for entry in entries:
+            display = _relative(root, entry)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir() or entry.is_symlink():
+                diagnostics.append(make("W014", f"'{display}' is not a YAML file and was ignored", Location(display)))
+                continue
+            if entry.suffix.lower() in IGNORED_SUFFIXES:
+                continue
+            if entry.suffix.lower() not in YAML_SUFFIXES:
+                diagnostics.append(
+                    make("W014", f"'{display}' is not a .yaml file and was ignored", Location(display))
+                )
+                continue
+            files_checked += 1
+            doc, problems = read_yaml(entry, display)
+            diagnostics.extend(problems)
+            if doc is not None:
+                docs.append(doc)
+        return docs
+
+    objects = read_folder("metadata/objects")
+    settings = read_folder("metadata/settings")
+    records = read_folder("custom_settings")
+    if not (root / "metadata" / "objects").is_dir():
+        diagnostics.append(
+            make(
+                "E001",
+                "no metadata/objects folder: this does not look like a metabill org",
+                Location("metadata/objects"),
+                "run validate-config on the folder that holds metadata/ and custom_settings/",
+            )
+        )
+    templates: dict[str, TemplateFile] = {}
+    template_root = root / "templates"
+    if template_root.is_dir():
+        for count, entry in enumerate(sorted(template_root.rglob("*"))):
+            if count >= MAX_FILES_PER_FOLDER:
+                diagnostics.append(make("E004", "templates/ holds too many files", Location("templates")))
+                break
+            if entry.is_file() and not entry.is_symlink() and entry.suffix.lower() not in IGNORED_SUFFIXES:
+                name = entry.relative_to(template_root).as_posix()
+                templates[name.lower()] = TemplateFile(name, _relative(root, entry))
+    return _Discovered(manifest, objects, settings, records, templates, files_checked)
+
+
+def _compile_formulas(res: Resolution, diagnostics: list[Diagnostic]) -> None:
+    """Compile every formula field; store the compiled form in the model."""
+    compiler = FormulaCompiler(lambda name: res.objects.get(name.lower()))
+    for key, obj in list(res.objects.items()):
+        changed = False
+        new_fields = []
+        for fdef in obj.fields:
+            if fdef.formula is None:
+                new_fields.append(fdef)
+                continue
+            compiled, problems = compiler.compile(obj, fdef)
+            for problem in problems:
+                diagnostics.append(
+                    make(problem.code, f"{obj.name}.{fdef.name}: {problem.message}",
+                         _formula_location(res, obj.name, fdef.name, problem.offset), problem.hint)
+                )
+            if compiled is None:
+                res.broken_fields.add((obj.key, fdef.key))
+            new_fields.append(replace(fdef, formula=replace(fdef.formula, compiled=compiled)))
+            changed = True
+        if changed:
+            res.objects[key] = replace(obj, fields=tuple(new_fields))
+
+
+def _formula_location(res: Resolution, object_name: str, field_name: str, offset: int | None) -> Location:
+    definition = res.definitions.get(object_name.lower())
+    if definition is None:
+        return Location("?")
+    doc = definition.doc
+    path = ("fields", field_name, "expression")
+    base = doc.location(path)
+    if offset is None or base.line is None or doc.text is None:
+        return base
+    return _locate_in_scalar(doc.text, base, doc.data["fields"][field_name]["expression"], offset)
+
+
+def _locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Location:
+    """Map a character offset inside a scalar's value to a line and column of
+    the file, for plain, quoted and literal-block scalars."""
+    lines = text.splitlines()
+    line_index = (base.line or 1) - 1
+    column = (base.column or 1) - 1
+    if line_index >= len(lines):
+        return base
+    first = lines[line_index]
+    indicator = first[column:column + 1]
+    if indicator in ("|", ">"):
+        # Block scalar: content starts on the next non-empty line.
+        content_line = line_index + 1
+        while content_line < len(lines) and not lines[content_line].strip():
+            content_line += 1
+        if content_line >= len(lines):
+            return base
+        indent = len(lines[content_line]) - len(lines[content_line].lstrip())
+        before = value[:offset]
+        delta = before.count("\n")
+        col = offset - (before.rfind("\n") + 1)
+        return Location(base.file, content_line + delta + 1, indent + col + 1, base.yaml_path)
+    if "\n" in value[:offset]:
+        return base
+    shift = 1 if indicator in ("'", '"') else 0
+    return Location(base.file, base.line, column + shift + offset + 1, base.yaml_path)
+
+
+def _config_hash(root: Path, found: _Discovered) -> str:
+    """sha256 over every document's data (canonical JSON) and template bytes,
+    in path order: two orgs with the same hash configure identical behaviour."""
+    digest = hashlib.sha256()
+    docs = ([found.manifest] if found.manifest else []) + found.objects + found.settings + found.records
+    for doc in sorted(docs, key=lambda d: d.file):
+        digest.update(doc.file.encode())
+        digest.update(json.dumps(doc.data, sort_keys=True, default=str).encode())
+    for template in sorted(found.templates.values(), key=lambda t: t.path):
+        digest.update(template.path.encode())
+        try:
+            digest.update((root / template.path).read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()
+

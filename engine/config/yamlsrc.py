@@ -1,0 +1,334 @@
+"""Safe YAML reading that keeps every value's source position.
+
+PyYAML's own loaders build Python objects and forget where they came from; its
+YAML 1.1 resolver also retypes scalars (``NO`` becomes False, ``12.30`` a float,
+``0755`` an octal int, ``2024-01-31`` a date). Administrators must see their
+values as written, so this module builds documents itself from the libyaml
+event stream:
+
+* only plain mappings, sequences and scalars; explicit tags, anchors and aliases
+  are refused (an alias is how a "billion laughs" bomb multiplies), so a
+  document's size is bounded by its text;
+* plain scalars resolve narrowly: ``true``/``false``, ``null``/``~``/empty and
+  canonical decimal integers; everything else, including ``12.30``, ``0755``,
+  ``NO`` and dates, stays the exact string written, for the schema to convert;
+* duplicate keys are errors that name the first occurrence;
+* limits on bytes, nesting depth and node count are checked while reading.
+
+The result is a :class:`YamlDocument`: the data plus a map from YAML path to
+``(line, column)`` for values and for keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .diagnostics import Diagnostic, Location, make
+
+try:  # libyaml is much faster; the pure-Python parser is the fallback.
+    from yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - depends on the PyYAML build
+    from yaml.parser import Parser as _Parser  # type: ignore[assignment]
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Parser(Reader, Scanner, _Parser):  # type: ignore[no-redef]
+        def __init__(self, stream):
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_file_bytes: int = 1024 * 1024
+    max_depth: int = 40
+    max_nodes: int = 200_000
+    max_scalar_chars: int = 100_000
+
+
+DEFAULT_LIMITS = Limits()
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_TRUE = re.compile(r"^(?:true|True|TRUE)$")
+_FALSE = re.compile(r"^(?:false|False|FALSE)$")
+_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+
+Path_ = tuple  # a YAML path: keys (str) and sequence indexes (int)
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """A parsed file: data plus where each value and key was written."""
+
+    file: str
+    data: object = None
+    value_marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    text: str | None = None
+
+    def location(self, path: tuple = (), *, key: bool = False) -> Location:
+        """Location of the value (or key) at ``path``; falls back to the nearest
+        enclosing node that has a mark."""
+        probe = tuple(path)
+        if key and probe in self.key_marks:
+            line, col = self.key_marks[probe]
+            return Location(self.file, line, col, probe)
+        while True:
+            if probe in self.value_marks:
+                line, col = self.value_marks[probe]
+                return Location(self.file, line, col, tuple(path))
+            if not probe:
+                return Location(self.file, 1, 1, tuple(path))
+            probe = probe[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Discarded:
+    """Stands in for the key of a duplicate entry whose value is dropped."""
+
+    serial: int
+
+
+class _Refused(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+def _resolve_plain(text: str) -> object:
+    if _NULL.match(text):
+        return None
+    if _TRUE.match(text):
+        return True
+    if _FALSE.match(text):
+        return False
+    if _INT.match(text) and len(text) <= 19:
+        return int(text)
+    return text
+
+
+def read_yaml(path: Path, display_name: str, limits: Limits = DEFAULT_LIMITS) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    """Read one YAML file. Returns the document (None when unusable) and its
+    diagnostics; never raises for anything the file contains."""
+    loc = Location(display_name)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            return None, [
+                make(
+                    "E004",
+                    f"file is {size:,} bytes; the limit is {limits.max_file_bytes:,} bytes",
+                    loc,
+                    "split the definitions over several files",
+                )
+            ]
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [make("E001", f"cannot read file: {exc.strerror or exc}", loc)]
+    return parse_yaml_bytes(raw, display_name, limits)
+
+
+def parse_yaml_bytes(raw: bytes, display_name: str, limits: Limits = DEFAULT_LIMITS) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    loc = Location(display_name)
+    if len(raw) > limits.max_file_bytes:
+        return None, [make("E004", f"file is {len(raw):,} bytes; the limit is {limits.max_file_bytes:,} bytes", loc)]
+    if b"\x00" in raw:
+        return None, [make("E001", "file contains NUL bytes: it is binary, not YAML text", loc)]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [
+            make(
+                "E001",
+                f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                Location(display_name, line, column),
+                "save the file as UTF-8",
+            )
+        ]
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip() or all(
+        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
+    ):
+        return None, [make("E006", "file is empty", Location(display_name, 1, 1))]
+    builder = _Builder(display_name, limits)
+    try:
+        builder.run(text)
+    except _Refused as refused:
+        return None, [refused.diagnostic]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return None, [make("E002", f"YAML syntax error: {problem}", Location(display_name, line, col))]
+    except yaml.YAMLError as exc:  # reader errors (control characters) and the like
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "mark", None)
+        position = getattr(exc, "position", None)
+        if mark is not None:
+            where = Location(display_name, mark.line + 1, mark.column + 1)
+        elif isinstance(position, int):
+            line = text.count("\n", 0, position) + 1
+            where = Location(display_name, line, position - (text.rfind("\n", 0, position) + 1) + 1)
+        else:
+            where = Location(display_name, 1, 1)
+        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        return None, [make("E002", f"YAML syntax error: {reason}", where)]
+    doc = builder.document
+    doc.text = text
+    if builder.diagnostics:
+        return doc if isinstance(doc.data, dict) else None, builder.diagnostics
+    if not isinstance(doc.data, dict):
+        kind = "empty" if doc.data is None else type(doc.data).__name__
+        return None, [
+            make("E006", f"the top level must be a mapping of keys to values, not {kind}", doc.location(()))
+        ]
+    return doc, []
+
+
+class _Builder:
+    """Builds plain Python data from parser events, recording marks."""
+
+    def __init__(self, file: str, limits: Limits):
+        self.file = file
+        self.limits = limits
+        self.document = YamlDocument(file)
+        self.nodes = 0
+        self.discarded = 0
+        self.diagnostics: list[Diagnostic] = []
+
+    def _refuse(self, code: str, message: str, mark, hint: str | None = None):
+        where = Location(self.file, mark.line + 1, mark.column + 1) if mark else Location(self.file)
+        raise _Refused(make(code, message, where, hint))
+
+    def run(self, text: str) -> None:
+        parser = _Parser(text)
+        try:
+            events = iter(parser.get_event, None)
+            documents = 0
+            # Stack of frames: [container, path, pending_key, key_mark, seen_keys]
+            stack: list[list] = []
+            for event in events:
+                if isinstance(event, yaml.StreamEndEvent):
+                    break
+                if isinstance(event, yaml.StreamStartEvent | yaml.DocumentEndEvent):
+                    continue
+                if isinstance(event, yaml.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        self._refuse(
+                            "E007",
+                            "a file holds exactly one YAML document; found a second '---'",
+                            event.start_mark,
+                            "put each object or setting in a file of its own",
+                        )
+                    continue
+                if isinstance(event, yaml.AliasEvent):
+                    self._refuse(
+                        "E005",
+                        f"aliases (*{event.anchor}) are not supported",
+                        event.start_mark,
+                        "write the values out; anchors and aliases are refused to keep documents bounded",
+                    )
+                anchor = getattr(event, "anchor", None)
+                if anchor is not None:
+                    self._refuse(
+                        "E005",
+                        f"anchors (&{anchor}) are not supported",
+                        event.start_mark,
+                        "write the values out; anchors and aliases are refused to keep documents bounded",
+                    )
+                tag = getattr(event, "tag", None)
+                if isinstance(event, yaml.ScalarEvent):
+                    if tag not in (None, "!", "tag:yaml.org,2002:str"):
+                        self._refuse("E005", f"explicit YAML tags ({tag}) are not supported", event.start_mark)
+                    value = self._scalar(event)
+                    self._add(stack, value, event.start_mark, event.end_mark)
+                elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                    if tag not in (None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+                        self._refuse("E005", f"explicit YAML tags ({tag}) are not supported", event.start_mark)
+                    if len(stack) >= self.limits.max_depth:
+                        self._refuse(
+                            "E005",
+                            f"nesting deeper than {self.limits.max_depth} levels",
+                            event.start_mark,
+                        )
+                    container: dict | list = {} if isinstance(event, yaml.MappingStartEvent) else []
+                    path = self._add(stack, container, event.start_mark, event.end_mark)
+                    stack.append([container, path, None, None, {}])
+                elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                    stack.pop()
+        finally:
+            dispose = getattr(parser, "dispose", None)
+            if dispose:
+                dispose()
+
+    def _scalar(self, event) -> object:
+        if len(event.value) > self.limits.max_scalar_chars:
+            self._refuse(
+                "E004",
+                f"a value of {len(event.value):,} characters exceeds the limit of {self.limits.max_scalar_chars:,}",
+                event.start_mark,
+            )
+        plain = event.implicit[0] and event.style in (None, "")
+        return _resolve_plain(event.value) if plain else event.value
+
+    def _add(self, stack: list[list], value: object, mark, end_mark) -> tuple:
+        self.nodes += 1
+        if self.nodes > self.limits.max_nodes:
+            self._refuse("E004", f"more than {self.limits.max_nodes:,} YAML nodes in one file", mark)
+        position = (mark.line + 1, mark.column + 1)
+        if not stack:
+            self.document.data = value
+            self.document.value_marks[()] = position
+            return ()
+        frame = stack[-1]
+        container, path = frame[0], frame[1]
+        if isinstance(container, list):
+            child = path + (len(container),)
+            container.append(value)
+            self.document.value_marks[child] = position
+            return child
+        if frame[2] is None and frame[3] is None:
+            # This node is a key.
+            if isinstance(value, dict | list):
+                self._refuse("E005", "complex (mapping or sequence) keys are not supported", mark)
+            key = "" if value is None else str(value) if not isinstance(value, str) else value
+            if isinstance(value, bool):
+                key = "true" if value else "false"
+            seen = frame[4]
+            if key in seen:
+                # Report and keep the first value; the duplicate's value is
+                # parsed (so later problems are still found) but discarded.
+                self.diagnostics.append(
+                    make(
+                        "E003",
+                        f"duplicate key '{key}' (first defined at line {seen[key]})",
+                        Location(self.file, position[0], position[1], path + (key,)),
+                        "remove or rename one of the two entries",
+                    )
+                )
+                self.discarded += 1
+                key = _Discarded(self.discarded)
+            else:
+                seen[key] = position[0]
+            frame[2] = key
+            frame[3] = position
+            return path
+        key = frame[2]
+        child = path + (key,)
+        if isinstance(key, _Discarded):
+            frame[2] = None
+            frame[3] = None
+            return child
+        container[key] = value
+        self.document.key_marks[child] = frame[3]
+        self.document.value_marks[child] = position
+        frame[2] = None
+        frame[3] = None
+        return child
