@@ -1,0 +1,1 @@
+"""Database storage: schema, migrations, ids, record load/export (see README.md)."""

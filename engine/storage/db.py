@@ -1,0 +1,101 @@
+"""Opening the database and running transactions.
+
+One engine setup for both supported backends. PostgreSQL needs nothing
+special. SQLite is tuned for an engine that has several processes writing to
+one file (invoice runs next to loads):
+
+* ``PRAGMA foreign_keys=ON`` on every connection, because SQLite leaves
+  foreign keys unenforced unless asked, per connection;
+* ``journal_mode=WAL`` so readers never block the writer and vice versa;
+* ``busy_timeout=10000`` so a writer waits up to 10 s for the lock instead of
+  failing at once with "database is locked";
+* write transactions start with ``BEGIN IMMEDIATE``. pysqlite's own
+  transaction handling starts transactions lazily (deferred), which in WAL
+  mode lets two writers both read and then fail when upgrading to a write
+  lock (SQLITE_BUSY, not retried by the busy timeout). Taking the write lock
+  up front makes concurrent writers queue on the busy timeout instead.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+#: Environment variable naming the database URL.
+URL_ENV = "METABILL_DB_URL"
+#: The database used when neither an URL nor the environment names one.
+DEFAULT_URL = "sqlite:///metabill.db"
+#: Milliseconds a SQLite connection waits for a lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Execution option read by the "begin" hook: how a SQLite transaction begins.
+_BEGIN_OPTION = "metabill_sqlite_begin"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``$METABILL_DB_URL``, else a
+    ``metabill.db`` file in the working directory."""
+    return url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def open_engine(url: str | None = None) -> sa.Engine:
+    """Create the engine for ``url`` (see :func:`resolve_url`).
+
+    For PostgreSQL, driver options can travel in the URL query, e.g.
+    ``?options=-csearch_path%3Dmyschema`` to work inside one schema.
+    """
+    engine = sa.create_engine(resolve_url(url))
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - trivial
+        # Take transaction control away from pysqlite: it would otherwise emit
+        # a deferred BEGIN itself, and only before DML (not before DDL).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def transaction(engine: sa.Engine, *, readonly: bool = False) -> Iterator[sa.Connection]:
+    """A connection inside one transaction: committed when the block ends,
+    rolled back when it raises.
+
+    ``readonly=True`` is for reading a consistent snapshot: a deferred
+    transaction on SQLite, which does not take the write lock and so does not
+    queue behind writers; a REPEATABLE READ, READ ONLY transaction on
+    PostgreSQL. Do not write inside it.
+    """
+    with engine.connect() as connection:
+        if readonly:
+            if connection.dialect.name == "sqlite":
+                connection.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
+            elif connection.dialect.name == "postgresql":
+                # One snapshot for the whole block, as SQLite gives readers.
+                connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with connection.begin():
+            yield connection
+
+
+def raw_dbapi(connection: sa.Connection):
+    """The driver connection underneath ``connection`` (for PRAGMAs that must
+    run outside any transaction)."""
+    return connection.connection.driver_connection

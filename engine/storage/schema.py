@@ -1,0 +1,365 @@
+"""The relational schema derived from the metadata model.
+
+Every data object (``ObjectKind.OBJECT``; settings live in YAML, not in
+tables) becomes one table named after its lower-cased API name:
+
+* ``id`` - BIGINT primary key. Ids are handed out by the engine
+  (:mod:`.ids`), never by the database, so bulk inserts need no RETURNING and
+  behave the same on both backends. On SQLite the column is declared
+  ``INTEGER`` so it becomes the rowid (same 64-bit range, no extra index).
+* ``name`` - the record name (a Text or AutoNumber ``Name`` field).
+* ``createddate``, ``lastmodifieddate`` - UTC timestamps, set by the engine.
+* one column per stored field; formula fields have no column.
+
+Required fields are *not* NOT NULL: the engine enforces ``required`` on write,
+and that keeps adding a required field to a table that has rows possible.
+
+The mapping goes through :class:`ColumnSpec`, a flat, JSON-serialisable
+description of one column. The same specs are snapshotted into
+``_mb_schema_field`` when a migration is applied, and :mod:`.migrate`
+compares the snapshot with the specs of the current model.
+
+Constraint and index names are deterministic and at most 63 characters (the
+PostgreSQL limit), so a name is the same on every backend and every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Iterable, Mapping
+
+import sqlalchemy as sa
+
+from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel
+
+from .types import ExactDecimal, MultiPicklistText, UtcDateTime, numeric_shape
+
+#: Prefix of the engine's own bookkeeping tables.
+INTERNAL_PREFIX = "_mb_"
+#: Longest identifier PostgreSQL keeps; longer names are shortened with a hash.
+MAX_IDENTIFIER = 63
+
+ID = "id"
+NAME = "name"
+CREATED = "createddate"
+MODIFIED = "lastmodifieddate"
+#: Columns every data table has; no field of the model maps onto them directly
+#: (the Name field only decides the type of ``name``).
+SYSTEM_COLUMNS = (ID, NAME, CREATED, MODIFIED)
+
+DEFAULT_TEXT_LENGTH = 255
+AUTONUMBER_LENGTH = 80
+
+# Storage kinds: what a column physically is, independent of the field type
+# (Picklist and Text(255) store the same way).
+STRING = "string"
+TEXT = "text"
+MULTI = "multipicklist"
+DECIMAL = "decimal"
+BOOLEAN = "boolean"
+DATE = "date"
+DATETIME = "datetime"
+REFERENCE = "reference"
+KEY = "id"
+
+SET_NULL = "SET NULL"
+CASCADE = "CASCADE"
+
+
+def identifier(prefix: str, table: str, column: str | None = None) -> str:
+    """``prefix_table[_column]``, shortened deterministically to at most 63
+    characters by replacing the tail with a hash of the full name."""
+    full = f"{prefix}_{table}" + (f"_{column}" if column else "")
+    if len(full) <= MAX_IDENTIFIER:
+        return full
+    digest = hashlib.sha1(full.encode("utf-8")).hexdigest()[:10]
+    return f"{full[: MAX_IDENTIFIER - len(digest) - 1]}_{digest}"
+
+
+def _first_column(constraint: sa.Constraint | sa.Index) -> str | None:
+    columns = list(constraint.columns) if hasattr(constraint, "columns") else []
+    if columns:
+        return columns[0].name
+    expressions = getattr(constraint, "expressions", ())
+    return str(expressions[0]) if expressions else None
+
+
+def _convention(prefix: str):
+    def token(constraint, table):
+        return identifier(prefix, table.name, _first_column(constraint))
+
+    return token
+
+
+#: Names for anything created without an explicit name (e.g. by alembic's
+#: batch mode while it rebuilds a SQLite table).
+NAMING_CONVENTION = {
+    "mb_ix": _convention("ix"),
+    "mb_uq": _convention("uq"),
+    "mb_fk": _convention("fk"),
+    "mb_ck": _convention("ck"),
+    "ix": "%(mb_ix)s",
+    "uq": "%(mb_uq)s",
+    "fk": "%(mb_fk)s",
+    "ck": "%(mb_ck)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """How one field (or system column) is stored.
+
+    ``object_name``/``field_name`` keep the API spelling for messages;
+    ``field_type`` is the declared FieldType value; everything else decides
+    the DDL.
+    """
+
+    table: str
+    column: str
+    object_name: str
+    field_name: str
+    field_type: str
+    storage: str
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    unique: bool = False
+    reference_to: str | None = None
+    on_delete: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ColumnSpec":
+        data = json.loads(text)
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+
+    @property
+    def index_name(self) -> str:
+        return identifier("ix", self.table, self.column)
+
+    @property
+    def unique_name(self) -> str:
+        return identifier("uq", self.table, self.column)
+
+    @property
+    def fk_name(self) -> str:
+        return identifier("fk", self.table, self.column)
+
+    @property
+    def indexes(self) -> tuple[tuple[str, bool], ...]:
+        """The (name, unique) indexes this column needs: a unique index for
+        unique/external-id fields, a plain one for references (foreign keys
+        are not indexed automatically, and cascades scan the child)."""
+        if self.unique:
+            return ((self.unique_name, True),)
+        if self.storage == REFERENCE:
+            return ((self.index_name, False),)
+        return ()
+
+
+def name_field(obj: ObjectDef) -> FieldDef | None:
+    """The object's ``Name`` field, Text or AutoNumber, if declared."""
+    return obj.field("Name")
+
+
+def autonumber_fields(obj: ObjectDef) -> tuple[FieldDef, ...]:
+    return tuple(f for f in obj.fields if f.type is FieldType.AUTONUMBER)
+
+
+def is_system_column(field: FieldDef) -> bool:
+    return field.column_name in SYSTEM_COLUMNS
+
+
+def data_fields(obj: ObjectDef) -> tuple[FieldDef, ...]:
+    """The stored fields with a column of their own (not system columns)."""
+    return tuple(f for f in obj.fields if f.is_stored and not is_system_column(f))
+
+
+def _field_spec(obj: ObjectDef, field: FieldDef, model: OrgModel, column: str) -> ColumnSpec:
+    base = dict(
+        table=obj.table_name,
+        column=column,
+        object_name=obj.name,
+        field_name=field.name,
+        field_type=field.type.value,
+        unique=bool(field.unique or field.external_id),
+    )
+    kind = field.type
+    if kind is FieldType.AUTONUMBER:
+        return ColumnSpec(storage=STRING, length=AUTONUMBER_LENGTH, **base)
+    if kind in (FieldType.TEXT, FieldType.EMAIL, FieldType.URL, FieldType.PICKLIST):
+        return ColumnSpec(storage=STRING, length=field.length or DEFAULT_TEXT_LENGTH, **base)
+    if kind is FieldType.LONGTEXT:
+        return ColumnSpec(storage=TEXT, **base)
+    if kind is FieldType.MULTIPICKLIST:
+        return ColumnSpec(storage=MULTI, **base)
+    if kind.is_numeric:
+        precision, scale = numeric_shape(field)
+        return ColumnSpec(storage=DECIMAL, precision=precision, scale=scale, **base)
+    if kind is FieldType.CHECKBOX:
+        return ColumnSpec(storage=BOOLEAN, **base)
+    if kind is FieldType.DATE:
+        return ColumnSpec(storage=DATE, **base)
+    if kind is FieldType.DATETIME:
+        return ColumnSpec(storage=DATETIME, **base)
+    if kind.is_reference or kind is FieldType.ID:
+        target = model.object(field.reference_to) if field.reference_to else None
+        if target is None or target.is_setting:
+            # Nothing to point a foreign key at: keep the id, skip the constraint.
+            return ColumnSpec(storage=REFERENCE, **base)
+        on_delete = CASCADE if kind is FieldType.MASTERDETAIL else SET_NULL
+        return ColumnSpec(storage=REFERENCE, reference_to=target.table_name, on_delete=on_delete, **base)
+    raise ValueError(f"field {obj.name}.{field.name} of type {kind.value} cannot be stored")
+
+
+def object_specs(obj: ObjectDef, model: OrgModel) -> tuple[ColumnSpec, ...]:
+    """The columns of ``obj``'s table, in table order."""
+    table = obj.table_name
+    specs = [ColumnSpec(table, ID, obj.name, "Id", FieldType.ID.value, KEY)]
+    name = name_field(obj)
+    if name is not None and name.is_stored:
+        specs.append(_field_spec(obj, name, model, NAME))
+    else:
+        specs.append(
+            ColumnSpec(table, NAME, obj.name, "Name", FieldType.TEXT.value, STRING, length=DEFAULT_TEXT_LENGTH)
+        )
+    specs.append(ColumnSpec(table, CREATED, obj.name, "CreatedDate", FieldType.DATETIME.value, DATETIME))
+    specs.append(ColumnSpec(table, MODIFIED, obj.name, "LastModifiedDate", FieldType.DATETIME.value, DATETIME))
+    specs.extend(_field_spec(obj, f, model, f.column_name) for f in data_fields(obj))
+    return tuple(specs)
+
+
+def model_specs(model: OrgModel) -> dict[str, tuple[ColumnSpec, ...]]:
+    """Table name -> column specs for every data object of the model."""
+    return {obj.table_name: object_specs(obj, model) for obj in model.data_objects}
+
+
+def sql_type(spec: ColumnSpec) -> sa.types.TypeEngine:
+    """The SQLAlchemy type of a column spec."""
+    storage = spec.storage
+    if storage == KEY:
+        # INTEGER PRIMARY KEY is SQLite's rowid alias; elsewhere a BIGINT.
+        return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    if storage == STRING:
+        return sa.String(spec.length or DEFAULT_TEXT_LENGTH)
+    if storage == TEXT:
+        return sa.Text()
+    if storage == MULTI:
+        return MultiPicklistText()
+    if storage == DECIMAL:
+        return ExactDecimal(spec.precision, spec.scale)
+    if storage == BOOLEAN:
+        return sa.Boolean(create_constraint=False)
+    if storage == DATE:
+        return sa.Date()
+    if storage == DATETIME:
+        return UtcDateTime()
+    if storage == REFERENCE:
+        return sa.BigInteger()
+    raise ValueError(f"unknown storage kind {storage!r}")
+
+
+def make_column(spec: ColumnSpec) -> sa.Column:
+    """A fresh Column for ``spec`` (with its foreign key, without indexes)."""
+    args: list = []
+    kwargs: dict = {}
+    if spec.storage == KEY:
+        kwargs.update(primary_key=True, autoincrement=False, nullable=False)
+    elif spec.storage == BOOLEAN:
+        # Checkbox values are never NULL; the server default lets a new
+        # checkbox column be added to a table that already has rows.
+        kwargs.update(nullable=False, server_default=sa.false())
+    elif spec.column in (CREATED, MODIFIED):
+        kwargs.update(nullable=False)
+    else:
+        kwargs.update(nullable=True)
+    if spec.storage == REFERENCE and spec.reference_to:
+        args.append(sa.ForeignKey(f"{spec.reference_to}.{ID}", ondelete=spec.on_delete, name=spec.fk_name))
+    return sa.Column(spec.column, sql_type(spec), *args, **kwargs)
+
+
+def make_indexes(spec: ColumnSpec, table: sa.Table | str) -> list[sa.Index]:
+    """The indexes of ``spec``, bound to ``table`` when a Table is given."""
+    indexes = []
+    for name, unique in spec.indexes:
+        if isinstance(table, sa.Table):
+            indexes.append(sa.Index(name, table.c[spec.column], unique=unique))
+        else:  # pragma: no cover - used only with tables
+            indexes.append(sa.Index(name, spec.column, unique=unique))
+    return indexes
+
+
+def add_table(metadata: sa.MetaData, specs: Iterable[ColumnSpec]) -> sa.Table:
+    specs = tuple(specs)
+    table_name = specs[0].table
+    table = sa.Table(
+        table_name,
+        metadata,
+        *(make_column(s) for s in specs),
+    )
+    table.primary_key.name = identifier("pk", table_name)
+    for spec in specs:
+        make_indexes(spec, table)
+    return table
+
+
+# ---------------------------------------------------------------------------
+# Internal tables
+
+INTERNAL = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: The applied definition of every column, what ``db plan`` compares against.
+SCHEMA_FIELD = sa.Table(
+    "_mb_schema_field",
+    INTERNAL,
+    sa.Column("table_name", sa.String(128), primary_key=True),
+    sa.Column("column_name", sa.String(128), primary_key=True),
+    sa.Column("object_name", sa.String(128), nullable=False),
+    sa.Column("field_name", sa.String(128), nullable=False),
+    sa.Column("definition", sa.Text(), nullable=False),
+)
+
+#: Named counters: record ids per table and AutoNumber values per field.
+SEQUENCE = sa.Table(
+    "_mb_sequence",
+    INTERNAL,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("next_value", sa.BigInteger(), nullable=False),
+)
+
+#: Key/value facts about the database (schema_version, config_hash, ...).
+META = sa.Table(
+    "_mb_meta",
+    INTERNAL,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+)
+
+INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name)
+
+
+def build_metadata(model: OrgModel) -> sa.MetaData:
+    """A MetaData with one table per data object plus the internal tables."""
+    return metadata_from_specs(model_specs(model))
+
+
+def metadata_from_specs(specs: Mapping[str, Iterable[ColumnSpec]]) -> sa.MetaData:
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    for table_specs in specs.values():
+        add_table(metadata, table_specs)
+    for table in INTERNAL.tables.values():
+        table.to_metadata(metadata)
+    return metadata
+
+
+def data_table(metadata: sa.MetaData, obj: ObjectDef) -> sa.Table:
+    """The table of ``obj`` in a MetaData from :func:`build_metadata`."""
+    try:
+        return metadata.tables[obj.table_name]
+    except KeyError:
+        raise KeyError(f"{obj.name} has no table (only data objects are stored)") from None
