@@ -210,6 +210,113 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
         err_console.print(f"Wrote {count} {obj.name} record(s) to {out_file}.")
 
 
+@cli.command("invoice-run")
+@click.option("--filter", "filters", multiple=True, required=True, help="A Filter record name; repeat for several.")
+@click.option("--period-start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--period-end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--invoice-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: set at finalization.")
+@click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
+@_org_option
+@_db_option
+def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, show_invoices, org_dir, db_url):
+    """Bill the source records selected by the filters into draft invoices."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from engine.billing.run import RunError, RunRequest, run_invoices
+    from engine.storage.db import open_engine
+
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    request = RunRequest(
+        filters=tuple(filters),
+        period_start=period_start.date(),
+        period_end=period_end.date(),
+        invoice_date=invoice_date.date() if invoice_date else None,
+        dry_run=dry_run,
+        batch_size=batch_size,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        try:
+            report = run_invoices(engine, result.model, request, progress)
+        except RunError as error:
+            raise UserError(str(error)) from None
+    title = "Dry run (nothing was written)" if dry_run else (
+        f"Invoice run {report.run_name}" + (" (joined the existing run)" if report.joined_existing else "")
+    )
+    table = Table(title=title)
+    for column in ("filter", "records read", "invoices", "lines", "errors"):
+        table.add_column(column, justify="left" if column == "filter" else "right")
+    for f in report.filters:
+        table.add_row(f.name, str(f.records_read), str(f.invoices), str(f.lines), str(len(f.failures)))
+    table.add_row("total", str(sum(f.records_read for f in report.filters)), str(report.invoice_count),
+                  str(report.line_count), str(report.failure_count), style="bold")
+    console.print(table)
+    if show_invoices or (show_invoices is None and dry_run):
+        listing = Table(title="Invoices")
+        for column in ("invoice", "account", "type", "lines", "net", "gross"):
+            listing.add_column(column, justify="right" if column in ("lines", "net", "gross") else "left")
+        for inv in report.invoices:
+            listing.add_row(inv.name, inv.account, inv.type, str(inv.lines), f"{inv.total_net} {inv.currency}",
+                            f"{inv.grand_total} {inv.currency}")
+        console.print(listing)
+    for f in report.filters:
+        for failure in f.failures[:20]:
+            err_console.print(f"{f.name}: {failure.object_name} {failure.record_id}: {failure.message}", markup=False)
+    console.print(f"{report.invoice_count} invoice(s), {report.line_count} line(s), "
+                  f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
+
+
+@cli.command("delete-drafts")
+@click.option("--run", "run_name", default=None, help="Delete the drafts of this invoice run (name like IR-000001, or id).")
+@click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
+@_org_option
+@_db_option
+def delete_drafts_cmd(run_name, names, org_dir, db_url):
+    """Delete draft invoices and release their source records for the next run."""
+    import sqlalchemy as sa
+
+    from engine.billing.drafts import DraftError, delete_drafts, draft_ids
+    from engine.storage.db import open_engine
+    from engine.storage.schema import build_metadata
+
+    if not run_name and not names:
+        raise click.UsageError("give --run or --invoice")
+    result = load_valid_org(org_dir)
+    model = result.model
+    engine = open_engine(db_url)
+    with engine.begin() as conn:
+        run_id = None
+        if run_name:
+            runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
+            condition = runs.c.name == run_name
+            if run_name.isdigit():
+                condition = sa.or_(condition, runs.c.id == int(run_name))
+            row = conn.execute(sa.select(runs.c.id).where(condition)).first()
+            if row is None:
+                raise UserError(f"no invoice run '{run_name}'")
+            run_id = row.id
+        ids = draft_ids(conn, model, run_id=run_id, names=names)
+        if names:
+            found = len(ids) if run_id is None else None
+            if found is not None and found != len(set(names)):
+                raise UserError("some of the named invoices are not drafts or do not exist; nothing was deleted")
+        try:
+            deleted = delete_drafts(conn, model, ids)
+        except DraftError as error:
+            raise UserError(str(error)) from None
+    console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
+
+
 def main() -> None:
     """Entry point: click's own errors exit 2; anything unexpected is reported
     as an internal error without a Python traceback (set METABILL_DEBUG=1 to see it)."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import contract
+from .condition import parse_condition
 from .diagnostics import Diagnostic, Location, did_you_mean, make
 from .model import FieldDef, FieldType, ObjectDef, ObjectKind, OrgModel, SettingRecord
 from .resolve import IMPLICIT_FIELDS, Resolution
@@ -360,6 +362,47 @@ def _check_controls(
             )
 
 
+def check_filter_conditions(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Filter conditions parse and fit their target's fields (E056-E058)."""
+    texts: dict[str, str | None] = {}
+    for record in ctx.model.setting_records("Filter"):
+        text = record.get("Condition")
+        target_name = record.get("Target")
+        if not text or not target_name:
+            continue
+        target = ctx.model.object(str(target_name))
+        if target is None or target.kind is not ObjectKind.OBJECT:
+            continue  # check_filters reports the target
+        _, problems = parse_condition(str(text), target, ctx.model.object)
+        base = record.where("Condition") or Location("?")
+        for problem in problems:
+            yield make(
+                problem.code,
+                f"filter '{record.name}': {problem.message}",
+                _condition_location(ctx, base, str(text), problem.offset, texts),
+                problem.hint,
+            )
+
+
+def _condition_location(
+    ctx: CheckContext, base: Location, value: str, offset: int | None, texts: dict[str, str | None]
+) -> Location:
+    """The file position of ``offset`` inside a Condition value."""
+    if offset is None or base.line is None:
+        return base
+    if base.file not in texts:
+        try:
+            texts[base.file] = (Path(ctx.model.root) / base.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeError):
+            texts[base.file] = None
+    source = texts[base.file]
+    if source is None:
+        return base
+    from .loader import _locate_in_scalar  # late: the loader imports the checks
+
+    return _locate_in_scalar(source, base, value, offset)
+
+
 # --- ON field copies and same-name copies ---------------------------------------
 
 
@@ -648,6 +691,7 @@ CHECKS: tuple[Check, ...] = (
     check_names,
     check_product_contract,
     check_filters,
+    check_filter_conditions,
     check_on_copies,
     check_booking_chain,
     check_templates,

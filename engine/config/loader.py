@@ -230,7 +230,7 @@ def _formula_location(res: Resolution, object_name: str, field_name: str, offset
 
 def _locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Location:
     """Map a character offset inside a scalar's value to a line and column of
-    the file, for plain, quoted and literal-block scalars."""
+    the file, for plain, single- and double-quoted and block scalars."""
     lines = text.splitlines()
     line_index = (base.line or 1) - 1
     column = (base.column or 1) - 1
@@ -239,21 +239,40 @@ def _locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Loc
     first = lines[line_index]
     indicator = first[column:column + 1]
     if indicator in ("|", ">"):
-        # Block scalar: content starts on the next non-empty line.
-        content_line = line_index + 1
-        while content_line < len(lines) and not lines[content_line].strip():
-            content_line += 1
-        if content_line >= len(lines):
+        # Block scalar: content starts on the next non-empty line; each value
+        # character is a file character, and each line break (kept by |,
+        # folded into a space by >) stands for one character of the value.
+        row = line_index + 1
+        while row < len(lines) and not lines[row].strip():
+            row += 1
+        if row >= len(lines):
             return base
-        indent = len(lines[content_line]) - len(lines[content_line].lstrip())
-        before = value[:offset]
-        delta = before.count("\n")
-        col = offset - (before.rfind("\n") + 1)
-        return Location(base.file, content_line + delta + 1, indent + col + 1, base.yaml_path)
+        indent = len(lines[row]) - len(lines[row].lstrip())
+        remaining = offset
+        while row < len(lines):
+            content = lines[row][indent:]
+            if remaining <= len(content):
+                return Location(base.file, row + 1, indent + remaining + 1, base.yaml_path)
+            remaining -= len(content) + 1
+            row += 1
+        return base
+    if indicator in ("'", '"'):
+        # Walk the quoted text: an escape (\x in double quotes, '' in single
+        # quotes) is two file characters for one value character.
+        position = column + 1
+        for _ in range(offset):
+            if position >= len(first):
+                return base
+            if indicator == '"' and first[position] == "\\":
+                position += 2
+            elif indicator == "'" and first[position:position + 2] == "''":
+                position += 2
+            else:
+                position += 1
+        return Location(base.file, base.line, position + 1, base.yaml_path)
     if "\n" in value[:offset]:
         return base
-    shift = 1 if indicator in ("'", '"') else 0
-    return Location(base.file, base.line, column + shift + offset + 1, base.yaml_path)
+    return Location(base.file, base.line, column + offset + 1, base.yaml_path)
 
 
 def _config_hash(root: Path, found: _Discovered) -> str:

@@ -30,17 +30,17 @@ import yaml
 from .diagnostics import Diagnostic, Location, make
 
 try:  # libyaml is much faster; the pure-Python parser is the fallback.
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml.parser import Parser as _Parser  # type: ignore[assignment]
+    from yaml.parser import Parser as _PyParser
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Parser(Reader, Scanner, _Parser):  # type: ignore[no-redef]
+    class _Parser(Reader, Scanner, _PyParser):  # type: ignore[no-redef]
         def __init__(self, stream):
             Reader.__init__(self, stream)
             Scanner.__init__(self)
-            yaml.parser.Parser.__init__(self)
+            _PyParser.__init__(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,9 @@ def parse_yaml_bytes(raw: bytes, display_name: str, limits: Limits = DEFAULT_LIM
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        # Columns count characters everywhere, so decode what precedes the bad byte.
+        column = len(raw[line_start:exc.start].decode("utf-8", errors="replace")) + 1
         return None, [
             make(
                 "E001",

@@ -340,7 +340,22 @@ META = sa.Table(
     sa.Column("value", sa.Text(), nullable=False),
 )
 
-INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name)
+#: Billing claims: which invoice billed a source record under which
+#: transactional suffix. The primary key is the database's own guarantee that a
+#: source record is billed at most once per suffix, whatever races the engine
+#: loses (domain invariant I1). Released when a draft is deleted or an invoice
+#: canceled.
+CLAIM = sa.Table(
+    "_mb_claim",
+    INTERNAL,
+    sa.Column("source_table", sa.String(128), primary_key=True),
+    sa.Column("source_id", sa.BigInteger(), primary_key=True),
+    sa.Column("suffix", sa.String(5), primary_key=True),
+    sa.Column("invoice_id", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("run_id", sa.BigInteger(), nullable=True),
+)
+
+INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name, CLAIM.name)
 
 
 def build_metadata(model: OrgModel) -> sa.MetaData:

@@ -124,7 +124,7 @@ def test_fresh_database_creates_every_data_table(engine, model):
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         meta = read_meta(conn)
-    assert tables == {"account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta"}
+    assert tables == {"account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta", "_mb_claim"}
     assert "grosstotal" not in columns(engine, "invoice")  # formula: no column
     assert snapshot(engine) == expected_snapshot(model)
     assert meta["config_hash"] == "test" and meta["schema_version"] == "1"

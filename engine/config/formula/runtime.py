@@ -476,7 +476,7 @@ class CompiledFormula:
         field names, related records as nested dicts). ``today`` is what
         TODAY() returns (default: the current date). Raises
         FormulaEvaluationError when no value can be computed."""
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):  # fast path for plain dicts
             raise TypeError(f"record must be a mapping, not {type(record).__name__}")
         if today is not None:
             if type(today) is datetime:

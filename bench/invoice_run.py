@@ -1,0 +1,154 @@
+"""Benchmark: the generic invoice run on SQLite, against raw insert speed.
+
+Builds a fresh SQLite database of the sample org with N order lines (10 lines
+per order, about 20 orders per account; generation is not timed), then times
+the draft invoice run of the filter "Order Invoice" and prints one JSON line:
+
+- ``seconds``, ``lines_per_second``, ``invoices``, ``peak_rss_mb``;
+- ``raw_insert_seconds``: plain ``sqlite3.executemany`` inserting the same
+  number of invoice and line rows of the same width into a fresh file
+  database, measured in the same process;
+- ``ratio`` = seconds / raw_insert_seconds (goal <= 4, must <= 6 at 100k).
+
+    python -m bench.invoice_run --lines 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import tempfile
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from engine.billing.run import RunRequest, run_invoices
+from engine.config.loader import load_org
+from engine.storage.bulk import RowWriter
+from engine.storage.db import open_engine
+from engine.storage.migrate import apply_migration
+from engine.storage.schema import build_metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+LINES_PER_ORDER = 10
+ORDERS_PER_ACCOUNT = 20
+
+
+def generate(engine, model, lines: int) -> None:
+    orders = max(lines // LINES_PER_ORDER, 1)
+    accounts = max(orders // ORDERS_PER_ACCOUNT, 1)
+    with engine.begin() as conn:
+        account_rows = [
+            {
+                "name": f"Bench Customer {i:06d}",
+                "accountnumber": f"B{i:07d}",
+                "billingcountrycode": "DE",
+                "billingcity": "Berlin",
+                "currencyisocode": "EUR",
+                "on_debtorno__c": str(20000 + i),
+            }
+            for i in range(accounts)
+        ]
+        RowWriter(conn, model.require("Account")).insert(account_rows)
+        product = {"name": "Consulting hour", "productcode": "BENCH-1", "productgroup": "Services"}
+        RowWriter(conn, model.require("Product")).insert([product])
+        order_writer = RowWriter(conn, model.require("Order"))
+        item_writer = RowWriter(conn, model.require("OrderItem"))
+        chunk = 5000
+        for start in range(0, orders, chunk):
+            order_rows = [
+                {
+                    "name": f"Order {n:07d}",
+                    "accountid": account_rows[n % accounts]["id"],
+                    "ordernumber": f"BO-{n:07d}",
+                    "effectivedate": date(2024, 1, 15),
+                    "status": "Activated",
+                    "currencyisocode": "EUR",
+                }
+                for n in range(start, min(start + chunk, orders))
+            ]
+            order_writer.insert(order_rows)
+            item_rows = [
+                {
+                    "orderid": order["id"],
+                    "productid": product["id"],
+                    "quantity": Decimal(1 + (k % 5)),
+                    "unitprice": Decimal("12.5000") + k,
+                    "on_title__c": f"Service item {k + 1}",
+                }
+                for order in order_rows
+                for k in range(LINES_PER_ORDER)
+            ]
+            item_writer.insert(item_rows)
+
+
+def raw_insert_seconds(invoices: int, lines: int, invoice_columns: int, line_columns: int) -> float:
+    """Plain sqlite3: the same number of rows of the same width, one transaction."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
+        db.execute("CREATE TABLE inv (" + ", ".join(f"c{i}" for i in range(invoice_columns)) + ")")
+        db.execute("CREATE TABLE line (" + ", ".join(f"c{i}" for i in range(line_columns)) + ")")
+        inv_rows = [tuple([n, f"DRAFT-{n:06d}", "2024-01-31", 1234500] + [f"v{n}"] * (invoice_columns - 4)) for n in range(invoices)]
+        line_rows = [tuple([n, n // 10, f"Item {n}", 12500] + [f"v{n}"] * (line_columns - 4)) for n in range(lines)]
+        started = time.perf_counter()
+        db.execute("BEGIN")
+        db.executemany(f"INSERT INTO inv VALUES ({', '.join('?' * invoice_columns)})", inv_rows)
+        db.executemany(f"INSERT INTO line VALUES ({', '.join('?' * line_columns)})", line_rows)
+        db.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        db.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="time the draft invoice run")
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    args = parser.parse_args()
+    result = load_org(ROOT)
+    if not result.ok:
+        raise SystemExit("the sample org does not validate; run metabill validate-config")
+    model = result.model
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        apply_migration(engine, model)
+        generate(engine, model, args.lines)
+        request = RunRequest(
+            filters=("Order Invoice",),
+            period_start=date(2024, 1, 1),
+            period_end=date(2024, 12, 31),
+            invoice_date=date(2024, 1, 31),
+            batch_size=args.batch_size,
+        )
+        started = time.perf_counter()
+        report = run_invoices(engine, model, request)
+        seconds = time.perf_counter() - started
+        tables = build_metadata(model).tables
+        invoice_columns = len(tables["invoice"].columns)
+        line_columns = len(tables["invoicelineitem"].columns)
+        engine.dispose()
+    raw = raw_insert_seconds(report.invoice_count, report.line_count, invoice_columns, line_columns)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "benchmark": "invoice_run",
+                "lines": report.line_count,
+                "invoices": report.invoice_count,
+                "errors": report.failure_count,
+                "seconds": round(seconds, 2),
+                "lines_per_second": round(report.line_count / seconds) if seconds else None,
+                "peak_rss_mb": round(peak, 1),
+                "raw_insert_seconds": round(raw, 2),
+                "ratio": round(seconds / raw, 2) if raw else None,
+                "batch_size": args.batch_size,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Billing: invoice runs and what they need (filter conditions, rules, money)."""

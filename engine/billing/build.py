@@ -1,0 +1,336 @@
+"""Building draft invoices from evaluated source records: pure functions.
+
+The run (:mod:`engine.billing.run`) reads and evaluates source records into
+:class:`SourceHeader` / :class:`SourceLine` values and resolves accounts and
+templates; this module turns one group of them into a :class:`DraftInvoice`
+(header fields and line fields as dicts keyed by lower-case field name),
+without touching the database. That keeps the money logic testable on its own
+and identical for the real run and the dry run.
+
+Header fields are filled in precedence order, and a value once set is never
+overwritten (seed 004, domain-spec §2.1): engine-set fields, then the source
+record's ON fields, then the account's standard data, then the account's ON
+fields, then template defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Iterable, Mapping, Sequence
+
+from engine.config.model import OrgModel, SettingRecord
+
+from .money import ZERO, allocate, net_of_gross, round_money, tax_of
+from .tax import TaxError, TaxResolver
+
+SUB_TYPES = ("Partial", "Progress")
+FINAL_TYPE = "Final"
+STANDARD_TYPE = "Standard"
+
+# Account data copied to the invoice (target <- account field), before the
+# account's ON fields. Only address and currency data: an account's own Type
+# or Balance mean something else on an invoice.
+ACCOUNT_TO_INVOICE: tuple[tuple[str, str], ...] = (
+    ("accountname", "name"),
+    ("billingstreet", "billingstreet"),
+    ("billingcity", "billingcity"),
+    ("billingpostalcode", "billingpostalcode"),
+    ("billingstate", "billingstate"),
+    ("billingcountry", "billingcountry"),
+    ("billingcountrycode", "billingcountrycode"),
+    ("shippingstreet", "shippingstreet"),
+    ("shippingcity", "shippingcity"),
+    ("shippingpostalcode", "shippingpostalcode"),
+    ("shippingcountry", "shippingcountry"),
+    ("shippingcountrycode", "shippingcountrycode"),
+    ("currencyisocode", "currencyisocode"),
+)
+
+
+class BuildError(ValueError):
+    """A group of source records cannot become an invoice (message for the user)."""
+
+
+class InvariantError(AssertionError):
+    """An invoice broke an invariant; this is a bug, never a user error."""
+
+
+@dataclass
+class SourceLine:
+    object_name: str
+    record_id: int
+    order: tuple
+    fields: dict  # InvoiceLineItem fields from controls and ON copies
+
+
+@dataclass
+class SourceHeader:
+    object_name: str
+    record_id: int
+    account_id: int
+    template: SettingRecord
+    invoice_type: str
+    assignment_key: str | None
+    criterion: str | None
+    currency: str
+    business_entity: str | None
+    invoice_fields: dict  # Invoice fields from the source's ON copies
+    lines: list[SourceLine] = field(default_factory=list)
+
+    def group_key(self) -> tuple:
+        key = self.assignment_key if self.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None
+        return (
+            self.account_id,
+            self.template.name,
+            self.currency,
+            self.business_entity or "",
+            self.invoice_type,
+            key or "",
+            self.criterion or "",
+        )
+
+
+@dataclass
+class SubInvoice:
+    """A finalized (or draft) sub invoice related to a final invoice."""
+
+    id: int
+    name: str
+    type: str
+    status: str
+    grand_total: Decimal
+    received: Decimal  # payments received, positive
+    lines: list[dict]
+
+
+@dataclass
+class DraftInvoice:
+    header: dict
+    lines: list[dict]
+    sources: list[SourceHeader]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    model: OrgModel
+    run_id: int | None
+    period_start: date
+    period_end: date
+    invoice_date: date | None
+    config_hash: str
+    rounding: str  # "PerLine" or "PerTaxGroup"
+    tax: TaxResolver
+
+
+def fill(target: dict, values: Mapping[str, object]) -> None:
+    """Set each value unless the target already holds one (never overwrite)."""
+    for key, value in values.items():
+        if value is None or value == "":
+            continue
+        if target.get(key) in (None, ""):
+            target[key] = value
+
+
+def build_invoice(
+    ctx: RunContext,
+    sources: Sequence[SourceHeader],
+    account: Mapping[str, object],
+    account_copies: Mapping[str, object],
+    subs: Sequence[SubInvoice] = (),
+) -> DraftInvoice:
+    """One draft invoice from one group of source headers (same group key)."""
+    first = sources[0]
+    header: dict = {
+        "account": first.account_id,
+        "status": "Draft",
+        "type": first.invoice_type,
+        "template": first.template.name,
+        "currencyisocode": first.currency,
+        "businessentity": first.business_entity,
+        "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None,
+        "date": ctx.invoice_date,
+        "invoicerun": ctx.run_id,
+        "confighash": ctx.config_hash,
+    }
+    for source in sources:
+        fill(header, source.invoice_fields)
+    fill(header, {target: account.get(source) for target, source in ACCOUNT_TO_INVOICE})
+    fill(header, account_copies)
+    due = first.template.get("DefaultPaymentDue")
+    fill(header, {"paymentdue": due if due is not None else Decimal(0)})
+
+    lines: list[dict] = []
+    ordered = sorted((line for s in sources for line in s.lines), key=lambda ln: ln.order)
+    for position, source_line in enumerate(ordered, start=1):
+        line = dict(source_line.fields)
+        line.setdefault("sequence", Decimal(position))
+        line["sourceobject"] = source_line.object_name
+        line["sourcerecordid"] = str(source_line.record_id)
+        line.setdefault("serviceperiodstart", ctx.period_start)
+        line.setdefault("serviceperiodend", ctx.period_end)
+        if line.get("quantity") is None:
+            line["quantity"] = Decimal(1)
+        if line.get("unitprice") is None:
+            raise BuildError(f"{source_line.object_name} {source_line.record_id}: no unit price")
+        _apply_tax(ctx, header, line)
+        lines.append(line)
+    if first.invoice_type == FINAL_TYPE:
+        lines.extend(deduction_lines(ctx, header, lines, subs))
+    _amounts(header, lines, ctx.rounding)
+    _totals(header, lines)
+    check_invoice(header, lines)
+    return DraftInvoice(header, lines, list(sources))
+
+
+def _apply_tax(ctx: RunContext, header: Mapping[str, object], line: dict) -> None:
+    when = line.get("serviceperiodstart") or header.get("date")
+    try:
+        decision = ctx.tax(header, line, when)  # type: ignore[arg-type]
+    except TaxError as error:
+        raise BuildError(str(error)) from None
+    line["taxrate"] = decision.rate
+    if decision.code:
+        line["taxcode"] = decision.code
+    if decision.rule:
+        line["appliedtaxrule"] = decision.rule
+    if decision.category:
+        line.setdefault("vatcategorycode", decision.category)
+
+
+def deduction_lines(
+    ctx: RunContext, header: Mapping[str, object], main: Sequence[dict], subs: Sequence[SubInvoice]
+) -> list[dict]:
+    """The lines of a final invoice that deduct its sub invoices (§3.8).
+
+    Partial invoices are complete invoices: each of their lines is deducted
+    with its full net. Progress invoices are deducted with what was received
+    on them, net of the line's tax rate (received gross split over the lines
+    in proportion to their gross). A deduction keeps the sub-invoice line's
+    title when a main line has the same title (the position is disclosed);
+    otherwise it is titled after the sub invoice (hidden in the position table).
+    """
+    drafts = [s for s in subs if s.status in ("Draft", "Pre-Draft")]
+    if drafts:
+        names = ", ".join(s.name for s in drafts)
+        raise BuildError(
+            f"sub invoice(s) {names} of assignment key '{header.get('subinvoiceassignmentkey')}' are still drafts: "
+            "finalize them before the final invoice is built"
+        )
+    titles = {str(line.get("title")) for line in main}
+    out: list[dict] = []
+    sequence = len(main)
+    for sub in sorted(subs, key=lambda s: (s.name, s.id)):
+        if sub.type == "Partial":
+            shares = [(line, -Decimal(line.get("postotalnet") or ZERO)) for line in sub.lines]
+            gross_mode = False
+        else:
+            received = min(sub.received, sub.grand_total) if sub.grand_total > 0 else sub.received
+            if received <= 0:
+                continue
+            weights = [Decimal(line.get("postotalgross") or ZERO) for line in sub.lines]
+            parts = allocate(received, weights)
+            shares = [(line, -part) for line, part in zip(sub.lines, parts)]
+            gross_mode = True
+        for sub_line, amount in shares:
+            if amount == 0:
+                continue
+            sequence += 1
+            rate = Decimal(sub_line.get("taxrate") or 0)
+            net = net_of_gross(amount, rate) if gross_mode else amount
+            title = str(sub_line.get("title") or "")
+            disclosed = title in titles
+            out.append(
+                {
+                    "sequence": Decimal(sequence),
+                    "title": title if disclosed else f"{sub.type} invoice {sub.name}",
+                    "quantity": Decimal(1),
+                    "unitprice": net,
+                    "taxrate": rate,
+                    "taxcode": sub_line.get("taxcode"),
+                    "appliedtaxrule": sub_line.get("appliedtaxrule"),
+                    "vatcategorycode": sub_line.get("vatcategorycode"),
+                    "glaccount": sub_line.get("glaccount"),
+                    "isdeduction": True,
+                    "subinvoice": sub.id,
+                    "serviceperiodstart": sub_line.get("serviceperiodstart"),
+                    "serviceperiodend": sub_line.get("serviceperiodend"),
+                    "sourceobject": "Invoice",
+                    "sourcerecordid": str(sub.id),
+                }
+            )
+    return out
+
+
+def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str) -> None:
+    gross_mode = bool(header.get("grossinvoice"))
+    for line in lines:
+        quantity = Decimal(line["quantity"])
+        unit_price = Decimal(line["unitprice"])
+        rate = Decimal(line.get("taxrate") or 0)
+        if gross_mode:
+            gross = round_money(quantity * unit_price)
+            net = net_of_gross(gross, rate)
+            line["postotalgross"] = gross
+            line["postotalnet"] = net
+            line["postotaltax"] = gross - net
+            line["unitpricenet"] = (unit_price * 100 / (100 + rate)).quantize(Decimal("0.0001"))
+        else:
+            net = round_money(quantity * unit_price)
+            tax = tax_of(net, rate)
+            line["postotalnet"] = net
+            line["postotaltax"] = tax
+            line["postotalgross"] = net + tax
+            line["unitpricenet"] = unit_price
+    if rounding == "PerTaxGroup" and not gross_mode:
+        _round_per_tax_group(lines)
+
+
+def _round_per_tax_group(lines: list[dict]) -> None:
+    """Tax rounded once per rate: the group's tax is round(Σ net × rate); the
+    cent difference to the per-line taxes goes to the line with the largest
+    net amount, so lines still sum to the invoice totals."""
+    groups: dict[Decimal, list[dict]] = {}
+    for line in lines:
+        groups.setdefault(Decimal(line.get("taxrate") or 0), []).append(line)
+    for rate, members in groups.items():
+        wanted = tax_of(sum((m["postotalnet"] for m in members), ZERO), rate)
+        difference = wanted - sum((m["postotaltax"] for m in members), ZERO)
+        if difference:
+            biggest = max(members, key=lambda m: abs(m["postotalnet"]))
+            biggest["postotaltax"] += difference
+            biggest["postotalgross"] = biggest["postotalnet"] + biggest["postotaltax"]
+
+
+def _totals(header: dict, lines: Iterable[dict]) -> None:
+    lines = list(lines)
+    header["totalnet"] = sum((line["postotalnet"] for line in lines), ZERO)
+    header["totaltax"] = sum((line["postotaltax"] for line in lines), ZERO)
+    header["grandtotal"] = sum((line["postotalgross"] for line in lines), ZERO)
+    header["class"] = "Invoice" if header["grandtotal"] >= 0 else "Credit"
+    starts = [line["serviceperiodstart"] for line in lines if line.get("serviceperiodstart")]
+    ends = [line["serviceperiodend"] for line in lines if line.get("serviceperiodend")]
+    header["serviceperiodstart"] = min(starts) if starts else None
+    header["serviceperiodend"] = max(ends) if ends else None
+
+
+def check_invoice(header: Mapping[str, object], lines: Sequence[Mapping[str, object]]) -> None:
+    """Invoice invariants, checked before anything is written (never optional):
+    totals equal the sums of the lines, every line's gross is net + tax, and
+    every amount has exactly two decimals."""
+    if not lines:
+        raise InvariantError("an invoice needs at least one line")
+    for line in lines:
+        for key in ("postotalnet", "postotaltax", "postotalgross"):
+            value = line[key]
+            if not isinstance(value, Decimal) or value.as_tuple().exponent != -2:
+                raise InvariantError(f"line amount {key}={value!r} is not a two-decimal Decimal")
+        if line["postotalgross"] != line["postotalnet"] + line["postotaltax"]:
+            raise InvariantError(f"line gross {line['postotalgross']} != net + tax")
+    for key, line_key in (("totalnet", "postotalnet"), ("totaltax", "postotaltax"), ("grandtotal", "postotalgross")):
+        total = sum((line[line_key] for line in lines), ZERO)
+        if header[key] != total:
+            raise InvariantError(f"invoice {key} {header[key]} != sum of lines {total}")
+    if header["grandtotal"] != header["totalnet"] + header["totaltax"]:
+        raise InvariantError("grand total != net + tax")

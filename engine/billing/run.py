@@ -1,0 +1,762 @@
+"""The generic invoice run: source records in, draft invoices out.
+
+For each selected filter (in Sequence order) the run
+
+1. **selects** the unbilled header records of the filter's target
+   (``ON_Invoice<sfx>`` empty, the filter's condition compiled to SQL), reads
+   them as plain records and evaluates their controlling fields (formulas
+   included); records outside the run's period or not marked ``ON_IsItem``
+   (single-object mode) are left alone;
+2. **resolves** each record's account (by id or external id), template and
+   group key, and sorts the records by group key;
+3. **builds and writes in batches**: each batch re-reads its records inside a
+   write transaction (so a record billed meanwhile is skipped), reads the line
+   records, builds one invoice per group (:mod:`engine.billing.build`), and
+   writes invoices, lines, billing claims and the write-back to the sources in
+   that same transaction. A crash loses at most the batch in flight, and the
+   next run bills exactly what is left.
+
+A record that cannot be billed gets ``ON_InvoiceBuildError<sfx>`` and
+``ON_LastInvoiceRun<sfx>``; the rest is billed. Running the same period and
+filters again joins the existing invoice run and bills nothing twice. A dry
+run goes through the same code inside one transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from engine.config.checks import controlling_name, on_copy_target
+from engine.config.formula import FormulaEvaluationError
+from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
+from engine.config.values import ValueProblem, coerce
+from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.reader import RecordReader
+from engine.storage.schema import CLAIM, build_metadata
+
+from .build import (
+    FINAL_TYPE,
+    STANDARD_TYPE,
+    SUB_TYPES,
+    BuildError,
+    DraftInvoice,
+    RunContext,
+    SourceHeader,
+    SourceLine,
+    SubInvoice,
+    build_invoice,
+)
+from .plan import FilterPlan, Level, PlanError, coercer, getter, plan_filter, read_value
+from .sqlcondition import compile_condition
+from .tax import TaxResolver
+
+ERROR_LENGTH = 255
+ID_CHUNK = 500
+
+
+class RunError(ValueError):
+    """The run cannot start (unknown filter, invalid filter metadata, bad period)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    filters: tuple[str, ...]
+    period_start: date
+    period_end: date
+    invoice_date: date | None = None
+    dry_run: bool = False
+    batch_size: int = 500
+    today: date | None = None
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    object_name: str
+    record_id: int
+    message: str
+
+
+@dataclass
+class FilterReport:
+    name: str
+    records_read: int = 0
+    invoices: int = 0
+    lines: int = 0
+    failures: list[RecordFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    id: int
+    name: str
+    account: str
+    type: str
+    lines: int
+    total_net: Decimal
+    grand_total: Decimal
+    currency: str
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    run_name: str
+    joined_existing: bool
+    dry_run: bool
+    filters: list[FilterReport] = field(default_factory=list)
+    invoices: list[InvoiceSummary] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def invoice_count(self) -> int:
+        return sum(f.invoices for f in self.filters)
+
+    @property
+    def line_count(self) -> int:
+        return sum(f.lines for f in self.filters)
+
+    @property
+    def failure_count(self) -> int:
+        return sum(len(f.failures) for f in self.filters)
+
+
+Progress = Callable[[str, int, int], None]  # (filter name, done, total)
+
+
+class _Session:
+    """Where batches are written. A real run commits each batch in a
+    transaction of its own; a dry run keeps one outer transaction, runs each
+    batch in a savepoint, and rolls everything back at the end."""
+
+    def __init__(self, engine: sa.Engine, dry_run: bool):
+        self.engine = engine
+        self.dry_run = dry_run
+        self._conn: sa.Connection | None = None
+
+    def __enter__(self) -> "_Session":
+        if self.dry_run:
+            self._conn = self.engine.connect()
+            self._outer = self._conn.begin()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._conn is not None:
+            self._outer.rollback()
+            self._conn.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[sa.Connection]:
+        if self._conn is not None:
+            with self._conn.begin_nested():
+                yield self._conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        if self._conn is not None:
+            yield self._conn
+        else:
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn = conn.execution_options(metabill_sqlite_begin="DEFERRED")
+                with conn.begin():
+                    yield conn
+
+
+def run_invoices(engine: sa.Engine, model: OrgModel, request: RunRequest, progress: Progress | None = None) -> RunReport:
+    """Run the given filters over the period; see the module docstring."""
+    if request.period_end < request.period_start:
+        raise RunError("the period ends before it starts")
+    if not request.filters:
+        raise RunError("name at least one filter (--filter NAME)")
+    plans = _plans(model, request.filters)
+    started = time.perf_counter()
+    tables = build_metadata(model)
+    today = request.today or date.today()
+    with _Session(engine, request.dry_run) as session:
+        with session.batch() as conn:
+            run_id, run_name, joined, invoice_date = _open_run(conn, model, request, plans)
+        ctx = RunContext(
+            model=model,
+            run_id=run_id,
+            period_start=request.period_start,
+            period_end=request.period_end,
+            invoice_date=invoice_date,
+            config_hash=model.config_hash,
+            rounding=str((model.hierarchy_default("GlobalSettings") or _EMPTY).get("RoundingMode") or "PerLine"),
+            tax=TaxResolver(model),
+        )
+        report = RunReport(run_id, run_name, joined, request.dry_run)
+        for plan in plans:
+            runner = _FilterRun(session, model, tables, plan, ctx, today, request.batch_size, progress)
+            report.filters.append(runner.run())
+            report.invoices.extend(runner.summaries)
+        report.seconds = time.perf_counter() - started
+        with session.batch() as conn:
+            _close_run(conn, model, run_id, report)
+    return report
+
+
+class _Empty:
+    def get(self, *_args, **_kw):
+        return None
+
+
+_EMPTY = _Empty()
+
+
+def _plans(model: OrgModel, names: Sequence[str]) -> list[FilterPlan]:
+    plans = []
+    for name in dict.fromkeys(names):
+        record = model.setting_record("Filter", name)
+        if record is None:
+            known = ", ".join(r.name for r in model.setting_records("Filter"))
+            raise RunError(f"unknown filter '{name}' (filters: {known})")
+        try:
+            plans.append(plan_filter(model, record))
+        except PlanError as error:
+            raise RunError(str(error)) from None
+    return sorted(plans, key=lambda p: (p.record.get("Sequence") or Decimal(0), p.name.lower()))
+
+
+# --- the invoice run record ---------------------------------------------------------
+
+
+def _filters_key(plans: Sequence[FilterPlan]) -> str:
+    return ";".join(sorted(p.name for p in plans))
+
+
+def _open_run(conn: sa.Connection, model: OrgModel, request: RunRequest, plans) -> tuple[int, str, bool, date | None]:
+    """Find the run with the same period and filters (and join it) or create one."""
+    obj = model.require("InvoiceRun")
+    table = build_metadata(model).tables[obj.table_name]
+    key = _filters_key(plans)
+    row = conn.execute(
+        sa.select(table.c.id, table.c.name, table.c.invoicedate)
+        .where(table.c.periodstartdate == request.period_start)
+        .where(table.c.periodenddate == request.period_end)
+        .where(table.c.genericfilters == key)
+        .order_by(table.c.id)
+        .limit(1)
+    ).first()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    if row is not None:
+        conn.execute(
+            sa.update(table).where(table.c.id == row.id).values(status="Running", startedat=now, lastmodifieddate=now)
+        )
+        return row.id, row.name, True, row.invoicedate
+    record = {
+        "periodstartdate": request.period_start,
+        "periodenddate": request.period_end,
+        "invoicedate": request.invoice_date,
+        "genericfilters": key,
+        "status": "Running",
+        "startedat": now,
+        "confighash": model.config_hash,
+    }
+    RowWriter(conn, obj).insert([record])
+    return record["id"], record["name"], False, request.invoice_date
+
+
+def _close_run(conn: sa.Connection, model: OrgModel, run_id: int, report: RunReport) -> None:
+    obj = model.require("InvoiceRun")
+    table = build_metadata(model).tables[obj.table_name]
+    invoice = build_metadata(model).tables[model.require("Invoice").table_name]
+    counts = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.sum(sa.case((invoice.c.grandtotal >= 0, 1), else_=0)),
+        ).where(invoice.c.invoicerun == run_id)
+    ).first()
+    total = int(counts[0] or 0)
+    positive = int(counts[1] or 0)
+    log_lines = [
+        f"{f.name}: {f.records_read} read, {f.invoices} invoices, {f.lines} lines, {len(f.failures)} errors"
+        for f in report.filters
+    ]
+    for f in report.filters:
+        for failure in f.failures[:50]:
+            log_lines.append(f"  {failure.object_name} {failure.record_id}: {failure.message}")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    conn.execute(
+        sa.update(table)
+        .where(table.c.id == run_id)
+        .values(
+            status="Completed",
+            finishedat=now,
+            lastmodifieddate=now,
+            numinvoices=Decimal(total),
+            numpositiveinvoices=Decimal(positive),
+            numnegativeinvoices=Decimal(total - positive),
+            errorcount=Decimal(report.failure_count),
+            duration=Decimal(str(round(report.seconds, 2))),
+            log="\n".join(log_lines)[:131072],
+        )
+    )
+
+
+# --- one filter ---------------------------------------------------------------------
+
+
+class _Failed(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _FilterRun:
+    def __init__(self, session: _Session, model: OrgModel, tables: sa.MetaData, plan: FilterPlan, ctx: RunContext,
+                 today: date, batch_size: int, progress: Progress | None):
+        self.session = session
+        self.model = model
+        self.tables = tables
+        self.plan = plan
+        self.ctx = ctx
+        self.today = today
+        self.batch_size = max(1, batch_size)
+        self.progress = progress
+        self.report = FilterReport(plan.name)
+        self.summaries: list[InvoiceSummary] = []
+        self.header_table = tables.tables[plan.header.obj.table_name]
+        self.invoice_obj = model.require("Invoice")
+        self.line_obj = model.require("InvoiceLineItem")
+        self.accounts = _Accounts(model, tables, today)
+        self.templates = {r.name.lower(): r for r in model.setting_records("Template")}
+        self.default_template = next((r for r in model.setting_records("Template") if r.get("Default")), None)
+        settings = model.hierarchy_default("GlobalSettings")
+        self.default_currency = str((settings.get("DefaultCurrency") if settings else None) or "EUR")
+        entities = model.setting_records("BusinessEntity")
+        self.default_entity = next((r.name for r in entities if r.get("Default")), None)
+        self.invoice_type_values = self.invoice_obj.field("Type").values  # type: ignore[union-attr]
+        self._header_controls, self._header_copies = self._programs(plan.header)
+        if plan.single:
+            self._line_controls, self._line_copies = self._header_controls, self._header_copies
+        else:
+            self._line_controls, self._line_copies = self._programs(plan.line)
+        self._line_targets = [
+            (base, target, coercer(self.line_obj.field(target)))  # type: ignore[arg-type]
+            for base, target in (("ON_Title", "title"), ("ON_Quantity", "quantity"), ("ON_UnitPrice", "unitprice"))
+        ]
+
+    # -- selection ----------------------------------------------------------------
+
+    def _unbilled(self) -> sa.ColumnElement[bool]:
+        column = self.header_table.c[self.plan.header_writeback["ON_Invoice"].column_name]
+        return column.is_(None)
+
+    def _condition(self) -> sa.ColumnElement[bool] | None:
+        if self.plan.condition is None:
+            return None
+        where, source = compile_condition(
+            self.plan.condition, self.model, self.tables.tables, self.header_table, today=self.today
+        )
+        matching = sa.select(self.header_table.c.id).select_from(source).where(where)
+        return self.header_table.c.id.in_(matching.scalar_subquery())
+
+    def run(self) -> FilterReport:
+        header_reader = RecordReader(self.model, self.tables, self.plan.header.obj, self.plan.header.paths(), self._dialect())
+        where = self._unbilled()
+        condition = self._condition()
+        if condition is not None:
+            where = sa.and_(where, condition)
+        keyed: list[tuple[tuple, int]] = []
+        failures: list[RecordFailure] = []
+        with self.session.read() as conn:
+            for record in header_reader.read(conn, where=where, order_by=[self.header_table.c.id]):
+                try:
+                    source = self._header(conn, record, with_lines=False)
+                except _Failed as failed:
+                    self.report.records_read += 1
+                    failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
+                    continue
+                if source is None:
+                    continue
+                self.report.records_read += 1
+                keyed.append((source.group_key(), record["id"]))
+        if failures:
+            with self.session.batch() as conn:
+                self._write_failures(conn, failures)
+        keyed.sort()
+        total = len(keyed)
+        done = 0
+        for batch in self._batches(keyed):
+            with self.session.batch() as conn:
+                self._process(conn, batch)
+            done += len(batch)
+            if self.progress:
+                self.progress(self.plan.name, done, total)
+        return self.report
+
+    def _dialect(self) -> str:
+        return self.session.engine.dialect.name
+
+    def _batches(self, keyed: list[tuple[tuple, int]]) -> Iterator[list[int]]:
+        """Consecutive groups of equal keys, cut into batches of about
+        ``batch_size`` records without splitting a group."""
+        batch: list[int] = []
+        previous = None
+        for key, record_id in keyed:
+            if batch and key != previous and len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+            batch.append(record_id)
+            previous = key
+        if batch:
+            yield batch
+
+    # -- evaluation ---------------------------------------------------------------
+
+    def _programs(self, level: Level) -> tuple[dict, dict]:
+        """Getters of the level's controlling fields, and its ON copies as
+        (source, target, getter, coercer) per target object; built once."""
+        controls = {base: (fdef, getter(self.model, fdef)) for base, fdef in level.controls.items()}
+        copies: dict[str, list] = defaultdict(list)
+        for source, target, target_object in level.copies:
+            copies[target_object].append((source, target, getter(self.model, source), coercer(target)))
+        return controls, copies
+
+    def _value(self, level: Level, base: str, record: dict) -> object:
+        controls = self._header_controls if level is self.plan.header else self._line_controls
+        found = controls.get(base)
+        if found is None:
+            return None
+        fdef, get = found
+        try:
+            return get(record, self.today)
+        except FormulaEvaluationError as error:
+            raise _Failed(f"{fdef.name}: {error}") from None
+
+    def _header(self, conn: sa.Connection, record: dict, *, with_lines: bool,
+                children: Sequence[dict] = ()) -> SourceHeader | None:
+        plan, level = self.plan, self.plan.header
+        service_date = self._value(level, "ON_ServiceDate", record)
+        if isinstance(service_date, datetime):
+            service_date = service_date.date()
+        if service_date is not None and not (self.ctx.period_start <= service_date <= self.ctx.period_end):
+            return None
+        if plan.single and not self._value(level, "ON_IsItem", record):
+            return None
+        raw_account = self._value(level, "ON_Account", record)
+        account_id = self.accounts.resolve(conn, raw_account)
+        if account_id is None:
+            if raw_account in (None, ""):
+                raise _Failed(f"{level.field('ON_Account').name} is empty")  # type: ignore[union-attr]
+            raise _Failed(f"no account with id or {self.accounts.external_field} '{raw_account}'")
+        template = self._template(self._value(level, "ON_Template", record))
+        invoice_type = str(self._value(level, "ON_Type", record) or "").strip() or STANDARD_TYPE
+        if invoice_type not in self.invoice_type_values or invoice_type in ("Cancelation", "Credit", "Dunning"):
+            raise _Failed(f"ON_Type '{invoice_type}' is not an invoice type the run creates")
+        key = self._value(level, "ON_SubInvoiceAssignmentKey", record)
+        key = str(key).strip() if key not in (None, "") else None
+        if invoice_type in SUB_TYPES + (FINAL_TYPE,) and not key:
+            raise _Failed(f"a {invoice_type} invoice needs ON_SubInvoiceAssignmentKey")
+        criterion = self._value(level, "ON_InvoiceCriterion", record)
+        invoice_fields = self._copies(level, record, "Invoice")
+        account = self.accounts.record(account_id)
+        currency = str(
+            invoice_fields.get("currencyisocode") or record.get("currencyisocode") or account.get("currencyisocode")
+            or self.default_currency
+        )
+        entity = invoice_fields.get("businessentity") or self.accounts.copies(account_id).get("businessentity") or self.default_entity
+        source = SourceHeader(
+            object_name=level.obj.name,
+            record_id=record["id"],
+            account_id=account_id,
+            template=template,
+            invoice_type=invoice_type,
+            assignment_key=key,
+            criterion=str(criterion) if criterion not in (None, "") else None,
+            currency=currency,
+            business_entity=entity,
+            invoice_fields=invoice_fields,
+        )
+        if with_lines:
+            line_records = [record] if plan.single else children
+            for child in line_records:
+                source.lines.append(self._line(child))
+        return source
+
+    def _template(self, name: object) -> SettingRecord:
+        if name in (None, ""):
+            if self.default_template is None:
+                raise _Failed("no template given and no template is marked Default")
+            return self.default_template
+        found = self.templates.get(str(name).strip().lower())
+        if found is None:
+            raise _Failed(f"unknown template '{name}'")
+        return found
+
+    def _copies(self, level: Level, record: dict, target_object: str) -> dict:
+        copies = self._header_copies if level is self.plan.header else self._line_copies
+        out = {}
+        for source, target, get, fit in copies.get(target_object, ()):
+            try:
+                value = get(record, self.today)
+                if value is None or value == "":
+                    continue
+                if target.type.is_reference and isinstance(value, str):
+                    value = int(value) if value.strip().isdigit() else value
+                out[target.key] = fit(value)
+            except (FormulaEvaluationError, ValueProblem, ValueError) as error:
+                raise _Failed(f"{source.name} -> {target_object}.{target.name}: {error}") from None
+        return out
+
+    def _line(self, record: dict) -> SourceLine:
+        level = self.plan.line
+        fields = self._copies(level, record, "InvoiceLineItem")
+        for base, target, fit in self._line_targets:
+            value = self._value(level, base, record)
+            if value is None or value == "":
+                continue
+            try:
+                fields[target] = fit(value)
+            except ValueProblem as problem:
+                raise _Failed(f"{level.field(base).name}: {problem}") from None  # type: ignore[union-attr]
+        if not fields.get("title"):
+            raise _Failed(f"{level.field('ON_Title').name} is empty")  # type: ignore[union-attr]
+        if fields.get("unitprice") is None:
+            raise _Failed(f"{level.field('ON_UnitPrice').name} is empty")  # type: ignore[union-attr]
+        sequence = fields.get("sequence")
+        order = (0, sequence, record["id"]) if sequence is not None else (1, Decimal(0), record["id"])
+        return SourceLine(level.obj.name, record["id"], order, fields)
+
+    # -- one batch ----------------------------------------------------------------
+
+    def _process(self, conn: sa.Connection, ids: list[int]) -> None:
+        plan = self.plan
+        header_reader = RecordReader(self.model, self.tables, plan.header.obj, plan.header.paths(), self._dialect())
+        children: dict[int, list[dict]] = defaultdict(list)
+        headers: list[dict] = []
+        for chunk in _chunks(ids, ID_CHUNK):
+            headers.extend(
+                header_reader.read(conn, where=sa.and_(self.header_table.c.id.in_(chunk), self._unbilled()),
+                                   order_by=[self.header_table.c.id])
+            )
+        if not plan.single and headers:
+            child_table = self.tables.tables[plan.line.obj.table_name]
+            fk = child_table.c[plan.child_lookup.column_name]  # type: ignore[union-attr]
+            paths = plan.line.paths() | {(plan.child_lookup.key,)}  # type: ignore[union-attr]
+            child_reader = RecordReader(self.model, self.tables, plan.line.obj, paths, self._dialect())
+            for chunk in _chunks([h["id"] for h in headers], ID_CHUNK):
+                for child in child_reader.read(conn, where=fk.in_(chunk), order_by=[fk, child_table.c.id]):
+                    parent = child.get(plan.child_lookup.key)  # type: ignore[union-attr]
+                    if isinstance(parent, dict):
+                        parent = parent.get("id")
+                    children[parent].append(child)
+        failures: list[RecordFailure] = []
+        groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
+        for record in headers:
+            try:
+                source = self._header(conn, record, with_lines=True, children=children.get(record["id"], ()))
+                if source is None:
+                    continue
+                if not source.lines:
+                    raise _Failed(f"{plan.header.obj.name} {record['id']} has no {plan.line.obj.name} records to bill")
+            except _Failed as failed:
+                failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
+                continue
+            groups[source.group_key()].append(source)
+        subs = self._sub_invoices(conn, groups)
+        drafts: list[DraftInvoice] = []
+        for key in sorted(groups):
+            sources = groups[key]
+            try:
+                account = self.accounts.record(sources[0].account_id)
+                related = [s for s in subs.get((sources[0].account_id, sources[0].assignment_key), [])]
+                drafts.append(build_invoice(self.ctx, sources, account, self.accounts.copies(sources[0].account_id), related))
+            except (BuildError, _Failed) as error:
+                message = str(error)
+                failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
+        self._write(conn, drafts)
+        if failures:
+            self._write_failures(conn, failures)
+
+    def _sub_invoices(self, conn: sa.Connection, groups) -> dict[tuple[int, str], list[SubInvoice]]:
+        keys = {s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE}
+        if not keys:
+            return {}
+        invoice = self.tables.tables[self.invoice_obj.table_name]
+        line = self.tables.tables[self.line_obj.table_name]
+        balance_obj = self.model.object("Balance")
+        found: dict[tuple[int, str], list[SubInvoice]] = defaultdict(list)
+        rows = conn.execute(
+            sa.select(invoice.c.id, invoice.c.name, invoice.c.type, invoice.c.status, invoice.c.grandtotal,
+                      invoice.c.account, invoice.c.subinvoiceassignmentkey)
+            .where(invoice.c.subinvoiceassignmentkey.in_(sorted(keys)))
+            .where(invoice.c.type.in_(SUB_TYPES))
+            .where(invoice.c.status.not_in(("Canceled", "Settled")))
+            .where(invoice.c.finalinvoice.is_(None))
+            .order_by(invoice.c.id)
+        ).all()
+        if not rows:
+            return {}
+        ids = [r.id for r in rows]
+        line_rows: dict[int, list[dict]] = defaultdict(list)
+        for chunk in _chunks(ids, ID_CHUNK):
+            for lr in conn.execute(sa.select(line).where(line.c.invoice.in_(chunk)).order_by(line.c.sequence, line.c.id)).mappings():
+                line_rows[lr["invoice"]].append(dict(lr))
+        received: dict[int, Decimal] = defaultdict(Decimal)
+        if balance_obj is not None:
+            balance = self.tables.tables[balance_obj.table_name]
+            for chunk in _chunks(ids, ID_CHUNK):
+                for br in conn.execute(
+                    sa.select(balance.c.invoice, balance.c.amount)
+                    .where(balance.c.invoice.in_(chunk))
+                    .where(balance.c.type.in_(("Payment", "Prepayment", "Prepaid")))
+                ):
+                    received[br.invoice] -= br.amount or Decimal(0)
+        for r in rows:
+            found[(r.account, r.subinvoiceassignmentkey)].append(
+                SubInvoice(r.id, r.name, r.type, r.status, r.grandtotal or Decimal(0), received[r.id], line_rows[r.id])
+            )
+        return found
+
+    # -- writing ------------------------------------------------------------------
+
+    def _write(self, conn: sa.Connection, drafts: list[DraftInvoice]) -> None:
+        if not drafts:
+            return
+        invoices = RowWriter(conn, self.invoice_obj)
+        lines = RowWriter(conn, self.line_obj)
+        headers = [d.header for d in drafts]
+        invoices.assign_ids(headers)
+        for header in headers:
+            header["name"] = f"DRAFT-{header['id']:06d}"
+        all_lines = []
+        for draft in drafts:
+            for line in draft.lines:
+                line["invoice"] = draft.header["id"]
+                all_lines.append(line)
+        invoices.insert(headers)
+        lines.insert(all_lines)
+        suffix = self.plan.suffix
+        source_table = self.plan.header.obj.table_name
+        claims = [
+            (source_table, source.record_id, suffix, draft.header["id"], self.ctx.run_id)
+            for draft in drafts
+            for source in draft.sources
+        ]
+        conn.execute(
+            CLAIM.insert(),
+            [dict(source_table=t, source_id=i, suffix=s, invoice_id=inv, run_id=run) for t, i, s, inv, run in claims],
+        )
+        wb = self.plan.header_writeback
+        update_by_id(
+            conn,
+            self.plan.header.obj,
+            [wb["ON_Invoice"].name, wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
+            [(source.record_id, (draft.header["id"], self.ctx.run_id, None)) for draft in drafts for source in draft.sources],
+        )
+        self.report.invoices += len(drafts)
+        self.report.lines += len(all_lines)
+        for draft in drafts:
+            header = draft.header
+            self.summaries.append(
+                InvoiceSummary(
+                    header["id"], header["name"], str(header.get("accountname") or header["account"]),
+                    header["type"], len(draft.lines), header["totalnet"], header["grandtotal"],
+                    str(header.get("currencyisocode") or ""),
+                )
+            )
+
+    def _write_failures(self, conn: sa.Connection, failures: list[RecordFailure]) -> None:
+        wb = self.plan.header_writeback
+        update_by_id(
+            conn,
+            self.plan.header.obj,
+            [wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
+            [(f.record_id, (self.ctx.run_id, f.message[:ERROR_LENGTH])) for f in failures],
+        )
+        self.report.failures.extend(failures)
+
+
+class _Accounts:
+    """Resolves ON_Account values and caches account records with their ON
+    field copies for the invoice header."""
+
+    def __init__(self, model: OrgModel, tables: sa.MetaData, today: date):
+        self.model = model
+        self.today = today
+        self.obj = model.require("Account")
+        self.table = tables.tables[self.obj.table_name]
+        settings = model.hierarchy_default("GlobalSettings")
+        name = str((settings.get("AccountExternalIdField") if settings else None) or "AccountNumber")
+        external = self.obj.field(name)
+        self.external_field = external.name if external else "AccountNumber"
+        self.external = external
+        invoice = model.require("Invoice")
+        self.copy_plan: list[tuple[FieldDef, FieldDef]] = []
+        for fdef in self.obj.fields:
+            if fdef.is_custom and fdef.name.lower().startswith("on_"):
+                target = on_copy_target(fdef.name, "", invoice)
+                if target is not None and target.type not in (FieldType.FORMULA, FieldType.AUTONUMBER) and not target.system:
+                    self.copy_plan.append((fdef, target))
+        self._tables = tables
+        self._records: dict[int, dict] = {}
+        self._copies: dict[int, dict] = {}
+        self._refs: dict[object, int | None] = {}
+
+    def resolve(self, conn: sa.Connection, raw: object) -> int | None:
+        if raw in (None, ""):
+            return None
+        if isinstance(raw, dict):
+            raw = raw.get("id")
+        if raw in self._refs:
+            return self._refs[raw]
+        found: int | None = None
+        text = str(raw).strip()
+        if self.external is not None and not isinstance(raw, int):
+            row = conn.execute(sa.select(self.table.c.id).where(self.table.c[self.external.column_name] == text)).first()
+            found = row.id if row else None
+        if found is None and text.isdigit():
+            row = conn.execute(sa.select(self.table.c.id).where(self.table.c.id == int(text))).first()
+            found = row.id if row else None
+        if found is not None and found not in self._records:
+            self._load(conn, found)
+        self._refs[raw] = found
+        return found
+
+    def _load(self, conn: sa.Connection, account_id: int) -> None:
+        reader = RecordReader(self.model, self._tables, self.obj, self.reader_paths(), conn.dialect.name)
+        for record in reader.read(conn, where=self.table.c.id == account_id):
+            self._records[account_id] = record
+            copies = {}
+            for source, target in self.copy_plan:
+                try:
+                    value = read_value(source, record, self.today)
+                    if value not in (None, ""):
+                        copies[target.key] = coerce(target, value)
+                except (FormulaEvaluationError, ValueProblem):
+                    continue
+            self._copies[account_id] = copies
+
+    def reader_paths(self) -> set[tuple[str, ...]]:
+        paths: set[tuple[str, ...]] = set()
+        for fdef, _ in self.copy_plan:
+            if fdef.formula is not None and fdef.formula.compiled is not None:
+                paths |= set(fdef.formula.compiled.references)
+        return paths
+
+    def record(self, account_id: int) -> dict:
+        return self._records[account_id]
+
+    def copies(self, account_id: int) -> dict:
+        return self._copies.get(account_id, {})
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+__all__ = ["RunRequest", "RunReport", "RunError", "run_invoices", "FilterReport", "RecordFailure", "controlling_name"]

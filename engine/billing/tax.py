@@ -1,0 +1,124 @@
+"""Tax determination for an invoice line (domain-spec §3.6).
+
+One pure function: the Tax Rules setting, the invoice header and the line in,
+a :class:`TaxDecision` out: code, rate, VAT category, the rule's name (stored
+on the line as AppliedTaxRule) and the rule decision for tracing. An explicit
+tax rate on the line (copied from ``ON_TaxRate`` of the source) bypasses the
+rules.
+
+Rules are grouped by ``Type``; within a group the most specific matching rule
+wins (see :mod:`engine.billing.rules`). A rule is valid when the line's
+service-period start (else the invoice date) lies within its StartDate and
+EndDate (both optional). A line gets one tax: the first Type, in name order,
+that has a matching rule. No matching rule, or a tie between two equally
+specific rules, is an error for the source record: billing with a guessed tax
+rate would be worse than not billing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Mapping
+
+from engine.config.model import OrgModel
+
+from .rules import RuleDecision, criteria_of, decide
+
+
+class TaxError(ValueError):
+    """No rule (or no unique rule) decides the tax of a line."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaxDecision:
+    code: str | None
+    rate: Decimal
+    rule: str | None
+    category: str | None
+    decision: RuleDecision | None
+
+
+class TaxResolver:
+    """:func:`determine_tax` with its setup done once and its decisions
+    memoized per distinct context (a run sees few distinct contexts: region,
+    product class, date...). Decisions are pure, so the cache cannot go stale
+    within one loaded model."""
+
+    def __init__(self, model: OrgModel):
+        self.model = model
+        setting = model.object("TaxRule")
+        self.records = model.setting_records("TaxRule")
+        self.criteria = criteria_of(model, setting) if setting is not None else ()
+        self.types = sorted({str(r.get("Type") or "") for r in self.records})
+        self._cache: dict[tuple, TaxDecision | TaxError] = {}
+
+    def __call__(self, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
+        explicit_rate = line.get("taxrate")
+        if explicit_rate is not None:
+            return TaxDecision(line.get("taxcode"), Decimal(explicit_rate), None, line.get("vatcategorycode"), None)
+        key = (
+            line.get("taxcode"),
+            when,
+            tuple(
+                (line if c.context_object.lower() == "invoicelineitem" else header).get(c.context_field.lower())
+                for c in self.criteria
+            ),
+        )
+        found = self._cache.get(key)
+        if found is None:
+            try:
+                found = self._decide(header, line, when)
+            except TaxError as error:
+                found = error
+            self._cache[key] = found
+        if isinstance(found, TaxError):
+            raise found
+        return found
+
+    def _decide(self, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
+        if self.model.object("TaxRule") is None or not self.records:
+            raise TaxError("no tax rules are configured and the line has no explicit tax rate")
+        criteria, records = self.criteria, self.records
+        explicit_code = line.get("taxcode")
+
+        def context(criterion):
+            source = line if criterion.context_object.lower() == "invoicelineitem" else header
+            return source.get(criterion.context_field.lower())
+
+        def valid(record) -> bool:
+            if explicit_code and record.get("TaxCode") != explicit_code:
+                return False
+            start, end = record.get("StartDate"), record.get("EndDate")
+            if when is None:
+                return start is None and end is None
+            return (start is None or start <= when) and (end is None or when <= end)
+
+        for tax_type in self.types:
+            decision = decide(
+                "TaxRule",
+                records,
+                criteria,
+                context,
+                admissible=lambda r, t=tax_type: str(r.get("Type") or "") == t and valid(r),
+            )
+            if decision.winner is None:
+                continue
+            if decision.tie:
+                names = " and ".join(f"'{c.name}'" for c in decision.candidates[:2])
+                raise TaxError(f"ambiguous tax rules {names} match equally well")
+            rule = decision.winner
+            rate = rule.get("TaxRate")
+            if rate is None:
+                raise TaxError(f"tax rule '{rule.name}' has no TaxRate")
+            return TaxDecision(rule.get("TaxCode"), Decimal(rate), rule.name, rule.get("VATCategoryCode"), decision)
+        context_text = ", ".join(
+            f"{c.context_object}.{c.context_field}={context(c)!r}" for c in criteria if context(c) is not None
+        )
+        raise TaxError(f"no tax rule matches ({context_text or 'empty context'})")
+
+
+def determine_tax(model: OrgModel, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
+    """One decision without a cache (for explain and tests)."""
+    return TaxResolver(model)(header, line, when)
