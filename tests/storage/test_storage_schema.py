@@ -15,7 +15,7 @@ from storage_models import T, billing_model, fld, make_model
 def test_one_table_per_data_object_plus_internal_tables():
     metadata = s.build_metadata(billing_model())
     assert set(metadata.tables) == {
-        "account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta",
+        "account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta", "_mb_claim",
     }  # the hierarchy setting has no table
 
 
