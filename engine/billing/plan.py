@@ -204,7 +204,8 @@ def plan_filter(model: OrgModel, record: SettingRecord) -> FilterPlan:
 
 _BARE_PATH = re.compile(r"\s*[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*\s*")
 _SAME_KIND = {
-    FieldType.TEXT: (FieldType.TEXT, FieldType.LONGTEXT, FieldType.EMAIL, FieldType.URL, FieldType.AUTONUMBER),
+    FieldType.TEXT: (FieldType.TEXT, FieldType.LONGTEXT, FieldType.EMAIL, FieldType.URL, FieldType.AUTONUMBER,
+                     FieldType.PICKLIST),
     FieldType.NUMBER: (FieldType.NUMBER, FieldType.CURRENCY),
     FieldType.CURRENCY: (FieldType.NUMBER, FieldType.CURRENCY),
     FieldType.DATE: (FieldType.DATE,),

@@ -702,6 +702,7 @@ class _Accounts:
                 if target is not None and target.type not in (FieldType.FORMULA, FieldType.AUTONUMBER) and not target.system:
                     self.copy_plan.append((fdef, target))
         self._tables = tables
+        self._reader: RecordReader | None = None
         self._records: dict[int, dict] = {}
         self._copies: dict[int, dict] = {}
         self._refs: dict[object, int | None] = {}
@@ -727,8 +728,9 @@ class _Accounts:
         return found
 
     def _load(self, conn: sa.Connection, account_id: int) -> None:
-        reader = RecordReader(self.model, self._tables, self.obj, self.reader_paths(), conn.dialect.name)
-        for record in reader.read(conn, where=self.table.c.id == account_id):
+        if self._reader is None:
+            self._reader = RecordReader(self.model, self._tables, self.obj, self.reader_paths(), conn.dialect.name)
+        for record in self._reader.read(conn, where=self.table.c.id == account_id):
             self._records[account_id] = record
             copies = {}
             for source, target in self.copy_plan:

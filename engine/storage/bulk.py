@@ -71,13 +71,18 @@ class RowWriter:
             self.columns.append((fdef.column_name, fdef.key, to_db_converter(fdef, dialect), default))
         # Per column: record key, converter (None when the driver takes the
         # value as it is) and the converted default written for missing values.
-        self._plan = []
-        for _, key, convert, default in self.columns:
+        self._keys = [key for _, key, _, _ in self.columns]
+        self._converted: list[tuple[int, Callable[[Any], Any]]] = []
+        self._defaults: list[tuple[int, Any]] = []
+        for position, (_, _, convert, default) in enumerate(self.columns):
             try:
                 identity = convert(_PROBE) is _PROBE
             except Exception:  # noqa: BLE001 - a converter that inspects its value is not the identity
                 identity = False
-            self._plan.append((key, None if identity else convert, None if default is None else convert(default)))
+            if not identity:
+                self._converted.append((position, convert))
+            if default is not None:
+                self._defaults.append((position, convert(default)))
         names = ", ".join(_quote(conn, c[0]) for c in self.columns)
         marks = ", ".join(_placeholder(conn) for _ in self.columns)
         self.sql = f"INSERT INTO {_quote(conn, obj.table_name)} ({names}) VALUES ({marks})"
@@ -102,16 +107,26 @@ class RowWriter:
         for record in records:
             record.setdefault("createddate", stamp)
             record.setdefault("lastmodifieddate", stamp)
-        plan = self._plan
-        rows = [
-            tuple(
-                (value if convert is None else convert(value))
-                if (value := record.get(key)) is not None
-                else default
-                for key, convert, default in plan
-            )
-            for record in records
-        ]
+        keys, converted, defaults = self._keys, self._converted, self._defaults
+        # The timestamps are the same object for most records: convert once.
+        stamp_converter = self.columns[2][2]
+        stamp_value = stamp_converter(stamp)
+        rows = []
+        for record in records:
+            get = record.get
+            row = [get(key) for key in keys]
+            if row[2] is stamp:
+                row[2] = stamp_value
+            if row[3] is stamp:
+                row[3] = stamp_value
+            for position, convert in converted:
+                value = row[position]
+                if value is not None and value is not stamp_value:
+                    row[position] = convert(value)
+            for position, default in defaults:
+                if row[position] is None:
+                    row[position] = default
+            rows.append(tuple(row))
         self.conn.exec_driver_sql(self.sql, rows)
         return len(rows)
 

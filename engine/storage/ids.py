@@ -140,4 +140,6 @@ def next_autonumbers(
     if count <= 0:
         return []
     first = _advance(conn, autonumber_sequence_name(obj, target), count, lambda: 1)
-    return [format_autonumber(fmt, n) for n in range(first, first + count)]
+    match = _MASK.search(fmt)
+    head, tail, width = fmt[: match.start()], fmt[match.end():], len(match.group(1))  # type: ignore[union-attr]
+    return [f"{head}{n:0{width}d}{tail}" for n in range(first, first + count)]

@@ -79,7 +79,7 @@ class RecordReader:
         if name == "id":
             if not prefix:
                 self._columns.append(sa.type_coerce(source.c[ID], sa.types.NullType()))
-                self._slots.append(((), "id", _int_or_none))
+                self._slots.append(((), "id", _identity_like))
             return
         fdef = target.field(name)
         if fdef is None:
@@ -100,33 +100,41 @@ class RecordReader:
         return sa.select(*self._columns).select_from(self._from)
 
     def records(self, rows: Iterable[Sequence[Any]]) -> Iterator[dict]:
-        slots = self._slots
+        # Base-object columns go straight into the record; only joined columns
+        # need the nested assembly below.
+        base = [(i, key, None if convert is _identity_like else convert)
+                for i, (prefix, key, convert) in enumerate(self._slots) if not prefix]
+        base_plain = [(i, key) for i, key, convert in base if convert is None]
+        base_converted = [(i, key, convert) for i, key, convert in base if convert is not None]
+        joined = [(i, slot) for i, slot in enumerate(self._slots) if slot[0]]
         for row in rows:
-            record: dict = {}
+            record = {key: row[i] for i, key in base_plain}
+            for i, key, convert in base_converted:
+                value = row[i]
+                record[key] = None if value is None else convert(value)
+            if not joined:
+                yield record
+                continue
             nested: dict[tuple[str, ...], dict | None] = {(): record}
-            for (prefix, key, convert), value in zip(slots, row):
-                if prefix and key == "id":
+            for i, (prefix, key, convert) in joined:
+                value = row[i]
+                if key == "id" and (prefix not in nested):
                     parent = nested.get(prefix[:-1])
                     if value is None or parent is None:
                         nested[prefix] = None
-                        if parent is not None:
+                        if parent is not None and not isinstance(parent.get(prefix[-1]), dict):
                             parent.setdefault(prefix[-1], None)
                         continue
                     child = {"id": value}
                     nested[prefix] = child
-                    existing = parent.get(prefix[-1])
                     parent[prefix[-1]] = child
-                    if existing is not None and not isinstance(existing, dict):
-                        child.setdefault("id", existing)
                     continue
                 target = nested.get(prefix)
                 if target is None:
                     continue
-                converted = convert(value)
-                current = target.get(key)
-                if isinstance(current, dict):
+                if isinstance(target.get(key), dict):
                     continue  # a lookup named like its relationship keeps the nested record
-                target[key] = converted
+                target[key] = convert(value) if value is not None else None
             yield record
 
     def read(
@@ -147,11 +155,18 @@ class RecordReader:
             yield from self.records(batch)
 
 
+def _identity_like(value: Any) -> Any:
+    return value
+
+
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
 def _converter(fdef: FieldDef, dialect: str) -> Callable[[Any], Any]:
     if fdef.type.is_reference or fdef.type is FieldType.ID:
-        return _int_or_none
+        return _identity_like  # drivers return integer ids already
+    if fdef.type in (FieldType.TEXT, FieldType.LONGTEXT, FieldType.PICKLIST, FieldType.EMAIL, FieldType.URL,
+                     FieldType.AUTONUMBER):
+        return _identity_like
     return from_db_converter(fdef, dialect)

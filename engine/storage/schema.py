@@ -358,9 +358,22 @@ CLAIM = sa.Table(
 INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name, CLAIM.name)
 
 
+_BUILT: dict[int, tuple[OrgModel, sa.MetaData]] = {}
+
+
 def build_metadata(model: OrgModel) -> sa.MetaData:
-    """A MetaData with one table per data object plus the internal tables."""
-    return metadata_from_specs(model_specs(model))
+    """A MetaData with one table per data object plus the internal tables.
+
+    The result depends only on the (immutable) model, so it is built once per
+    model and shared; callers must not add to it."""
+    cached = _BUILT.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    metadata = metadata_from_specs(model_specs(model))
+    if len(_BUILT) >= 8:
+        _BUILT.clear()
+    _BUILT[id(model)] = (model, metadata)
+    return metadata
 
 
 def metadata_from_specs(specs: Mapping[str, Iterable[ColumnSpec]]) -> sa.MetaData:

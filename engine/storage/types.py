@@ -281,14 +281,24 @@ def to_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
         precision, scale = numeric_shape(field)
         quantum, _, bound = _shape(precision, scale)
 
-        def number(value: Any) -> Any:
-            if value is None:
-                return None
-            quantized = _as_decimal(value).quantize(quantum, ROUND_HALF_UP)
-            scaled = int(quantized.scaleb(scale))
-            if not -bound < scaled < bound:
-                raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
-            return scaled if sqlite else quantized
+        if sqlite:
+            def number(value: Any) -> Any:
+                if value is None:
+                    return None
+                decimal = value if type(value) is Decimal else _as_decimal(value)
+                # scaleb + integral rounding half-up == quantize to the scale, then shift.
+                scaled = int(decimal.scaleb(scale).to_integral_value(ROUND_HALF_UP))
+                if not -bound < scaled < bound:
+                    raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
+                return scaled
+        else:
+            def number(value: Any) -> Any:
+                if value is None:
+                    return None
+                quantized = _as_decimal(value).quantize(quantum, ROUND_HALF_UP)
+                if not -bound < int(quantized.scaleb(scale)) < bound:
+                    raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
+                return quantized
 
         return number
     if kind is FieldType.DATE:
