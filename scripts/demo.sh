@@ -24,15 +24,29 @@ for file in data/[0-9]*_*.csv; do
     metabill load "$object" "$file" --db "$DB"
 done
 
-step "4. Export the loaded records as CSV ($OUT/records/)"
-for file in data/[0-9]*_*.csv; do
-    object=$(basename "$file" .csv)
-    object=${object#*_}
+step "4. Invoice runs (draft invoices)"
+run() { metabill invoice-run --db "$DB" --invoice-date "$3" --period-start "$1" --period-end "$2" "${@:4}"; }
+echo "-- a dry run first: what the order filters would bill (nothing is written)"
+run 2024-01-01 2024-12-31 2024-12-31 --filter "Order Sub Invoice" --filter "Order Invoice" --dry-run
+echo "-- use case 1: progress invoices per milestone, one run per month"
+run 2024-03-01 2024-03-31 2024-03-15 --filter "UC1 Sub Invoice"
+run 2024-04-01 2024-04-30 2024-04-15 --filter "UC1 Sub Invoice"
+echo "-- use cases 2 and 3: partial/progress invoices from partial deliveries, and the orders"
+run 2024-01-01 2024-12-31 2024-12-31 --filter "Order Sub Invoice" --filter "Order Invoice" --show-invoices
+echo "-- the final invoices wait for their sub invoices to be finalized (the next stage of the cycle)"
+run 2024-06-01 2024-06-30 2024-06-10 --filter "UC1 Final Invoice"
+
+step "5. Export records as CSV ($OUT/records/)"
+for object in Account Order OrderItem Partial_Delivery__c Opportunity OpportunityLineItem InvoiceRun Invoice InvoiceLineItem; do
     metabill export-records "$object" --db "$DB" --out "$OUT/records/$object.csv"
 done
 
 step "Summary"
 printf 'database: %s\n' "$OUT/demo.db"
-for file in "$OUT"/records/*.csv; do
-    printf '%-28s %5d records\n' "$(basename "$file" .csv)" "$(( $(wc -l < "$file") - 1 ))"
-done
+python - "$OUT/records" <<'PY'
+import csv, pathlib, sys
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.csv")):
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = sum(1 for _ in csv.reader(handle)) - 1
+    print(f"{path.stem:28s} {rows:5d} records")
+PY
