@@ -114,10 +114,13 @@ def load_org(path: str | Path) -> LoadResult:
 
 
 def _relative(root: Path, path: Path) -> str:
+    """The display name of a file: relative to the org root, with bytes that
+    are not UTF-8 in the file name shown as escapes (never unprintable)."""
     try:
-        return path.relative_to(root).as_posix()
+        name = path.relative_to(root).as_posix()
     except ValueError:  # pragma: no cover - discovery only yields paths below root
-        return path.as_posix()
+        name = path.as_posix()
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _discover(root: Path, diagnostics: list[Diagnostic]) -> _Discovered:
@@ -257,22 +260,33 @@ def _locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Loc
             row += 1
         return base
     if indicator in ("'", '"'):
-        # Walk the quoted text: an escape (\x in double quotes, '' in single
-        # quotes) is two file characters for one value character.
+        # Walk the quoted text: an escape is several file characters for one
+        # value character (\n: 2, \xNN: 4, \uNNNN: 6, \UNNNNNNNN: 10; '' in
+        # single quotes: 2).
         position = column + 1
+        widths = {"x": 4, "u": 6, "U": 10}
         for _ in range(offset):
             if position >= len(first):
                 return base
             if indicator == '"' and first[position] == "\\":
-                position += 2
+                position += widths.get(first[position + 1:position + 2], 2)
             elif indicator == "'" and first[position:position + 2] == "''":
                 position += 2
             else:
                 position += 1
         return Location(base.file, base.line, position + 1, base.yaml_path)
-    if "\n" in value[:offset]:
-        return base
-    return Location(base.file, base.line, column + offset + 1, base.yaml_path)
+    # Plain scalar: each continuation line is folded into one space.
+    remaining = offset
+    row, start = line_index, column
+    while row < len(lines):
+        content = lines[row][start:].rstrip()
+        if remaining <= len(content):
+            return Location(base.file, row + 1, start + remaining + 1, base.yaml_path)
+        remaining -= len(content) + 1
+        row += 1
+        if row < len(lines):
+            start = len(lines[row]) - len(lines[row].lstrip())
+    return base
 
 
 def _config_hash(root: Path, found: _Discovered) -> str:

@@ -433,9 +433,12 @@ def resolve_records(
                 if setting is not None
                 else f"records for the unknown setting '{setting_name}'"
             )
-            diagnostics.append(
-                make("E072", message, doc.location(("setting",)), did_you_mean(setting_name, settings))
+            hint = (
+                "custom_settings/ holds records of settings only"
+                if setting is not None
+                else did_you_mean(setting_name, settings)
             )
+            diagnostics.append(make("E072", message, doc.location(("setting",)), hint))
             continue
         bucket = collected.setdefault(setting.key, [])
         if setting.kind is ObjectKind.HIERARCHY_SETTING:

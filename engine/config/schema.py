@@ -102,7 +102,9 @@ def _map_error(doc: YamlDocument, error: jsonschema.ValidationError) -> list[Dia
                 make("E010", f"unknown key '{key}' in {_where(path)}", doc.location(path + (key,), key=True), hint)
             )
         return diagnostics
-    if keyword == "propertyNames":
+    if keyword == "propertyNames" or "propertyNames" in error.relative_schema_path:
+        # jsonschema reports a bad key as a 'pattern' error on the key itself,
+        # with the path of the mapping that holds it.
         bad = error.instance
         return [
             make(
