@@ -24,17 +24,20 @@ for file in data/[0-9]*_*.csv; do
     metabill load "$object" "$file" --db "$DB"
 done
 
-step "4. Invoice runs (draft invoices)"
+step "4. Invoice runs and finalization"
 run() { metabill invoice-run --db "$DB" --invoice-date "$3" --period-start "$1" --period-end "$2" "${@:4}"; }
 echo "-- a dry run first: what the order filters would bill (nothing is written)"
-run 2024-01-01 2024-12-31 2024-12-31 --filter "Order Sub Invoice" --filter "Order Invoice" --dry-run
-echo "-- use case 1: progress invoices per milestone, one run per month"
-run 2024-03-01 2024-03-31 2024-03-15 --filter "UC1 Sub Invoice"
-run 2024-04-01 2024-04-30 2024-04-15 --filter "UC1 Sub Invoice"
-echo "-- use cases 2 and 3: partial/progress invoices from partial deliveries, and the orders"
-run 2024-01-01 2024-12-31 2024-12-31 --filter "Order Sub Invoice" --filter "Order Invoice" --show-invoices
-echo "-- the final invoices wait for their sub invoices to be finalized (the next stage of the cycle)"
-run 2024-06-01 2024-06-30 2024-06-10 --filter "UC1 Final Invoice"
+run 2024-01-01 2024-12-31 2024-09-30 --filter "Order Sub Invoice" --filter "Order Invoice" --dry-run
+echo "-- use case 1: progress invoices per milestone, one run per month, finalized right away"
+run 2024-03-01 2024-03-31 2024-03-15 --filter "UC1 Sub Invoice" --finalize
+run 2024-04-01 2024-04-30 2024-04-15 --filter "UC1 Sub Invoice" --finalize
+echo "-- use cases 2 and 3: partial/progress invoices from partial deliveries, standard invoices for the orders"
+echo "   (the final invoices wait until their sub invoices are finalized)"
+run 2024-01-01 2024-12-31 2024-09-30 --filter "Order Sub Invoice" --filter "Order Invoice" --show-invoices --finalize
+echo "-- the same run again: the sub invoices are final now, so the final invoices are built"
+run 2024-01-01 2024-12-31 2024-09-30 --filter "Order Sub Invoice" --filter "Order Invoice" --show-invoices --finalize
+echo "-- use case 1: the final invoice of the project (June)"
+run 2024-06-01 2024-06-30 2024-06-10 --filter "UC1 Final Invoice" --show-invoices --finalize
 
 step "5. Export records as CSV ($OUT/records/)"
 for object in Account Order OrderItem Partial_Delivery__c Opportunity OpportunityLineItem InvoiceRun Invoice InvoiceLineItem; do

@@ -218,9 +218,11 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
 @click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
+@click.option("--finalize", "finalize_after", is_flag=True, help="Finalize the run's drafts right after the run.")
 @_org_option
 @_db_option
-def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, show_invoices, org_dir, db_url):
+def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, show_invoices, finalize_after,
+                org_dir, db_url):
     """Bill the source records selected by the filters into draft invoices."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -274,6 +276,17 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
             err_console.print(f"{f.name}: {failure.object_name} {failure.record_id}: {failure.message}", markup=False)
     console.print(f"{report.invoice_count} invoice(s), {report.line_count} line(s), "
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
+    if finalize_after and not dry_run:
+        from engine.billing.drafts import draft_ids
+        from engine.billing.finalize import finalize_invoices
+
+        with engine.connect() as conn:
+            ids = draft_ids(conn, result.model, run_id=report.run_id)
+        finalized = finalize_invoices(engine, result.model, ids)
+        for item in finalized.finalized:
+            console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
+        for name, message in finalized.failures:
+            err_console.print(f"invoice {name}: {message}", markup=False)
 
 
 @cli.command("delete-drafts")
@@ -315,6 +328,54 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
         except DraftError as error:
             raise UserError(str(error)) from None
     console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
+
+
+@cli.command("finalize")
+@click.option("--run", "run_name", default=None, help="Finalize the drafts of this invoice run (name or id).")
+@click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
+@click.option("--date", "today", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The finalization date (default: today); invoices without a date get it.")
+@_org_option
+@_db_option
+def finalize_cmd(run_name, names, today, org_dir, db_url):
+    """Finalize draft invoices: final numbers, Open status, invoice balances."""
+    import sqlalchemy as sa
+
+    from engine.billing.drafts import draft_ids
+    from engine.billing.finalize import finalize_invoices
+    from engine.storage.db import open_engine
+    from engine.storage.schema import build_metadata
+
+    if not run_name and not names:
+        raise click.UsageError("give --run or --invoice")
+    result = load_valid_org(org_dir)
+    model = result.model
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        run_id = None
+        if run_name:
+            runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
+            condition = runs.c.name == run_name
+            if run_name.isdigit():
+                condition = sa.or_(condition, runs.c.id == int(run_name))
+            row = conn.execute(sa.select(runs.c.id).where(condition)).first()
+            if row is None:
+                raise UserError(f"no invoice run '{run_name}'")
+            run_id = row.id
+        ids = draft_ids(conn, model, run_id=run_id, names=names)
+    if not ids:
+        raise UserError("no draft invoices to finalize")
+    report = finalize_invoices(engine, model, ids, today=today.date() if today else None)
+    table = Table(title="Finalized invoices")
+    for column in ("draft", "invoice number", "date", "grand total"):
+        table.add_column(column, justify="right" if column == "grand total" else "left")
+    for item in report.finalized:
+        table.add_row(item.draft_name, item.number, item.date.isoformat(), str(item.grand_total))
+    console.print(table)
+    for name, message in report.failures:
+        err_console.print(f"invoice {name}: {message}", markup=False)
+    if report.failures:
+        raise UserError(f"{len(report.failures)} invoice(s) could not be finalized")
 
 
 def main() -> None:
