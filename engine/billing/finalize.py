@@ -215,4 +215,110 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
             }
         ]
     )
+    invoice.update(name=number, status="Open", date=when, paymentduedate=when + timedelta(days=due_days))
+    if invoice.get("type") == "Final":
+        _settle_sub_invoices(conn, model, invoice, when)
+    settings = model.hierarchy_default("GlobalSettings")
+    if settings is not None and settings.get("CreateBookkeepingData"):
+        _book(conn, model, invoice, today)
     return Finalized(invoice_id, invoice["name"], number, when, grand_total)
+
+
+def _lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:
+    line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
+    query = sa.select(line_table).where(line_table.c.invoice == invoice_id).order_by(line_table.c.sequence, line_table.c.id)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _book(conn: sa.Connection, model: OrgModel, invoice: dict, today: date) -> None:
+    """The invoice's booking details, in the finalization's transaction."""
+    from engine.booking.accounts import AccountResolver
+    from engine.booking.invoices import BookingError, invoice_bookings
+    from engine.booking.write import load_account, write_bookings
+
+    lines = _lines(conn, model, invoice["id"])
+    invoice_table = build_metadata(model).tables[model.require("Invoice").table_name]
+    sub_ids = sorted({int(line["subinvoice"]) for line in lines if line.get("subinvoice")})
+    sub_types = {}
+    if sub_ids:
+        sub_types = dict(conn.execute(sa.select(invoice_table.c.id, invoice_table.c.type).where(invoice_table.c.id.in_(sub_ids))).all())
+    account = load_account(conn, model, invoice["account"], today)
+    provenance = {"run": str(invoice.get("invoicerun") or ""), "confighash": model.config_hash}
+    try:
+        bookings = invoice_bookings(model, AccountResolver(model), invoice, lines, account, sub_types, provenance)
+    except BookingError as error:
+        raise FinalizeError(str(error)) from None
+    write_bookings(conn, model, bookings)
+
+
+def _settle_sub_invoices(conn: sa.Connection, model: OrgModel, invoice: dict, when: date) -> None:
+    """Link the deducted sub invoices to the final invoice, and clear what is
+    still unpaid on its progress invoices: a Clearing balance (reason Final
+    Invoice) settles the sub invoice, and its interim revenue is reversed by
+    the same amount (domain-spec §3.8 step 5, §5.6)."""
+    tables = build_metadata(model).tables
+    invoice_table = tables[model.require("Invoice").table_name]
+    line_table = tables[model.require("InvoiceLineItem").table_name]
+    sub_ids = sorted({
+        int(r.subinvoice) for r in conn.execute(
+            sa.select(line_table.c.subinvoice).where(line_table.c.invoice == invoice["id"]).where(line_table.c.subinvoice.is_not(None))
+        )
+    })
+    key = invoice.get("subinvoiceassignmentkey")
+    if key:
+        # Progress invoices with nothing received have no deduction line but belong to the project too.
+        sub_ids = sorted(set(sub_ids) | {
+            r.id for r in conn.execute(
+                sa.select(invoice_table.c.id)
+                .where(invoice_table.c.subinvoiceassignmentkey == key)
+                .where(invoice_table.c.account == invoice["account"])
+                .where(invoice_table.c.type.in_(("Partial", "Progress")))
+                .where(invoice_table.c.status.in_(("Open", "Paid")))
+                .where(invoice_table.c.finalinvoice.is_(None))
+            )
+        })
+    if not sub_ids:
+        return
+    conn.execute(sa.update(invoice_table).where(invoice_table.c.id.in_(sub_ids)).values(finalinvoice=invoice["id"]))
+    settings = model.hierarchy_default("GlobalSettings")
+    book = bool(settings is not None and settings.get("CreateBookkeepingData"))
+    for sub in conn.execute(sa.select(invoice_table).where(invoice_table.c.id.in_(sub_ids))).mappings().all():
+        open_amount = sub["balance"] or Decimal("0.00")
+        if sub["type"] != "Progress" or open_amount <= 0:
+            continue
+        RowWriter(conn, model.require("Balance")).insert([{
+            "account": sub["account"], "invoice": sub["id"], "relatedinvoice": invoice["id"], "type": "Clearing",
+            "clearingreason": "Final Invoice", "amount": -open_amount, "date": when,
+            "currencyisocode": sub.get("currencyisocode"), "confighash": model.config_hash,
+        }])
+        conn.execute(sa.update(invoice_table).where(invoice_table.c.id == sub["id"])
+                     .values(balance=Decimal("0.00"), status="Paid", paymentdate=when))
+        if book:
+            _reverse_interim_revenue(conn, model, dict(sub), open_amount, when, invoice)
+
+
+def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, amount: Decimal, when: date,
+                             final: dict) -> None:
+    from engine.booking.accounts import AccountResolver
+    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields
+    from engine.booking.postings import check_postings, debit_credit_flag
+    from engine.booking.write import load_account, write_bookings
+
+    account = load_account(conn, model, sub["account"], when)
+    debtor = sub.get("debtorno__c") or account.get("on_debtorno__c")
+    lines = _lines(conn, model, sub["id"])
+    tax_code = next((line.get("taxcode") for line in lines if line.get("taxcode")), None)
+    context = {"taxcode": tax_code, "businessentity": sub.get("businessentity"), "region": sub.get("region")}
+    try:
+        choice = _collective(AccountResolver(model), "Interim Revenue", context, sub)
+    except BookingError as error:
+        raise FinalizeError(str(error)) from None
+    fields = {
+        **_common_fields(sub, account, str(debtor), {"run": "", "confighash": model.config_hash}),
+        "type": "Interim Revenue", "amount": -amount, "accountno": choice.account, "contraaccountno": choice.contra,
+        "accountrule": choice.rule, "taxcode": tax_code, "isgross": True, "bookingdate": when,
+        "invoicelineitems": f"cleared by final invoice {final.get('name')}",
+    }
+    fields["debitcredit"] = debit_credit_flag(fields)
+    check_postings([fields])
+    write_bookings(conn, model, [Booking(fields, choice)])

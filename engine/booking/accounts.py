@@ -1,0 +1,80 @@
+"""Account determination: which G/L account a booking detail posts to, and why.
+
+Two pure decisions, each returning the account *and* the rule decision that
+produced it (domain-spec §6), so the same code serves finalization, dry runs
+and ``metabill explain``:
+
+* :func:`gl_account` — an invoice line's revenue account from Assignment Rules
+  - G/L Account; no matching rule means the caller falls back to the
+  collective account of type Revenue;
+* :func:`collective_account` — the account of a booking detail of a given type
+  (Tax, Interim Revenue, Payment, ...) from Collective Accounts; the rule's
+  Type must equal the booking detail's type.
+
+Criteria, matching and precedence are those of :mod:`engine.billing.rules`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from engine.billing.rules import RuleDecision, criteria_of, decide
+from engine.config.model import OrgModel, SettingRecord
+
+
+@dataclass(frozen=True)
+class AccountChoice:
+    account: str | None
+    contra: str | None
+    bp_account: str | None
+    rule: str | None
+    decision: RuleDecision | None
+
+    def explain(self) -> str:
+        return self.decision.trace() if self.decision is not None else "no rule consulted"
+
+
+class AccountResolver:
+    """The two decisions with their setup done once per model."""
+
+    def __init__(self, model: OrgModel):
+        self.model = model
+        gl = model.object("GlAccountRule")
+        collective = model.object("CollectiveAccount")
+        self.gl_rules = model.setting_records("GlAccountRule")
+        self.gl_criteria = criteria_of(model, gl) if gl is not None else ()
+        self.collective_records = model.setting_records("CollectiveAccount")
+        self.collective_criteria = criteria_of(model, collective, exclude=("Type",)) if collective is not None else ()
+
+    def gl_account(self, invoice: Mapping[str, object], line: Mapping[str, object]) -> AccountChoice:
+        def context(criterion):
+            source = line if criterion.context_object.lower() == "invoicelineitem" else invoice
+            return source.get(criterion.context_field.lower())
+
+        decision = decide("GlAccountRule", self.gl_rules, self.gl_criteria, context)
+        winner = decision.winner
+        if winner is None:
+            return AccountChoice(None, None, None, None, decision)
+        return AccountChoice(winner.get("GLAccount"), None, None, winner.name, decision)
+
+    def collective_account(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
+        """``context_values`` holds booking-detail (and balance) values keyed
+        by lower-case field name: taxcode, businessentity, region, ..."""
+
+        def context(criterion):
+            return context_values.get(criterion.context_field.lower())
+
+        decision = decide(
+            "CollectiveAccount",
+            self.collective_records,
+            self.collective_criteria,
+            context,
+            admissible=lambda record: record.get("Type") == booking_type,
+        )
+        winner: SettingRecord | None = decision.winner
+        if winner is None:
+            return AccountChoice(None, None, None, None, decision)
+        return AccountChoice(
+            winner.get("Account"), winner.get("Account2"), winner.get("BpAccount"), winner.name, decision
+        )

@@ -1,0 +1,224 @@
+"""Booking details of a finalized invoice (domain-spec §5.3, §5.6, §5.8).
+
+:func:`invoice_bookings` is pure: the invoice, its lines and the account in,
+booking details (dicts keyed by lower-case BookingDetail field) out, each with
+the rule that chose its account. Lines are aggregated into one booking detail
+per (type, account, tax code and rate, center, cost object, billing practice,
+gross flag, copied custom fields); tax is booked per tax code and rate.
+
+By invoice type:
+
+* standard, partial and final main lines: ``Revenue`` on the line's G/L
+  account (G/L rules; else the collective account of type Revenue), plus
+  ``Tax`` on the collective account of type Tax;
+* progress invoices: ``Interim Revenue`` with the gross amount and no tax
+  booking, since tax arises when the payment is received;
+* deduction lines of a final invoice: for a Partial sub invoice they post to
+  revenue like any line (so revenue nets to the not-yet-billed part); for a
+  Progress sub invoice they are ``Interim Payment Clearing`` with the deducted
+  net amount.
+
+The debtor (business partner account) is the invoice's ``DebtorNo__c``, else
+the account's ``ON_DebtorNo__c``. An invoice whose bookings would lack an
+account is not finalized: a posting to nowhere is worse than no posting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Mapping, Sequence
+
+from engine.billing.money import ZERO
+from engine.config.model import FieldType, OrgModel
+
+from .accounts import AccountChoice, AccountResolver
+from .postings import check_postings, debit_credit_flag
+
+
+class BookingError(ValueError):
+    """No account for a booking, or no debtor: the invoice cannot be booked."""
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A booking detail to write, and the decision that chose its account."""
+
+    fields: dict
+    choice: AccountChoice | None
+
+
+def copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
+    """Custom fields carried to booking details: (source object, field key) for
+    every ``__c`` field that exists with the same name and type on Invoice or
+    InvoiceLineItem and on BookingDetail (seed 004). Line values win."""
+    detail = model.object("BookingDetail")
+    if detail is None:
+        return ()
+    out = []
+    for source_name in ("InvoiceLineItem", "Invoice"):
+        source = model.object(source_name)
+        if source is None:
+            continue
+        for fdef in source.fields:
+            target = detail.field(fdef.name)
+            if (
+                fdef.is_custom
+                and not fdef.name.lower().startswith("on_")
+                and target is not None
+                and target.value_type == fdef.value_type
+                and target.type is not FieldType.FORMULA
+            ):
+                out.append((source_name, fdef.key))
+    return tuple(out)
+
+
+def booking_date(invoice: Mapping[str, object]) -> date:
+    return invoice.get("on_bookingdate__c") or invoice["date"]  # type: ignore[return-value]
+
+
+def invoice_bookings(
+    model: OrgModel,
+    resolver: AccountResolver,
+    invoice: Mapping[str, object],
+    lines: Sequence[Mapping[str, object]],
+    account: Mapping[str, object],
+    sub_types: Mapping[int, str],
+    provenance: Mapping[str, object],
+) -> list[Booking]:
+    debtor = invoice.get("debtorno__c") or account.get("on_debtorno__c")
+    if not debtor:
+        raise BookingError(
+            f"invoice {invoice.get('name')}: no debtor account (Invoice.DebtorNo__c or Account.ON_DebtorNo__c)"
+        )
+    copies = copied_fields(model)
+    base = _common_fields(invoice, account, str(debtor), provenance)
+    groups: dict[tuple, dict] = {}
+    choices: dict[tuple, AccountChoice] = {}
+    tax_groups: dict[tuple, dict] = {}
+    progress = invoice.get("type") == "Progress"
+    for line in lines:
+        custom = tuple(
+            (key, (line.get(key) if source == "InvoiceLineItem" else None) or invoice.get(key))
+            for source, key in copies
+        )
+        rate = Decimal(line.get("taxrate") or 0)
+        tax_code = line.get("taxcode")
+        context = {
+            "taxcode": tax_code,
+            "appliedtaxrule": line.get("appliedtaxrule"),
+            "businessentity": invoice.get("businessentity"),
+            "region": invoice.get("region"),
+            "billingpractice": line.get("billingpractice"),
+        }
+        sub_type = sub_types.get(int(line["subinvoice"])) if line.get("isdeduction") and line.get("subinvoice") else None
+        if progress:
+            booking_type, amount, gross = "Interim Revenue", Decimal(line["postotalgross"]), True
+            choice = _collective(resolver, booking_type, context, invoice)
+        elif sub_type == "Progress":
+            booking_type, amount, gross = "Interim Payment Clearing", -Decimal(line["postotalnet"]), False
+            choice = _collective(resolver, booking_type, context, invoice)
+        else:
+            booking_type, amount, gross = "Revenue", Decimal(line["postotalnet"]), False
+            choice = resolver.gl_account(invoice, line)
+            if choice.account is None:
+                choice = _collective(resolver, "Revenue", context, invoice)
+        key = (
+            booking_type, choice.account, choice.contra, tax_code, rate, line.get("center"), line.get("costobject"),
+            line.get("billingpractice"), gross, custom,
+        )
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                **base,
+                "type": booking_type,
+                "amount": ZERO,
+                "accountno": choice.account,
+                "contraaccountno": choice.contra,
+                "accountrule": choice.rule,
+                "taxcode": tax_code,
+                "taxrate": rate,
+                "appliedtaxrule": line.get("appliedtaxrule"),
+                "center": line.get("center"),
+                "costobject": line.get("costobject"),
+                "billingpractice": line.get("billingpractice"),
+                "isgross": gross,
+                "_lines": [],
+                **dict(custom),
+            }
+            choices[key] = choice
+        group["amount"] += amount
+        group["_lines"].append(str(line.get("name") or line.get("id")))
+        if not progress and Decimal(line.get("postotaltax") or 0) != 0:
+            tax_key = (tax_code, rate, line.get("appliedtaxrule"), custom)
+            tax = tax_groups.get(tax_key)
+            if tax is None:
+                tax_choice = _collective(resolver, "Tax", context, invoice)
+                tax = tax_groups[tax_key] = {
+                    **base,
+                    "type": "Tax",
+                    "amount": ZERO,
+                    "accountno": tax_choice.account,
+                    "contraaccountno": tax_choice.contra,
+                    "accountrule": tax_choice.rule,
+                    "taxcode": tax_code,
+                    "taxrate": rate,
+                    "appliedtaxrule": line.get("appliedtaxrule"),
+                    "isgross": False,
+                    "_lines": [],
+                    "_choice": tax_choice,
+                    **dict(custom),
+                }
+            tax["amount"] += Decimal(line["postotaltax"])
+            tax["_lines"].append(str(line.get("name") or line.get("id")))
+    bookings = []
+    for key, group in groups.items():
+        if group["amount"] != 0:
+            bookings.append(Booking(_finish(group), choices[key]))
+    for tax in tax_groups.values():
+        choice = tax.pop("_choice")
+        if tax["amount"] != 0:
+            bookings.append(Booking(_finish(tax), choice))
+    check_postings([b.fields for b in bookings], debtor=str(debtor), receivable=Decimal(invoice["grandtotal"]))
+    return bookings
+
+
+def _collective(resolver: AccountResolver, booking_type: str, context: Mapping[str, object],
+                invoice: Mapping[str, object]) -> AccountChoice:
+    choice = resolver.collective_account(booking_type, context)
+    if choice.account is None:
+        described = ", ".join(f"{k}={v!r}" for k, v in context.items() if v)
+        raise BookingError(
+            f"invoice {invoice.get('name')}: no collective account of type {booking_type} matches ({described})"
+        )
+    return choice
+
+
+def _common_fields(invoice: Mapping[str, object], account: Mapping[str, object], debtor: str,
+                   provenance: Mapping[str, object]) -> dict:
+    return {
+        "bookingdate": booking_date(invoice),
+        "originalbookingdate": booking_date(invoice),
+        "businessentity": invoice.get("businessentity"),
+        "account": invoice.get("account"),
+        "accountname": invoice.get("accountname"),
+        "invoice": invoice.get("id"),
+        "invoiceno": invoice.get("name"),
+        "bpaccountno": debtor,
+        "billingcity": invoice.get("billingcity"),
+        "iban": invoice.get("bankaccount"),
+        "bic": invoice.get("bankcode"),
+        "bankaccountowner": invoice.get("bankaccountowner"),
+        "region": invoice.get("region"),
+        "vatid": account.get("on_vatnumber__c") or account.get("taxnumber"),
+        "currencyisocode": invoice.get("currencyisocode"),
+        "exported": False,
+        **provenance,
+    }
+
+
+def _finish(detail: dict) -> dict:
+    detail["invoicelineitems"] = ", ".join(detail.pop("_lines"))[:1024]
+    detail["debitcredit"] = debit_credit_flag(detail)
+    return detail

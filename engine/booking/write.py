@@ -1,0 +1,125 @@
+"""Writing booking details: booking periods, booking texts, rows.
+
+Booking details are immutable once written; corrections are new details
+(reversals). A booking period is (business entity, year, month); a detail
+whose period is closed goes to the next open period, and missing periods are
+created open (domain-spec §5.2).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Mapping, Sequence
+
+import sqlalchemy as sa
+
+from engine.billing.plan import read_value
+from engine.config.model import OrgModel
+from engine.storage.bulk import RowWriter
+from engine.storage.reader import RecordReader
+from engine.storage.schema import build_metadata
+
+from .invoices import Booking
+
+_PLACEHOLDER = re.compile(r"\[([A-Za-z_]+)\]")
+MAX_PERIOD_HOPS = 240
+
+
+def _month_start(when: date) -> date:
+    return when.replace(day=1)
+
+
+def _next_month(when: date) -> date:
+    return (when.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def period_name(entity: str | None, when: date) -> str:
+    return f"{entity}-{when.year:04d}-{when.month:02d}" if entity else f"{when.year:04d}-{when.month:02d}"
+
+
+def booking_period(conn: sa.Connection, model: OrgModel, entity: str | None, when: date) -> int:
+    """The id of the open booking period for ``when`` (creating it when
+    missing; moving on to the next open month when it is closed)."""
+    obj = model.require("BookingPeriod")
+    table = build_metadata(model).tables[obj.table_name]
+    month = _month_start(when)
+    for _ in range(MAX_PERIOD_HOPS):
+        name = period_name(entity, month)
+        row = conn.execute(sa.select(table.c.id, table.c.status).where(table.c.name == name)).first()
+        if row is None:
+            record = {
+                "name": name,
+                "businessentity": entity,
+                "year": f"{month.year:04d}",
+                "month": f"{month.month:02d}",
+                "startdate": month,
+                "enddate": _next_month(month) - timedelta(days=1),
+                "status": "Open",
+            }
+            RowWriter(conn, obj).insert([record])
+            return record["id"]
+        if row.status != "Closed":
+            return row.id
+        month = _next_month(month)
+    raise ValueError(f"no open booking period within {MAX_PERIOD_HOPS} months after {when}")
+
+
+def render_text(model: OrgModel, detail: Mapping[str, object]) -> str | None:
+    """The Booking Text record of the detail's type with [Placeholders] filled
+    from the detail (field names, plus BookingTaxRate/BookingType/...)."""
+    template = model.setting_record("BookingText", str(detail.get("type")))
+    text = template.get("Text") if template is not None else None
+    if not text:
+        return None
+    extra = {
+        "bookingtaxrate": detail.get("taxrate"),
+        "bookingtaxcode": detail.get("taxcode"),
+        "bookingtype": detail.get("type"),
+        "bookingdate": detail.get("bookingdate"),
+        "bookingaccountrule": detail.get("accountrule"),
+        "balancedate": detail.get("paymentdate"),
+        "balancereference": detail.get("_reference"),
+    }
+
+    def fill(match: re.Match) -> str:
+        key = match.group(1).lower()
+        value = extra.get(key, detail.get(key))
+        if isinstance(value, Decimal):
+            value = format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+        return "" if value is None else str(value)
+
+    return " ".join(_PLACEHOLDER.sub(fill, str(text)).split())[:255] or None
+
+
+def write_bookings(conn: sa.Connection, model: OrgModel, bookings: Sequence[Booking]) -> list[dict]:
+    """Assign periods and texts, then insert; returns the written rows."""
+    rows = []
+    for booking in bookings:
+        row = dict(booking.fields)
+        row["bookingperiod"] = booking_period(conn, model, row.get("businessentity"), row["bookingdate"])
+        row["bookingtext"] = render_text(model, row)
+        row.pop("_reference", None)
+        rows.append(row)
+    RowWriter(conn, model.require("BookingDetail")).insert(rows)
+    return rows
+
+
+def load_account(conn: sa.Connection, model: OrgModel, account_id: int, today: date) -> dict:
+    """An account record with its formula fields evaluated (for debtor and VAT id)."""
+    obj = model.require("Account")
+    table = build_metadata(model).tables[obj.table_name]
+    formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
+    paths = set()
+    for fdef in formulas:
+        paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
+    reader = RecordReader(model, build_metadata(model), obj, paths, conn.dialect.name)
+    for record in reader.read(conn, where=table.c.id == account_id):
+        for fdef in formulas:
+            try:
+                record[fdef.key] = read_value(fdef, record, today)
+            except ValueError:
+                record[fdef.key] = None
+        return record
+    return {}
