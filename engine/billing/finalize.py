@@ -215,13 +215,14 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
             }
         ]
     )
+    draft_name = invoice["name"]
     invoice.update(name=number, status="Open", date=when, paymentduedate=when + timedelta(days=due_days))
     if invoice.get("type") == "Final":
         _settle_sub_invoices(conn, model, invoice, when)
     settings = model.hierarchy_default("GlobalSettings")
     if settings is not None and settings.get("CreateBookkeepingData"):
         _book(conn, model, invoice, today)
-    return Finalized(invoice_id, invoice["name"], number, when, grand_total)
+    return Finalized(invoice_id, draft_name, number, when, grand_total)
 
 
 def _lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:

@@ -378,6 +378,63 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
         raise UserError(f"{len(report.failures)} invoice(s) could not be finalized")
 
 
+@cli.command("explain")
+@click.argument("invoice")
+@_org_option
+@_db_option
+def explain_cmd(invoice, org_dir, db_url):
+    """Show, for every booking detail of INVOICE, the rule that chose its account,
+    the criteria compared and the rules that lost."""
+    from engine.booking.explain import ExplainError, explain_invoice
+    from engine.storage.db import open_engine
+
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            explanations = explain_invoice(conn, result.model, invoice)
+    except ExplainError as error:
+        raise UserError(str(error)) from None
+    for explanation in explanations:
+        for line in explanation.lines():
+            click.echo(line)
+
+
+@cli.group()
+def payment() -> None:
+    """Payments received on invoices."""
+
+
+@payment.command("register")
+@click.argument("invoice")
+@click.argument("amount")
+@click.option("--date", "when", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The date the money arrived.")
+@click.option("--reference", default=None, help="Bank reference text.")
+@_org_option
+@_db_option
+def payment_register(invoice, amount, when, reference, org_dir, db_url):
+    """Register AMOUNT received on INVOICE (its number), with balance and bookings."""
+    from engine.cash.payments import PaymentError, register_payment
+    from engine.config.values import ValueProblem, parse_decimal
+    from engine.storage.db import open_engine
+
+    try:
+        value = parse_decimal(amount)
+    except ValueProblem as problem:
+        raise UserError(f"amount: {problem}") from None
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            registered = register_payment(conn, result.model, invoice, value, when.date(), reference=reference)
+    except PaymentError as error:
+        raise UserError(str(error)) from None
+    console.print(
+        f"Registered {registered.amount} on {registered.invoice_name}: "
+        f"open amount {registered.invoice_balance}, status {registered.status}."
+    )
+
+
 def main() -> None:
     """Entry point: click's own errors exit 2; anything unexpected is reported
     as an internal error without a Python traceback (set METABILL_DEBUG=1 to see it)."""
