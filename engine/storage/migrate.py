@@ -35,6 +35,7 @@ from alembic.operations import Operations
 from engine.config.model import FieldType, OrgModel
 
 from . import schema as s
+from .guards import install_guards, remove_guards
 from .db import raw_dbapi, transaction
 from .schema import ColumnSpec
 
@@ -457,9 +458,11 @@ def apply_migration(engine: sa.Engine, model: OrgModel, *, allow_data_loss: bool
             if diff.plan.destructive and not allow_data_loss:
                 raise DataLossRefused(diff.plan)
             s.INTERNAL.create_all(conn, checkfirst=True)
+            remove_guards(conn)
             _execute(conn, diff)
             snapshot_changed = _write_snapshot(conn, diff.target)
             _write_meta(conn, model, bump=bool(diff.plan) or snapshot_changed)
+            install_guards(conn, model)
             if conn.dialect.name == "sqlite":
                 _check_foreign_keys(conn)
     return diff.plan
