@@ -217,10 +217,19 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
     )
     draft_name = invoice["name"]
     invoice.update(name=number, status="Open", date=when, paymentduedate=when + timedelta(days=due_days))
+    settings = model.hierarchy_default("GlobalSettings")
+    book = bool(settings is not None and settings.get("CreateBookkeepingData"))
+    if invoice.get("type") == "Cancelation":
+        from .cancel import CancelError, finalize_cancellation
+
+        try:
+            finalize_cancellation(conn, model, invoice, when, book)
+        except CancelError as error:
+            raise FinalizeError(str(error)) from None
+        return Finalized(invoice_id, draft_name, number, when, grand_total)
     if invoice.get("type") == "Final":
         _settle_sub_invoices(conn, model, invoice, when)
-    settings = model.hierarchy_default("GlobalSettings")
-    if settings is not None and settings.get("CreateBookkeepingData"):
+    if book:
         _book(conn, model, invoice, today)
     return Finalized(invoice_id, draft_name, number, when, grand_total)
 

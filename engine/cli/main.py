@@ -378,6 +378,37 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
         raise UserError(f"{len(report.failures)} invoice(s) could not be finalized")
 
 
+@cli.command("cancel")
+@click.argument("invoice")
+@click.option("--reason", default=None, help="The cancellation reason printed on the cancellation invoice.")
+@click.option("--date", "when", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Cancellation date (default today).")
+@click.option("--draft-only", is_flag=True, help="Create the cancellation invoice as a draft and stop.")
+@_org_option
+@_db_option
+def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
+    """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
+    cleared, its bookings reversed and its source records released."""
+    from engine.billing.cancel import CancelError, create_cancellation
+    from engine.billing.finalize import finalize_invoices
+    from engine.storage.db import open_engine
+
+    result = load_valid_org(org_dir)
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            draft_id = create_cancellation(conn, result.model, invoice, reason)
+    except CancelError as error:
+        raise UserError(str(error)) from None
+    if draft_only:
+        console.print(f"Created the cancellation draft DRAFT-{draft_id:06d} for {invoice}.")
+        return
+    report = finalize_invoices(engine, result.model, [draft_id], today=when.date() if when else None)
+    for name, message in report.failures:
+        raise UserError(f"the cancellation of {invoice} could not be finalized: {message}")
+    item = report.finalized[0]
+    console.print(f"Cancelled {invoice} with {item.number} ({item.date}, {item.grand_total}).")
+
+
 @cli.command("explain")
 @click.argument("invoice")
 @_org_option

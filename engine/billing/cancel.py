@@ -1,0 +1,157 @@
+"""Cancellation: a finalized invoice is never changed, it is cancelled.
+
+:func:`create_cancellation` makes a draft cancellation invoice (type
+``Cancelation``, the opposite class, every line mirrored with the negated
+unit price and amounts, ``RelatedInvoice`` = the original). Finalizing it
+(:func:`finalize_cancellation`, called by the finalization step) completes the
+cancellation in the same transaction (domain-spec §4.8):
+
+1. payments on the original are unlinked and become free account balances;
+2. Clearing balances bring both invoices to zero without touching the
+   account balance (original -G, cancellation +G);
+3. the original becomes ``Canceled`` (``CanceledWith`` = the cancellation),
+   the cancellation ``Settled``;
+4. the source records billed by the original are released (their
+   ``ON_Invoice<sfx>`` cleared, billing claims removed) for the next run;
+5. every booking detail of the original is reversed: same accounts, negated
+   amount, booked on the cancellation date, ``ReversalOf`` the original.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from engine.config.model import OrgModel
+from engine.storage.bulk import RowWriter
+from engine.storage.schema import CLAIM, build_metadata
+
+from .drafts import invoice_backrefs
+
+# Header fields that describe the invoice rather than its own state or history.
+_NOT_COPIED = {
+    "id", "name", "createddate", "lastmodifieddate", "status", "class", "type", "date", "paymentduedate",
+    "paymentdate", "balance", "balancedifference", "nextpaymentdue", "nextpaymentduedate", "relatedinvoice",
+    "canceledwith", "cancelationreason", "finalinvoice", "exported", "timesexported", "pdf", "invoicerun",
+    "sepapaymenterror", "totalnet", "totaltax", "grandtotal", "confighash",
+}
+_NEGATED_LINE_FIELDS = ("unitprice", "unitpricenet", "postotalnet", "postotaltax", "postotalgross")
+
+
+class CancelError(ValueError):
+    pass
+
+
+def create_cancellation(conn: sa.Connection, model: OrgModel, invoice_name: str, reason: str | None) -> int:
+    """The id of a new draft cancellation invoice for ``invoice_name``."""
+    tables = build_metadata(model).tables
+    invoice_table = tables[model.require("Invoice").table_name]
+    line_table = tables[model.require("InvoiceLineItem").table_name]
+    original = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
+    if original is None:
+        raise CancelError(f"no invoice {invoice_name}")
+    if original["status"] not in ("Open", "Paid"):
+        raise CancelError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be cancelled")
+    if original["type"] == "Cancelation":
+        raise CancelError(f"{invoice_name} is itself a cancellation; invoice anew instead")
+    pending = conn.execute(
+        sa.select(invoice_table.c.name).where(invoice_table.c.relatedinvoice == original["id"])
+        .where(invoice_table.c.type == "Cancelation")
+    ).first()
+    if pending is not None:
+        raise CancelError(f"{invoice_name} already has the cancellation {pending.name}")
+    header = {k: v for k, v in original.items() if k not in _NOT_COPIED}
+    header.update(
+        type="Cancelation",
+        **{"class": "Invoice" if original["class"] == "Credit" else "Credit"},
+        status="Draft",
+        relatedinvoice=original["id"],
+        cancelationreason=reason,
+        totalnet=-original["totalnet"],
+        totaltax=-original["totaltax"],
+        grandtotal=-original["grandtotal"],
+        confighash=model.config_hash,
+    )
+    writer = RowWriter(conn, model.require("Invoice"))
+    writer.assign_ids([header])
+    header["name"] = f"DRAFT-{header['id']:06d}"
+    writer.insert([header])
+    lines = []
+    for line in conn.execute(sa.select(line_table).where(line_table.c.invoice == original["id"]).order_by(line_table.c.id)).mappings():
+        copy = {k: v for k, v in line.items() if k not in ("id", "name", "createddate", "lastmodifieddate")}
+        copy["invoice"] = header["id"]
+        for key in _NEGATED_LINE_FIELDS:
+            if copy.get(key) is not None:
+                copy[key] = -copy[key]
+        lines.append(copy)
+    RowWriter(conn, model.require("InvoiceLineItem")).insert(lines)
+    return header["id"]
+
+
+def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: dict, when: date, book: bool) -> None:
+    """Complete a cancellation whose draft was just numbered and opened."""
+    tables = build_metadata(model).tables
+    invoice_table = tables[model.require("Invoice").table_name]
+    balance_table = tables[model.require("Balance").table_name]
+    original = dict(conn.execute(sa.select(invoice_table).where(invoice_table.c.id == cancellation["relatedinvoice"])).mappings().one())
+    if original["status"] not in ("Open", "Paid"):
+        raise CancelError(f"{original['name']} is {original['status']}: it cannot be cancelled")
+    # 1. Payments on the original become free balances of the account.
+    conn.execute(
+        sa.update(balance_table).where(balance_table.c.invoice == original["id"])
+        .where(balance_table.c.type.in_(("Payment", "Prepayment")))
+        .values(invoice=None)
+    )
+    total = original["grandtotal"] or Decimal("0.00")
+    writer = RowWriter(conn, model.require("Balance"))
+    clearing = {"type": "Clearing", "date": when, "account": original["account"],
+                "currencyisocode": original.get("currencyisocode"), "confighash": model.config_hash}
+    # 2. Clearing balances: the original's invoice balance +G and the
+    # cancellation's -G are each brought to zero (other balances on the
+    # original, e.g. write-offs, are cleared with it).
+    remaining = sum(
+        (r.amount for r in conn.execute(sa.select(balance_table.c.amount).where(balance_table.c.invoice == original["id"]))),
+        Decimal("0.00"),
+    )
+    writer.insert([
+        {**clearing, "invoice": original["id"], "relatedinvoice": cancellation["id"], "amount": -remaining},
+        {**clearing, "invoice": cancellation["id"], "relatedinvoice": original["id"], "amount": total},
+    ])
+    # 3. Statuses and links.
+    conn.execute(sa.update(invoice_table).where(invoice_table.c.id == original["id"])
+                 .values(status="Canceled", canceledwith=cancellation["id"], balance=Decimal("0.00")))
+    conn.execute(sa.update(invoice_table).where(invoice_table.c.id == cancellation["id"])
+                 .values(status="Settled", balance=Decimal("0.00"), paymentdate=when))
+    # 4. Release the billed source records.
+    for table_name, column in invoice_backrefs(model):
+        table = tables[table_name]
+        conn.execute(sa.update(table).where(table.c[column] == original["id"]).values({column: None}))
+    conn.execute(sa.delete(CLAIM).where(CLAIM.c.invoice_id == original["id"]))
+    # 5. Reverse the original's bookings.
+    if book:
+        _reverse_bookings(conn, model, original, cancellation, when)
+
+
+def _reverse_bookings(conn: sa.Connection, model: OrgModel, original: dict, cancellation: dict, when: date) -> None:
+    from engine.booking.invoices import Booking
+    from engine.booking.postings import check_postings, debit_credit_flag
+    from engine.booking.write import write_bookings
+
+    detail_table = build_metadata(model).tables[model.require("BookingDetail").table_name]
+    reversals = []
+    for detail in conn.execute(
+        sa.select(detail_table).where(detail_table.c.invoice == original["id"]).order_by(detail_table.c.id)
+    ).mappings():
+        fields = {k: v for k, v in detail.items() if k not in ("id", "name", "createddate", "lastmodifieddate",
+                                                               "bookingperiod", "bookingtext", "exported",
+                                                               "exportdestination", "lasterror", "absoluteamount")}
+        fields.update(
+            amount=-detail["amount"], bookingdate=when, invoice=cancellation["id"], invoiceno=cancellation["name"],
+            reversalof=detail["id"], exported=False, confighash=model.config_hash,
+        )
+        fields["debitcredit"] = debit_credit_flag(fields)
+        reversals.append(Booking(fields, None))
+    check_postings([r.fields for r in reversals])
+    write_bookings(conn, model, reversals)
