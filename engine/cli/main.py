@@ -466,6 +466,11 @@ def payment_register(invoice, amount, when, reference, org_dir, db_url):
     )
 
 
+from engine.cli.exports import export  # noqa: E402  (the group needs the helpers defined above)
+
+cli.add_command(export)
+
+
 def main() -> None:
     """Entry point: click's own errors exit 2; anything unexpected is reported
     as an internal error without a Python traceback (set METABILL_DEBUG=1 to see it)."""

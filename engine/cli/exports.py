@@ -1,0 +1,172 @@
+"""``metabill export ...``: the booking journal and the DATEV Buchungsstapel.
+
+Registered on the main command group by ``engine/cli/main.py``::
+
+    from engine.cli.exports import export  # noqa: E402
+    cli.add_command(export)
+
+Those lines sit at the end of main.py, after the option helpers this module
+imports. The group below is defined *before* that import, so the two modules
+load in either order (importing this module first runs main.py, whose last
+lines then find ``export`` already defined).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+
+@click.group("export")
+def export() -> None:
+    """Export booking data: the booking journal (CSV) and DATEV (EXTF Buchungsstapel)."""
+
+
+from rich.table import Table  # noqa: E402
+
+from engine.cli.main import UserError, _db_option, _org_option, console, err_console, load_valid_org  # noqa: E402
+
+_DATE = click.DateTime(["%Y-%m-%d"])
+
+
+@export.command("bookings")
+@click.option("--format", "fmt", type=click.Choice(["csv"]), default="csv", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: stdout.")
+@click.option("--invoice", "invoice_numbers", multiple=True, metavar="NO",
+              help="Only the booking details of this invoice number; repeat for several.")
+@click.option("--only-unexported", is_flag=True, help="Only booking details not exported yet.")
+@_org_option
+@_db_option
+def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], only_unexported: bool,
+             org_dir: Path, db_url: str | None) -> None:
+    """Write the booking journal: one line per booking detail with its debit
+    and credit account, ordered by booking date, invoice number and id."""
+    import sqlalchemy as sa
+
+    from engine.exports.journal import journal_rows, write_journal_csv
+    from engine.storage.db import open_engine, transaction
+    from engine.storage.schema import build_metadata
+
+    assert fmt == "csv"
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    with transaction(engine, readonly=True) as conn:
+        invoice_ids = None
+        if invoice_numbers:
+            invoices = build_metadata(model).tables[model.require("Invoice").table_name]
+            found = dict(conn.execute(
+                sa.select(invoices.c.name, invoices.c.id).where(invoices.c.name.in_(sorted(set(invoice_numbers))))
+            ).all())
+            unknown = [number for number in invoice_numbers if number not in found]
+            if unknown:
+                raise UserError(f"no invoice numbered {', '.join(repr(n) for n in unknown)}")
+            invoice_ids = list(found.values())
+        rows = journal_rows(conn, model, invoice_ids=invoice_ids, only_unexported=only_unexported)
+        if out_file is None:
+            count = write_journal_csv(rows, sys.stdout)
+        else:
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            with out_file.open("w", encoding="utf-8", newline="") as handle:
+                count = write_journal_csv(rows, handle)
+    err_console.print(f"Wrote {count} booking detail(s)" + (f" to {out_file}." if out_file else "."), markup=False)
+
+
+@export.command("datev")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The EXTF file to write (must not exist). Default: EXTF_Buchungsstapel_<timestamp>.csv.")
+@click.option("--force", is_flag=True, help="Export already exported booking details again.")
+@click.option("--setting", "setting_name", default=None,
+              help="The ExportSetting record with the DATEV parameters (default: the first active one with them).")
+@click.option("--consultant", type=int, default=None, help="Beraternummer (1001-9999999).")
+@click.option("--client", type=int, default=None, help="Mandantennummer (1-99999).")
+@click.option("--fiscal-year-start", type=_DATE, default=None, help="Wirtschaftsjahresbeginn, YYYY-MM-DD.")
+@click.option("--account-length", type=int, default=None, help="Sachkontenlänge (4-8).")
+@click.option("--chart-of-accounts", default=None, help="Sachkontenrahmen for the header, e.g. 03 (SKR 03).")
+@click.option("--from", "date_from", type=_DATE, default=None, help="First booking date (default: fiscal year start).")
+@click.option("--to", "date_to", type=_DATE, default=None, help="Last booking date (default: fiscal year end).")
+@click.option("--description", default=None, help="Bezeichnung of the batch (at most 30 characters).")
+@_org_option
+@_db_option
+def datev(out_file: Path | None, force: bool, setting_name: str | None, consultant: int | None,
+          client: int | None, fiscal_year_start: datetime | None, account_length: int | None,
+          chart_of_accounts: str | None, date_from: datetime | None, date_to: datetime | None,
+          description: str | None, org_dir: Path, db_url: str | None) -> None:
+    """Export booking details to DATEV as an EXTF Buchungsstapel, create the
+    accounting documents and mark the details exported (one transaction).
+    Interim bookings of progress invoices are not exported; they are listed."""
+    from engine.exports.datev import DatevExportError, export_datev, params_from_setting
+    from engine.storage.db import open_engine, transaction
+
+    model = load_valid_org(org_dir).model
+    try:
+        params = params_from_setting(
+            model,
+            setting_name,
+            consultant=consultant,
+            client=client,
+            fiscal_year_start=fiscal_year_start.date() if fiscal_year_start else None,
+            account_length=account_length,
+            chart_of_accounts=chart_of_accounts,
+            date_from=date_from.date() if date_from else None,
+            date_to=date_to.date() if date_to else None,
+            description=description,
+        )
+    except DatevExportError as error:
+        raise UserError(f"{error}; give them as options (see --help)") from None
+    created = datetime.now()
+    if out_file is None:
+        out_file = Path(f"EXTF_Buchungsstapel_{created:%Y%m%d_%H%M%S}.csv")
+    if out_file.exists():
+        raise UserError(f"{out_file} exists; an exported file is never overwritten (choose another --out)")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_file.with_name(out_file.name + ".part")
+    engine = open_engine(db_url)
+    try:
+        # The file is complete and on disk before the transaction commits; the
+        # commit is what marks the details exported. Only then it gets its name.
+        with transaction(engine) as conn:
+            with partial.open("xb") as handle:
+                report = export_datev(conn, model, handle, params, force=force, created=created)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except FileExistsError:
+        raise UserError(f"{partial} exists: another export may be running; remove it if not") from None
+    except DatevExportError as error:
+        partial.unlink(missing_ok=True)
+        raise UserError(str(error)) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if report.exported:
+        os.replace(partial, out_file)
+    else:
+        partial.unlink(missing_ok=True)
+
+    summary = Table(title="DATEV export" + (" (forced: exported details included)" if force else ""))
+    summary.add_column("")
+    summary.add_column("", justify="right")
+    summary.add_row("booking dates", f"{report.date_from} .. {report.date_to}")
+    summary.add_row("booking details exported", str(report.exported))
+    if not force:
+        summary.add_row("already exported (skipped)", str(report.already_exported))
+    summary.add_row("not exportable (listed below)", str(len(report.excluded)))
+    summary.add_row("accounting documents created", str(report.documents))
+    summary.add_row("accounting document items created", str(report.items))
+    console.print(summary)
+    if report.excluded:
+        listing = Table(title="Booking details not exported to DATEV")
+        for column in ("detail", "type", "invoice", "date", "amount", "reason"):
+            listing.add_column(column, justify="right" if column == "amount" else "left")
+        for item in report.excluded:
+            listing.add_row(item.name or str(item.detail_id), item.type, item.invoice_no or "",
+                            str(item.booking_date or ""), str(item.amount), item.reason)
+        console.print(listing)
+    if report.exported:
+        console.print(f"Wrote {report.exported} booking detail(s) to {out_file}.")
+    else:
+        console.print("Nothing to export: no file written.")

@@ -1,0 +1,691 @@
+"""DATEV export: an EXTF "Buchungsstapel" file plus accounting documents.
+
+:func:`export_datev` writes the booking details of one fiscal year that are not
+yet exported (all of them with ``force=True``) as a DATEV-Format
+Buchungsstapel (header version 700, format category 21, format version 13),
+and in the same database transaction
+
+* creates the accounting documents (:func:`transfer_documents`): one
+  AccountingDocument per invoice and one AccountingDocumentItem per exported
+  booking detail, with the default mapping of domain-spec §7.5 plus every
+  custom field (``__c``) that exists with the same name and type on the
+  BookingDetail and the document or item (seed 004, e.g. ``BuCode__c``);
+* marks the exported details ``Exported = true``,
+  ``ExportDestination = 'DATEV'``.
+
+The caller owns the transaction: when anything fails, nothing is marked and
+no document exists, so the file must be discarded too (the CLI writes it to a
+temporary file and moves it into place after the commit).
+
+Some details cannot go to DATEV; they are left unexported and listed in the
+report (:class:`Excluded`) with the reason:
+
+* interim bookings of progress invoices (Interim Revenue, Interim Payment,
+  Interim Payment Clearing, Interim Tax): not compatible with the DATEV
+  connector (seed 003);
+* amounts in another currency than the batch's (DATEV needs an exchange
+  rate and an amount in the base currency, which booking details lack);
+* accounts that are not DATEV account numbers (digits only, at most
+  Sachkontenlänge + 1 digits), an invoice number that DATEV does not take as
+  Belegfeld 1, a BU-Schlüssel that is not 1-4 digits, a zero amount, or a
+  custom field value too long for the accounting document field it is copied
+  to.
+
+File format (DATEV developer portal, "DATEV-Format", header and
+Buchungsstapel pages): fields separated by ``;``, lines ending CR LF, text
+fields in double quotes (quotes doubled, no control characters), numbers with
+a decimal comma and without thousands separators, Belegdatum as ``DDMM``
+(the year comes from the header's date range, which is why one file never
+spans two fiscal years), encoding Windows-1252 ("ANSI"), the encoding DATEV
+imports; characters it cannot hold become ``?``. All 125 columns of format
+version 13 are present; only those this engine has data for are filled.
+Text cells are defused against spreadsheet formula injection like every CSV
+of the engine (a leading ``'``).
+
+Posting direction: ``Konto`` is the detail's AccountNo, ``Gegenkonto`` its
+counter account (contra account, else business partner account) and the
+Soll/Haben-Kennzeichen says on which side Konto is posted, taken from
+:func:`engine.booking.postings.sides`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, BinaryIO, Iterable, Mapping
+
+import sqlalchemy as sa
+
+from engine.booking.postings import counter_account, sides
+from engine.config.model import FieldDef, ObjectDef, OrgModel, SettingRecord
+from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.records import _cell_text
+from engine.storage.schema import build_metadata
+
+from .journal import detail_query, stream_details
+
+#: Booking detail types whose details never go to DATEV (seed 003).
+INTERIM_TYPES = frozenset({"Interim Revenue", "Interim Payment", "Interim Payment Clearing", "Interim Tax"})
+#: ``ExportDestination`` of details exported by this module.
+DESTINATION = "DATEV"
+#: The encoding DATEV imports ("ANSI", Windows code page 1252).
+ENCODING = "cp1252"
+LINE_END = "\r\n"
+
+HEADER_VERSION = 700
+FORMAT_CATEGORY = 21
+FORMAT_NAME = "Buchungsstapel"
+FORMAT_VERSION = 13
+#: Header field 8 "Herkunft": two characters naming the exporting application.
+ORIGIN = "MB"
+EXPORTED_BY = "metabill"
+DEFAULT_DESCRIPTION = "metabill Buchungsstapel"
+DOCUMENT_TYPE = "Accounts Receivable Ledger"
+
+#: Column headings of a Buchungsstapel, format version 13 (125 columns), as in
+#: DATEV's sample file.
+COLUMNS: tuple[str, ...] = tuple(
+    [
+        "Umsatz (ohne Soll/Haben-Kz)", "Soll/Haben-Kennzeichen", "WKZ Umsatz", "Kurs", "Basis-Umsatz",
+        "WKZ Basis-Umsatz", "Konto", "Gegenkonto (ohne BU-Schlüssel)", "BU-Schlüssel", "Belegdatum",
+        "Belegfeld 1", "Belegfeld 2", "Skonto", "Buchungstext", "Postensperre", "Diverse Adressnummer",
+        "Geschäftspartnerbank", "Sachverhalt", "Zinssperre", "Beleglink",
+    ]
+    + [f"Beleginfo - {part} {n}" for n in range(1, 9) for part in ("Art", "Inhalt")]
+    + [
+        "KOST1 - Kostenstelle", "KOST2 - Kostenstelle", "Kost-Menge", "EU-Land u. UStID (Bestimmung)",
+        "EU-Steuersatz (Bestimmung)", "Abw. Versteuerungsart", "Sachverhalt L+L", "Funktionsergänzung L+L",
+        "BU 49 Hauptfunktionstyp", "BU 49 Hauptfunktionsnummer", "BU 49 Funktionsergänzung",
+    ]
+    + [heading for n in range(1, 21) for heading in (f"Zusatzinformation - Art {n}", f"Zusatzinformation- Inhalt {n}")]
+    + [
+        "Stück", "Gewicht", "Zahlweise", "Forderungsart", "Veranlagungsjahr", "Zugeordnete Fälligkeit",
+        "Skontotyp", "Auftragsnummer", "Buchungstyp", "USt-Schlüssel (Anzahlungen)", "EU-Land (Anzahlungen)",
+        "Sachverhalt L+L (Anzahlungen)", "EU-Steuersatz (Anzahlungen)", "Erlöskonto (Anzahlungen)",
+        "Herkunft-Kz", "Buchungs GUID", "KOST-Datum", "SEPA-Mandatsreferenz", "Skontosperre",
+        "Gesellschaftername", "Beteiligtennummer", "Identifikationsnummer", "Zeichnernummer",
+        "Postensperre bis", "Bezeichnung SoBil-Sachverhalt", "Kennzeichen SoBil-Buchung", "Festschreibung",
+        "Leistungsdatum", "Datum Zuord. Steuerperiode", "Fälligkeit", "Generalumkehr (GU)", "Steuersatz",
+        "Land", "Abrechnungsreferenz", "BVV-Position", "EU-Land u. UStID (Ursprung)",
+        "EU-Steuersatz (Ursprung)", "Abw. Skontokonto",
+    ]
+)
+assert len(COLUMNS) == 125, len(COLUMNS)
+_AT = {heading: index for index, heading in enumerate(COLUMNS)}
+
+#: ExportSetting fields read for the DATEV parameters, when the org declares
+#: them: as product fields (these names) or as customer fields (with ``__c``).
+SETTING_FIELDS = {
+    "consultant": "DatevConsultantNumber",
+    "client": "DatevClientNumber",
+    "fiscal_year_start": "DatevFiscalYearStart",
+    "account_length": "DatevAccountLength",
+    "chart_of_accounts": "DatevChartOfAccounts",
+}
+#: The BookingDetail field holding the DATEV BU-Schlüssel (seed 004).
+BU_FIELD = "BuCode__c"
+
+BUCHUNGSTEXT_LENGTH = 60
+BELEGFELD_LENGTH = 36
+KOST_LENGTH = 36
+ITEM_BATCH = 1_000
+MARK_BATCH = 1_000
+SPOOL_BYTES = 8 * 2**20
+
+CENT = Decimal("0.01")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ACCOUNT = re.compile(r"[0-9]{1,9}")
+_BELEGFELD = re.compile(r"[A-Za-z0-9$&%*+\-/]*")
+_BU_CODE = re.compile(r"[0-9]{1,4}")
+_AMOUNT = re.compile(r"[0-9]{1,10},[0-9]{2}")
+_CHART = re.compile(r"[0-9]{2}")
+
+
+class DatevExportError(ValueError):
+    """The export cannot be produced (nothing was written or marked)."""
+
+
+class DatevParameterError(DatevExportError):
+    """Missing or invalid DATEV parameters (consultant, client, fiscal year, ...)."""
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+
+
+@dataclass(frozen=True)
+class DatevParams:
+    """What the header of a Buchungsstapel needs.
+
+    ``date_from``/``date_to`` narrow the export to a range inside the fiscal
+    year (DATEV recommends one file per booking period); without them the
+    whole fiscal year is exported and the header's Datum vom/bis span the
+    exported booking dates."""
+
+    consultant: int
+    client: int
+    fiscal_year_start: date
+    account_length: int
+    description: str = DEFAULT_DESCRIPTION
+    chart_of_accounts: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    currency: str = "EUR"
+
+    @property
+    def fiscal_year_end(self) -> date:
+        start = self.fiscal_year_start
+        try:
+            following = start.replace(year=start.year + 1)
+        except ValueError:  # 29 February
+            following = start.replace(year=start.year + 1, day=28) + timedelta(days=1)
+        return following - timedelta(days=1)
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1001 <= self.consultant <= 9_999_999:
+            found.append(f"consultant number (Beraternummer) {self.consultant} is not within 1001..9999999")
+        if not 1 <= self.client <= 99_999:
+            found.append(f"client number (Mandantennummer) {self.client} is not within 1..99999")
+        if not 4 <= self.account_length <= 8:
+            found.append(f"account length (Sachkontenlänge) {self.account_length} is not within 4..8")
+        if len(self.description) > 30:
+            found.append(f"description {self.description!r} is longer than 30 characters")
+        if self.chart_of_accounts and not _CHART.fullmatch(self.chart_of_accounts):
+            found.append(f"chart of accounts {self.chart_of_accounts!r} is not two digits (03 = SKR 03)")
+        if not re.fullmatch(r"[A-Z]{3}", self.currency or ""):
+            found.append(f"currency {self.currency!r} is not an ISO code")
+        first, last = self.fiscal_year_start, self.fiscal_year_end
+        for label, value in (("start date", self.date_from), ("end date", self.date_to)):
+            if value is not None and not first <= value <= last:
+                found.append(f"{label} {value} is outside the fiscal year {first}..{last}")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            found.append(f"start date {self.date_from} is after end date {self.date_to}")
+        return found
+
+    def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise DatevParameterError("; ".join(problems))
+
+
+def params_from_setting(model: OrgModel, setting_name: str | None = None, **overrides: object) -> DatevParams:
+    """The DATEV parameters: keyword ``overrides`` (None = not given) win over
+    the ExportSetting record's fields named in :data:`SETTING_FIELDS` (read
+    only when the org declares them). ``setting_name`` picks the record;
+    without it, the first active record holding a DATEV consultant number.
+    Raises :class:`DatevParameterError` naming what is missing."""
+    record = None
+    if setting_name is not None:
+        record = model.setting_record("ExportSetting", setting_name)
+        if record is None:
+            raise DatevParameterError(f"no ExportSetting record named {setting_name!r}")
+    else:
+        for candidate in model.setting_records("ExportSetting"):
+            if candidate.get("Active", True) and _setting_value(candidate, "consultant") is not None:
+                record = candidate
+                break
+    values: dict[str, Any] = {}
+    for key in SETTING_FIELDS:
+        value = overrides.get(key)
+        if value is None and record is not None:
+            value = _setting_value(record, key)
+        if value is not None:
+            values[key] = value
+    for key in ("description", "date_from", "date_to", "currency"):
+        if overrides.get(key) is not None:
+            values[key] = overrides[key]
+    missing = [key for key in ("consultant", "client", "fiscal_year_start", "account_length") if key not in values]
+    if missing:
+        names = ", ".join(f"{key.replace('_', ' ')} (ExportSetting.{SETTING_FIELDS[key]})" for key in missing)
+        raise DatevParameterError(f"missing DATEV parameter(s): {names}")
+    try:
+        params = DatevParams(
+            consultant=int(values["consultant"]),
+            client=int(values["client"]),
+            fiscal_year_start=_as_date(values["fiscal_year_start"]),
+            account_length=int(values["account_length"]),
+            description=str(values.get("description") or DEFAULT_DESCRIPTION),
+            chart_of_accounts=str(values["chart_of_accounts"]) if values.get("chart_of_accounts") else None,
+            date_from=_as_date(values["date_from"]) if values.get("date_from") else None,
+            date_to=_as_date(values["date_to"]) if values.get("date_to") else None,
+            currency=str(values.get("currency") or "EUR"),
+        )
+    except (TypeError, ValueError) as error:
+        raise DatevParameterError(f"invalid DATEV parameter: {error}") from None
+    params.validate()
+    return params
+
+
+def _setting_value(record: SettingRecord, key: str) -> object:
+    """A DATEV parameter from an ExportSetting record: the product field
+    (``DatevClientNumber``) or a customer field of that name (``DatevClientNumber__c``)."""
+    name = SETTING_FIELDS[key]
+    value = record.get(name)
+    return value if value is not None else record.get(name + "__c")
+
+
+def _as_date(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+# ---------------------------------------------------------------------------
+# Reports
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A booking detail that was not exported, and why."""
+
+    detail_id: int
+    name: str | None
+    type: str
+    invoice_no: str | None
+    booking_date: date | None
+    amount: Decimal
+    reason: str
+
+
+@dataclass
+class DatevReport:
+    created: datetime
+    forced: bool
+    date_from: date
+    date_to: date
+    exported: int = 0
+    already_exported: int = 0
+    documents: int = 0
+    items: int = 0
+    excluded: list[Excluded] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    documents: int
+    items: int
+
+
+# ---------------------------------------------------------------------------
+# Accounting documents
+
+
+def custom_copies(source: ObjectDef, target: ObjectDef) -> tuple[tuple[str, FieldDef], ...]:
+    """(source key, target field) for every stored custom field of ``source``
+    that ``target`` has with the same API name and value type (seed 004).
+    ON fields belong to the ON mechanism of source records, not to this copy."""
+    out = []
+    for fdef in source.fields:
+        if not fdef.is_custom or fdef.name.lower().startswith("on_") or not fdef.is_stored:
+            continue
+        target_field = target.field(fdef.name)
+        if target_field is not None and target_field.is_stored and target_field.value_type == fdef.value_type:
+            out.append((fdef.key, target_field))
+    return tuple(out)
+
+
+class DocumentTransfer:
+    """Collects accounting documents and items for booking details and
+    inserts them in batches: one AccountingDocument per invoice (per
+    transfer), one AccountingDocumentItem per detail. A detail without an
+    invoice gets a document of its own."""
+
+    def __init__(self, conn: sa.Connection, model: OrgModel, *, transferred_at: datetime):
+        detail_obj = model.require("BookingDetail")
+        self.document_obj = model.require("AccountingDocument")
+        self.item_obj = model.require("AccountingDocumentItem")
+        self.documents_writer = RowWriter(conn, self.document_obj)
+        self.items_writer = RowWriter(conn, self.item_obj)
+        self.document_copies = custom_copies(detail_obj, self.document_obj)
+        self.item_copies = custom_copies(detail_obj, self.item_obj)
+        self.transferred_at = transferred_at
+        self._documents: dict[object, dict] = {}
+        self._pending_documents: list[dict] = []
+        self._pending_items: list[tuple[dict, dict]] = []
+        self.documents = 0
+        self.items = 0
+
+    def problem(self, detail: Mapping[str, object]) -> str | None:
+        """Why ``detail`` cannot be transferred (a copied value that does not
+        fit its target field), or None."""
+        for key, target in self.document_copies + self.item_copies:
+            value = detail.get(key)
+            if isinstance(value, str) and target.length and len(value) > target.length:
+                return (
+                    f"{key} value {value!r} is longer than {target.object_name}.{target.name} "
+                    f"({target.length} characters)"
+                )
+        return None
+
+    def add(self, detail: Mapping[str, object]) -> None:
+        key = detail.get("invoice") or ("detail", detail["id"])
+        document = self._documents.get(key)
+        if document is None:
+            document = self._document(detail)
+            self._documents[key] = document
+            self._pending_documents.append(document)
+        item = {
+            "bookingdetail": detail["id"],
+            "amount": detail.get("amount"),
+            "accountno": detail.get("accountno"),
+            "contraaccountno": counter_account(detail),
+            "accountingdate": detail.get("bookingdate"),
+            "deliverydate": detail.get("deliverydate") or detail.get("originalbookingdate"),
+            "tax": detail.get("taxrate"),
+            "taxcode": detail.get("taxcode"),
+            "center": detail.get("center"),
+            "bookingtext": detail.get("bookingtext"),
+        }
+        for key_, target in self.item_copies:
+            item[target.key] = detail.get(key_)
+        self._pending_items.append((document, item))
+        if len(self._pending_items) >= ITEM_BATCH:
+            self.flush()
+
+    def _document(self, detail: Mapping[str, object]) -> dict:
+        document = {
+            "invoice": detail.get("invoice"),
+            "bookingperiod": detail.get("bookingperiod"),
+            "type": DOCUMENT_TYPE,
+            "invoiceid": detail.get("invoiceno"),
+            "documentdate": detail.get("bookingdate"),
+            "customername": detail.get("accountname"),
+            "customercity": detail.get("billingcity"),
+            "iban": detail.get("iban"),
+            "swiftcode": detail.get("bic"),
+            "vatid": detail.get("vatid"),
+            "currencyisocode": detail.get("currencyisocode"),
+            "status": "Transferred",
+            "locked": True,
+            "transferredat": self.transferred_at,
+        }
+        for key, target in self.document_copies:
+            document[target.key] = detail.get(key)
+        return document
+
+    def flush(self) -> None:
+        if self._pending_documents:
+            self.documents_writer.insert(self._pending_documents, timestamp=self.transferred_at)
+            self.documents += len(self._pending_documents)
+            for document in self._pending_documents:
+                # Later items of the same invoice only need the id.
+                ident = document["id"]
+                document.clear()
+                document["id"] = ident
+            self._pending_documents = []
+        if self._pending_items:
+            items = []
+            for document, item in self._pending_items:
+                item["accountingdocument"] = document["id"]
+                items.append(item)
+            self.items_writer.insert(items, timestamp=self.transferred_at)
+            self.items += len(items)
+            self._pending_items = []
+
+
+def transfer_documents(
+    conn: sa.Connection,
+    model: OrgModel,
+    details: Iterable[Mapping[str, object]],
+    *,
+    transferred_at: datetime | None = None,
+) -> TransferResult:
+    """Create the accounting documents of ``details`` (booking detail records
+    keyed by lower-case field name): one AccountingDocument per invoice, one
+    AccountingDocumentItem per detail, default mapping of domain-spec §7.5
+    plus the custom fields shared with BookingDetail. Runs in the caller's
+    transaction; raises :class:`DatevExportError` for a detail whose copied
+    values do not fit (nothing is inserted then, once the caller rolls back)."""
+    transfer = DocumentTransfer(conn, model, transferred_at=transferred_at or _utc_now())
+    for detail in details:
+        problem = transfer.problem(detail)
+        if problem:
+            raise DatevExportError(f"booking detail {detail.get('name') or detail.get('id')}: {problem}")
+        transfer.add(detail)
+    transfer.flush()
+    return TransferResult(transfer.documents, transfer.items)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------------------
+# Cells and lines
+
+
+def _text(value: object, limit: int | None = None) -> str:
+    """A DATEV text field: control characters as spaces, defused against
+    formula injection, cut to ``limit``, quoted with quotes doubled."""
+    text = "" if value is None else _CONTROL.sub(" ", str(value))
+    text = _cell_text(text) if text else ""
+    if limit is not None:
+        text = text[:limit]
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _amount(value: Decimal) -> str:
+    return format(abs(value).quantize(CENT), "f").replace(".", ",")
+
+
+def header_line(params: DatevParams, created: datetime, date_from: date, date_to: date) -> str:
+    """Line 1 of the file: the 31 header fields of header version 700."""
+    stamp = created.strftime("%Y%m%d%H%M%S") + f"{created.microsecond // 1000:03d}"
+    fields = [
+        _text("EXTF"),  # 1 Kennzeichen (EXTF = written by a third-party application)
+        str(HEADER_VERSION),  # 2 Versionsnummer
+        str(FORMAT_CATEGORY),  # 3 Formatkategorie (21 = Buchungsstapel)
+        _text(FORMAT_NAME),  # 4 Formatname
+        str(FORMAT_VERSION),  # 5 Formatversion
+        stamp,  # 6 Erzeugt am
+        "",  # 7 Importiert (DATEV fills it)
+        _text(ORIGIN),  # 8 Herkunft
+        _text(EXPORTED_BY),  # 9 Exportiert von
+        _text(""),  # 10 Importiert von
+        str(params.consultant),  # 11 Beraternummer
+        str(params.client),  # 12 Mandantennummer
+        params.fiscal_year_start.strftime("%Y%m%d"),  # 13 WJ-Beginn
+        str(params.account_length),  # 14 Sachkontenlänge
+        date_from.strftime("%Y%m%d"),  # 15 Datum vom
+        date_to.strftime("%Y%m%d"),  # 16 Datum bis
+        _text(params.description, 30),  # 17 Bezeichnung
+        _text(""),  # 18 Diktatkürzel
+        "1",  # 19 Buchungstyp (1 = Finanzbuchführung)
+        "0",  # 20 Rechnungslegungszweck (0 = unabhängig)
+        "0",  # 21 Festschreibung (0 = not locked: the tax adviser reviews, then locks)
+        _text(params.currency),  # 22 WKZ
+        "",  # 23 reserviert
+        _text(""),  # 24 Derivatskennzeichen
+        "",  # 25 reserviert
+        "",  # 26 reserviert
+        _text(params.chart_of_accounts or ""),  # 27 Sachkontenrahmen
+        "",  # 28 ID der Branchenlösung
+        "",  # 29 reserviert
+        _text(""),  # 30 reserviert
+        _text(""),  # 31 Anwendungsinformation
+    ]
+    return ";".join(fields)
+
+
+def columns_line() -> str:
+    """Line 2: the column headings."""
+    return ";".join(COLUMNS)
+
+
+def _account_problem(label: str, value: object, length: int) -> str | None:
+    if value is None or value == "":
+        return f"{label} is empty"
+    text = str(value)
+    if not _ACCOUNT.fullmatch(text) or len(text) > length + 1:
+        return (
+            f"{label} {text!r} is not a DATEV account number "
+            f"(digits only, at most {length + 1} with Sachkontenlänge {length})"
+        )
+    return None
+
+
+def _exclusion(detail: Mapping[str, Any], params: DatevParams, bu_key: str | None) -> str | None:
+    """Why ``detail`` cannot go into the Buchungsstapel, or None."""
+    booking_type = str(detail.get("type"))
+    if booking_type in INTERIM_TYPES:
+        return f"{booking_type} is an interim booking of a progress invoice, which DATEV does not take (seed 003)"
+    currency = detail.get("currencyisocode") or params.currency
+    if currency != params.currency:
+        return (
+            f"amount in {currency}: DATEV needs an exchange rate (Kurs) and the amount in {params.currency} "
+            f"(Basis-Umsatz), which the booking detail does not have"
+        )
+    amount = Decimal(detail.get("amount") or 0)
+    if amount == 0:
+        return "zero amount"
+    if not _AMOUNT.fullmatch(_amount(amount)):
+        return f"amount {amount} has more than 10 integer digits"
+    for label, value in (("Konto (AccountNo)", detail.get("accountno")),
+                         ("Gegenkonto (contra/business partner account)", counter_account(detail))):
+        problem = _account_problem(label, value, params.account_length)
+        if problem:
+            return problem
+    debit, credit = sides(detail)
+    if debit == credit:
+        return f"Konto and Gegenkonto are both {debit}"
+    invoice_no = _cell_text(str(detail.get("invoiceno") or ""))
+    if not _BELEGFELD.fullmatch(invoice_no) or len(invoice_no) > BELEGFELD_LENGTH:
+        return (
+            f"invoice number {detail.get('invoiceno')!r} cannot be Belegfeld 1 "
+            f"(at most {BELEGFELD_LENGTH} of A-Z a-z 0-9 $ & % * + - /, no leading + or -)"
+        )
+    if bu_key is not None:
+        code = detail.get(bu_key)
+        if code not in (None, "") and not _BU_CODE.fullmatch(str(code)):
+            return f"BU-Schlüssel {code!r} is not 1 to 4 digits"
+    center = detail.get("center")
+    if center and len(str(center)) > KOST_LENGTH:
+        return f"center {center!r} is longer than {KOST_LENGTH} characters (KOST1)"
+    return None
+
+
+def detail_line(detail: Mapping[str, Any], bu_key: str | None) -> str:
+    """One data line (125 fields) for a detail that passed :func:`_exclusion`."""
+    cells = [""] * len(COLUMNS)
+    debit, _ = sides(detail)
+    account = detail.get("accountno")
+    booking_date: date = detail["bookingdate"]
+    text = detail.get("bookingtext") or f"{detail.get('type')} {detail.get('invoiceno') or ''}".strip()
+
+    def put(heading: str, value: str) -> None:
+        cells[_AT[heading]] = value
+
+    put("Umsatz (ohne Soll/Haben-Kz)", _amount(Decimal(detail["amount"])))
+    put("Soll/Haben-Kennzeichen", _text("S" if debit == account else "H"))
+    put("WKZ Umsatz", _text(detail.get("currencyisocode") or ""))
+    put("Konto", str(account))
+    put("Gegenkonto (ohne BU-Schlüssel)", str(counter_account(detail)))
+    put("BU-Schlüssel", _text(detail.get(bu_key) if bu_key else None))
+    put("Belegdatum", booking_date.strftime("%d%m"))
+    put("Belegfeld 1", _text(detail.get("invoiceno")))
+    put("Buchungstext", _text(text, BUCHUNGSTEXT_LENGTH))
+    if detail.get("center"):
+        put("KOST1 - Kostenstelle", _text(detail.get("center"), KOST_LENGTH))
+    delivery = detail.get("deliverydate")
+    if isinstance(delivery, date):
+        put("Leistungsdatum", delivery.strftime("%d%m%Y"))
+    return ";".join(cells)
+
+
+def _encode(line: str) -> bytes:
+    return (line + LINE_END).encode(ENCODING, errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# The export
+
+
+def export_datev(
+    conn: sa.Connection,
+    model: OrgModel,
+    out: BinaryIO,
+    params: DatevParams,
+    *,
+    force: bool = False,
+    created: datetime | None = None,
+) -> DatevReport:
+    """Write the Buchungsstapel of ``params``' fiscal year (or date range) to
+    the binary stream ``out`` and, in ``conn``'s transaction, create the
+    accounting documents and mark the exported details. Details already
+    exported are skipped unless ``force``. ``created`` is the "Erzeugt am"
+    timestamp (local wall-clock time; default now), injected for
+    reproducible files. Returns the report, including the excluded details."""
+    params.validate()
+    created = created or datetime.now()
+    transferred_at = (created if created.tzinfo else created.astimezone()).astimezone(timezone.utc)
+    first = max(params.fiscal_year_start, params.date_from or params.fiscal_year_start)
+    last = min(params.fiscal_year_end, params.date_to or params.fiscal_year_end)
+    detail_obj = model.require("BookingDetail")
+    bu_field = detail_obj.field(BU_FIELD)
+    bu_key = bu_field.key if bu_field is not None and bu_field.is_stored else None
+
+    item_table = build_metadata(model).tables[model.require("AccountingDocumentItem").table_name]
+    table, query = detail_query(conn, model, only_unexported=not force)
+    has_item = sa.exists().where(item_table.c.bookingdetail == table.c.id).label("_has_item")
+    query = query.add_columns(has_item).where(table.c.bookingdate >= first, table.c.bookingdate <= last)
+
+    report = DatevReport(created=created, forced=force, date_from=first, date_to=last)
+    if not force:
+        report.already_exported = conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(
+                table.c.exported == sa.true(), table.c.bookingdate >= first, table.c.bookingdate <= last
+            )
+        ).scalar_one()
+
+    transfer = DocumentTransfer(conn, model, transferred_at=transferred_at)
+    exported_ids: list[int] = []
+    seen_first: date | None = None
+    seen_last: date | None = None
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+        for detail in stream_details(conn, query):
+            already_transferred = bool(detail.pop("_has_item"))
+            reason = _exclusion(detail, params, bu_key)
+            if reason is None and not already_transferred:
+                reason = transfer.problem(detail)
+            if reason is not None:
+                report.excluded.append(Excluded(
+                    detail_id=int(detail["id"]),
+                    name=detail.get("name"),
+                    type=str(detail.get("type")),
+                    invoice_no=detail.get("invoiceno"),
+                    booking_date=detail.get("bookingdate"),
+                    amount=Decimal(detail.get("amount") or 0),
+                    reason=reason,
+                ))
+                continue
+            body.write(_encode(detail_line(detail, bu_key)))
+            if not already_transferred:
+                transfer.add(detail)
+            exported_ids.append(int(detail["id"]))
+            when: date = detail["bookingdate"]
+            seen_first = when if seen_first is None or when < seen_first else seen_first
+            seen_last = when if seen_last is None or when > seen_last else seen_last
+        transfer.flush()
+        for start in range(0, len(exported_ids), MARK_BATCH):
+            chunk = exported_ids[start:start + MARK_BATCH]
+            update_by_id(conn, detail_obj, ["Exported", "ExportDestination"],
+                         [(ident, (True, DESTINATION)) for ident in chunk], timestamp=transferred_at)
+        report.exported = len(exported_ids)
+        report.documents = transfer.documents
+        report.items = transfer.items
+        if params.date_from is None and seen_first is not None:
+            report.date_from = seen_first
+        if params.date_to is None and seen_last is not None:
+            report.date_to = seen_last
+        out.write(_encode(header_line(params, created, report.date_from, report.date_to)))
+        out.write(_encode(columns_line()))
+        body.seek(0)
+        shutil.copyfileobj(body, out)
+    return report
