@@ -54,7 +54,8 @@ def test_export_bookings(demo, tmp_path):
 
 def test_export_datev(demo, tmp_path):
     org = ("--org", str(REPO_ROOT), "--db", demo.url)
-    result = invoke("datev", *org, cwd=tmp_path)
+    # An export setting without the DATEV parameters, and no options: refused.
+    result = invoke("datev", *org, "--setting", "SEPA Credit", cwd=tmp_path)
     assert result.exit_code == 1 and "missing DATEV parameter(s)" in result.stderr
 
     result = invoke("datev", *org, *DATEV_OPTIONS, cwd=tmp_path)

@@ -197,31 +197,15 @@ def test_parameters():
         DatevParams(**{**PARAMS.__dict__, "date_to": date(2025, 1, 1)}).validate()
 
 
-def test_parameters_from_setting(tmp_path, sample_model):
-    from config.orgcopy import InsertAfter, copy_org
-
-    from .conftest import load_model
-
-    with pytest.raises(DatevParameterError, match="ExportSetting.DatevConsultantNumber"):
-        params_from_setting(sample_model)
-    given = params_from_setting(sample_model, consultant=29098, client=55003, fiscal_year_start=date(2024, 1, 1),
-                                account_length=4)
-    assert given == DatevParams(29098, 55003, date(2024, 1, 1), 4)
-
-    org = copy_org(tmp_path / "org")
-    InsertAfter("metadata/settings/ExportSetting.yaml", "fields:", "\n".join([
-        "  DatevConsultantNumber__c: {type: Number, precision: 7, scale: 0, label: DATEV Beraternummer}",
-        "  DatevClientNumber__c: {type: Number, precision: 5, scale: 0, label: DATEV Mandantennummer}",
-        "  DatevFiscalYearStart__c: {type: Date, label: DATEV Wirtschaftsjahresbeginn}",
-        "  DatevAccountLength__c: {type: Number, precision: 1, scale: 0, label: DATEV Sachkontenlänge}",
-        "  DatevChartOfAccounts__c: {type: Text, length: 2, label: DATEV Sachkontenrahmen}",
-    ])).apply(org)
-    with (org / "custom_settings/ExportSetting.yaml").open("a", encoding="utf-8") as handle:
-        handle.write(
-            "  - Name: DATEV\n    Active: true\n    Format: Booking Detail CSV\n"
-            "    DatevConsultantNumber__c: 29098\n    DatevClientNumber__c: 55003\n"
-            "    DatevFiscalYearStart__c: 2024-01-01\n    DatevAccountLength__c: 4\n    DatevChartOfAccounts__c: \"03\"\n"
-        )
-    model = load_model(org)
-    assert params_from_setting(model) == PARAMS
-    assert params_from_setting(model, "DATEV", client=7).client == 7
+def test_parameters_from_setting(sample_model):
+    # The sample org's DATEV export setting carries the parameters as product fields.
+    params = params_from_setting(sample_model)
+    assert (params.consultant, params.client, params.fiscal_year_start, params.account_length) == (
+        29098, 55003, date(2024, 1, 1), 4)
+    assert params_from_setting(sample_model, "DATEV Booking Detail CSV", client=7).client == 7
+    # A setting record without them, and no options: refused, naming the field.
+    with pytest.raises(DatevParameterError, match="DatevConsultantNumber"):
+        params_from_setting(sample_model, "SEPA Credit")
+    given = params_from_setting(sample_model, "SEPA Credit", consultant=29098, client=55003,
+                                fiscal_year_start=date(2024, 1, 1), account_length=4)
+    assert given.consultant == 29098 and given.account_length == 4
