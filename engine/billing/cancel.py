@@ -142,7 +142,13 @@ def _reverse_bookings(conn: sa.Connection, model: OrgModel, original: dict, canc
     detail_table = build_metadata(model).tables[model.require("BookingDetail").table_name]
     reversals = []
     for detail in conn.execute(
-        sa.select(detail_table).where(detail_table.c.invoice == original["id"]).order_by(detail_table.c.id)
+        sa.select(detail_table)
+        .where(detail_table.c.invoice == original["id"])
+        # Payment bookings stay: the money was received; it became a free
+        # balance of the account, and its bookings remain true.
+        .where(detail_table.c.balance.is_(None))
+        .where(detail_table.c.reversalof.is_(None))
+        .order_by(detail_table.c.id)
     ).mappings():
         fields = {k: v for k, v in detail.items() if k not in ("id", "name", "createddate", "lastmodifieddate",
                                                                "bookingperiod", "bookingtext", "exported",

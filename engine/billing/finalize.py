@@ -190,6 +190,9 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
         sa.update(range_table).where(range_table.c.rangekey == range_key(counter, when, invoice["account"])[0])
         .values(lastgeneratedname=number)
     )
+    settings = model.hierarchy_default("GlobalSettings")
+    if settings is not None and settings.get("CreateBookkeepingData"):
+        _assign_gl_accounts(conn, model, invoice)  # while the lines are still editable
     conn.execute(
         sa.update(invoice_table)
         .where(invoice_table.c.id == invoice_id)
@@ -232,6 +235,22 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
     if book:
         _book(conn, model, invoice, today)
     return Finalized(invoice_id, draft_name, number, when, grand_total)
+
+
+def _assign_gl_accounts(conn: sa.Connection, model: OrgModel, invoice: dict) -> None:
+    """Store each line's G/L accounts and the rule that chose them (§4.2 d):
+    the same decision the revenue bookings use."""
+    from engine.booking.accounts import AccountResolver
+
+    resolver = AccountResolver(model)
+    line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
+    for line in _lines(conn, model, invoice["id"]):
+        choice = resolver.gl_account(invoice, line)
+        second = choice.decision.winner.get("GLAccount2") if choice.decision and choice.decision.winner else None
+        conn.execute(
+            sa.update(line_table).where(line_table.c.id == line["id"])
+            .values(glaccount=choice.account, glaccount2=second, glaccountrule=choice.rule)
+        )
 
 
 def _lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:
@@ -310,14 +329,15 @@ def _settle_sub_invoices(conn: sa.Connection, model: OrgModel, invoice: dict, wh
 def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, amount: Decimal, when: date,
                              final: dict) -> None:
     from engine.booking.accounts import AccountResolver
-    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields
+    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
     from engine.booking.postings import check_postings, debit_credit_flag
     from engine.booking.write import load_account, write_bookings
 
     account = load_account(conn, model, sub["account"], when)
     debtor = sub.get("debtorno__c") or account.get("on_debtorno__c")
     lines = _lines(conn, model, sub["id"])
-    tax_code = next((line.get("taxcode") for line in lines if line.get("taxcode")), None)
+    taxed = next((line for line in lines if line.get("taxcode")), {})
+    tax_code = taxed.get("taxcode")
     context = {"taxcode": tax_code, "businessentity": sub.get("businessentity"), "region": sub.get("region")}
     try:
         choice = _collective(AccountResolver(model), "Interim Revenue", context, sub)
@@ -326,8 +346,10 @@ def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, am
     fields = {
         **_common_fields(sub, account, str(debtor), {"run": "", "confighash": model.config_hash}),
         "type": "Interim Revenue", "amount": -amount, "accountno": choice.account, "contraaccountno": choice.contra,
-        "accountrule": choice.rule, "taxcode": tax_code, "isgross": True, "bookingdate": when,
+        "accountrule": choice.rule, "taxcode": tax_code, "taxrate": taxed.get("taxrate"),
+        "appliedtaxrule": taxed.get("appliedtaxrule"), "isgross": True, "bookingdate": when,
         "invoicelineitems": f"cleared by final invoice {final.get('name')}",
+        **dict(custom_values(copied_fields(model), sub, None)),
     }
     fields["debitcredit"] = debit_credit_flag(fields)
     check_postings([fields])

@@ -74,6 +74,20 @@ def copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def custom_values(copies: Sequence[tuple[str, str]], invoice: Mapping[str, object],
+                  line: Mapping[str, object] | None) -> tuple[tuple[str, object], ...]:
+    """The copied custom field values of a booking: the line's value where the
+    line has the field and a value, else the invoice's (seed 004, §5.8)."""
+    values: dict[str, object] = {}
+    for source, key in copies:
+        if source == "InvoiceLineItem" and line is not None and line.get(key) not in (None, ""):
+            values[key] = line.get(key)
+    for source, key in copies:
+        if source == "Invoice" and values.get(key) in (None, ""):
+            values[key] = invoice.get(key)
+    return tuple(sorted(values.items()))
+
+
 def booking_date(invoice: Mapping[str, object]) -> date:
     return invoice.get("on_bookingdate__c") or invoice["date"]  # type: ignore[return-value]
 
@@ -99,10 +113,7 @@ def invoice_bookings(
     tax_groups: dict[tuple, dict] = {}
     progress = invoice.get("type") == "Progress"
     for line in lines:
-        custom = tuple(
-            (key, (line.get(key) if source == "InvoiceLineItem" else None) or invoice.get(key))
-            for source, key in copies
-        )
+        custom = custom_values(copies, invoice, line)
         rate = Decimal(line.get("taxrate") or 0)
         tax_code = line.get("taxcode")
         context = {

@@ -85,7 +85,7 @@ def register_payment(conn: sa.Connection, model: OrgModel, invoice_name: str, am
 def _book_payment(conn, model: OrgModel, invoice: dict, balance: dict, amount: Decimal, when: date,
                   reference: str | None) -> None:
     from engine.booking.accounts import AccountResolver
-    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields
+    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
     from engine.booking.postings import check_postings, debit_credit_flag
     from engine.booking.write import load_account, write_bookings
 
@@ -100,6 +100,7 @@ def _book_payment(conn, model: OrgModel, invoice: dict, balance: dict, amount: D
     resolver = AccountResolver(model)
     base = _common_fields(invoice, account, str(debtor), {"run": "", "confighash": model.config_hash})
     base.update(bookingdate=when, originalbookingdate=when, paymentdate=when, balance=balance["id"], _reference=reference)
+    base.update(dict(custom_values(copied_fields(model), invoice, None)))
     context = {"taxcode": next(iter(codes)) if len(codes) == 1 else None,
                "businessentity": invoice.get("businessentity"), "region": invoice.get("region")}
     details: list[Booking] = []

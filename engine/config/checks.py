@@ -672,10 +672,16 @@ def _overlaps(ctx: CheckContext, setting_name: str, code: str, same: tuple[str, 
         if not all(sets_a[k] & sets_b[k] for k in sets_a):
             continue
         shared = ", ".join(f"{k}={sorted(sets_a[k] & sets_b[k])}" for k in sorted(sets_a)) or "no criteria"
+        # Shorter criterion lists are more specific and win without a tie
+        # (engine.billing.rules.decide); only equally long lists tie.
+        if sum(len(v) for v in sets_a.values()) != sum(len(v) for v in sets_b.values()):
+            continue
+        winner = min(a, b, key=lambda r: r.name.lower())
+        how = "by name"
         yield make(
             code,
             f"{setting_name} '{a.name}' and '{b.name}' can both match the same context with equal "
-            f"precedence ({shared}); '{min(a.name, b.name)}' would win by name",
+            f"precedence ({shared}); '{winner.name}' would win {how}",
             b.source or Location("?"),
             "add a criterion that tells them apart, or remove one",
         )

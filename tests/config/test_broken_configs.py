@@ -692,10 +692,12 @@ case("overlapping-gl-rules",
      [AddFile(r, records("GlAccountRule", """
         Name: Case53 Rule A
         TaxCode: XX_53, DE_0
+        ProductGroup: Books
         GLAccount: "8530"
         """, """
         Name: Case53 Rule B
         TaxCode: XX_53
+        ProductGroup: Books, Music
         GLAccount: "8531"
         """))],
      Expect("W100", r, At("Name: Case53 Rule B"), severity=Severity.WARNING,
