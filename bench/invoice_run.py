@@ -11,11 +11,18 @@ the draft invoice run of the filter "Order Invoice" and prints one JSON line:
 - ``ratio`` = seconds / raw_insert_seconds (goal <= 4, must <= 6 at 100k).
 
     python -m bench.invoice_run --lines 100000
+    python -m bench.invoice_run --lines 100000 --profile run.prof   # + cProfile of the run
+
+``--profile FILE`` (optional instrumentation) writes cProfile statistics of
+the timed run only (not of the data generation) to FILE, for
+``python -m pstats FILE``; the profiler slows the run down, so the printed
+times are then not comparable with unprofiled ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import resource
 import sqlite3
@@ -107,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="time the draft invoice run")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the timed run to FILE")
     args = parser.parse_args()
     result = load_org(ROOT)
     if not result.ok:
@@ -123,9 +131,16 @@ def main() -> None:
             invoice_date=date(2024, 1, 31),
             batch_size=args.batch_size,
         )
+        profiler = cProfile.Profile() if args.profile else None
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         report = run_invoices(engine, model, request)
+        if profiler is not None:
+            profiler.disable()
         seconds = time.perf_counter() - started
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
         tables = build_metadata(model).tables
         invoice_columns = len(tables["invoice"].columns)
         line_columns = len(tables["invoicelineitem"].columns)

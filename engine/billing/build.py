@@ -18,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Iterable, Mapping, Sequence
+from functools import lru_cache
+from itertools import chain
+from operator import attrgetter, itemgetter
+from typing import Callable, Iterable, Mapping, Sequence
 
 from engine.config.model import OrgModel, SettingRecord
 
-from .money import ZERO, allocate, net_of_gross, round_money, tax_of
-from .tax import TaxError, TaxResolver
+from .money import CENT, ZERO, allocate, net_of_gross, round_money, tax_of
+from .tax import TaxDecision, TaxError, TaxResolver
 
 SUB_TYPES = ("Partial", "Progress")
 FINAL_TYPE = "Final"
@@ -162,19 +165,24 @@ def build_invoice(
     fill(header, {"paymentdue": due if due is not None else Decimal(0)})
 
     lines: list[dict] = []
-    ordered = sorted((line for s in sources for line in s.lines), key=lambda ln: ln.order)
+    ordered = sorted(chain.from_iterable(s.lines for s in sources), key=attrgetter("order"))
+    line_tax = ctx.tax.for_header(header)  # the header is complete: its fields are read once
     for position, source_line in enumerate(ordered, start=1):
-        line = dict(source_line.fields)
-        line.setdefault("sequence", Decimal(position))
-        line["sourceobject"] = source_line.object_name
-        line["sourcerecordid"] = str(source_line.record_id)
-        line.setdefault("serviceperiodstart", ctx.period_start)
-        line.setdefault("serviceperiodend", ctx.period_end)
+        # Defaults first, then the source's fields (which win), then the link
+        # to the source record.
+        line = {
+            "sequence": _position(position),
+            "serviceperiodstart": ctx.period_start,
+            "serviceperiodend": ctx.period_end,
+            **source_line.fields,
+            "sourceobject": source_line.object_name,
+            "sourcerecordid": str(source_line.record_id),
+        }
         if line.get("quantity") is None:
             line["quantity"] = Decimal(1)
         if line.get("unitprice") is None:
             raise BuildError(f"{source_line.object_name} {source_line.record_id}: no unit price")
-        _apply_tax(ctx, header, line)
+        _apply_tax(line_tax, header, line)
         lines.append(line)
     if first.invoice_type == FINAL_TYPE:
         lines.extend(deduction_lines(ctx, header, lines, subs))
@@ -184,10 +192,19 @@ def build_invoice(
     return DraftInvoice(header, lines, list(sources))
 
 
-def _apply_tax(ctx: RunContext, header: Mapping[str, object], line: dict) -> None:
+@lru_cache(maxsize=4096)
+def _position(number: int) -> Decimal:
+    """A line position as a Decimal; every invoice numbers its lines 1, 2,
+    3..., so the same Decimal objects serve all of them (and the writer then
+    converts each once per batch)."""
+    return Decimal(number)
+
+
+def _apply_tax(tax: Callable[[Mapping[str, object], date | None], TaxDecision], header: Mapping[str, object],
+               line: dict) -> None:
     when = line.get("serviceperiodstart") or header.get("date")
     try:
-        decision = ctx.tax(header, line, when)  # type: ignore[arg-type]
+        decision = tax(line, when)  # type: ignore[arg-type]
     except TaxError as error:
         raise BuildError(str(error)) from None
     line["taxrate"] = decision.rate
@@ -265,26 +282,38 @@ def deduction_lines(
 
 def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str) -> None:
     gross_mode = bool(header.get("grossinvoice"))
+    # A line's amounts depend on its quantity, unit price and tax rate only,
+    # and the lines of an invoice often share these very objects (the reader
+    # shares repeated quantities and prices, the tax decision its rate):
+    # each distinct combination of objects is computed once. Keyed by
+    # identity, so nothing is hashed and equal values never stand in for
+    # each other; each entry keeps its three objects alive, so their ids
+    # cannot be reused by other objects while the dict exists.
+    computed: dict[tuple[int, int, int], tuple[tuple[Decimal, Decimal, Decimal], tuple[Decimal, ...]]] = {}
     for line in lines:
         quantity = Decimal(line["quantity"])
         unit_price = Decimal(line["unitprice"])
         rate = Decimal(line.get("taxrate") or 0)
-        if gross_mode:
-            gross = round_money(quantity * unit_price)
-            net = net_of_gross(gross, rate)
-            line["postotalgross"] = gross
-            line["postotalnet"] = net
-            line["postotaltax"] = gross - net
-            line["unitpricenet"] = (unit_price * 100 / (100 + rate)).quantize(Decimal("0.0001"))
-        else:
-            net = round_money(quantity * unit_price)
-            tax = tax_of(net, rate)
-            line["postotalnet"] = net
-            line["postotaltax"] = tax
-            line["postotalgross"] = net + tax
-            line["unitpricenet"] = unit_price
+        key = (id(quantity), id(unit_price), id(rate))
+        entry = computed.get(key)
+        if entry is None:
+            amounts = _line_amounts(quantity, unit_price, rate, gross_mode)
+            entry = computed[key] = ((quantity, unit_price, rate), amounts)
+        line["postotalnet"], line["postotaltax"], line["postotalgross"], line["unitpricenet"] = entry[1]
     if rounding == "PerTaxGroup" and not gross_mode:
         _round_per_tax_group(lines)
+
+
+def _line_amounts(quantity: Decimal, unit_price: Decimal, rate: Decimal,
+                  gross_mode: bool) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """(net, tax, gross, unit price net) of one line, rounded per line."""
+    if gross_mode:
+        gross = round_money(quantity * unit_price)
+        net = net_of_gross(gross, rate)
+        return net, gross - net, gross, (unit_price * 100 / (100 + rate)).quantize(Decimal("0.0001"))
+    net = round_money(quantity * unit_price)
+    tax = tax_of(net, rate)
+    return net, tax, net + tax, unit_price
 
 
 def _round_per_tax_group(lines: list[dict]) -> None:
@@ -305,9 +334,9 @@ def _round_per_tax_group(lines: list[dict]) -> None:
 
 def _totals(header: dict, lines: Iterable[dict]) -> None:
     lines = list(lines)
-    header["totalnet"] = sum((line["postotalnet"] for line in lines), ZERO)
-    header["totaltax"] = sum((line["postotaltax"] for line in lines), ZERO)
-    header["grandtotal"] = sum((line["postotalgross"] for line in lines), ZERO)
+    header["totalnet"] = sum(map(itemgetter("postotalnet"), lines), ZERO)
+    header["totaltax"] = sum(map(itemgetter("postotaltax"), lines), ZERO)
+    header["grandtotal"] = sum(map(itemgetter("postotalgross"), lines), ZERO)
     header["class"] = "Invoice" if header["grandtotal"] >= 0 else "Credit"
     starts = [line["serviceperiodstart"] for line in lines if line.get("serviceperiodstart")]
     ends = [line["serviceperiodend"] for line in lines if line.get("serviceperiodend")]
@@ -318,19 +347,31 @@ def _totals(header: dict, lines: Iterable[dict]) -> None:
 def check_invoice(header: Mapping[str, object], lines: Sequence[Mapping[str, object]]) -> None:
     """Invoice invariants, checked before anything is written (never optional):
     totals equal the sums of the lines, every line's gross is net + tax, and
-    every amount has exactly two decimals."""
+    every amount has exactly two decimals.
+
+    One pass over the lines recomputes the sums independently of
+    :func:`_totals`. "Two decimals" is ``same_quantum(CENT)`` (exponent -2,
+    false for NaN and infinities), which needs no ``as_tuple()``."""
     if not lines:
         raise InvariantError("an invoice needs at least one line")
+    total_net = total_tax = total_gross = ZERO
     for line in lines:
-        for key in ("postotalnet", "postotaltax", "postotalgross"):
-            value = line[key]
-            if not isinstance(value, Decimal) or value.as_tuple().exponent != -2:
-                raise InvariantError(f"line amount {key}={value!r} is not a two-decimal Decimal")
-        if line["postotalgross"] != line["postotalnet"] + line["postotaltax"]:
-            raise InvariantError(f"line gross {line['postotalgross']} != net + tax")
-    for key, line_key in (("totalnet", "postotalnet"), ("totaltax", "postotaltax"), ("grandtotal", "postotalgross")):
-        total = sum((line[line_key] for line in lines), ZERO)
+        net, tax, gross = line["postotalnet"], line["postotaltax"], line["postotalgross"]
+        if not (isinstance(net, Decimal) and net.same_quantum(CENT) and isinstance(tax, Decimal)
+                and tax.same_quantum(CENT) and isinstance(gross, Decimal) and gross.same_quantum(CENT)):
+            key = next(k for k in ("postotalnet", "postotaltax", "postotalgross") if not _is_cents(line[k]))
+            raise InvariantError(f"line amount {key}={line[key]!r} is not a two-decimal Decimal")
+        if gross != net + tax:
+            raise InvariantError(f"line gross {gross} != net + tax")
+        total_net += net
+        total_tax += tax
+        total_gross += gross
+    for key, total in (("totalnet", total_net), ("totaltax", total_tax), ("grandtotal", total_gross)):
         if header[key] != total:
             raise InvariantError(f"invoice {key} {header[key]} != sum of lines {total}")
     if header["grandtotal"] != header["totalnet"] + header["totaltax"]:
         raise InvariantError("grand total != net + tax")
+
+
+def _is_cents(value: object) -> bool:
+    return isinstance(value, Decimal) and value.same_quantum(CENT)

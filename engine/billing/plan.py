@@ -203,6 +203,8 @@ def plan_filter(model: OrgModel, record: SettingRecord) -> FilterPlan:
 # a target field, skipping the general conversion when the value already fits.
 
 _BARE_PATH = re.compile(r"\s*[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*\s*")
+# TEXT() of a text or picklist field returns the field's text unchanged.
+_TEXT_OF_PATH = re.compile(r"\s*TEXT\s*\(\s*[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*\s*\)\s*", re.IGNORECASE)
 _SAME_KIND = {
     FieldType.TEXT: (FieldType.TEXT, FieldType.LONGTEXT, FieldType.EMAIL, FieldType.URL, FieldType.AUTONUMBER,
                      FieldType.PICKLIST),
@@ -222,6 +224,8 @@ def _plain_get(key: str) -> Callable[[dict, date], object]:
 
 
 def _path_get(path: tuple[str, ...]) -> Callable[[dict, date], object]:
+    if len(path) == 1:
+        return _plain_get(path[0])
     head, last = path[:-1], path[-1]
 
     def get(record: dict, _today: date) -> object:
@@ -262,11 +266,16 @@ def getter(model: OrgModel, fdef: FieldDef) -> Callable[[dict, date], object]:
 
 
 def _bare_path_field(model: OrgModel, fdef: FieldDef) -> FieldDef | None:
-    """The field a formula merely reads (``Quantity``, ``Product.ProductGroup``)
-    when reading it directly gives the same value as evaluating the formula."""
+    """The field a formula merely reads (``Quantity``, ``Product.ProductGroup``,
+    ``TEXT(Product.TaxClass)`` of a text or picklist field) when reading it
+    directly gives the same value as evaluating the formula."""
     formula = fdef.formula
     compiled = formula.compiled if formula else None
-    if formula is None or compiled is None or not _BARE_PATH.fullmatch(formula.expression):
+    if formula is None or compiled is None:
+        return None
+    bare = _BARE_PATH.fullmatch(formula.expression) is not None
+    text_of = formula.returns is FieldType.TEXT and _TEXT_OF_PATH.fullmatch(formula.expression) is not None
+    if not (bare or text_of):
         return None
     if len(compiled.references) != 1 or formula.blanks_as_zero:
         return None
@@ -293,12 +302,19 @@ def coercer(target: FieldDef) -> Callable[[object], object]:
     if kind.is_numeric:
         scale = target.scale or 0
         bound = Decimal(10) ** ((target.precision or 18) - scale)
+        # Values read from a column of the same scale carry exactly this
+        # exponent; same_quantum() tells so without building as_tuple().
+        quantum = Decimal(1).scaleb(-scale)
 
         def number(value: object) -> object:
             if type(value) is Decimal:
-                exponent = value.as_tuple().exponent
-                if isinstance(exponent, int) and -scale <= exponent <= 0 and -bound < value < bound:
-                    return value
+                if value.same_quantum(quantum):
+                    if -bound < value < bound:
+                        return value
+                else:
+                    exponent = value.as_tuple().exponent
+                    if isinstance(exponent, int) and -scale <= exponent <= 0 and -bound < value < bound:
+                        return value
             return coerce(target, value)
 
         return number

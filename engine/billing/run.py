@@ -10,11 +10,16 @@ For each selected filter (in Sequence order) the run
 2. **resolves** each record's account (by id or external id), template and
    group key, and sorts the records by group key;
 3. **builds and writes in batches**: each batch re-reads its records inside a
-   write transaction (so a record billed meanwhile is skipped), reads the line
-   records, builds one invoice per group (:mod:`engine.billing.build`), and
-   writes invoices, lines, billing claims and the write-back to the sources in
-   that same transaction. A crash loses at most the batch in flight, and the
-   next run bills exactly what is left.
+   write transaction (so a record billed meanwhile is skipped; one whose row
+   is unchanged keeps its evaluation from step 1, one changed meanwhile is
+   evaluated again), reads the line records, builds one invoice per group
+   (:mod:`engine.billing.build`), and writes invoices, lines, billing claims
+   and the write-back to the sources in that same transaction. A crash loses
+   at most the batch in flight, and the next run bills exactly what is left.
+
+The run only reads the columns its getters and formulas need, resolves
+accounts in bulk, and pauses the cyclic garbage collector while a batch is
+built (see :func:`_cyclic_gc_paused`); ``bench/invoice_run.py`` measures it.
 
 A record that cannot be billed gets ``ON_InvoiceBuildError<sfx>`` and
 ``ON_LastInvoiceRun<sfx>``; the rest is billed. Running the same period and
@@ -24,13 +29,14 @@ run goes through the same code inside one transaction that is rolled back.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -38,7 +44,7 @@ from engine.config.checks import controlling_name, on_copy_target
 from engine.config.formula import FormulaEvaluationError
 from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
 from engine.config.values import ValueProblem, coerce
-from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.bulk import RowWriter, insert_tuples, update_by_id
 from engine.storage.reader import RecordReader
 from engine.storage.schema import CLAIM, build_metadata
 
@@ -60,6 +66,9 @@ from .tax import TaxResolver
 
 ERROR_LENGTH = 255
 ID_CHUNK = 500
+# Header records whose accounts are resolved together (one query per kind of
+# lookup instead of up to three per account).
+ACCOUNT_PREFETCH = 2000
 
 
 class RunError(ValueError):
@@ -343,10 +352,23 @@ class _FilterRun:
             self._line_controls, self._line_copies = self._header_controls, self._header_copies
         else:
             self._line_controls, self._line_copies = self._programs(plan.line)
-        self._line_targets = [
-            (base, target, coercer(self.line_obj.field(target)))  # type: ignore[arg-type]
-            for base, target in (("ON_Title", "title"), ("ON_Quantity", "quantity"), ("ON_UnitPrice", "unitprice"))
-        ]
+        self._line_steps = self._line_program()
+        # Pass 1's evaluated headers with the rows they came from (see
+        # _current_header), until their batch is built.
+        self._evaluated: dict[int, tuple[Sequence[object], SourceHeader]] = {}
+        # The run reads exactly the fields its getters and formulas need
+        # (plus the header's own CurrencyIsoCode, a currency fallback), not
+        # every column of the source objects.
+        dialect = self._dialect()
+        header_paths = plan.header.paths()
+        currency_field = plan.header.obj.field("CurrencyIsoCode")
+        if currency_field is not None and currency_field.is_stored:
+            header_paths = header_paths | {(currency_field.key,)}
+        self._header_reader = RecordReader(model, tables, plan.header.obj, header_paths, dialect, all_fields=False)
+        self._child_reader: RecordReader | None = None
+        if not plan.single:
+            child_paths = plan.line.paths() | {(plan.child_lookup.key,)}  # type: ignore[union-attr]
+            self._child_reader = RecordReader(model, tables, plan.line.obj, child_paths, dialect, all_fields=False)
 
     # -- selection ----------------------------------------------------------------
 
@@ -364,25 +386,29 @@ class _FilterRun:
         return self.header_table.c.id.in_(matching.scalar_subquery())
 
     def run(self) -> FilterReport:
-        header_reader = RecordReader(self.model, self.tables, self.plan.header.obj, self.plan.header.paths(), self._dialect())
+        header_reader = self._header_reader
         where = self._unbilled()
         condition = self._condition()
         if condition is not None:
             where = sa.and_(where, condition)
         keyed: list[tuple[tuple, int]] = []
         failures: list[RecordFailure] = []
-        with self.session.read() as conn:
-            for record in header_reader.read(conn, where=where, order_by=[self.header_table.c.id]):
-                try:
-                    source = self._header(conn, record, with_lines=False)
-                except _Failed as failed:
+        with self.session.read() as conn, _cyclic_gc_paused():
+            rows = header_reader.read_with_rows(conn, where=where, order_by=[self.header_table.c.id])
+            for chunk in _batched(rows, ACCOUNT_PREFETCH):
+                self.accounts.prefetch(conn, (self._raw_account(record) for _, record in chunk))
+                for row, record in chunk:
+                    try:
+                        source = self._header(conn, record)
+                    except _Failed as failed:
+                        self.report.records_read += 1
+                        failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
+                        continue
+                    if source is None:
+                        continue
                     self.report.records_read += 1
-                    failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
-                    continue
-                if source is None:
-                    continue
-                self.report.records_read += 1
-                keyed.append((source.group_key(), record["id"]))
+                    keyed.append((source.group_key(), record["id"]))
+                    self._evaluated[record["id"]] = (row, source)
         if failures:
             with self.session.batch() as conn:
                 self._write_failures(conn, failures)
@@ -390,11 +416,12 @@ class _FilterRun:
         total = len(keyed)
         done = 0
         for batch in self._batches(keyed):
-            with self.session.batch() as conn:
+            with self.session.batch() as conn, _cyclic_gc_paused():
                 self._process(conn, batch)
             done += len(batch)
             if self.progress:
                 self.progress(self.plan.name, done, total)
+        self._evaluated.clear()  # records billed by someone else meanwhile
         return self.report
 
     def _dialect(self) -> str:
@@ -425,6 +452,28 @@ class _FilterRun:
             copies[target_object].append((source, target, getter(self.model, source), coercer(target)))
         return controls, copies
 
+    def _line_program(self) -> list[tuple]:
+        """The steps that turn a line record into InvoiceLineItem fields, built
+        once: first the level's ON copies, then the controlling fields Title,
+        Quantity and UnitPrice (which win over a copy of the same target).
+        Each step is (target key, getter, coercer, is a reference target,
+        errors caught, error message prefix)."""
+        level = self.plan.line
+        steps: list[tuple] = []
+        copy_errors = (FormulaEvaluationError, ValueProblem, ValueError)
+        for source, target, get, fit in self._line_copies.get("InvoiceLineItem", ()):
+            prefix = f"{source.name} -> InvoiceLineItem.{target.name}"
+            steps.append((target.key, get, fit, target.type.is_reference, copy_errors, prefix))
+        controls = self._line_controls
+        for base, key in (("ON_Title", "title"), ("ON_Quantity", "quantity"), ("ON_UnitPrice", "unitprice")):
+            found = controls.get(base)
+            if found is None:
+                continue
+            fdef, get = found
+            fit = coercer(self.line_obj.field(key))  # type: ignore[arg-type]
+            steps.append((key, get, fit, False, (FormulaEvaluationError, ValueProblem), fdef.name))
+        return steps
+
     def _value(self, level: Level, base: str, record: dict) -> object:
         controls = self._header_controls if level is self.plan.header else self._line_controls
         found = controls.get(base)
@@ -436,8 +485,17 @@ class _FilterRun:
         except FormulaEvaluationError as error:
             raise _Failed(f"{fdef.name}: {error}") from None
 
-    def _header(self, conn: sa.Connection, record: dict, *, with_lines: bool,
-                children: Sequence[dict] = ()) -> SourceHeader | None:
+    def _raw_account(self, record: dict) -> object:
+        """The record's ON_Account value for :meth:`_Accounts.prefetch`; None
+        when it cannot be evaluated (:meth:`_header` reports that)."""
+        try:
+            return self._value(self.plan.header, "ON_Account", record)
+        except _Failed:
+            return None
+
+    def _header(self, conn: sa.Connection, record: dict) -> SourceHeader | None:
+        """The evaluated header record without lines; None when the run leaves
+        it alone (service date outside the period, not an item)."""
         plan, level = self.plan, self.plan.header
         service_date = self._value(level, "ON_ServiceDate", record)
         if isinstance(service_date, datetime):
@@ -480,11 +538,22 @@ class _FilterRun:
             business_entity=entity,
             invoice_fields=invoice_fields,
         )
-        if with_lines:
-            line_records = [record] if plan.single else children
-            for child in line_records:
-                source.lines.append(self._line(child))
         return source
+
+    def _current_header(self, conn: sa.Connection, row: Sequence[object], record: dict) -> SourceHeader | None:
+        """The header as evaluated in pass 1 when its row (joined records
+        included) is still the same, else evaluated afresh. Evaluation is a
+        function of the row (and of the run's cached accounts, shared by both
+        passes), so reusing it gives the same result without evaluating every
+        header twice; a record changed in between is evaluated again."""
+        remembered = self._evaluated.pop(record["id"], None)
+        if remembered is not None and remembered[0] == row:
+            return remembered[1]
+        return self._header(conn, record)
+
+    def _add_lines(self, source: SourceHeader, record: dict, children: Sequence[dict]) -> None:
+        line_records = [record] if self.plan.single else children
+        source.lines.extend(map(self._line, line_records))
 
     def _template(self, name: object) -> SettingRecord:
         if name in (None, ""):
@@ -502,7 +571,7 @@ class _FilterRun:
         for source, target, get, fit in copies.get(target_object, ()):
             try:
                 value = get(record, self.today)
-                if value is None or value == "":
+                if _blank(value):
                     continue
                 if target.type.is_reference and isinstance(value, str):
                     value = int(value) if value.strip().isdigit() else value
@@ -512,54 +581,65 @@ class _FilterRun:
         return out
 
     def _line(self, record: dict) -> SourceLine:
+        """One line record as a SourceLine; runs the steps of
+        :meth:`_line_program` (the same checks and messages as the header's
+        copies and controlling fields, without their per-call lookups)."""
         level = self.plan.line
-        fields = self._copies(level, record, "InvoiceLineItem")
-        for base, target, fit in self._line_targets:
-            value = self._value(level, base, record)
-            if value is None or value == "":
-                continue
+        today = self.today
+        fields: dict = {}
+        for key, get, fit, reference, errors, prefix in self._line_steps:
             try:
-                fields[target] = fit(value)
-            except ValueProblem as problem:
-                raise _Failed(f"{level.field(base).name}: {problem}") from None  # type: ignore[union-attr]
+                value = get(record, today)
+                if value is None or (isinstance(value, str) and not value):  # _blank(), inlined
+                    continue
+                if reference and isinstance(value, str):
+                    value = int(value) if value.strip().isdigit() else value
+                fields[key] = fit(value)
+            except errors as error:
+                raise _Failed(f"{prefix}: {error}") from None
         if not fields.get("title"):
             raise _Failed(f"{level.field('ON_Title').name} is empty")  # type: ignore[union-attr]
         if fields.get("unitprice") is None:
             raise _Failed(f"{level.field('ON_UnitPrice').name} is empty")  # type: ignore[union-attr]
         sequence = fields.get("sequence")
-        order = (0, sequence, record["id"]) if sequence is not None else (1, Decimal(0), record["id"])
-        return SourceLine(level.obj.name, record["id"], order, fields)
+        record_id = record["id"]
+        order = (0, sequence, record_id) if sequence is not None else (1, _NO_SEQUENCE, record_id)
+        return SourceLine(level.obj.name, record_id, order, fields)
 
     # -- one batch ----------------------------------------------------------------
 
     def _process(self, conn: sa.Connection, ids: list[int]) -> None:
         plan = self.plan
-        header_reader = RecordReader(self.model, self.tables, plan.header.obj, plan.header.paths(), self._dialect())
+        header_reader = self._header_reader
         children: dict[int, list[dict]] = defaultdict(list)
-        headers: list[dict] = []
+        headers: list[tuple[Sequence[object], dict]] = []
         for chunk in _chunks(ids, ID_CHUNK):
             headers.extend(
-                header_reader.read(conn, where=sa.and_(self.header_table.c.id.in_(chunk), self._unbilled()),
-                                   order_by=[self.header_table.c.id])
+                header_reader.read_with_rows(
+                    conn, where=sa.and_(self.header_table.c.id.in_(chunk), self._unbilled()),
+                    order_by=[self.header_table.c.id],
+                )
             )
         if not plan.single and headers:
             child_table = self.tables.tables[plan.line.obj.table_name]
             fk = child_table.c[plan.child_lookup.column_name]  # type: ignore[union-attr]
-            paths = plan.line.paths() | {(plan.child_lookup.key,)}  # type: ignore[union-attr]
-            child_reader = RecordReader(self.model, self.tables, plan.line.obj, paths, self._dialect())
-            for chunk in _chunks([h["id"] for h in headers], ID_CHUNK):
+            child_reader = self._child_reader
+            assert child_reader is not None
+            parent_key = plan.child_lookup.key  # type: ignore[union-attr]
+            for chunk in _chunks([record["id"] for _, record in headers], ID_CHUNK):
                 for child in child_reader.read(conn, where=fk.in_(chunk), order_by=[fk, child_table.c.id]):
-                    parent = child.get(plan.child_lookup.key)  # type: ignore[union-attr]
+                    parent = child.get(parent_key)
                     if isinstance(parent, dict):
                         parent = parent.get("id")
                     children[parent].append(child)
         failures: list[RecordFailure] = []
         groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
-        for record in headers:
+        for row, record in headers:
             try:
-                source = self._header(conn, record, with_lines=True, children=children.get(record["id"], ()))
+                source = self._current_header(conn, row, record)
                 if source is None:
                     continue
+                self._add_lines(source, record, children.get(record["id"], ()))
                 if not source.lines:
                     raise _Failed(f"{plan.header.obj.name} {record['id']} has no {plan.line.obj.name} records to bill")
             except _Failed as failed:
@@ -646,10 +726,7 @@ class _FilterRun:
             for draft in drafts
             for source in draft.sources
         ]
-        conn.execute(
-            CLAIM.insert(),
-            [dict(source_table=t, source_id=i, suffix=s, invoice_id=inv, run_id=run) for t, i, s, inv, run in claims],
-        )
+        insert_tuples(conn, CLAIM, ("source_table", "source_id", "suffix", "invoice_id", "run_id"), claims)
         wb = self.plan.header_writeback
         update_by_id(
             conn,
@@ -717,7 +794,8 @@ class _Accounts:
         found: int | None = None
         text = str(raw).strip()
         if self.external is not None and not isinstance(raw, int):
-            row = conn.execute(sa.select(self.table.c.id).where(self.table.c[self.external.column_name] == text)).first()
+            column = self.table.c[self.external.column_name]
+            row = conn.execute(sa.select(self.table.c.id).where(column == text).order_by(self.table.c.id)).first()
             found = row.id if row else None
         if found is None and text.isdigit():
             row = conn.execute(sa.select(self.table.c.id).where(self.table.c.id == int(text))).first()
@@ -727,20 +805,77 @@ class _Accounts:
         self._refs[raw] = found
         return found
 
+    def prefetch(self, conn: sa.Connection, raws: Iterable[object]) -> None:
+        """Resolve many ON_Account values at once, exactly as :meth:`resolve`
+        would one by one (external id first unless the value is an int, the
+        lowest id if it is not unique, then the record id), but with one query
+        per lookup kind and chunk of values instead of up to three queries per
+        account. :meth:`resolve`
+        then answers from its cache; values this method does not handle
+        (unusual types, a non-text external id field) are left to it."""
+        pending: dict[object, str] = {}
+        for raw in raws:
+            if raw in (None, ""):
+                continue
+            if isinstance(raw, dict):
+                raw = raw.get("id")
+            if not isinstance(raw, (str, int, Decimal)) or isinstance(raw, bool):
+                continue
+            if raw not in self._refs and raw not in pending:
+                pending[raw] = str(raw).strip()
+        if not pending:
+            return
+        found: dict[object, int | None] = dict.fromkeys(pending)
+        if self.external is not None:
+            if self.external.type not in (FieldType.TEXT, FieldType.AUTONUMBER):
+                return
+            column = self.table.c[self.external.column_name]
+            texts = sorted({text for raw, text in pending.items() if not isinstance(raw, int)})
+            by_text: dict[str, int] = {}
+            for chunk in _chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
+                query = sa.select(self.table.c.id, column).where(column.in_(chunk)).order_by(self.table.c.id)
+                for account_id, value in conn.execute(query):
+                    by_text.setdefault(value, account_id)
+            for raw, text in pending.items():
+                if not isinstance(raw, int):
+                    found[raw] = by_text.get(text)
+        numbers = {raw: int(text) for raw, text in pending.items()
+                   if found[raw] is None and text.isdigit() and text.isascii()}
+        existing: set[int] = set()
+        for chunk in _chunks(sorted(set(numbers.values())), ID_CHUNK):
+            existing.update(conn.execute(sa.select(self.table.c.id).where(self.table.c.id.in_(chunk))).scalars())
+        for raw, number in numbers.items():
+            if number in existing:
+                found[raw] = number
+        for raw, text in pending.items():
+            if found[raw] is None and text.isdigit() and not text.isascii():
+                del found[raw]  # int() of non-ASCII digits: resolve() shows what happens
+        self._load_many(conn, sorted({i for i in found.values() if i is not None and i not in self._records}))
+        self._refs.update(found)
+
     def _load(self, conn: sa.Connection, account_id: int) -> None:
+        self._load_many(conn, [account_id])
+
+    def _load_many(self, conn: sa.Connection, account_ids: Sequence[int]) -> None:
         if self._reader is None:
             self._reader = RecordReader(self.model, self._tables, self.obj, self.reader_paths(), conn.dialect.name)
-        for record in self._reader.read(conn, where=self.table.c.id == account_id):
-            self._records[account_id] = record
-            copies = {}
-            for source, target in self.copy_plan:
-                try:
-                    value = read_value(source, record, self.today)
-                    if value not in (None, ""):
-                        copies[target.key] = coerce(target, value)
-                except (FormulaEvaluationError, ValueProblem):
-                    continue
-            self._copies[account_id] = copies
+        for chunk in _chunks(account_ids, ID_CHUNK):
+            for record in self._reader.read(conn, where=self.table.c.id.in_(chunk)):
+                self._remember(record)
+
+    def _remember(self, record: dict) -> None:
+        """Cache an account record and its ON field copies for the invoice."""
+        account_id = record["id"]
+        self._records[account_id] = record
+        copies = {}
+        for source, target in self.copy_plan:
+            try:
+                value = read_value(source, record, self.today)
+                if value not in (None, ""):
+                    copies[target.key] = coerce(target, value)
+            except (FormulaEvaluationError, ValueProblem):
+                continue
+        self._copies[account_id] = copies
 
     def reader_paths(self) -> set[tuple[str, ...]]:
         paths: set[tuple[str, ...]] = set()
@@ -754,6 +889,51 @@ class _Accounts:
 
     def copies(self, account_id: int) -> dict:
         return self._copies.get(account_id, {})
+
+
+# The order of a line without a sequence sorts after all sequenced ones; one
+# shared Decimal keeps these sort keys cheap to compare.
+_NO_SEQUENCE = Decimal(0)
+
+
+def _blank(value: object) -> bool:
+    """None or the empty string. Not ``value == ""``: comparing a Decimal
+    with a str goes through an isinstance check against numbers.Rational (an
+    ABC), which costs more than the rest of evaluating a line field."""
+    return value is None or (isinstance(value, str) and not value)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No automatic cyclic garbage collection inside the block.
+
+    A batch allocates hundreds of thousands of short-lived objects (records,
+    line dicts, Decimals) that reference counting frees; none of them form
+    cycles that need the collector. Yet every few hundred allocations CPython
+    would run the cyclic collector, and as the batch's live objects pile up
+    it keeps re-traversing them: about a sixth of the run's time went there.
+    The collector runs normally again between batches, so whatever cyclic
+    garbage a batch leaves (at most a batch's worth) is collected then. The
+    previous state is restored, also when the block raises."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _batched(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

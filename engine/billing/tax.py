@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Mapping
+from typing import Callable, Mapping
 
 from engine.config.model import OrgModel
 
@@ -53,29 +53,44 @@ class TaxResolver:
         self.criteria = criteria_of(model, setting) if setting is not None else ()
         self.types = sorted({str(r.get("Type") or "") for r in self.records})
         self._cache: dict[tuple, TaxDecision | TaxError] = {}
+        # The context fields the cache key is made of, split by where they are
+        # read (the line or the invoice header), resolved once: the key is
+        # built for every line of a run.
+        self._line_fields = tuple(
+            c.context_field.lower() for c in self.criteria if c.context_object.lower() == "invoicelineitem"
+        )
+        self._header_fields = tuple(
+            c.context_field.lower() for c in self.criteria if c.context_object.lower() != "invoicelineitem"
+        )
 
     def __call__(self, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
-        explicit_rate = line.get("taxrate")
-        if explicit_rate is not None:
-            return TaxDecision(line.get("taxcode"), Decimal(explicit_rate), None, line.get("vatcategorycode"), None)
-        key = (
-            line.get("taxcode"),
-            when,
-            tuple(
-                (line if c.context_object.lower() == "invoicelineitem" else header).get(c.context_field.lower())
-                for c in self.criteria
-            ),
-        )
-        found = self._cache.get(key)
-        if found is None:
-            try:
-                found = self._decide(header, line, when)
-            except TaxError as error:
-                found = error
-            self._cache[key] = found
-        if isinstance(found, TaxError):
-            raise found
-        return found
+        return self.for_header(header)(line, when)
+
+    def for_header(self, header: Mapping[str, object]) -> Callable[[Mapping[str, object], date | None], TaxDecision]:
+        """``(line, when) -> decision`` for the lines of one invoice header:
+        the header's part of the cache key is read once. Use it only while
+        the header does not change (the builder taxes all lines of an invoice
+        with the header complete)."""
+        header_key = tuple(map(header.get, self._header_fields))
+        line_fields, cache = self._line_fields, self._cache
+
+        def decide(line: Mapping[str, object], when: date | None) -> TaxDecision:
+            explicit_rate = line.get("taxrate")
+            if explicit_rate is not None:
+                return TaxDecision(line.get("taxcode"), Decimal(explicit_rate), None, line.get("vatcategorycode"), None)
+            key = (line.get("taxcode"), when, tuple(map(line.get, line_fields)), header_key)
+            found = cache.get(key)
+            if found is None:
+                try:
+                    found = self._decide(header, line, when)
+                except TaxError as error:
+                    found = error
+                cache[key] = found
+            if isinstance(found, TaxError):
+                raise found
+            return found
+
+        return decide
 
     def _decide(self, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
         if self.model.object("TaxRule") is None or not self.records:

@@ -14,7 +14,8 @@ and are quoted by the dialect's identifier preparer.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -23,10 +24,11 @@ from engine.config.model import FieldDef, FieldType, ObjectDef
 
 from .ids import next_autonumbers, reserve_ids
 from .schema import CREATED, ID, MODIFIED, NAME, data_fields
-from .types import to_db_converter
+from .types import to_db_column_converter, to_db_converter
 
 
 _PROBE = object()  # a value only identity converters return unchanged
+ColumnConverter = Callable[[list[Any]], list[Any]]
 
 
 def _placeholder(conn: sa.Connection) -> str:
@@ -49,6 +51,12 @@ class RowWriter:
     ``LastModifiedDate``, converts each value for the driver, and executes one
     ``executemany``. Fields absent from a record are written as their default
     (Checkbox false, declared defaults) or NULL.
+
+    A column that is NULL in every record of one insert is left out of the
+    statement (the table then stores NULL, its default; see
+    :meth:`_omittable`): binding ``None`` is by far the most expensive
+    parameter for the sqlite3 driver (it goes through the adapter protocol),
+    and wide objects such as invoice lines leave a third of their columns empty.
     """
 
     def __init__(self, conn: sa.Connection, obj: ObjectDef):
@@ -64,28 +72,45 @@ class RowWriter:
             (CREATED, "createddate", to_db_converter(_datetime_field(obj), dialect), None),
             (MODIFIED, "lastmodifieddate", to_db_converter(_datetime_field(obj), dialect), None),
         ]
+        numeric: dict[str, ColumnConverter] = {}
         for fdef in fields:
             default = fdef.default
             if default is None and fdef.type is FieldType.CHECKBOX:
                 default = False
             self.columns.append((fdef.column_name, fdef.key, to_db_converter(fdef, dialect), default))
+            if fdef.type.is_numeric:
+                numeric[fdef.column_name] = to_db_column_converter(fdef, dialect)
         # Per column: record key, converter (None when the driver takes the
-        # value as it is) and the converted default written for missing values.
-        self._keys = [key for _, key, _, _ in self.columns]
-        self._converted: list[tuple[int, Callable[[Any], Any]]] = []
-        self._defaults: list[tuple[int, Any]] = []
-        for position, (_, _, convert, default) in enumerate(self.columns):
+        # value as it is), the whole-column converter of a number column, the
+        # converted default written for missing values, and whether the column
+        # may be left out of an insert when all its values are NULL.
+        self._plan: list[tuple[str, Callable[[Any], Any] | None, ColumnConverter | None, Any, bool]] = []
+        omittable = self._omittable(obj)
+        for column, key, convert, default in self.columns:
             try:
                 identity = convert(_PROBE) is _PROBE
             except Exception:  # noqa: BLE001 - a converter that inspects its value is not the identity
                 identity = False
-            if not identity:
-                self._converted.append((position, convert))
-            if default is not None:
-                self._defaults.append((position, convert(default)))
-        names = ", ".join(_quote(conn, c[0]) for c in self.columns)
-        marks = ", ".join(_placeholder(conn) for _ in self.columns)
-        self.sql = f"INSERT INTO {_quote(conn, obj.table_name)} ({names}) VALUES ({marks})"
+            self._plan.append((
+                key,
+                None if identity else convert,
+                numeric.get(column),
+                None if default is None else convert(default),
+                default is None and column in omittable,
+            ))
+        self._sql_cache: dict[tuple[str, ...], str] = {}
+
+    @staticmethod
+    def _omittable(obj: ObjectDef) -> set[str]:
+        """Columns whose table default is NULL: every data column except
+        Checkbox ones (server default false, see ``schema.make_column``); the
+        system columns are always written."""
+        return {f.column_name for f in data_fields(obj) if f.type is not FieldType.CHECKBOX}
+
+    def _insert_sql(self, columns: tuple[str, ...]) -> str:
+        names = ", ".join(_quote(self.conn, c) for c in columns)
+        marks = ", ".join(_placeholder(self.conn) for _ in columns)
+        return f"INSERT INTO {_quote(self.conn, self.obj.table_name)} ({names}) VALUES ({marks})"
 
     def assign_ids(self, records: Sequence[dict]) -> None:
         """Give every record without an ``id`` a freshly reserved one."""
@@ -107,28 +132,99 @@ class RowWriter:
         for record in records:
             record.setdefault("createddate", stamp)
             record.setdefault("lastmodifieddate", stamp)
-        keys, converted, defaults = self._keys, self._converted, self._defaults
-        # The timestamps are the same object for most records: convert once.
-        stamp_converter = self.columns[2][2]
-        stamp_value = stamp_converter(stamp)
-        rows = []
-        for record in records:
-            get = record.get
-            row = [get(key) for key in keys]
-            if row[2] is stamp:
-                row[2] = stamp_value
-            if row[3] is stamp:
-                row[3] = stamp_value
-            for position, convert in converted:
-                value = row[position]
-                if value is not None and value is not stamp_value:
-                    row[position] = convert(value)
-            for position, default in defaults:
-                if row[position] is None:
-                    row[position] = default
-            rows.append(tuple(row))
-        self.conn.exec_driver_sql(self.sql, rows)
+        names, rows = self.rows(records)
+        sql = self._sql_cache.get(names)
+        if sql is None:
+            sql = self._sql_cache[names] = self._insert_sql(names)
+        self.conn.exec_driver_sql(sql, rows)
         return len(rows)
+
+    def rows(self, records: Sequence[dict]) -> tuple[tuple[str, ...], list[tuple]]:
+        """The column names and driver rows of ``records`` (ids, names and
+        timestamps already set), built column by column: a column's values
+        are converted in one go (see :func:`_convert_column`), columns that
+        may be left out and are NULL throughout are dropped, and the rest are
+        zipped into tuples."""
+        names: list[str] = []
+        columns: list[list[Any]] = []
+        count = len(records)
+        present = set().union(*records)  # the keys any record has: the others need no lookups
+        raw = _columns(records, [key for key, *_ in self._plan if key in present], len(present))
+        for (column, *_), (key, convert, convert_column, default, omittable) in zip(self.columns, self._plan):
+            if key in present:
+                values = _convert_column(raw[key], convert, convert_column, default)
+            else:
+                values = [default] * count
+            if omittable and values.count(None) == count:
+                continue
+            names.append(column)
+            columns.append(values)
+        return tuple(names), list(zip(*columns))
+
+
+def _columns(records: Sequence[dict], keys: list[str], distinct_keys: int) -> dict[str, list[Any]]:
+    """The values of ``keys`` in ``records``, as one list per key. When every
+    record has every key (records built alike, such as invoice lines) one
+    ``itemgetter`` per record and a transposition do it at C speed; else each
+    value is looked up with ``get``."""
+    if len(keys) > 1 and set(map(len, records)) == {distinct_keys}:
+        return dict(zip(keys, map(list, zip(*map(itemgetter(*keys), records)))))
+    return {key: [record.get(key) for record in records] for key in keys}
+
+
+# Exact types whose equal values always convert to the same driver value and
+# hash cheaply, so a column of one of them is converted once per distinct
+# value. Not Decimal (hashing a fresh one costs as much as converting it) nor
+# datetime (equal wall times in one zone may be different instants).
+_BY_VALUE = frozenset({date, bool, str})
+
+
+def _convert_column(
+    values: list[Any],
+    convert: Callable[[Any], Any] | None,
+    convert_column: ColumnConverter | None,
+    default: Any,
+) -> list[Any]:
+    """One column's driver values: ``convert`` applied to every non-null
+    value (``convert_column`` to all of them at once, for numbers), then
+    ``default`` for what is (or converted to) null.
+
+    Bulk rows repeat values a lot (service dates, tax rates, the one
+    timestamp of the insert) and a conversion costs far more than a dict
+    lookup, so repeated values are converted once: by value for a column of
+    one exact type from ``_BY_VALUE`` (equal values of such a type convert
+    alike; mixed types such as ``True`` next to ``1`` take another path),
+    else by object identity (see :func:`_by_identity`).
+    """
+    if convert is None:
+        out = values
+    elif convert_column is not None:
+        out = _by_identity(values, convert_column)
+    else:
+        kinds = set(map(type, values))
+        kinds.discard(type(None))
+        if len(kinds) == 1 and kinds <= _BY_VALUE:
+            mapping: dict[Any, Any] = {None: default}
+            for value in dict.fromkeys(values):
+                if value is not None:
+                    converted = convert(value)
+                    mapping[value] = default if converted is None else converted
+            return list(map(mapping.__getitem__, values))
+        out = _by_identity(values, lambda column: [None if value is None else convert(value) for value in column])
+    return out if default is None else [default if value is None else value for value in out]
+
+
+def _by_identity(values: list[Any], convert_column: ColumnConverter) -> list[Any]:
+    """``convert_column(values)``, converting each distinct object once when
+    objects repeat down the column (a line's tax rate is its tax decision's,
+    quantities and prices are the reader's shared Decimals, timestamps are
+    one object). Keyed by identity, not value: one object always converts
+    alike, and the objects stay alive in ``values``, so no id is reused."""
+    by_id = dict(zip(map(id, values), values))
+    if len(by_id) * 2 > len(values):
+        return convert_column(values)
+    converted = dict(zip(by_id, convert_column(list(by_id.values()))))
+    return list(map(converted.__getitem__, map(id, values)))
 
 
 def _datetime_field(obj: ObjectDef) -> FieldDef:
@@ -169,6 +265,19 @@ def update_by_id(
     if params:
         conn.exec_driver_sql(sql, params)
     return len(params)
+
+
+def insert_tuples(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]) -> int:
+    """``INSERT INTO table (columns) VALUES (...)`` for many positional rows in
+    one driver ``executemany``. For the engine's own tables (claims) whose
+    values are plain ints and strings that every driver takes as they are; no
+    type conversion is done."""
+    if not rows:
+        return 0
+    names = ", ".join(_quote(conn, table.c[name].name) for name in columns)
+    marks = ", ".join(_placeholder(conn) for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {_quote(conn, table.name)} ({names}) VALUES ({marks})", list(rows))
+    return len(rows)
 
 
 def typed_values(obj: ObjectDef, record: Mapping[str, Any], names: Iterable[str]) -> list[Any]:

@@ -11,6 +11,7 @@ result processing) and assembles the dicts.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -27,7 +28,14 @@ class PathError(KeyError):
 
 class RecordReader:
     """Reads ``obj`` with the given field paths (tuples of lower-case names:
-    relationship path names, then a stored field)."""
+    relationship path names, then a stored field).
+
+    By default every stored field of ``obj`` is read as well, so a record is
+    complete. ``all_fields=False`` reads only ``id`` and the given paths: the
+    invoice run knows exactly which fields its getters and formulas read, and
+    the other columns (timestamps, descriptions...) would only cost fetching
+    and converting.
+    """
 
     def __init__(
         self,
@@ -36,6 +44,8 @@ class RecordReader:
         obj: ObjectDef,
         paths: Iterable[Sequence[str]],
         dialect_name: str,
+        *,
+        all_fields: bool = True,
     ):
         self.model = model
         self.obj = obj
@@ -47,10 +57,11 @@ class RecordReader:
         self._slots: list[tuple[tuple[str, ...], str, Callable[[Any], Any]]] = []
         self._tables = tables
         self._dialect = dialect_name
-        wanted = {tuple(p) for p in paths}
-        for fdef in obj.fields:
-            if fdef.is_stored:
-                wanted.add((fdef.key,))
+        wanted = {tuple(p) for p in paths} | {("id",)}
+        if all_fields:
+            for fdef in obj.fields:
+                if fdef.is_stored:
+                    wanted.add((fdef.key,))
         for path in sorted(wanted, key=lambda p: (len(p), p)):
             self._add_path(tuple(path))
 
@@ -100,42 +111,62 @@ class RecordReader:
         return sa.select(*self._columns).select_from(self._from)
 
     def records(self, rows: Iterable[Sequence[Any]]) -> Iterator[dict]:
-        # Base-object columns go straight into the record; only joined columns
-        # need the nested assembly below.
-        base = [(i, key, None if convert is _identity_like else convert)
-                for i, (prefix, key, convert) in enumerate(self._slots) if not prefix]
-        base_plain = [(i, key) for i, key, convert in base if convert is None]
-        base_converted = [(i, key, convert) for i, key, convert in base if convert is not None]
-        joined = [(i, slot) for i, slot in enumerate(self._slots) if slot[0]]
+        """Assemble plain records from raw driver rows (in :meth:`select` order).
+
+        The per-row work is planned once here: base-object columns that need
+        no conversion are picked with one ``itemgetter`` and zipped into the
+        dict; joined records are built per relationship prefix, parents before
+        children, so a related record found through a join always replaces a
+        stored value of the same name (a lookup named like its relationship
+        keeps the nested record), while an empty join only fills a missing
+        key with None.
+        """
+        plain = [(i, key) for i, (prefix, key, convert) in enumerate(self._slots)
+                 if not prefix and convert is _identity_like]
+        converted = [(i, key, convert) for i, (prefix, key, convert) in enumerate(self._slots)
+                     if prefix == () and convert is not _identity_like]
+        plain_keys = tuple(key for _, key in plain)
+        pick = _picker([i for i, _ in plain])
+        joins = self._join_plan()
         for row in rows:
-            record = {key: row[i] for i, key in base_plain}
-            for i, key, convert in base_converted:
+            record = dict(zip(plain_keys, pick(row)))
+            for i, key, convert in converted:
                 value = row[i]
                 record[key] = None if value is None else convert(value)
-            if not joined:
-                yield record
-                continue
-            nested: dict[tuple[str, ...], dict | None] = {(): record}
-            for i, (prefix, key, convert) in joined:
-                value = row[i]
-                if key == "id" and (prefix not in nested):
-                    parent = nested.get(prefix[:-1])
+            if joins:
+                nested: dict[tuple[str, ...], dict | None] = {(): record}
+                for prefix, parent_prefix, name, id_index, fields in joins:
+                    parent = nested[parent_prefix]
+                    value = row[id_index]
                     if value is None or parent is None:
                         nested[prefix] = None
-                        if parent is not None and not isinstance(parent.get(prefix[-1]), dict):
-                            parent.setdefault(prefix[-1], None)
+                        if parent is not None and type(parent.get(name)) is not dict:
+                            parent.setdefault(name, None)
                         continue
                     child = {"id": value}
+                    for i, key, convert in fields:
+                        found = row[i]
+                        child[key] = None if found is None else (found if convert is None else convert(found))
                     nested[prefix] = child
-                    parent[prefix[-1]] = child
-                    continue
-                target = nested.get(prefix)
-                if target is None:
-                    continue
-                if isinstance(target.get(key), dict):
-                    continue  # a lookup named like its relationship keeps the nested record
-                target[key] = convert(value) if value is not None else None
+                    parent[name] = child
             yield record
+
+    def _join_plan(self) -> list[tuple[tuple[str, ...], tuple[str, ...], str, int, list]]:
+        """Per joined prefix, parents first: (prefix, parent prefix, name in
+        the parent, position of the joined id, [(position, key, converter or
+        None)])."""
+        ids: dict[tuple[str, ...], int] = {}
+        fields: dict[tuple[str, ...], list] = {}
+        for i, (prefix, key, convert) in enumerate(self._slots):
+            if not prefix:
+                continue
+            if key == "id" and prefix not in ids:
+                ids[prefix] = i
+                fields[prefix] = []
+            else:
+                fields[prefix].append((i, key, None if convert is _identity_like else convert))
+        ordered = sorted(ids, key=lambda p: (len(p), ids[p]))
+        return [(p, p[:-1], p[-1], ids[p], fields[p]) for p in ordered]
 
     def read(
         self,
@@ -145,14 +176,52 @@ class RecordReader:
         order_by: Sequence[sa.ColumnElement] = (),
         chunk: int = 5000,
     ) -> Iterator[dict]:
+        for batch in self._partitions(conn, where, order_by, chunk):
+            yield from self.records(batch)
+
+    def read_with_rows(
+        self,
+        conn: sa.Connection,
+        *,
+        where: sa.ColumnElement[bool] | None = None,
+        order_by: Sequence[sa.ColumnElement] = (),
+        chunk: int = 5000,
+    ) -> Iterator[tuple[Sequence[Any], dict]]:
+        """Like :meth:`read`, with each record's raw driver row: two equal
+        rows give equal records, so a caller can tell cheaply whether a
+        record it read before is unchanged."""
+        for batch in self._partitions(conn, where, order_by, chunk):
+            yield from zip(batch, self.records(batch))
+
+    def _partitions(
+        self,
+        conn: sa.Connection,
+        where: sa.ColumnElement[bool] | None,
+        order_by: Sequence[sa.ColumnElement],
+        chunk: int,
+    ) -> Iterator[Sequence[Sequence[Any]]]:
         statement = self.select()
         if where is not None:
             statement = statement.where(where)
         if order_by:
             statement = statement.order_by(*order_by)
-        result = conn.execution_options(stream_results=True, yield_per=chunk).execute(statement)
-        for batch in result.partitions(chunk):
-            yield from self.records(batch)
+        # Execution options go with this statement only: Connection.execution_options()
+        # would change the caller's connection for good (stream_results on
+        # PostgreSQL would then run every later statement, UPDATEs included,
+        # through a server-side cursor).
+        result = conn.execute(statement, execution_options={"stream_results": True, "yield_per": chunk})
+        with result:
+            yield from result.partitions(chunk)
+
+
+def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """A function returning the values at ``positions`` of a row, as a tuple."""
+    if not positions:
+        return lambda row: ()
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda row: (row[only],)
+    return itemgetter(*positions)
 
 
 def _identity_like(value: Any) -> Any:
@@ -169,4 +238,31 @@ def _converter(fdef: FieldDef, dialect: str) -> Callable[[Any], Any]:
     if fdef.type in (FieldType.TEXT, FieldType.LONGTEXT, FieldType.PICKLIST, FieldType.EMAIL, FieldType.URL,
                      FieldType.AUTONUMBER):
         return _identity_like
-    return from_db_converter(fdef, dialect)
+    convert = from_db_converter(fdef, dialect)
+    if fdef.type.is_numeric and dialect == "sqlite":
+        return _int_memo(convert)
+    return convert
+
+
+#: Distinct stored integers remembered per numeric column of a reader.
+INT_MEMO_SIZE = 4096
+
+
+def _int_memo(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` for SQLite's scaled integers, remembering the Decimal of
+    up to INT_MEMO_SIZE distinct integers. Quantities and prices repeat a lot,
+    an int is hashed for free, and the Decimal built from it is immutable, so
+    sharing one between records changes nothing but the time spent."""
+    memo: dict[int, Any] = {}
+
+    def convert_int(value: Any) -> Any:
+        if type(value) is not int:
+            return convert(value)
+        found = memo.get(value)
+        if found is None:
+            found = convert(value)
+            if len(memo) < INT_MEMO_SIZE:
+                memo[value] = found
+        return found
+
+    return convert_int

@@ -292,11 +292,15 @@ def to_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
                     raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
                 return scaled
         else:
+            # |quantized| < 10**(precision - scale) is the same test as the
+            # scaled integer against 10**precision, without building the int.
+            limit = Decimal(bound).scaleb(-scale)
+
             def number(value: Any) -> Any:
                 if value is None:
                     return None
                 quantized = _as_decimal(value).quantize(quantum, ROUND_HALF_UP)
-                if not -bound < int(quantized.scaleb(scale)) < bound:
+                if not (quantized.is_finite() and -limit < quantized < limit):
                     raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
                 return quantized
 
@@ -310,6 +314,46 @@ def to_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
     if kind is FieldType.MULTIPICKLIST:
         return _multi_to_text
     return _identity
+
+
+def to_db_column_converter(field: FieldDef, dialect_name: str) -> Callable[[list[Any]], list[Any]]:
+    """:func:`to_db_converter` for a whole column of values at once (bulk
+    inserts): the same values and errors, but for numbers the per-value work
+    on exact Decimals is inlined and the range check is done once per column
+    (min and max) instead of once per value."""
+    convert = to_db_converter(field, dialect_name)
+    if not field.type.is_numeric:
+        return lambda values: [None if value is None else convert(value) for value in values]
+    precision, scale = numeric_shape(field)
+    quantum, _, bound = _shape(precision, scale)
+    if dialect_name == "sqlite":
+        limit: int | Decimal = bound
+
+        def shape(values: list[Any]) -> list[Any]:
+            return [
+                int(value.scaleb(scale).to_integral_value(ROUND_HALF_UP)) if type(value) is Decimal else convert(value)
+                for value in values
+            ]
+    else:
+        limit = Decimal(bound).scaleb(-scale)
+
+        def shape(values: list[Any]) -> list[Any]:
+            # NaN and infinities go through ``convert``, which refuses them.
+            return [
+                value.quantize(quantum, ROUND_HALF_UP) if type(value) is Decimal and value.is_finite()
+                else convert(value)
+                for value in values
+            ]
+
+    def column(values: list[Any]) -> list[Any]:
+        out = shape(values)
+        present = [value for value in out if value is not None] if None in out else out
+        if present and not (-limit < min(present) and max(present) < limit):
+            wrong = next(v for v, x in zip(values, out) if x is not None and not -limit < x < limit)
+            raise ValueError(f"{wrong} does not fit NUMERIC({precision}, {scale})")
+        return out
+
+    return column
 
 
 def from_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
