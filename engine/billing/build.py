@@ -66,6 +66,7 @@ class SourceLine:
     record_id: int
     order: tuple
     fields: dict  # InvoiceLineItem fields from controls and ON copies
+    criterion: str | None = None  # a line-level invoice criterion
 
 
 @dataclass
@@ -83,8 +84,12 @@ class SourceHeader:
     lines: list[SourceLine] = field(default_factory=list)
 
     def group_key(self) -> tuple:
+        """Records with equal keys become one invoice. The first element puts
+        final invoices after everything else, so that a run billing a sub
+        invoice and its final invoice builds (and refuses) the final last."""
         key = self.assignment_key if self.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None
         return (
+            1 if self.invoice_type == FINAL_TYPE else 0,
             self.account_id,
             self.template.name,
             self.currency,

@@ -110,12 +110,12 @@ def _copies(model: OrgModel, source: ObjectDef, suffix: str, targets: tuple[str,
         if fdef.name in IMPLICIT_FIELDS or not fdef.is_custom or not fdef.name.lower().startswith("on_"):
             continue
         base = fdef.name[:-3]
-        if suffix:
-            if not base.lower().endswith(suffix.lower()):
-                continue
-            base = base[: -len(suffix)]
+        if suffix and base.lower().endswith(suffix.lower()) and len(base) > len(suffix) + 3:
+            base = base[: -len(suffix)]  # a field of this run's suffix
         elif _has_suffix_twin(source, fdef):
-            continue
+            continue  # a field of another filter's suffix
+        elif suffix and source.field(f"{base}{suffix}__c") is not None:
+            continue  # this run reads the suffixed twin instead (domain-spec 2.2)
         if base.lower() in controls:
             continue
         for target_name in targets:

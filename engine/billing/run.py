@@ -33,7 +33,7 @@ import gc
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Callable, Iterable, Iterator, Sequence
@@ -82,7 +82,7 @@ class RunRequest:
     period_end: date
     invoice_date: date | None = None
     dry_run: bool = False
-    batch_size: int = 500
+    batch_size: int = 2000
     today: date | None = None
 
 
@@ -429,11 +429,14 @@ class _FilterRun:
 
     def _batches(self, keyed: list[tuple[tuple, int]]) -> Iterator[list[int]]:
         """Consecutive groups of equal keys, cut into batches of about
-        ``batch_size`` records without splitting a group."""
+        ``batch_size`` records without splitting a group. Final invoices never
+        share a batch with other records: they must see the sub invoices the
+        earlier batches wrote."""
         batch: list[int] = []
         previous = None
         for key, record_id in keyed:
-            if batch and key != previous and len(batch) >= self.batch_size:
+            phase_change = previous is not None and key[0] != previous[0]
+            if batch and key != previous and (len(batch) >= self.batch_size or phase_change):
                 yield batch
                 batch = []
             batch.append(record_id)
@@ -604,7 +607,11 @@ class _FilterRun:
         sequence = fields.get("sequence")
         record_id = record["id"]
         order = (0, sequence, record_id) if sequence is not None else (1, _NO_SEQUENCE, record_id)
-        return SourceLine(level.obj.name, record_id, order, fields)
+        criterion = None
+        if not self.plan.single and "ON_InvoiceCriterion" in self._line_controls:
+            value = self._value(level, "ON_InvoiceCriterion", record)
+            criterion = None if _blank(value) else str(value)
+        return SourceLine(level.obj.name, record_id, order, fields, criterion)
 
     # -- one batch ----------------------------------------------------------------
 
@@ -645,7 +652,8 @@ class _FilterRun:
             except _Failed as failed:
                 failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
                 continue
-            groups[source.group_key()].append(source)
+            for part in _split_by_line_criterion(source):
+                groups[part.group_key()].append(part)
         subs = self._sub_invoices(conn, groups)
         drafts: list[DraftInvoice] = []
         for key in sorted(groups):
@@ -657,6 +665,7 @@ class _FilterRun:
             except (BuildError, _Failed) as error:
                 message = str(error)
                 failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
+        drafts = self._check_references(conn, drafts, failures)
         self._write(conn, drafts)
         if failures:
             self._write_failures(conn, failures)
@@ -703,6 +712,53 @@ class _FilterRun:
 
     # -- writing ------------------------------------------------------------------
 
+    def _check_references(self, conn: sa.Connection, drafts: list[DraftInvoice],
+                          failures: list[RecordFailure]) -> list[DraftInvoice]:
+        """Lookups filled from ON fields must point to existing records: a
+        draft that refers to a missing record becomes a record error of its
+        sources instead of failing the whole batch on the foreign key."""
+        targets = [
+            (target, name)
+            for name, copies in (("Invoice", self._header_copies.get("Invoice", ())),
+                                 ("InvoiceLineItem", self._line_copies.get("InvoiceLineItem", ())))
+            for _, target, _, _ in copies
+            if target.type.is_reference and target.reference_to
+        ]
+        if not targets or not drafts:
+            return drafts
+        wanted: dict[str, set[int]] = defaultdict(set)
+        for draft in drafts:
+            for target, name in targets:
+                rows = [draft.header] if name == "Invoice" else draft.lines
+                for row in rows:
+                    value = row.get(target.key)
+                    if isinstance(value, int):
+                        wanted[target.reference_to].add(value)  # type: ignore[index]
+        existing: dict[str, set[int]] = {}
+        for object_name, ids in wanted.items():
+            table = self.tables.tables[self.model.require(object_name).table_name]
+            found: set[int] = set()
+            for chunk in _chunks(sorted(ids), ID_CHUNK):
+                found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+            existing[object_name] = found
+        kept = []
+        for draft in drafts:
+            missing = None
+            for target, name in targets:
+                rows = [draft.header] if name == "Invoice" else draft.lines
+                for row in rows:
+                    value = row.get(target.key)
+                    if isinstance(value, int) and value not in existing[target.reference_to]:  # type: ignore[index]
+                        missing = f"{name}.{target.name}: no {target.reference_to} with id {value}"
+                        break
+                if missing:
+                    break
+            if missing:
+                failures.extend(RecordFailure(s.object_name, s.record_id, missing) for s in draft.sources)
+            else:
+                kept.append(draft)
+        return kept
+
     def _write(self, conn: sa.Connection, drafts: list[DraftInvoice]) -> None:
         if not drafts:
             return
@@ -721,10 +777,16 @@ class _FilterRun:
         lines.insert(all_lines)
         suffix = self.plan.suffix
         source_table = self.plan.header.obj.table_name
+        # A header record whose lines were split by a line-level invoice
+        # criterion feeds several invoices; it is claimed by, and points to,
+        # the first of them.
+        first_invoice: dict[int, int] = {}
+        for draft in drafts:
+            for source in draft.sources:
+                first_invoice.setdefault(source.record_id, draft.header["id"])
         claims = [
-            (source_table, source.record_id, suffix, draft.header["id"], self.ctx.run_id)
-            for draft in drafts
-            for source in draft.sources
+            (source_table, record_id, suffix, invoice_id, self.ctx.run_id)
+            for record_id, invoice_id in first_invoice.items()
         ]
         insert_tuples(conn, CLAIM, ("source_table", "source_id", "suffix", "invoice_id", "run_id"), claims)
         wb = self.plan.header_writeback
@@ -732,7 +794,7 @@ class _FilterRun:
             conn,
             self.plan.header.obj,
             [wb["ON_Invoice"].name, wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
-            [(source.record_id, (draft.header["id"], self.ctx.run_id, None)) for draft in drafts for source in draft.sources],
+            [(record_id, (invoice_id, self.ctx.run_id, None)) for record_id, invoice_id in first_invoice.items()],
         )
         self.report.invoices += len(drafts)
         self.report.lines += len(all_lines)
@@ -793,12 +855,13 @@ class _Accounts:
             return self._refs[raw]
         found: int | None = None
         text = str(raw).strip()
-        if self.external is not None and not isinstance(raw, int):
+        # The record id first, then the external id (domain-spec 3.2).
+        if text.isdigit() and text.isascii():
+            row = conn.execute(sa.select(self.table.c.id).where(self.table.c.id == int(text))).first()
+            found = row.id if row else None
+        if found is None and self.external is not None and not isinstance(raw, int):
             column = self.table.c[self.external.column_name]
             row = conn.execute(sa.select(self.table.c.id).where(column == text).order_by(self.table.c.id)).first()
-            found = row.id if row else None
-        if found is None and text.isdigit():
-            row = conn.execute(sa.select(self.table.c.id).where(self.table.c.id == int(text))).first()
             found = row.id if row else None
         if found is not None and found not in self._records:
             self._load(conn, found)
@@ -807,8 +870,8 @@ class _Accounts:
 
     def prefetch(self, conn: sa.Connection, raws: Iterable[object]) -> None:
         """Resolve many ON_Account values at once, exactly as :meth:`resolve`
-        would one by one (external id first unless the value is an int, the
-        lowest id if it is not unique, then the record id), but with one query
+        would one by one (the record id first, then the external id, the
+        lowest id if it is not unique), but with one query
         per lookup kind and chunk of values instead of up to three queries per
         account. :meth:`resolve`
         then answers from its cache; values this method does not handle
@@ -826,27 +889,28 @@ class _Accounts:
         if not pending:
             return
         found: dict[object, int | None] = dict.fromkeys(pending)
-        if self.external is not None:
-            if self.external.type not in (FieldType.TEXT, FieldType.AUTONUMBER):
-                return
-            column = self.table.c[self.external.column_name]
-            texts = sorted({text for raw, text in pending.items() if not isinstance(raw, int)})
-            by_text: dict[str, int] = {}
-            for chunk in _chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
-                query = sa.select(self.table.c.id, column).where(column.in_(chunk)).order_by(self.table.c.id)
-                for account_id, value in conn.execute(query):
-                    by_text.setdefault(value, account_id)
-            for raw, text in pending.items():
-                if not isinstance(raw, int):
-                    found[raw] = by_text.get(text)
-        numbers = {raw: int(text) for raw, text in pending.items()
-                   if found[raw] is None and text.isdigit() and text.isascii()}
+        # Record ids first (domain-spec 3.2) ...
+        numbers = {raw: int(text) for raw, text in pending.items() if text.isdigit() and text.isascii()}
         existing: set[int] = set()
         for chunk in _chunks(sorted(set(numbers.values())), ID_CHUNK):
             existing.update(conn.execute(sa.select(self.table.c.id).where(self.table.c.id.in_(chunk))).scalars())
         for raw, number in numbers.items():
             if number in existing:
                 found[raw] = number
+        # ... then the external id, for what is not a record id.
+        if self.external is not None:
+            if self.external.type not in (FieldType.TEXT, FieldType.AUTONUMBER):
+                return
+            column = self.table.c[self.external.column_name]
+            texts = sorted({text for raw, text in pending.items() if not isinstance(raw, int) and found[raw] is None})
+            by_text: dict[str, int] = {}
+            for chunk in _chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
+                query = sa.select(self.table.c.id, column).where(column.in_(chunk)).order_by(self.table.c.id)
+                for account_id, value in conn.execute(query):
+                    by_text.setdefault(value, account_id)
+            for raw, text in pending.items():
+                if not isinstance(raw, int) and found[raw] is None:
+                    found[raw] = by_text.get(text)
         for raw, text in pending.items():
             if found[raw] is None and text.isdigit() and not text.isascii():
                 del found[raw]  # int() of non-ASCII digits: resolve() shows what happens
@@ -934,6 +998,23 @@ def _batched(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
             batch = []
     if batch:
         yield batch
+
+
+def _split_by_line_criterion(source: SourceHeader) -> list[SourceHeader]:
+    """A header whose lines carry different invoice criteria (a line-level
+    ON_InvoiceCriterion) becomes one source per criterion: only lines with the
+    same criterion go into one invoice (domain-spec 2.3)."""
+    criteria = sorted({line.criterion for line in source.lines if line.criterion is not None})
+    if not criteria:
+        return [source]
+    parts = []
+    for criterion in [None, *criteria]:
+        lines = [line for line in source.lines if line.criterion == criterion]
+        if not lines:
+            continue
+        combined = "/".join(c for c in (source.criterion, criterion) if c) or None
+        parts.append(replace(source, lines=lines, criterion=combined))
+    return parts
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

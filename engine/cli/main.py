@@ -216,7 +216,7 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
 @click.option("--period-end", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--invoice-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: set at finalization.")
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
 @click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
 @click.option("--finalize", "finalize_after", is_flag=True, help="Finalize the run's drafts right after the run.")
 @_org_option

@@ -62,11 +62,6 @@ def test_account_by_id_by_external_id_unknown_and_empty(billing):
     assert run["genericfilters"] == "Usage"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: engine/billing/run.py _Accounts.resolve looks a text ON_Account value up as AccountNumber "
-    "before trying it as a record id, so the id produced by the sample formula ON_Account__c = AccountId "
-    "bills another customer whose AccountNumber equals that id (domain-spec §3.2: Id first, otherwise external id)"
-))
 def test_account_id_from_formula_is_not_taken_for_an_account_number(sample_sqlite):
     h = sample_sqlite
     muster = h.account_id("10001")
@@ -179,12 +174,6 @@ def test_invoice_types_and_assignment_key(billing_sqlite):
     assert [l["title"] for l in h.lines(standard["id"])] == ["standard (empty type)", "standard (explicit)"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: engine/billing/run.py processes the groups of one filter in group-key order, and 'Final' sorts before "
-    "'Partial'/'Progress': when a final record and a sub record of the same assignment key are billed by the "
-    "same run, the final invoice is built first, without the sub invoice (no deduction, no 'still drafts' "
-    "refusal), and the sub invoice is created after it: the project is billed twice (domain-spec §3.8.1)"
-))
 def test_final_is_not_built_before_its_sub_invoice_of_the_same_run(billing_sqlite):
     h = billing_sqlite
     sub, final = h.usage(
@@ -235,11 +224,6 @@ def test_invoice_criterion_on_partial_deliveries(billing_sqlite):
     assert report.filters[0].invoices == 3
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: engine/billing/run.py reads ON_InvoiceCriterion only on the header object; a child-level "
-    "ON_InvoiceCriterion__c (accepted by validate-config as a line-level controlling field, "
-    "domain-spec §2.3 level 'P or C') is silently ignored in parent-child mode"
-))
 def test_invoice_criterion_on_child_records_splits_the_parent(billing_sqlite):
     h = billing_sqlite
     items = {r["orderitemnumber"]: r["id"] for r in h.select("OrderItem")}

@@ -131,12 +131,6 @@ def test_values_that_do_not_fit_the_target_are_record_errors(billing_sqlite):
         assert h.get("Usage__c", record_id)["on_invoicebuilderror__c"] == failures(report)[record_id]
 
 
-@pytest.mark.xfail(strict=True, raises=sa.exc.IntegrityError, reason=(
-    "bug: engine/billing/run.py _copies turns a digit-only text ON value for a lookup target into an id "
-    "without checking that the record exists; the invoice INSERT then violates the foreign key, the "
-    "IntegrityError aborts the whole run (InvoiceRun left 'Running', remaining records unbilled) "
-    "instead of a record error (domain-spec §2.1.2 / §3.5)"
-))
 def test_lookup_value_of_a_missing_record_is_a_record_error(billing_sqlite):
     h = billing_sqlite
     good, missing = h.usage(

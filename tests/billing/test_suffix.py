@@ -134,12 +134,6 @@ def test_final_first_then_sub(uc1):
     assert_invariants(h)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: engine/billing/plan.py _copies skips unsuffixed ON data fields in a suffixed run, so the "
-    "sample's OpportunityLineItem.ON_ProductGroup__c (documented in its metadata as 'no suffix, so both "
-    "runs copy it'; domain-spec §2.2: unsuffixed ON data fields are copied too unless a suffixed twin "
-    "exists) never reaches InvoiceLineItem.ProductGroup in the UC1 runs"
-))
 def test_unsuffixed_data_on_field_is_copied_by_suffixed_runs(sample_sqlite):
     h = sample_sqlite
     report = h.run("UC1 Sub Invoice", **MARCH)
