@@ -242,14 +242,18 @@ def _assign_gl_accounts(conn: sa.Connection, model: OrgModel, invoice: dict) -> 
     the same decision the revenue bookings use."""
     from engine.booking.accounts import AccountResolver
 
-    resolver = AccountResolver(model)
+    resolver = AccountResolver.for_model(model)
     line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
+    updates = []
     for line in _lines(conn, model, invoice["id"]):
         choice = resolver.gl_account(invoice, line)
         second = choice.decision.winner.get("GLAccount2") if choice.decision and choice.decision.winner else None
+        updates.append({"line_id": line["id"], "gl": choice.account, "gl2": second, "rule": choice.rule})
+    if updates:
         conn.execute(
-            sa.update(line_table).where(line_table.c.id == line["id"])
-            .values(glaccount=choice.account, glaccount2=second, glaccountrule=choice.rule)
+            sa.update(line_table).where(line_table.c.id == sa.bindparam("line_id"))
+            .values(glaccount=sa.bindparam("gl"), glaccount2=sa.bindparam("gl2"), glaccountrule=sa.bindparam("rule")),
+            updates,
         )
 
 
@@ -274,7 +278,7 @@ def _book(conn: sa.Connection, model: OrgModel, invoice: dict, today: date) -> N
     account = load_account(conn, model, invoice["account"], today)
     provenance = {"run": str(invoice.get("invoicerun") or ""), "confighash": model.config_hash}
     try:
-        bookings = invoice_bookings(model, AccountResolver(model), invoice, lines, account, sub_types, provenance)
+        bookings = invoice_bookings(model, AccountResolver.for_model(model), invoice, lines, account, sub_types, provenance)
     except BookingError as error:
         raise FinalizeError(str(error)) from None
     write_bookings(conn, model, bookings)

@@ -38,6 +38,18 @@ class AccountChoice:
 class AccountResolver:
     """The two decisions with their setup done once per model."""
 
+    _shared: dict[int, "AccountResolver"] = {}
+
+    @classmethod
+    def for_model(cls, model: OrgModel) -> "AccountResolver":
+        """One resolver per (immutable) model: its setup is the same every time."""
+        found = cls._shared.get(id(model))
+        if found is None or found.model is not model:
+            if len(cls._shared) >= 8:
+                cls._shared.clear()
+            found = cls._shared[id(model)] = cls(model)
+        return found
+
     def __init__(self, model: OrgModel):
         self.model = model
         gl = model.object("GlAccountRule")
