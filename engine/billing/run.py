@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from engine.config.checks import controlling_name, on_copy_target
 from engine.config.formula import FormulaEvaluationError
-from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
+from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
 from engine.config.values import ValueProblem, coerce
 from engine.storage.bulk import RowWriter, insert_tuples, update_by_id
 from engine.storage.reader import RecordReader
@@ -461,7 +461,6 @@ class _FilterRun:
         Quantity and UnitPrice (which win over a copy of the same target).
         Each step is (target key, getter, coercer, is a reference target,
         errors caught, error message prefix)."""
-        level = self.plan.line
         steps: list[tuple] = []
         copy_errors = (FormulaEvaluationError, ValueProblem, ValueError)
         for source, target, get, fit in self._line_copies.get("InvoiceLineItem", ()):

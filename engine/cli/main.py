@@ -289,6 +289,22 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
             err_console.print(f"invoice {name}: {message}", markup=False)
 
 
+def _run_id(conn, model, run_name: str) -> int:
+    """The id of an invoice run given by name (IR-000001) or id."""
+    import sqlalchemy as sa
+
+    from engine.storage.schema import build_metadata
+
+    runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
+    condition = runs.c.name == run_name
+    if run_name.isdigit():
+        condition = sa.or_(condition, runs.c.id == int(run_name))
+    row = conn.execute(sa.select(runs.c.id).where(condition)).first()
+    if row is None:
+        raise UserError(f"no invoice run '{run_name}'")
+    return row.id
+
+
 @cli.command("delete-drafts")
 @click.option("--run", "run_name", default=None, help="Delete the drafts of this invoice run (name like IR-000001, or id).")
 @click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
@@ -296,11 +312,9 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
 @_db_option
 def delete_drafts_cmd(run_name, names, org_dir, db_url):
     """Delete draft invoices and release their source records for the next run."""
-    import sqlalchemy as sa
 
     from engine.billing.drafts import DraftError, delete_drafts, draft_ids
     from engine.storage.db import open_engine
-    from engine.storage.schema import build_metadata
 
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
@@ -308,16 +322,7 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
     model = result.model
     engine = open_engine(db_url)
     with engine.begin() as conn:
-        run_id = None
-        if run_name:
-            runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
-            condition = runs.c.name == run_name
-            if run_name.isdigit():
-                condition = sa.or_(condition, runs.c.id == int(run_name))
-            row = conn.execute(sa.select(runs.c.id).where(condition)).first()
-            if row is None:
-                raise UserError(f"no invoice run '{run_name}'")
-            run_id = row.id
+        run_id = _run_id(conn, model, run_name) if run_name else None
         ids = draft_ids(conn, model, run_id=run_id, names=names)
         if names:
             found = len(ids) if run_id is None else None
@@ -339,12 +344,10 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
 @_db_option
 def finalize_cmd(run_name, names, today, org_dir, db_url):
     """Finalize draft invoices: final numbers, Open status, invoice balances."""
-    import sqlalchemy as sa
 
     from engine.billing.drafts import draft_ids
     from engine.billing.finalize import finalize_invoices
     from engine.storage.db import open_engine
-    from engine.storage.schema import build_metadata
 
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
@@ -352,16 +355,7 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     model = result.model
     engine = open_engine(db_url)
     with engine.connect() as conn:
-        run_id = None
-        if run_name:
-            runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
-            condition = runs.c.name == run_name
-            if run_name.isdigit():
-                condition = sa.or_(condition, runs.c.id == int(run_name))
-            row = conn.execute(sa.select(runs.c.id).where(condition)).first()
-            if row is None:
-                raise UserError(f"no invoice run '{run_name}'")
-            run_id = row.id
+        run_id = _run_id(conn, model, run_name) if run_name else None
         ids = draft_ids(conn, model, run_id=run_id, names=names)
     if not ids:
         raise UserError("no draft invoices to finalize")

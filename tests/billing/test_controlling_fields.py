@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-import pytest
 
 from .helpers import D, failures, only
 

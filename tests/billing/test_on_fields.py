@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
-import sqlalchemy as sa
 
 from engine.config.loader import load_org
 

@@ -22,9 +22,8 @@ from datetime import date
 
 import pytest
 
-from billing.helpers import make_test_org
 
-from .helpers import ORDERS, UC1_FINAL, UC1_SUB, ZERO, Books, D, assert_books_balance, load_model, month
+from .helpers import ORDERS, UC1_FINAL, UC1_SUB, ZERO, Books, D, assert_books_balance
 
 # --- scenario builders ------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from datetime import date
 from decimal import Decimal
 
 import pytest
