@@ -12,7 +12,8 @@ cancellation in the same transaction (domain-spec §4.8):
 3. the original becomes ``Canceled`` (``CanceledWith`` = the cancellation),
    the cancellation ``Settled``;
 4. the source records billed by the original are released (their
-   ``ON_Invoice<sfx>`` cleared, billing claims removed) for the next run;
+   ``ON_Invoice<sfx>`` cleared, billing claims removed) for the next run, and
+   the sub invoices of a cancelled final invoice are unlinked from it;
 5. every booking detail of the original is reversed: same accounts, negated
    amount, booked on the cancellation date, ``ReversalOf`` the original.
 """
@@ -124,6 +125,10 @@ def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: di
                  .values(status="Canceled", canceledwith=cancellation["id"], balance=Decimal("0.00")))
     conn.execute(sa.update(invoice_table).where(invoice_table.c.id == cancellation["id"])
                  .values(status="Settled", balance=Decimal("0.00"), paymentdate=when))
+    # A cancelled final invoice gives its sub invoices back to the project: the
+    # next final invoice deducts them again (what was cleared stays cleared).
+    if original.get("type") == "Final":
+        conn.execute(sa.update(invoice_table).where(invoice_table.c.finalinvoice == original["id"]).values(finalinvoice=None))
     # 4. Release the billed source records.
     for table_name, column in invoice_backrefs(model):
         table = tables[table_name]

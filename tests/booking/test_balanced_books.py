@@ -196,12 +196,6 @@ def test_cancellation_of_a_paid_invoice_keeps_the_payment(books_sqlite):
     assert_books_balance(books)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: engine/billing/cancel.py finalize_cancellation does not undo what finalize.py _settle_sub_invoices did "
-    "for a Final invoice: the progress invoices keep FinalInvoice = the cancelled invoice (and P2 its 'Final "
-    "Invoice' Clearing and interim-revenue reversal), so the re-billed final invoice deducts nothing: the "
-    "customer is billed 3570.00 for milestones of which 1190.00 were already received, 1718 keeps -1000.00 and "
-    "1776 ends at 760.00 instead of 570.00"))
 def test_cancellation_of_a_final_invoice_and_its_new_version(books_sqlite):
     books = books_sqlite
     progress_project(books, p2_paid=None)
