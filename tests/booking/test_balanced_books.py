@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
 
 
 from .helpers import ORDERS, UC1_FINAL, UC1_SUB, ZERO, Books, D, assert_books_balance
