@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from datetime import date
 
-
-
 from .helpers import ORDERS, UC1_FINAL, UC1_SUB, ZERO, Books, D, assert_books_balance
 
 # --- scenario builders ------------------------------------------------------------------
