@@ -58,17 +58,31 @@ class AccountResolver:
         self.gl_criteria = criteria_of(model, gl) if gl is not None else ()
         self.collective_records = model.setting_records("CollectiveAccount")
         self.collective_criteria = criteria_of(model, collective, exclude=("Type",)) if collective is not None else ()
+        self._gl_cache: dict[tuple, AccountChoice] = {}
 
     def gl_account(self, invoice: Mapping[str, object], line: Mapping[str, object]) -> AccountChoice:
-        def context(criterion):
-            source = line if criterion.context_object.lower() == "invoicelineitem" else invoice
-            return source.get(criterion.context_field.lower())
-
-        decision = decide("GlAccountRule", self.gl_rules, self.gl_criteria, context)
+        values = tuple(
+            (line if c.context_object.lower() == "invoicelineitem" else invoice).get(c.context_field.lower())
+            for c in self.gl_criteria
+        )
+        # Decisions are pure functions of the criterion values: memoized, since
+        # an invoice run's lines share a handful of contexts.
+        cached = self._gl_cache.get(values)
+        if cached is not None:
+            return cached
+        by_criterion = dict(zip((c.field.key for c in self.gl_criteria), values))
+        decision = decide("GlAccountRule", self.gl_rules, self.gl_criteria, lambda c: by_criterion[c.field.key])
         winner = decision.winner
         if winner is None:
-            return AccountChoice(None, None, None, None, decision)
-        return AccountChoice(winner.get("GLAccount"), None, None, winner.name, decision)
+            choice = AccountChoice(None, None, None, None, decision)
+        else:
+            choice = AccountChoice(winner.get("GLAccount"), None, None, winner.name, decision)
+        if len(self._gl_cache) < 10_000:
+            try:
+                self._gl_cache[values] = choice
+            except TypeError:  # an unhashable context value: just don't cache
+                pass
+        return choice
 
     def collective_account(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         """``context_values`` holds booking-detail (and balance) values keyed
