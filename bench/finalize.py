@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sqlite3
 import tempfile
 import time
 from datetime import date
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.invoice_run import ROOT, generate
+from bench.invoice_run import ROOT, generate, raw_insert_seconds
 from engine.billing.drafts import draft_ids
 from engine.billing.finalize import finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
@@ -31,20 +30,6 @@ from engine.config.loader import load_org
 from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.schema import build_metadata
-
-
-def raw_seconds(rows: int, columns: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        db = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
-        db.execute("CREATE TABLE bd (" + ", ".join(f"c{i}" for i in range(columns)) + ")")
-        data = [tuple([n, f"BD-{n:07d}", "2024-01-31", 1234500] + [f"v{n}"] * (columns - 4)) for n in range(rows)]
-        started = time.perf_counter()
-        db.execute("BEGIN")
-        db.executemany(f"INSERT INTO bd VALUES ({', '.join('?' * columns)})", data)
-        db.execute("COMMIT")
-        elapsed = time.perf_counter() - started
-        db.close()
-    return elapsed
 
 
 def main() -> None:
@@ -69,7 +54,7 @@ def main() -> None:
             balances = conn.execute(sa.select(sa.func.count()).select_from(tables["balance"])).scalar_one()
         columns = len(tables["bookingdetail"].columns)
         engine.dispose()
-    raw = raw_seconds(details + balances, columns)
+    raw = raw_insert_seconds((details + balances, columns))
     print(json.dumps({
         "benchmark": "finalize",
         "lines": report.line_count,
