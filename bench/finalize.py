@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from bench.invoice_run import ROOT, generate, raw_insert_seconds
 from engine.billing.drafts import draft_ids
-from engine.billing.finalize import finalize_invoices
+from engine.booking.finalize import finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
 from engine.config.loader import load_org
 from engine.storage.db import open_engine

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine.billing.finalize import FinalizeError, finalize_invoices, range_key, render_number
+from engine.booking.finalize import FinalizeError, finalize_invoices, range_key, render_number
 from engine.billing.run import RunRequest, run_invoices
 from engine.config.loader import load_org
 from engine.config.model import SettingRecord

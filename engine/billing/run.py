@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
-from engine.config.checks import controlling_name, on_copy_target
+from engine.config.checks import on_copy_target
 from engine.config.formula import FormulaEvaluationError
 from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
 from engine.config.values import ValueProblem, coerce
@@ -202,7 +202,7 @@ def run_invoices(engine: sa.Engine, model: OrgModel, request: RunRequest, progre
             period_end=request.period_end,
             invoice_date=invoice_date,
             config_hash=model.config_hash,
-            rounding=str((model.hierarchy_default("GlobalSettings") or _EMPTY).get("RoundingMode") or "PerLine"),
+            rounding=_rounding_mode(model),
             tax=TaxResolver(model),
         )
         report = RunReport(run_id, run_name, joined, request.dry_run)
@@ -216,12 +216,10 @@ def run_invoices(engine: sa.Engine, model: OrgModel, request: RunRequest, progre
     return report
 
 
-class _Empty:
-    def get(self, *_args, **_kw):
-        return None
-
-
-_EMPTY = _Empty()
+def _rounding_mode(model: OrgModel) -> str:
+    """Global Settings RoundingMode (PerLine or PerTaxGroup; PerLine when unset)."""
+    settings = model.hierarchy_default("GlobalSettings")
+    return str((settings.get("RoundingMode") if settings is not None else None) or "PerLine")
 
 
 def _plans(model: OrgModel, names: Sequence[str]) -> list[FilterPlan]:
@@ -1021,4 +1019,4 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start:start + size])
 
 
-__all__ = ["RunRequest", "RunReport", "RunError", "run_invoices", "FilterReport", "RecordFailure", "controlling_name"]
+__all__ = ["RunRequest", "RunReport", "RunError", "run_invoices", "FilterReport", "RecordFailure"]

@@ -278,7 +278,7 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
     if finalize_after and not dry_run:
         from engine.billing.drafts import draft_ids
-        from engine.billing.finalize import finalize_invoices
+        from engine.booking.finalize import finalize_invoices
 
         with engine.connect() as conn:
             ids = draft_ids(conn, result.model, run_id=report.run_id)
@@ -346,7 +346,7 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     """Finalize draft invoices: final numbers, Open status, invoice balances."""
 
     from engine.billing.drafts import draft_ids
-    from engine.billing.finalize import finalize_invoices
+    from engine.booking.finalize import finalize_invoices
     from engine.storage.db import open_engine
 
     if not run_name and not names:
@@ -382,8 +382,8 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
 def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
     cleared, its bookings reversed and its source records released."""
-    from engine.billing.cancel import CancelError, create_cancellation
-    from engine.billing.finalize import finalize_invoices
+    from engine.booking.cancel import CancelError, create_cancellation
+    from engine.booking.finalize import finalize_invoices
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)

@@ -28,9 +28,9 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from engine.billing.cancel import create_cancellation
+from engine.booking.cancel import create_cancellation
 from engine.billing.drafts import draft_ids
-from engine.billing.finalize import FinalizeReport, finalize_invoices
+from engine.booking.finalize import FinalizeReport, finalize_invoices
 from engine.billing.run import RunReport, RunRequest, run_invoices
 from engine.booking.postings import account_movements, check_postings, sides
 from engine.cash.payments import Registered, register_payment
@@ -152,7 +152,7 @@ class Books:
 
     def cancel_error(self, invoice_name: str) -> str:
         """The message of a refused cancellation (nothing is written)."""
-        from engine.billing.cancel import CancelError
+        from engine.booking.cancel import CancelError
 
         try:
             with self.engine.begin() as conn:

@@ -83,7 +83,7 @@ def make_invoice(lines: list[dict], invoice_type: str = "Standard", name: str = 
 
 
 def mirror(invoice: dict, lines: list[dict]) -> tuple[dict, list[dict]]:
-    """The cancellation as engine/billing/cancel.py creates it."""
+    """The cancellation as engine/booking/cancel.py creates it."""
     header = {**invoice, "id": 2, "name": "CR-2024-00001", "type": "Cancelation",
               "class": "Invoice" if invoice["class"] == "Credit" else "Credit",
               "totalnet": -invoice["totalnet"], "totaltax": -invoice["totaltax"], "grandtotal": -invoice["grandtotal"]}

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from engine.billing.drafts import draft_ids
-from engine.billing.finalize import finalize_invoices
+from engine.booking.finalize import finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
 from engine.config.loader import load_org
 from engine.config.model import OrgModel

@@ -29,7 +29,7 @@ from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
 from engine.storage.schema import CLAIM, build_metadata
 
-from .drafts import invoice_backrefs
+from engine.billing.drafts import invoice_backrefs
 
 # Header fields that describe the invoice rather than its own state or history.
 _NOT_COPIED = {
