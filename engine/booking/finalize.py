@@ -171,8 +171,8 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
     invoice = dict(row)
     if invoice["status"] != "Draft":
         raise FinalizeError(f"{invoice['name']} is {invoice['status']}, not a draft")
-    line_table = tables[model.require("InvoiceLineItem").table_name]
-    if conn.execute(sa.select(sa.func.count()).where(line_table.c.invoice == invoice_id)).scalar_one() == 0:
+    lines = _lines(conn, model, invoice_id)  # read once: G/L assignment and bookings use them
+    if not lines:
         raise FinalizeError(f"{invoice['name']} has no lines")
     when = invoice.get("date") or today
     due_days = int(invoice.get("paymentdue") or 0)
@@ -192,7 +192,7 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
     )
     settings = model.hierarchy_default("GlobalSettings")
     if settings is not None and settings.get("CreateBookkeepingData"):
-        _assign_gl_accounts(conn, model, invoice)  # while the lines are still editable
+        _assign_gl_accounts(conn, model, invoice, lines)  # while the lines are still editable
     conn.execute(
         sa.update(invoice_table)
         .where(invoice_table.c.id == invoice_id)
@@ -233,21 +233,22 @@ def _finalize_one(conn: sa.Connection, model: OrgModel, invoice_id: int, today: 
     if invoice.get("type") == "Final":
         _settle_sub_invoices(conn, model, invoice, when)
     if book:
-        _book(conn, model, invoice, today)
+        _book(conn, model, invoice, lines, today)
     return Finalized(invoice_id, draft_name, number, when, grand_total)
 
 
-def _assign_gl_accounts(conn: sa.Connection, model: OrgModel, invoice: dict) -> None:
+def _assign_gl_accounts(conn: sa.Connection, model: OrgModel, invoice: dict, lines: list[dict]) -> None:
     """Store each line's G/L accounts and the rule that chose them (§4.2 d):
-    the same decision the revenue bookings use."""
+    the same decision the revenue bookings use. ``lines`` are updated too."""
     from engine.booking.accounts import AccountResolver
 
     resolver = AccountResolver.for_model(model)
     line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
     updates = []
-    for line in _lines(conn, model, invoice["id"]):
+    for line in lines:
         choice = resolver.gl_account(invoice, line)
         second = choice.decision.winner.get("GLAccount2") if choice.decision and choice.decision.winner else None
+        line.update(glaccount=choice.account, glaccount2=second, glaccountrule=choice.rule)
         updates.append({"line_id": line["id"], "gl": choice.account, "gl2": second, "rule": choice.rule})
     if updates:
         conn.execute(
@@ -263,13 +264,12 @@ def _lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def _book(conn: sa.Connection, model: OrgModel, invoice: dict, today: date) -> None:
+def _book(conn: sa.Connection, model: OrgModel, invoice: dict, lines: list[dict], today: date) -> None:
     """The invoice's booking details, in the finalization's transaction."""
     from engine.booking.accounts import AccountResolver
     from engine.booking.invoices import BookingError, invoice_bookings
     from engine.booking.write import load_account, write_bookings
 
-    lines = _lines(conn, model, invoice["id"])
     invoice_table = build_metadata(model).tables[model.require("Invoice").table_name]
     sub_ids = sorted({int(line["subinvoice"]) for line in lines if line.get("subinvoice")})
     sub_types = {}
