@@ -17,7 +17,7 @@ Criteria, matching and precedence are those of :mod:`engine.billing.rules`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from engine.billing.rules import RuleDecision, criteria_of, decide
 from engine.config.model import OrgModel, SettingRecord
@@ -59,12 +59,41 @@ class AccountResolver:
         self.collective_records = model.setting_records("CollectiveAccount")
         self.collective_criteria = criteria_of(model, collective, exclude=("Type",)) if collective is not None else ()
         self._gl_cache: dict[tuple, AccountChoice] = {}
+        self._collective_cache: dict[tuple, AccountChoice] = {}
+        self._collective_keys = tuple(c.context_field.lower() for c in self.collective_criteria)
+        # (from the line?, field key) per criterion, in criterion order
+        self._gl_sources = tuple(
+            (c.context_object.lower() == "invoicelineitem", c.context_field.lower()) for c in self.gl_criteria
+        )
+
+    def line_fields(self) -> frozenset[str]:
+        """The line fields G/L decisions read."""
+        return frozenset(key for from_line, key in self._gl_sources if from_line)
+
+    def gl_accounts(self, invoice: Mapping[str, object], lines: Sequence[Mapping[str, object]]) -> list[AccountChoice]:
+        """:meth:`gl_account` for every line of one invoice; the invoice's
+        criterion values are read once, not per line."""
+        invoice_values = {key: invoice.get(key) for from_line, key in self._gl_sources if not from_line}
+        line_keys = tuple(key for from_line, key in self._gl_sources if from_line)
+        choices: list[AccountChoice] = []
+        last_values: tuple | None = None
+        choice: AccountChoice | None = None
+        for line in lines:
+            line_values = tuple([line.get(key) for key in line_keys])
+            if choice is None or line_values != last_values:  # runs of alike lines are the common case
+                current = dict(zip(line_keys, line_values))
+                choice = self._gl_by_values(tuple([
+                    current[key] if from_line else invoice_values[key] for from_line, key in self._gl_sources
+                ]))
+                last_values = line_values
+            choices.append(choice)
+        return choices
 
     def gl_account(self, invoice: Mapping[str, object], line: Mapping[str, object]) -> AccountChoice:
-        values = tuple(
-            (line if c.context_object.lower() == "invoicelineitem" else invoice).get(c.context_field.lower())
-            for c in self.gl_criteria
-        )
+        values = tuple([line.get(key) if from_line else invoice.get(key) for from_line, key in self._gl_sources])
+        return self._gl_by_values(values)
+
+    def _gl_by_values(self, values: tuple) -> AccountChoice:
         # Decisions are pure functions of the criterion values: memoized, since
         # an invoice run's lines share a handful of contexts.
         cached = self._gl_cache.get(values)
@@ -87,7 +116,19 @@ class AccountResolver:
     def collective_account(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         """``context_values`` holds booking-detail (and balance) values keyed
         by lower-case field name: taxcode, businessentity, region, ..."""
+        values = (booking_type, *[context_values.get(key) for key in self._collective_keys])
+        cached = self._collective_cache.get(values)
+        if cached is not None:
+            return cached
+        choice = self._decide_collective(booking_type, context_values)
+        if len(self._collective_cache) < 10_000:
+            try:
+                self._collective_cache[values] = choice
+            except TypeError:  # an unhashable context value: just don't cache
+                pass
+        return choice
 
+    def _decide_collective(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         def context(criterion):
             return context_values.get(criterion.context_field.lower())
 

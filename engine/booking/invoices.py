@@ -49,10 +49,25 @@ class Booking:
     choice: AccountChoice | None
 
 
+_COPIED: dict[int, tuple[OrgModel, tuple[tuple[str, str], ...]]] = {}
+
+
 def copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
     """Custom fields carried to booking details: (source object, field key) for
     every ``__c`` field that exists with the same name and type on Invoice or
-    InvoiceLineItem and on BookingDetail (seed 004). Line values win."""
+    InvoiceLineItem and on BookingDetail (seed 004). Line values win.
+    Memoized per (immutable) model."""
+    known = _COPIED.get(id(model))
+    if known is not None and known[0] is model:
+        return known[1]
+    if len(_COPIED) >= 8:
+        _COPIED.clear()
+    found = _copied_fields(model)
+    _COPIED[id(model)] = (model, found)
+    return found
+
+
+def _copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
     detail = model.object("BookingDetail")
     if detail is None:
         return ()
@@ -88,6 +103,22 @@ def custom_values(copies: Sequence[tuple[str, str]], invoice: Mapping[str, objec
     return tuple(sorted(values.items()))
 
 
+#: The line fields :func:`invoice_bookings` reads (besides copied custom
+#: fields and G/L criteria; see :func:`line_fields`).
+_BOOKING_LINE_FIELDS = frozenset({
+    "id", "name", "invoice", "sequence", "postotalnet", "postotaltax", "postotalgross", "taxcode", "taxrate",
+    "appliedtaxrule", "center", "costobject", "billingpractice", "subinvoice", "isdeduction",
+    "glaccount", "glaccount2", "glaccountrule",
+})
+
+
+def line_fields(model: OrgModel, resolver: AccountResolver) -> frozenset[str]:
+    """Every line field that booking an invoice reads: lets finalization read
+    just these columns of a run's lines."""
+    copied = {key for source, key in copied_fields(model) if source == "InvoiceLineItem"}
+    return _BOOKING_LINE_FIELDS | resolver.line_fields() | copied
+
+
 def booking_date(invoice: Mapping[str, object]) -> date:
     return invoice.get("on_bookingdate__c") or invoice["date"]  # type: ignore[return-value]
 
@@ -100,7 +131,13 @@ def invoice_bookings(
     account: Mapping[str, object],
     sub_types: Mapping[int, str],
     provenance: Mapping[str, object],
+    *,
+    gl_choices: Sequence[AccountChoice] | None = None,
 ) -> list[Booking]:
+    """``gl_choices``, when given, are the lines' G/L decisions already made
+    (by finalization's line assignment), one per line in order. A "line" may
+    stand for several alike lines that the caller summed (finalization sums
+    them in SQL): ``_names`` then lists their names."""
     debtor = invoice.get("debtorno__c") or account.get("on_debtorno__c")
     if not debtor:
         raise BookingError(
@@ -112,29 +149,34 @@ def invoice_bookings(
     choices: dict[tuple, AccountChoice] = {}
     tax_groups: dict[tuple, dict] = {}
     progress = invoice.get("type") == "Progress"
-    for line in lines:
-        custom = custom_values(copies, invoice, line)
-        rate = Decimal(line.get("taxrate") or 0)
-        tax_code = line.get("taxcode")
-        context = {
-            "taxcode": tax_code,
+    entity, region = invoice.get("businessentity"), invoice.get("region")
+
+    def context_of(line: Mapping[str, object]) -> dict:
+        # Built only when a collective account is consulted (memoized there).
+        return {
+            "taxcode": line.get("taxcode"),
             "appliedtaxrule": line.get("appliedtaxrule"),
-            "businessentity": invoice.get("businessentity"),
-            "region": invoice.get("region"),
+            "businessentity": entity,
+            "region": region,
             "billingpractice": line.get("billingpractice"),
         }
+
+    for index, line in enumerate(lines):
+        custom = custom_values(copies, invoice, line) if copies else ()
+        rate = Decimal(line.get("taxrate") or 0)
+        tax_code = line.get("taxcode")
         sub_type = sub_types.get(int(line["subinvoice"])) if line.get("isdeduction") and line.get("subinvoice") else None
         if progress:
             booking_type, amount, gross = "Interim Revenue", Decimal(line["postotalgross"]), True
-            choice = _collective(resolver, booking_type, context, invoice)
+            choice = _collective(resolver, booking_type, context_of(line), invoice)
         elif sub_type == "Progress":
             booking_type, amount, gross = "Interim Payment Clearing", -Decimal(line["postotalnet"]), False
-            choice = _collective(resolver, booking_type, context, invoice)
+            choice = _collective(resolver, booking_type, context_of(line), invoice)
         else:
             booking_type, amount, gross = "Revenue", Decimal(line["postotalnet"]), False
-            choice = resolver.gl_account(invoice, line)
+            choice = gl_choices[index] if gl_choices is not None else resolver.gl_account(invoice, line)
             if choice.account is None:
-                choice = _collective(resolver, "Revenue", context, invoice)
+                choice = _collective(resolver, "Revenue", context_of(line), invoice)
         key = (
             booking_type, choice.account, choice.contra, tax_code, rate, line.get("center"), line.get("costobject"),
             line.get("billingpractice"), gross, custom,
@@ -160,12 +202,12 @@ def invoice_bookings(
             }
             choices[key] = choice
         group["amount"] += amount
-        group["_lines"].append(str(line.get("name") or line.get("id")))
+        group["_lines"].extend(_names(line))
         if not progress and Decimal(line.get("postotaltax") or 0) != 0:
             tax_key = (tax_code, rate, line.get("appliedtaxrule"), custom)
             tax = tax_groups.get(tax_key)
             if tax is None:
-                tax_choice = _collective(resolver, "Tax", context, invoice)
+                tax_choice = _collective(resolver, "Tax", context_of(line), invoice)
                 tax = tax_groups[tax_key] = {
                     **base,
                     "type": "Tax",
@@ -182,7 +224,7 @@ def invoice_bookings(
                     **dict(custom),
                 }
             tax["amount"] += Decimal(line["postotaltax"])
-            tax["_lines"].append(str(line.get("name") or line.get("id")))
+            tax["_lines"].extend(_names(line))
     bookings = []
     for key, group in groups.items():
         if group["amount"] != 0:
@@ -193,6 +235,15 @@ def invoice_bookings(
             bookings.append(Booking(_finish(tax), choice))
     check_postings([b.fields for b in bookings], debtor=str(debtor), receivable=Decimal(invoice["grandtotal"]))
     return bookings
+
+
+def _names(line: Mapping[str, object]) -> list[str]:
+    """The names of the lines a line stands for: itself, or, for a group of
+    alike lines summed by the caller, its ``_names``."""
+    names = line.get("_names")
+    if names is not None:
+        return names  # type: ignore[return-value]
+    return [str(line.get("name") or line.get("id"))]
 
 
 def _collective(resolver: AccountResolver, booking_type: str, context: Mapping[str, object],

@@ -96,9 +96,14 @@ def render_text(model: OrgModel, detail: Mapping[str, object]) -> str | None:
 def write_bookings(conn: sa.Connection, model: OrgModel, bookings: Sequence[Booking]) -> list[dict]:
     """Assign periods and texts, then insert; returns the written rows."""
     rows = []
+    periods: dict[tuple, int] = {}  # (entity, month) -> period id, within this write
     for booking in bookings:
         row = dict(booking.fields)
-        row["bookingperiod"] = booking_period(conn, model, row.get("businessentity"), row["bookingdate"])
+        period_key = (row.get("businessentity"), _month_start(row["bookingdate"]))
+        period = periods.get(period_key)
+        if period is None:
+            period = periods[period_key] = booking_period(conn, model, *period_key)
+        row["bookingperiod"] = period
         row["bookingtext"] = render_text(model, row)
         row.pop("_reference", None)
         rows.append(row)
@@ -108,6 +113,14 @@ def write_bookings(conn: sa.Connection, model: OrgModel, bookings: Sequence[Book
 
 def load_account(conn: sa.Connection, model: OrgModel, account_id: int, today: date) -> dict:
     """An account record with its formula fields evaluated (for debtor and VAT id)."""
+    return load_accounts(conn, model, {account_id}, today).get(account_id, {})
+
+
+def load_accounts(conn: sa.Connection, model: OrgModel, account_ids: set[int], today: date) -> dict[int, dict]:
+    """Account records by id, formula fields evaluated (for debtor and VAT id)."""
+    found: dict[int, dict] = {}
+    if not account_ids:
+        return found
     obj = model.require("Account")
     table = build_metadata(model).tables[obj.table_name]
     formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
@@ -115,11 +128,13 @@ def load_account(conn: sa.Connection, model: OrgModel, account_id: int, today: d
     for fdef in formulas:
         paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
     reader = RecordReader(model, build_metadata(model), obj, paths, conn.dialect.name)
-    for record in reader.read(conn, where=table.c.id == account_id):
-        for fdef in formulas:
-            try:
-                record[fdef.key] = read_value(fdef, record, today)
-            except ValueError:
-                record[fdef.key] = None
-        return record
-    return {}
+    ids = sorted(account_ids)
+    for start in range(0, len(ids), 900):
+        for record in reader.read(conn, where=table.c.id.in_(ids[start:start + 900])):
+            for fdef in formulas:
+                try:
+                    record[fdef.key] = read_value(fdef, record, today)
+                except ValueError:
+                    record[fdef.key] = None
+            found[record["id"]] = record
+    return found
