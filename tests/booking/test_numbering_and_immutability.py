@@ -101,6 +101,77 @@ def test_numbers_stay_gapless_when_finalizations_fail(no_tax7_org, db_url, make_
     assert_books_balance(books)
 
 
+def test_batches_keep_numbers_gapless_and_in_id_order(no_tax7_org, db_url, make_books, monkeypatch):
+    """Finalization works in batches (one transaction each): with batches of
+    three, failures spread over several batches still draw no number, and
+    the numbers follow the drafts' ids across batch boundaries."""
+    from engine.booking import finalize
+
+    monkeypatch.setattr(finalize, "BATCH_INVOICES", 3)
+    org, model = no_tax7_org
+    books = make_books(db_url, model, org)
+    usage(books, 10, reduced={0, 4, 5, 9})
+    books.bill(("Usage",), date(2024, 1, 1), date(2024, 12, 31), finalize=False)
+    ids = drafts(books)
+    report = books.finalize(ids, date(2024, 5, 2))
+    failed = {int(name) for name, _ in report.failures}
+    assert len(failed) == 4
+    assert [f.invoice_id for f in report.finalized] == [i for i in ids if i not in failed]
+    assert [f.number for f in report.finalized] == [f"INV-2024-{n:05d}" for n in range(1, 7)]
+    assert number_range(books) == [("Default|2024|None|None|None", 6, "INV-2024-00006")]
+    assert len(books.balances()) == 6
+    assert {d["invoice"] for d in books.details()} == {f.invoice_id for f in report.finalized}
+    assert_books_balance(books)
+
+
+def one_invoice_of_lines(books: Books, count: int) -> int:
+    """A draft with ``count`` lines (one invoice criterion), returns its id."""
+    rows = [{"on_account__c": "10001", "on_title__c": f"Line {i:02d}", "on_quantity__c": Decimal(1),
+             "on_unitprice__c": Decimal(10 + i), "on_invoicecriterion__c": "ONE",
+             "on_producttaxclass__c": None} for i in range(count)]
+    books.insert("Usage__c", rows)
+    books.bill(("Usage",), date(2024, 1, 1), date(2024, 12, 31), finalize=False)
+    (draft,) = drafts(books)
+    return draft
+
+
+def test_a_tampered_draft_is_not_finalized(no_tax7_org, db_url, make_books):
+    """Drafts are editable, so finalization re-checks them: a line whose
+    gross is not net + tax is refused even when another line offsets it in
+    the totals, and so are totals that differ from the lines."""
+    org, model = no_tax7_org
+    books = make_books(db_url, model, org)
+    draft = one_invoice_of_lines(books, 3)
+    first, second = (line["id"] for line in books.select("InvoiceLineItem")[:2])
+    with books.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE invoicelineitem SET postotalgross = postotalgross + 1 WHERE id = :id"), {"id": first})
+        conn.execute(sa.text("UPDATE invoicelineitem SET postotalgross = postotalgross - 1 WHERE id = :id"), {"id": second})
+    report = books.finalize([draft], date(2024, 5, 2))
+    assert report.finalized == [] and "2 line(s) where gross != net + tax" in report.failures[0][1]
+    with books.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE invoicelineitem SET postotalgross = postotalnet + postotaltax"))
+        conn.execute(sa.text("UPDATE invoice SET totalnet = totalnet + 1 WHERE id = :id"), {"id": draft})
+    report = books.finalize([draft], date(2024, 5, 2))
+    assert report.finalized == [] and "totalnet" in report.failures[0][1] and "sum of lines" in report.failures[0][1]
+    assert not books.balances() and not books.details() and number_range(books) == []
+
+
+def test_booking_details_list_their_lines_in_line_order(no_tax7_org, db_url, make_books):
+    """Lines are summed in SQL per alike group; the booking detail still
+    names its lines in line order (InvoiceLineItems__c)."""
+    org, model = no_tax7_org
+    books = make_books(db_url, model, org)
+    draft = one_invoice_of_lines(books, 12)
+    lines = books.select("InvoiceLineItem")
+    report = books.finalize([draft], date(2024, 5, 2))
+    assert not report.failures
+    ordered = sorted(lines, key=lambda line: (line["sequence"], line["id"]))
+    revenue = [d for d in books.details() if d["type"] == "Revenue"]
+    assert len(revenue) == 1
+    assert revenue[0]["invoicelineitems"] == ", ".join(line["name"] for line in ordered)
+    assert revenue[0]["amount"] == sum((line["postotalnet"] for line in lines), Decimal("0.00"))
+
+
 def test_cancellations_use_the_credit_counter(books):
     assert books.bill_month(("Order Invoice",), 2024, 1).numbers == ["INV-2024-00001"]
     assert books.cancel("INV-2024-00001", date(2024, 1, 31)) == "CR-2024-00001"
