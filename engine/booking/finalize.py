@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -361,22 +361,47 @@ BATCH_LINES = 20_000
 _IN_CHUNK = 900  # ids per IN (...) list: below every backend's parameter limit
 
 
+class StageError(FinalizeError):
+    """A finalization stage cannot handle one invoice: the batch is rolled
+    back and finalized again without it (it stays a draft)."""
+
+    def __init__(self, invoice_id: int, message: str):
+        super().__init__(message)
+        self.invoice_id = invoice_id
+
+
+#: A later stage of finalization, supplied by a higher layer (write-offs,
+#: cash-management entries): called once per batch, inside the batch's
+#: transaction, after the invoices were numbered, opened and booked, with the
+#: finalized invoice rows (dicts keyed by lower-case field, as written). It
+#: raises :class:`StageError` for an invoice it cannot handle.
+FinalizationStage = Callable[[sa.Connection, OrgModel, list[dict]], None]
+
+
 def finalize_invoices(engine: sa.Engine, model: OrgModel, invoice_ids: Sequence[int], *,
-                      today: date | None = None) -> FinalizeReport:
-    """Finalize the given drafts in id order, in batches (one transaction each)."""
+                      today: date | None = None, stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
+    """Finalize the given drafts in id order, in batches (one transaction
+    each), running ``stages`` in each batch after the bookings."""
     report = FinalizeReport()
     today = today or date.today()
     with engine.connect() as conn:
         shapes = _shapes(conn, model, sorted(set(invoice_ids)))
     for batch in _batches(shapes):
-        try:
-            with engine.begin() as conn:
-                outcome = _finalize_set(conn, model, batch, today)
-        except _SoloFailure as failure:  # raised inside a batch of one: its writes are rolled back
-            outcome = FinalizeReport(failures=[(str(batch[0]), str(failure))])
-        # Only a committed batch reaches the report.
-        report.finalized.extend(outcome.finalized)
-        report.failures.extend(outcome.failures)
+        while batch:
+            try:
+                with engine.begin() as conn:
+                    outcome = _finalize_set(conn, model, batch, today, stages)
+            except _SoloFailure as failure:  # raised inside a batch of one: its writes are rolled back
+                outcome = FinalizeReport(failures=[(str(batch[0]), str(failure))])
+            except StageError as failure:  # rolled back: again without the invoice the stage refused
+                report.failures.append((str(failure.invoice_id), str(failure)))
+                batch = [i for i in batch if i != failure.invoice_id]
+                continue
+            # Only a committed batch reaches the report.
+            report.finalized.extend(outcome.finalized)
+            report.failures.extend(outcome.failures)
+            break
+    report.failures.sort(key=lambda failure: int(failure[0]) if failure[0].isdigit() else 0)
     return report
 
 
@@ -448,7 +473,8 @@ class _Pending:
     draft_name: str = ""
 
 
-def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: date) -> FinalizeReport:
+def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: date,
+                  stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
     outcome = FinalizeReport()
     tables = build_metadata(model).tables
     invoice_table = tables[model.require("Invoice").table_name]
@@ -532,6 +558,8 @@ def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: d
         bookings.extend(item.bookings)
     if bookings:
         write_bookings(conn, model, bookings)
+    for stage in stages:
+        stage(conn, model, [item.invoice for item in pending])
     outcome.finalized.extend(
         Finalized(item.invoice["id"], item.draft_name, item.invoice["name"], item.when, item.invoice["grandtotal"])
         for item in pending
