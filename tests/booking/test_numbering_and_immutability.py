@@ -282,3 +282,34 @@ def test_guards_survive_a_migration(finalized):
     key = ids(books)
     assert "finalized invoice" in refused(books, "UPDATE invoice SET grandtotal = 0 WHERE id = :invoice", **key)
     assert "immutable" in refused(books, "DELETE FROM bookingdetail WHERE id = :detail", **key)
+
+
+def test_a_stage_refusing_an_invoice_rolls_its_batch_back_and_retries_without_it(no_tax7_org, db_url, make_books):
+    """Later stages of the chain (write-offs, cash-management entries) run in
+    the batch's transaction; when one refuses an invoice, the batch is rolled
+    back and finalized again without it: it stays a draft, draws no number,
+    and the stage sees every other invoice exactly once, committed."""
+    from engine.booking.finalize import StageError, finalize_invoices
+
+    org, model = no_tax7_org
+    books = make_books(db_url, model, org)
+    usage(books, 5, reduced=set())
+    books.bill(("Usage",), date(2024, 1, 1), date(2024, 12, 31), finalize=False)
+    ids = drafts(books)
+    refused_id = ids[2]
+    seen: list[list[int]] = []
+
+    def stage(conn, model, invoices):
+        seen.append([invoice["id"] for invoice in invoices])
+        assert all(invoice["status"] == "Open" and invoice["name"].startswith("INV-") for invoice in invoices)
+        if refused_id in seen[-1]:
+            raise StageError(refused_id, "the stage cannot take this one")
+
+    report = finalize_invoices(books.engine, model, ids, today=date(2024, 5, 2), stages=(stage,))
+    assert report.failures == [(str(refused_id), "the stage cannot take this one")]
+    assert seen == [ids, [i for i in ids if i != refused_id]]
+    assert [f.number for f in report.finalized] == [f"INV-2024-{n:05d}" for n in range(1, 5)]
+    refused = books.invoices(books.t("Invoice").c.id == refused_id)[0]
+    assert refused["status"] == "Draft" and not books.balances(books.t("Balance").c.invoice == refused_id)
+    assert number_range(books) == [("Default|2024|None|None|None", 4, "INV-2024-00004")]
+    assert_books_balance(books)
