@@ -1,0 +1,167 @@
+"""Reading the data of invoice documents from the database.
+
+Everything is read generically through the metadata: a record becomes a dict
+keyed by field API name (``Name``, ``GrandTotal``, ``Title``,
+``DebtorNo__c``), formula fields are evaluated, and balances are simply the
+Balance rows whose ``Invoice`` is the invoice, whatever processes created them
+(payments today, the balance features later). The result is the
+:class:`engine.config.templating.DocumentInput` the templates render.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+
+from engine.config.model import ObjectDef, OrgModel
+from engine.config.templating import DocumentInput
+from engine.storage.reader import RecordReader
+from engine.storage.schema import build_metadata
+
+#: Invoices read per query.
+CHUNK = 500
+
+
+def _formula_paths(obj: ObjectDef) -> set[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for fdef in obj.fields:
+        if fdef.formula is not None and fdef.formula.compiled is not None:
+            paths |= set(fdef.formula.compiled.references)
+    return paths
+
+
+def _reader(model: OrgModel, tables: sa.MetaData, obj: ObjectDef, dialect: str) -> RecordReader:
+    return RecordReader(model, tables, obj, _formula_paths(obj), dialect)
+
+
+def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any]:
+    """A reader record (lower-case keys, nested related records) as a dict
+    keyed by field API name, with formula fields evaluated (None when a
+    formula cannot be evaluated on this record)."""
+    out: dict[str, Any] = {"Id": record.get("id")}
+    for fdef in obj.fields:
+        if fdef.formula is not None:
+            compiled = fdef.formula.compiled
+            try:
+                out[fdef.name] = compiled.evaluate(record, today=today) if compiled is not None else None
+            except Exception:  # noqa: BLE001 - a formula that fails on odd data prints empty
+                out[fdef.name] = None
+            continue
+        value = record.get(fdef.key)
+        if isinstance(value, dict):  # a lookup named like its relationship: keep the id
+            value = value.get("id")
+        out[fdef.name] = value
+    out.setdefault("Name", record.get("name"))
+    return out
+
+
+def _chunks(values: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _setting_values(model: OrgModel, setting: str, name: str | None) -> dict[str, Any]:
+    """A setting record as a dict by field name (every field present), the
+    record named ``name`` or else the default one; empty values when none."""
+    obj = model.object(setting)
+    values: dict[str, Any] = {f.name: None for f in obj.fields} if obj is not None else {}
+    record = model.setting_record(setting, name) if name else None
+    if record is None:
+        record = next((r for r in model.setting_records(setting) if r.get("Default")), None)
+    if record is not None and obj is not None:
+        values.update({f.name: record.get(f.name) for f in obj.fields})
+        values["Name"] = record.name
+    return values
+
+
+def read_documents(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[int], *,
+                   today: date | None = None) -> list[DocumentInput]:
+    """The document data of the given invoices, in the order of ``invoice_ids``."""
+    today = today or date.today()
+    tables = build_metadata(model)
+    dialect = conn.dialect.name
+    inv_obj = model.require("Invoice")
+    line_obj = model.require("InvoiceLineItem")
+    bal_obj = model.require("Balance")
+    acc_obj = model.require("Account")
+    inv_table = tables.tables[inv_obj.table_name]
+    line_table = tables.tables[line_obj.table_name]
+    bal_table = tables.tables[bal_obj.table_name]
+    acc_table = tables.tables[acc_obj.table_name]
+    final_field = inv_obj.field("FinalInvoice")
+
+    out: dict[int, DocumentInput] = {}
+    for chunk in _chunks(list(invoice_ids)):
+        invoices = {r["id"]: to_api(inv_obj, r, today) for r in _reader(model, tables, inv_obj, dialect).read(
+            conn, where=inv_table.c.id.in_(chunk))}
+        lines: dict[int, list[dict]] = {i: [] for i in invoices}
+        for r in _reader(model, tables, line_obj, dialect).read(
+                conn, where=line_table.c[line_obj.field("Invoice").column_name].in_(chunk),
+                order_by=[line_table.c.id]):
+            record = to_api(line_obj, r, today)
+            lines.setdefault(record["Invoice"], []).append(record)
+        balances: dict[int, list[dict]] = {i: [] for i in invoices}
+        for r in _reader(model, tables, bal_obj, dialect).read(
+                conn, where=bal_table.c[bal_obj.field("Invoice").column_name].in_(chunk),
+                order_by=[bal_table.c.id]):
+            record = to_api(bal_obj, r, today)
+            balances.setdefault(record["Invoice"], []).append(record)
+        subs: dict[int, list[dict]] = {i: [] for i in invoices}
+        if final_field is not None:
+            for r in _reader(model, tables, inv_obj, dialect).read(
+                    conn, where=inv_table.c[final_field.column_name].in_(chunk),
+                    order_by=[inv_table.c.date, inv_table.c.name, inv_table.c.id]):
+                record = to_api(inv_obj, r, today)
+                subs.setdefault(record["FinalInvoice"], []).append(record)
+        account_ids = sorted({i["Account"] for i in invoices.values() if i.get("Account") is not None})
+        accounts = {r["id"]: to_api(acc_obj, r, today) for r in _reader(model, tables, acc_obj, dialect).read(
+            conn, where=acc_table.c.id.in_(account_ids))} if account_ids else {}
+        # numbers of the invoices the balances and deduction lines point at
+        related = {b.get("RelatedInvoice") for bs in balances.values() for b in bs}
+        related |= {l.get("SubInvoice") for ls in lines.values() for l in ls}
+        related.discard(None)
+        names = dict(conn.execute(sa.select(inv_table.c.id, inv_table.c.name).where(
+            inv_table.c.id.in_(sorted(related)))).all()) if related else {}
+        for invoice_id, invoice in invoices.items():
+            for b in balances[invoice_id]:
+                b["RelatedInvoiceNo"] = names.get(b.get("RelatedInvoice"))
+            for l in lines[invoice_id]:
+                l["SubInvoiceNo"] = names.get(l.get("SubInvoice"))
+            account = accounts.get(invoice.get("Account")) or {f.name: None for f in acc_obj.fields}
+            out[invoice_id] = DocumentInput(
+                invoice=invoice,
+                lines=lines[invoice_id],
+                balances=balances[invoice_id],
+                account=account,
+                business_entity=_setting_values(model, "BusinessEntity", invoice.get("BusinessEntity")),
+                sub_invoices=subs[invoice_id],
+            )
+    return [out[i] for i in invoice_ids if i in out]
+
+
+def find_invoices(conn: sa.Connection, model: OrgModel, *, names: Iterable[str] = (),
+                  run_id: int | None = None) -> list[tuple[int, str]]:
+    """(id, number) of the named invoices and/or of the invoices of a run,
+    named ones in the given order, a run's by number. Raises LookupError
+    naming the invoices that do not exist."""
+    tables = build_metadata(model)
+    inv_obj = model.require("Invoice")
+    inv_table = tables.tables[inv_obj.table_name]
+    found: list[tuple[int, str]] = []
+    names = list(dict.fromkeys(names))
+    if names:
+        rows = dict(conn.execute(sa.select(inv_table.c.name, inv_table.c.id).where(inv_table.c.name.in_(names))).all())
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise LookupError(f"no invoice numbered {', '.join(repr(n) for n in missing)}")
+        found.extend((rows[n], n) for n in names)
+    if run_id is not None:
+        run_field = inv_obj.field("InvoiceRun")
+        rows = conn.execute(sa.select(inv_table.c.id, inv_table.c.name)
+                            .where(inv_table.c[run_field.column_name] == run_id)
+                            .order_by(inv_table.c.name, inv_table.c.id)).all()
+        seen = {i for i, _ in found}
+        found.extend((r.id, r.name) for r in rows if r.id not in seen)
+    return found

@@ -1,0 +1,71 @@
+"""Fixtures of the document tests: the demo database of the export tests
+(``demo`` on SQLite and PostgreSQL, ``demo_sqlite``), plus helpers that add
+balances and render invoices from it.
+
+Balances are inserted as plain Balance rows through the metadata (no cash
+code): the document reads whatever Balance rows name the invoice.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from lxml import html as lxml_html
+
+from engine.config.loader import load_org
+from engine.config.model import OrgModel
+from engine.documents import find_invoices, read_documents, render_html
+from engine.storage.bulk import RowWriter
+
+from config.orgcopy import REPO_ROOT, copy_org
+from exports.conftest import Demo, demo, demo_sqlite, demo_templates, make_demo, sample_model  # noqa: F401
+
+
+def add_balance(demo: Demo, invoice_name: str, balance_type: str, amount: str, day: date, **extra) -> int:
+    """Insert a Balance row on the invoice (negative amounts are credits)."""
+    invoice = demo.rows("Invoice", demo.table("Invoice").c.name == invoice_name)[0]
+    record = {"account": invoice["account"], "invoice": invoice["id"], "type": balance_type,
+              "amount": Decimal(amount), "date": day, "currencyisocode": "EUR", **extra}
+    with demo.engine.begin() as conn:
+        RowWriter(conn, demo.model.require("Balance")).insert([record])
+    return record["id"]
+
+
+def invoice_html(demo: Demo, name: str, model: OrgModel | None = None, org: Path = REPO_ROOT) -> str:
+    model = model or demo.model
+    with demo.engine.connect() as conn:
+        [(invoice_id, _)] = find_invoices(conn, model, names=[name])
+        [data] = read_documents(conn, model, [invoice_id], today=date(2024, 12, 31))
+    return render_html(org, model, data).html
+
+
+def parse(text: str):
+    return lxml_html.fromstring(text)
+
+
+def row_texts(tree, css_class: str) -> list[list[str]]:
+    """The cell texts of every ``tr`` with the class, whitespace collapsed."""
+    rows = tree.xpath(f"//tr[contains(concat(' ', normalize-space(@class), ' '), ' {css_class} ')]")
+    return [[" ".join(td.text_content().split()) for td in row.xpath("./td")] for row in rows]
+
+
+def org_with(tmp_path: Path, template_yaml: str | None = None, files: dict[str, str] | None = None) -> Path:
+    """A copy of the sample org whose custom_settings/Template.yaml is
+    ``template_yaml`` (when given) with extra files under templates/."""
+    org = copy_org(tmp_path / "org")
+    if template_yaml is not None:
+        (org / "custom_settings" / "Template.yaml").write_text(template_yaml, encoding="utf-8")
+    for name, text in (files or {}).items():
+        path = org / "templates" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return org
+
+
+def load_ok(org: Path) -> OrgModel:
+    result = load_org(org)
+    assert result.ok, [f"{d.location.render()}: {d.code} {d.message}" for d in result.errors]
+    return result.model
+
