@@ -1,35 +1,60 @@
-"""Registering a payment on an invoice, with its balance and bookings.
+"""Payments, refunds and manual write-offs on invoices and accounts.
 
-This is the first slice of payment handling (the balances issue builds the
-rest: overpayment policy, write-offs, assignment, imports): a payment of P on
-an open invoice becomes a ``Payment`` balance of -P on it, the invoice balance
-and status follow (``Paid`` at zero), and when bookkeeping is on the payment
-is booked (domain-spec §5.4, §5.6):
+A payment of P on an invoice with open amount O (domain-spec §4.5):
 
-* ``Payment``: the collective account of type Payment (the bank) against the
-  debtor;
-* on a progress invoice additionally ``Interim Payment`` (received down
-  payment, net) and ``Interim Tax`` (the tax that arises on receipt), each
-  against the contra account of its collective account, split per tax rate in
-  proportion to the invoice's gross amounts.
+* P ≤ O: one ``Payment`` balance of -P on the invoice;
+* P > O and ``AllowOverpayments`` off (the default): the invoice receives
+  -max(O, 0) and the excess becomes a free ``Payment`` balance on the
+  account (no invoice), waiting for the assignment job or a refund;
+* P > O and ``AllowOverpayments`` on: the whole -P stays on the invoice,
+  whose balance turns negative (it stays ``Open``: a balance that is not
+  zero is open, §4.4 [doc]).
 
-Collective-account criteria of a payment booking see the invoice's tax code
-(when it has exactly one): seed 003 configures the bank account with tax code
-DE_19, and the payment of a DE_19 invoice must find it.
+After the payment, when the invoice's rest is positive and at most the
+payment write-off threshold (:class:`engine.booking.balances.WriteOffSettings`),
+the rest is written off with the reason "Missing amount below threshold"
+(§4.7) and the invoice is Paid.
+
+A payment on an account (``register_account_payment``) is a free Payment
+or Prepayment balance. A refund pays money back: a ``Refund`` balance of +R
+on an invoice with a credit (negative balance), or on the account against
+its free credit. A manual write-off is a ``Write off`` balance with a reason.
+
+Every function works inside the caller's transaction, locks the invoice or
+account row it changes (``FOR UPDATE`` where the database has it; SQLite
+serialises writers anyway), books through :mod:`engine.booking.balances`,
+and refreshes the invoice and account sums before it returns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.billing.money import allocate, net_of_gross
+from engine.billing.money import CENT, ZERO
+from engine.cash.cm_payments import record_cash_payment
+from engine.booking.balances import (
+    NO_WRITE_OFF_TYPES,
+    REASON_PAYMENT,
+    BalanceError,
+    WriteOffSettings,
+    create_balance,
+    refresh_accounts,
+    refresh_invoices,
+    write_off,
+)
 from engine.config.model import OrgModel
-from engine.storage.bulk import RowWriter
 from engine.storage.schema import build_metadata
+
+RULE_PAYMENT = "payment"
+RULE_OVERPAYMENT_SPLIT = "AllowOverpayments=false: excess to the account"
+RULE_THRESHOLD = "WriteOffThresholdPercent/WriteOffCapAmount"
+RULE_REFUND = "refund"
+RULE_MANUAL_WRITE_OFF = "manual write-off"
+PAYMENT_TYPES = ("Payment", "Prepayment")
 
 
 class PaymentError(ValueError):
@@ -43,93 +68,241 @@ class Registered:
     balance_id: int
     invoice_balance: Decimal
     status: str
+    free_amount: Decimal = ZERO          # the excess put on the account (overpayments off)
+    free_balance_id: int | None = None
+    written_off: Decimal = ZERO          # the automatic write-off after the payment
+    write_off_balance_id: int | None = None
 
 
-def register_payment(conn: sa.Connection, model: OrgModel, invoice_name: str, amount: Decimal, when: date,
-                     *, reference: str | None = None) -> Registered:
-    """Register ``amount`` (> 0) received on the invoice named ``invoice_name``
-    inside the caller's transaction."""
-    if amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise PaymentError(f"a payment amount must be positive with at most two decimals, got {amount}")
+@dataclass(frozen=True)
+class PaymentDetails:
+    """Optional attributes of a payment balance."""
+
+    reference: str | None = None
+    payment_method: str | None = None
+    payment_provider: str | None = None
+    bank_account_id: str | None = None
+    transaction_no: str | None = None
+    assignment_key: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def fields(self) -> dict:
+        values = {
+            "reference": self.reference, "paymentmethod": self.payment_method,
+            "paymentprovider": self.payment_provider, "bankaccountid": self.bank_account_id,
+            "transactionno": self.transaction_no, "balanceassignmentkey": self.assignment_key,
+        }
+        return {k: v for k, v in {**values, **self.extra}.items() if v not in (None, "")}
+
+
+def check_amount(amount: Decimal, what: str = "a payment amount") -> Decimal:
+    """``amount`` with exactly two decimals, or a PaymentError when it is not
+    a positive amount of at most two decimals."""
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0 \
+            or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise PaymentError(f"{what} must be positive with at most two decimals, got {amount}")
+    return amount.quantize(CENT)
+
+
+def _tables(model: OrgModel) -> tuple[sa.Table, sa.Table]:
     tables = build_metadata(model).tables
-    invoice_table = tables[model.require("Invoice").table_name]
-    row = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
+    return tables[model.require("Invoice").table_name], tables[model.require("Account").table_name]
+
+
+def lock_invoice(conn: sa.Connection, model: OrgModel, invoice_name: str) -> dict:
+    invoices, _ = _tables(model)
+    query = sa.select(invoices).where(invoices.c.name == invoice_name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
     if row is None:
         raise PaymentError(f"no invoice {invoice_name}")
     invoice = dict(row)
     if invoice["status"] not in ("Open", "Paid"):
-        raise PaymentError(f"{invoice_name} is {invoice['status']}: payments go to finalized invoices")
-    open_amount = invoice["balance"] or Decimal("0.00")
-    if amount > open_amount:
-        raise PaymentError(
-            f"{amount} exceeds the open amount {open_amount} of {invoice_name} "
-            "(overpayments are handled by the balance features, not yet available)"
-        )
-    balance = {
-        "account": invoice["account"], "invoice": invoice["id"], "type": "Payment", "amount": -amount, "date": when,
-        "reference": reference, "currencyisocode": invoice.get("currencyisocode"), "confighash": model.config_hash,
-    }
-    RowWriter(conn, model.require("Balance")).insert([balance])
-    remaining = open_amount - amount
-    status = "Paid" if remaining == 0 else "Open"
-    conn.execute(
-        sa.update(invoice_table).where(invoice_table.c.id == invoice["id"])
-        .values(balance=remaining, status=status, paymentdate=when if remaining == 0 else None)
-    )
+        raise PaymentError(f"{invoice_name} is {invoice['status']}: only Open or Paid invoices take payments")
+    return invoice
+
+
+def lock_account(conn: sa.Connection, model: OrgModel, account_number: str) -> dict:
+    _, accounts = _tables(model)
+    query = sa.select(accounts).where(accounts.c.accountnumber == account_number)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise PaymentError(f"no account with account number {account_number}")
+    return dict(row)
+
+
+def check_transaction(conn: sa.Connection, model: OrgModel, details: PaymentDetails) -> None:
+    """A transaction number is registered once (payments are idempotent by it)."""
+    if not details.transaction_no:
+        return
+    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    if conn.execute(sa.select(balances.c.name).where(balances.c.transactionno == details.transaction_no)
+                    .limit(1)).first() is not None:
+        raise PaymentError(f"transaction {details.transaction_no} is registered already")
+
+
+def _allow_overpayments(model: OrgModel) -> bool:
     settings = model.hierarchy_default("GlobalSettings")
-    if settings is not None and settings.get("CreateBookkeepingData") and settings.get("EnablePaymentBookingData"):
-        _book_payment(conn, model, invoice, balance, amount, when, reference)
-    return Registered(invoice_name, amount, balance["id"], remaining, status)
+    return bool(settings is not None and settings.get("AllowOverpayments"))
 
 
-def _book_payment(conn, model: OrgModel, invoice: dict, balance: dict, amount: Decimal, when: date,
-                  reference: str | None) -> None:
-    from engine.booking.accounts import AccountResolver
-    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
-    from engine.booking.postings import check_postings, debit_credit_flag
-    from engine.booking.write import load_account, write_bookings
+def _invoice_balance(conn: sa.Connection, model: OrgModel, invoice_id: int) -> tuple[Decimal, str]:
+    invoices, _ = _tables(model)
+    row = conn.execute(sa.select(invoices.c.balance, invoices.c.status).where(invoices.c.id == invoice_id)).one()
+    return (row.balance if row.balance is not None else ZERO), row.status
 
-    tables = build_metadata(model).tables
-    line_table = tables[model.require("InvoiceLineItem").table_name]
-    lines = [dict(r) for r in conn.execute(sa.select(line_table).where(line_table.c.invoice == invoice["id"])).mappings()]
-    codes = {line.get("taxcode") for line in lines if line.get("taxcode")}
-    account = load_account(conn, model, invoice["account"], when)
-    debtor = invoice.get("debtorno__c") or account.get("on_debtorno__c")
-    if not debtor:
-        raise PaymentError(f"invoice {invoice['name']}: no debtor account to book the payment against")
-    resolver = AccountResolver(model)
-    base = _common_fields(invoice, account, str(debtor), {"run": "", "confighash": model.config_hash})
-    base.update(bookingdate=when, originalbookingdate=when, paymentdate=when, balance=balance["id"], _reference=reference)
-    base.update(dict(custom_values(copied_fields(model), invoice, None)))
-    context = {"taxcode": next(iter(codes)) if len(codes) == 1 else None,
-               "businessentity": invoice.get("businessentity"), "region": invoice.get("region")}
-    details: list[Booking] = []
+
+def register_payment(conn: sa.Connection, model: OrgModel, invoice_name: str, amount: Decimal, when: date,
+                     *, reference: str | None = None, details: PaymentDetails | None = None,
+                     run: str = "payment register") -> Registered:
+    """Register ``amount`` (> 0) received on the invoice named ``invoice_name``."""
+    amount = check_amount(amount)
+    details = details or PaymentDetails(reference=reference)
+    invoice = lock_invoice(conn, model, invoice_name)
+    check_transaction(conn, model, details)
+    open_amount = invoice["balance"] if invoice["balance"] is not None else ZERO
+    if _allow_overpayments(model):
+        on_invoice = amount
+    else:
+        on_invoice = min(amount, max(open_amount, ZERO))
+    excess = amount - on_invoice
+    base = {"account": invoice["account"], "type": "Payment", "date": when, **details.fields()}
     try:
-        choice = _collective(resolver, "Payment", context, invoice)
-        details.append(Booking({**base, "type": "Payment", "amount": amount, "accountno": choice.account,
-                                "contraaccountno": choice.contra, "accountrule": choice.rule,
-                                "bpaccountno": choice.bp_account or debtor}, choice))
-        if invoice.get("type") == "Progress":
-            by_rate: dict[tuple, Decimal] = {}
-            for line in lines:
-                key = (line.get("taxcode"), Decimal(line.get("taxrate") or 0), line.get("appliedtaxrule"))
-                by_rate[key] = by_rate.get(key, Decimal("0.00")) + Decimal(line["postotalgross"])
-            keys = sorted(by_rate, key=lambda k: (str(k[0]), k[1]))
-            for (code, rate, rule), part in zip(keys, allocate(amount, [by_rate[k] for k in keys])):
-                net = net_of_gross(part, rate)
-                rate_context = {**context, "taxcode": code, "appliedtaxrule": rule}
-                for booking_type, value in (("Interim Payment", net), ("Interim Tax", part - net)):
-                    if value == 0:
-                        continue
-                    interim = _collective(resolver, booking_type, rate_context, invoice)
-                    details.append(Booking({**base, "type": booking_type, "amount": value,
-                                            "accountno": interim.account, "contraaccountno": interim.contra,
-                                            "accountrule": interim.rule, "taxcode": code, "taxrate": rate,
-                                            "appliedtaxrule": rule, "isgross": False}, interim))
-    except BookingError as error:
+        assigned = None
+        if on_invoice > 0:
+            assigned = create_balance(conn, model, {**base, "invoice": invoice["id"], "amount": -on_invoice},
+                                      invoice=invoice, rule=RULE_PAYMENT, run=run)
+        free = None
+        if excess > 0:
+            free = create_balance(conn, model, {**base, "amount": -excess}, invoice=None,
+                                  rule=RULE_PAYMENT if assigned is None else RULE_OVERPAYMENT_SPLIT, run=run)
+        refresh_invoices(conn, model, [invoice["id"]])
+        remaining, _ = _invoice_balance(conn, model, invoice["id"])
+        written = None
+        if assigned is not None and remaining > 0 and invoice.get("type") not in NO_WRITE_OFF_TYPES:
+            threshold = WriteOffSettings.of(model).payment_threshold(
+                Decimal(invoice.get("grandtotal") or 0), invoice.get("currencyisocode"))
+            if threshold is not None and remaining <= threshold:
+                written = write_off(conn, model, invoice, remaining, when, reason=REASON_PAYMENT,
+                                    rule=RULE_THRESHOLD, run=run)
+                refresh_invoices(conn, model, [invoice["id"]])
+        # With cash management on: the Payment and its Entry Item (origin JPAY1); a no-op otherwise.
+        record_cash_payment(conn, model, invoice, assigned or free, amount, when, free=free)
+    except BalanceError as error:
         raise PaymentError(str(error)) from None
-    for booking in details:
-        booking.fields["debitcredit"] = debit_credit_flag(booking.fields)
-        booking.fields["invoicelineitems"] = None
-    check_postings([b.fields for b in details])
-    write_bookings(conn, model, details)
+    refresh_accounts(conn, model, [invoice["account"]])
+    balance, status = _invoice_balance(conn, model, invoice["id"])
+    return Registered(
+        invoice_name, amount, (assigned or free)["id"], balance, status,  # type: ignore[index]
+        free_amount=excess, free_balance_id=free["id"] if free else None,
+        written_off=-Decimal(written["amount"]) if written else ZERO,
+        write_off_balance_id=written["id"] if written else None,
+    )
+
+
+@dataclass(frozen=True)
+class AccountPayment:
+    account_number: str
+    balance_id: int
+    amount: Decimal
+    account_balance: Decimal
+
+
+def register_account_payment(conn: sa.Connection, model: OrgModel, account_number: str, amount: Decimal,
+                             when: date, *, balance_type: str = "Payment", details: PaymentDetails | None = None,
+                             run: str = "payment on-account") -> AccountPayment:
+    """Money received without an invoice: a free Payment or Prepayment
+    balance of ``-amount`` on the account (assigned later by the job)."""
+    amount = check_amount(amount)
+    if balance_type not in PAYMENT_TYPES:
+        raise PaymentError(f"a payment on an account is a Payment or Prepayment, not {balance_type!r}")
+    account = lock_account(conn, model, account_number)
+    check_transaction(conn, model, details or PaymentDetails())
+    try:
+        row = create_balance(conn, model, {"account": account["id"], "type": balance_type, "amount": -amount,
+                                           "date": when, **(details or PaymentDetails()).fields()},
+                             invoice=None, rule=RULE_PAYMENT, run=run)
+    except BalanceError as error:
+        raise PaymentError(str(error)) from None
+    refresh_accounts(conn, model, [account["id"]])
+    return AccountPayment(account_number, row["id"], amount, account_balance(conn, model, account["id"]))
+
+
+def account_balance(conn: sa.Connection, model: OrgModel, account_id: int) -> Decimal:
+    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
+                        .where(balances.c.account == account_id)).scalar_one()
+
+
+def free_credit(conn: sa.Connection, model: OrgModel, account_id: int) -> Decimal:
+    """What the account may have paid back: -Σ of its free balances (those
+    without an invoice), when that is a credit; else zero."""
+    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
+                         .where(balances.c.account == account_id, balances.c.invoice.is_(None))).scalar_one()
+    return max(-total, ZERO)
+
+
+def register_refund(conn: sa.Connection, model: OrgModel, amount: Decimal, when: date, *,
+                    invoice_name: str | None = None, account_number: str | None = None,
+                    details: PaymentDetails | None = None, run: str = "payment refund") -> dict:
+    """Pay ``amount`` back to the customer: a Refund balance of ``+amount``
+    on the invoice (at most its credit, i.e. -balance) or, with an account
+    number, a free one on the account (at most its free credit)."""
+    amount = check_amount(amount, "a refund amount")
+    if (invoice_name is None) == (account_number is None):
+        raise PaymentError("a refund goes to an invoice or to an account (exactly one of them)")
+    base = {"type": "Refund", "amount": amount, "date": when, **(details or PaymentDetails()).fields()}
+    try:
+        if invoice_name is not None:
+            invoice = lock_invoice(conn, model, invoice_name)
+            credit = -(invoice["balance"] or ZERO)
+            if amount > credit:
+                raise PaymentError(f"{invoice_name}: the refund {amount} exceeds the invoice's credit {max(credit, ZERO)}")
+            row = create_balance(conn, model, {**base, "account": invoice["account"], "invoice": invoice["id"]},
+                                 invoice=invoice, rule=RULE_REFUND, run=run)
+            refresh_invoices(conn, model, [invoice["id"]])
+            refresh_accounts(conn, model, [invoice["account"]])
+            return row
+        account = lock_account(conn, model, account_number)  # type: ignore[arg-type]
+        credit = free_credit(conn, model, account["id"])
+        if amount > credit:
+            raise PaymentError(f"account {account_number}: the refund {amount} exceeds its free credit {credit}")
+        row = create_balance(conn, model, {**base, "account": account["id"]}, invoice=None, rule=RULE_REFUND, run=run)
+        refresh_accounts(conn, model, [account["id"]])
+        return row
+    except BalanceError as error:
+        raise PaymentError(str(error)) from None
+
+
+def manual_write_off(conn: sa.Connection, model: OrgModel, invoice_name: str, amount: Decimal | None, when: date,
+                     *, reason: str, calculate_tax: bool = True, run: str = "write-off") -> dict:
+    """Write off ``amount`` (default: the whole open amount) of an invoice
+    with a reason (domain-spec §4.7 "Manual write-off"). The amount is gross
+    and may not exceed the open amount; on a credit (negative balance) the
+    write-off reduces the credit."""
+    invoice = lock_invoice(conn, model, invoice_name)
+    if invoice.get("type") in NO_WRITE_OFF_TYPES:
+        raise PaymentError(f"{invoice_name} is a {invoice['type']} invoice: its rest is cleared by its final invoice")
+    open_amount = invoice["balance"] or ZERO
+    if open_amount == 0:
+        raise PaymentError(f"{invoice_name} has nothing open to write off")
+    if amount is None:
+        amount = abs(open_amount)
+    amount = check_amount(amount, "a write-off amount")
+    if amount > abs(open_amount):
+        raise PaymentError(f"{invoice_name}: the write-off {amount} exceeds the open amount {abs(open_amount)}")
+    if not reason:
+        raise PaymentError("a manual write-off needs a reason")
+    signed = amount if open_amount > 0 else -amount
+    try:
+        row = write_off(conn, model, invoice, signed, when, reason=reason, rule=RULE_MANUAL_WRITE_OFF, run=run,
+                        calculate_tax=calculate_tax)
+    except BalanceError as error:
+        raise PaymentError(str(error)) from None
+    refresh_invoices(conn, model, [invoice["id"]])
+    refresh_accounts(conn, model, [invoice["account"]])
+    return row

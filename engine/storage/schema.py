@@ -357,6 +357,24 @@ CLAIM = sa.Table(
 
 INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name, CLAIM.name)
 
+#: Tables created on first use by the feature that needs them (not by
+#: migrations, so databases created before the feature need no migration).
+ON_DEMAND = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: Executed job-schedule slots: a slot is the wall-clock time a schedule
+#: fired at in its time zone, so the repeated hour of a daylight-saving
+#: fall-back finds its slot taken and the job does not run twice. The
+#: primary key is the guarantee, whatever races the scheduler loses.
+JOB_SLOT = sa.Table(
+    "_mb_job_slot",
+    ON_DEMAND,
+    sa.Column("schedule", sa.String(255), primary_key=True),
+    sa.Column("slot", sa.String(32), primary_key=True),
+    sa.Column("job", sa.String(80), nullable=False),
+    sa.Column("run", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+)
+
 
 _BUILT: dict[int, tuple[OrgModel, sa.MetaData]] = {}
 

@@ -1,0 +1,427 @@
+"""Balances with their booking details, and the sums that follow them.
+
+Every process that moves money on a customer's account (payments, refunds,
+write-offs, collection) creates a Balance record through
+:func:`create_balance`, inside the caller's transaction, and in the same
+transaction its booking details when payment bookkeeping is on
+(``CreateBookkeepingData`` and ``EnablePaymentBookingData``; domain-spec §5.4).
+Booking is per money flow: a balance that is later assigned or split keeps
+the booking details of the money flow it came from (§4.5).
+
+Posting (§5.5): the booking detail of a balance moves the debtor (or the
+collective account's contra account) by exactly the balance amount; the
+other side is the collective account of the booking type (Payment → the
+bank, Write-off → the expense account, ...). The collective account is
+chosen from the balance's context: business entity, payment provider, bank
+account id, clearing reason, the invoice's tax code (when it has exactly
+one), and the balance's custom formula field ``CollectiveAccountRule__c``
+(seed 002). That criterion is declared first on Collective Accounts, so when
+the formula yields a value and a collective account carries it, that account
+wins over every other criterion; an empty value matches only accounts
+without a custom rule.
+
+Write-offs with *Calculate Tax* (the default) are split into the net
+write-off and a tax correction per tax rate of the invoice, in proportion to
+the invoice's gross amounts; without it, or for a balance without invoice,
+or in gross accounting, one gross write-off booking.
+
+The invoice balance is always Σ of its balances (the Invoice balance being
+the grand total), its status ``Open`` while that is not zero and ``Paid`` at
+zero (domain-spec §4.4 [doc]); ``Account.Balance`` is Σ of all balances of
+the account. :func:`refresh_invoices` and :func:`refresh_accounts` recompute
+both with set-based updates from the Balance table, so they are right
+whatever created the balances.
+
+:func:`apply_finalization_write_offs` is the finalization step "automatic
+write-off on finalization" (§4.7): invoices whose |grand total| is at most
+``FinalizationWriteOffAmount`` (in ``WriteOffCurrency``) are written off
+with the reason "Invoice below threshold".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+
+from engine.billing.money import CENT, ZERO, allocate, net_of_gross
+from engine.billing.plan import read_value
+from engine.config.model import OrgModel
+from engine.storage.bulk import RowWriter
+from engine.storage.schema import build_metadata
+
+from .accounts import AccountResolver
+from .invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
+from .postings import check_postings, debit_credit_flag, sides
+
+#: Balance type -> booking detail type, for the balance types that are booked.
+BOOKED_TYPES: Mapping[str, str] = {
+    "Payment": "Payment",
+    "Prepayment": "Prepayment",
+    "Refund": "Refund",
+    "Payout": "Payout",
+    "Write off": "Write-off",
+    "Dunning Fee": "Dunning Fee",
+}
+WRITE_OFF = "Write off"
+REASON_PAYMENT = "Missing amount below threshold"
+REASON_FINALIZATION = "Invoice below threshold"
+RULE_FINALIZATION = "FinalizationWriteOffAmount"
+#: Invoice types an automatic write-off never touches: a progress invoice's
+#: unpaid rest is cleared by its final invoice, and its interim bookings
+#: assume that (domain-spec §3.8, §5.6).
+NO_WRITE_OFF_TYPES = frozenset({"Progress", "Cancelation"})
+
+
+class BalanceError(ValueError):
+    """A balance cannot be created or booked (message for the user)."""
+
+
+@dataclass(frozen=True)
+class WriteOffSettings:
+    """The automatic write-off settings of GlobalSettings (domain-spec §4.7)."""
+
+    percent: Decimal | None
+    cap: Decimal | None
+    finalization: Decimal | None
+    currency: str | None
+
+    @classmethod
+    def of(cls, model: OrgModel) -> "WriteOffSettings":
+        settings = model.hierarchy_default("GlobalSettings")
+
+        def number(name: str) -> Decimal | None:
+            value = settings.get(name) if settings is not None else None
+            return Decimal(str(value)) if value not in (None, "") else None
+
+        currency = settings.get("WriteOffCurrency") if settings is not None else None
+        return cls(number("WriteOffThresholdPercent"), number("WriteOffCapAmount"),
+                   number("FinalizationWriteOffAmount"), str(currency).strip() or None if currency else None)
+
+    def payment_threshold(self, grand_total: Decimal, currency: str | None) -> Decimal | None:
+        """The largest rest written off after a payment, or None for no
+        automatic write-off. The percentage is of |grand total|; the cap
+        limits it (both set: the smaller); with a write-off currency set,
+        only invoices in that currency are written off automatically, and a
+        cap without a matching currency means no write-off (the limit could
+        not be honoured)."""
+        if self.currency is not None and self.currency != currency:
+            return None
+        if self.cap is not None and self.currency is None:
+            return None
+        candidates = []
+        if self.percent is not None and self.percent > 0:
+            candidates.append(abs(grand_total) * self.percent / Decimal(100))
+        if self.cap is not None and self.cap > 0:
+            candidates.append(self.cap)
+        return min(candidates) if candidates else None
+
+    def finalization_threshold(self, currency: str | None) -> Decimal | None:
+        """Absolute only, and only in the write-off currency."""
+        if self.finalization is None or self.finalization <= 0:
+            return None
+        if self.currency is None or self.currency != currency:
+            return None
+        return self.finalization
+
+
+def _settings_flag(model: OrgModel, name: str) -> bool:
+    settings = model.hierarchy_default("GlobalSettings")
+    return bool(settings is not None and settings.get(name))
+
+
+def payment_booking_enabled(model: OrgModel) -> bool:
+    return _settings_flag(model, "CreateBookkeepingData") and _settings_flag(model, "EnablePaymentBookingData")
+
+
+def _table(model: OrgModel, name: str) -> sa.Table:
+    return build_metadata(model).tables[model.require(name).table_name]
+
+
+def invoice_lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:
+    table = _table(model, "InvoiceLineItem")
+    query = sa.select(table).where(table.c.invoice == invoice_id).order_by(table.c.id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def account_record(conn: sa.Connection, model: OrgModel, account_id: int, today: date) -> dict:
+    from .write import load_account
+
+    return load_account(conn, model, account_id, today)
+
+
+def create_balance(conn: sa.Connection, model: OrgModel, fields: Mapping[str, object], *,
+                   invoice: Mapping[str, object] | None, rule: str, run: str,
+                   account: Mapping[str, object] | None = None) -> dict:
+    """Insert one balance (``fields`` keyed by lower-case Balance field:
+    account, type, amount, date, ...) with provenance, and book it when
+    payment bookkeeping is on. ``invoice`` is the invoice row it belongs or
+    relates to (None for a free balance without one). Returns the row."""
+    row = dict(fields)
+    if row.get("amount") is None or Decimal(row["amount"]) == 0:
+        raise BalanceError("a balance needs a non-zero amount")
+    amount = Decimal(row["amount"])  # type: ignore[arg-type]
+    if amount.quantize(CENT) != amount:
+        raise BalanceError(f"a balance amount has at most two decimals, got {amount}")
+    row["amount"] = amount.quantize(CENT)
+    when: date = row["date"]  # type: ignore[assignment]
+    if account is None:
+        account = account_record(conn, model, int(row["account"]), when)  # type: ignore[arg-type]
+    if invoice is not None:
+        row.setdefault("currencyisocode", invoice.get("currencyisocode"))
+        row.setdefault("businessentity", invoice.get("businessentity"))
+    row.setdefault("currencyisocode", account.get("currencyisocode"))
+    if row.get("businessentity") is None:
+        row["businessentity"] = account.get("on_businessentity__c")
+    row.update(confighash=model.config_hash, rule=rule[:80], run=run[:64])
+    balance_obj = model.require("Balance")
+    row = {k: v for k, v in row.items() if balance_obj.field(k) is not None or k == "id"}
+    RowWriter(conn, balance_obj).insert([row])
+    if payment_booking_enabled(model) and row["type"] in BOOKED_TYPES:
+        book_balance(conn, model, row, invoice, account, run)
+    return row
+
+
+def _sign_for_counter(booking_type: str, part: Decimal) -> Decimal:
+    """The booking amount that moves the counter account (debtor or contra)
+    by ``part``: a positive amount debits the counter for some types and
+    credits it for others (postings.sides)."""
+    debit, _ = sides({"type": booking_type, "accountno": "A", "bpaccountno": "C", "amount": Decimal("1.00")})
+    return part if debit == "C" else -part
+
+
+def rule_value(model: OrgModel, balance: Mapping[str, object], when: date) -> object:
+    """The balance's ``CollectiveAccountRule__c`` (a formula or a stored
+    field), or None when the org has no such field."""
+    fdef = model.require("Balance").field("CollectiveAccountRule__c")
+    if fdef is None:
+        return None
+    try:
+        value = read_value(fdef, balance, when)
+    except ValueError:
+        return None
+    return value if value not in ("",) else None
+
+
+def balance_context(model: OrgModel, balance: Mapping[str, object], invoice: Mapping[str, object] | None,
+                    lines: Sequence[Mapping[str, object]]) -> dict:
+    """The collective-account context of a balance's bookings."""
+    codes = {line.get("taxcode") for line in lines if line.get("taxcode")}
+    return {
+        "taxcode": next(iter(codes)) if len(codes) == 1 else None,
+        "businessentity": balance.get("businessentity"),
+        "region": (invoice or {}).get("region"),
+        "paymentprovider": balance.get("paymentprovider"),
+        "bankaccountid": balance.get("bankaccountid"),
+        "clearingreason": balance.get("clearingreason"),
+        "collectiveaccountrule__c": rule_value(model, balance, balance["date"]),  # type: ignore[arg-type]
+    }
+
+
+def balance_bookings(model: OrgModel, resolver: AccountResolver, balance: Mapping[str, object],
+                     invoice: Mapping[str, object] | None, lines: Sequence[Mapping[str, object]],
+                     account: Mapping[str, object], run: str) -> list[Booking]:
+    """The booking details of one balance (pure): see the module docstring."""
+    booking_type = BOOKED_TYPES[str(balance["type"])]
+    subject = invoice or {"name": f"balance {balance.get('name')}", "account": balance.get("account")}
+    debtor = (invoice or {}).get("debtorno__c") or account.get("on_debtorno__c")
+    when: date = balance["date"]  # type: ignore[assignment]
+    amount = Decimal(balance["amount"])  # type: ignore[arg-type]
+    source = invoice or {"account": balance.get("account"), "accountname": account.get("name"),
+                         "currencyisocode": balance.get("currencyisocode"), "date": when}
+    base = _common_fields(source, account, str(debtor or ""), {"run": run, "confighash": model.config_hash})
+    base.update(bookingdate=when, originalbookingdate=when, paymentdate=when, balance=balance["id"],
+                businessentity=balance.get("businessentity"), paymentprovider=balance.get("paymentprovider"),
+                bankaccountid=balance.get("bankaccountid"), clearingreason=balance.get("clearingreason"),
+                currencyisocode=balance.get("currencyisocode"), _reference=balance.get("reference"))
+    if invoice is not None:
+        base.update(dict(custom_values(copied_fields(model), invoice, None)))
+    context = balance_context(model, balance, invoice, lines)
+    details: list[Booking] = []
+
+    def add(kind: str, part: Decimal, ctx: Mapping[str, object], **extra) -> None:
+        choice = _collective(resolver, kind, ctx, subject)
+        partner = choice.bp_account or debtor
+        if not partner:
+            raise BalanceError(
+                f"{subject.get('name')}: no debtor account to book the {balance['type']} balance against "
+                "(Account.ON_DebtorNo__c, or a BpAccount on the collective account)")
+        fields = {**base, "type": kind, "amount": _sign_for_counter(kind, part), "accountno": choice.account,
+                  "contraaccountno": choice.contra, "accountrule": choice.rule, "bpaccountno": partner, **extra}
+        details.append(Booking(fields, choice))
+
+    try:
+        split_tax = (booking_type == "Write-off" and invoice is not None and balance.get("calculatetax", True)
+                     and not _settings_flag(model, "EnableAccountingInGrossValues"))
+        groups = _tax_groups(lines) if split_tax else {}
+        if groups and any(rate for (_, rate, _) in groups):
+            keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
+            parts = allocate(abs(amount), [abs(groups[k]) for k in keys])
+            sign = Decimal(1) if amount > 0 else Decimal(-1)
+            for (code, rate, applied), part in zip(keys, parts):
+                if part == 0:
+                    continue
+                net = net_of_gross(part, rate)
+                ctx = {**context, "taxcode": code, "appliedtaxrule": applied}
+                add(booking_type, sign * net, ctx, taxcode=code, taxrate=rate, appliedtaxrule=applied, isgross=False)
+                if part - net != 0:
+                    add("Tax", sign * (part - net), ctx, taxcode=code, taxrate=rate, appliedtaxrule=applied,
+                        isgross=False)
+        else:
+            add(booking_type, amount, context, isgross=booking_type == "Write-off")
+        if booking_type == "Payment" and invoice is not None and invoice.get("type") == "Progress":
+            details.extend(_interim_bookings(resolver, base, context, invoice, lines, -amount))
+    except BookingError as error:
+        raise BalanceError(str(error)) from None
+    for booking in details:
+        booking.fields["debitcredit"] = debit_credit_flag(booking.fields)
+        booking.fields["invoicelineitems"] = None
+    return details
+
+
+def _tax_groups(lines: Sequence[Mapping[str, object]]) -> dict[tuple, Decimal]:
+    groups: dict[tuple, Decimal] = {}
+    for line in lines:
+        key = (line.get("taxcode"), Decimal(line.get("taxrate") or 0), line.get("appliedtaxrule"))
+        groups[key] = groups.get(key, ZERO) + Decimal(line.get("postotalgross") or 0)
+    return {k: v for k, v in groups.items() if v != 0}
+
+
+def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], context: Mapping[str, object],
+                      invoice: Mapping[str, object], lines: Sequence[Mapping[str, object]],
+                      received: Decimal) -> list[Booking]:
+    """A payment on a progress invoice also books the received down payment
+    (Interim Payment, net) and the tax that arises on receipt (Interim Tax),
+    per tax rate in proportion to the invoice's gross amounts (§5.6)."""
+    out: list[Booking] = []
+    groups = _tax_groups(lines)
+    keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
+    for (code, rate, rule), part in zip(keys, allocate(received, [groups[k] for k in keys])):
+        net = net_of_gross(part, rate)
+        rate_context = {**context, "taxcode": code, "appliedtaxrule": rule}
+        for booking_type, value in (("Interim Payment", net), ("Interim Tax", part - net)):
+            if value == 0:
+                continue
+            interim = _collective(resolver, booking_type, rate_context, invoice)
+            out.append(Booking({**base, "type": booking_type, "amount": value, "accountno": interim.account,
+                                "contraaccountno": interim.contra, "accountrule": interim.rule, "taxcode": code,
+                                "taxrate": rate, "appliedtaxrule": rule, "isgross": False}, interim))
+    return out
+
+
+def book_balance(conn: sa.Connection, model: OrgModel, balance: Mapping[str, object],
+                 invoice: Mapping[str, object] | None, account: Mapping[str, object], run: str) -> list[dict]:
+    """Book one balance: details built, checked (debits == credits, the
+    counter account moves by the balance amount) and written."""
+    from .write import write_bookings
+
+    lines = invoice_lines(conn, model, int(invoice["id"])) if invoice is not None else []  # type: ignore[arg-type]
+    bookings = balance_bookings(model, AccountResolver.for_model(model), balance, invoice, lines, account, run)
+    check_postings([b.fields for b in bookings])
+    own = [b.fields for b in bookings if b.fields["type"] not in ("Interim Payment", "Interim Tax")]
+    counter = {str(b.get("contraaccountno") or b.get("bpaccountno")) for b in own}
+    if len(counter) == 1:
+        check_postings(own, debtor=counter.pop(), receivable=Decimal(balance["amount"]))  # type: ignore[arg-type]
+    return write_bookings(conn, model, bookings)
+
+
+# --- sums ---------------------------------------------------------------------------------
+
+
+def refresh_invoices(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> None:
+    """Invoice.Balance = Σ its balances; Status Open/Paid and PaymentDate
+    follow (finalized invoices in Open or Paid only: Canceled, Settled and
+    Closed invoices keep their status)."""
+    ids = sorted({int(i) for i in invoice_ids if i is not None})
+    if not ids:
+        return
+    invoices = _table(model, "Invoice")
+    balances = _table(model, "Balance")
+    total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
+             .where(balances.c.invoice == invoices.c.id).scalar_subquery())
+    last = sa.select(sa.func.max(balances.c.date)).where(balances.c.invoice == invoices.c.id).scalar_subquery()
+    for chunk in _chunks(ids):
+        scope = sa.and_(invoices.c.id.in_(chunk), invoices.c.status.in_(("Open", "Paid")))
+        conn.execute(sa.update(invoices).where(scope).values(balance=total))
+        zero = invoices.c.balance == sa.literal(ZERO, invoices.c.balance.type)
+        conn.execute(sa.update(invoices).where(scope).values(
+            status=sa.case((zero, "Paid"), else_="Open"),
+            paymentdate=sa.case((zero, last), else_=None),
+        ))
+
+
+def refresh_accounts(conn: sa.Connection, model: OrgModel, account_ids: Iterable[int]) -> None:
+    """Account.Balance = Σ of all balances of the account (when the org's
+    Account has a stored Balance field)."""
+    ids = sorted({int(i) for i in account_ids if i is not None})
+    account_obj = model.require("Account")
+    field = account_obj.field("Balance")
+    if not ids or field is None or not field.is_stored:
+        return
+    accounts = _table(model, "Account")
+    balances = _table(model, "Balance")
+    total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
+             .where(balances.c.account == accounts.c.id).scalar_subquery())
+    for chunk in _chunks(ids):
+        conn.execute(sa.update(accounts).where(accounts.c.id.in_(chunk)).values({field.column_name: total}))
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+# --- write-offs -----------------------------------------------------------------------------
+
+
+def write_off(conn: sa.Connection, model: OrgModel, invoice: Mapping[str, object], amount: Decimal, when: date, *,
+              reason: str, rule: str, run: str, calculate_tax: bool = True) -> dict:
+    """A Write off balance of ``-amount`` on the invoice (amount > 0 reduces
+    a receivable; amount < 0 writes off a credit), booked; the caller
+    refreshes the sums."""
+    reasons = model.require("Balance").field("WriteOffReason")
+    if reasons is not None and reasons.values and reason not in reasons.values:
+        raise BalanceError(f"write-off reason {reason!r} is not one of: {', '.join(reasons.values)}")
+    return create_balance(conn, model, {
+        "account": invoice["account"], "invoice": invoice["id"], "type": WRITE_OFF, "amount": -amount,
+        "date": when, "writeoffreason": reason, "calculatetax": calculate_tax,
+    }, invoice=invoice, rule=rule, run=run)
+
+
+def apply_finalization_write_offs(conn: sa.Connection, model: OrgModel, invoices: list[dict],
+                                  when: date | None = None) -> int:
+    """The finalization step "automatic write-off" (domain-spec §4.7), in
+    the finalization's transaction: each just-finalized invoice (rows with
+    lower-case keys, status and balance set, its Invoice balance written)
+    whose |grand total| is at most FinalizationWriteOffAmount (absolute,
+    in WriteOffCurrency) is written off entirely with the reason "Invoice
+    below threshold" and becomes Paid (the dicts are updated too). The
+    write-off is dated ``when``, by default the invoice's date. Progress and
+    cancellation invoices are left alone. Also refreshes Account.Balance of
+    all given invoices' accounts. Returns the number of invoices written
+    off. Its signature fits ``finalize.FinalizationStage`` as it is."""
+    settings = WriteOffSettings.of(model)
+    written: list[int] = []
+    for invoice in invoices:
+        if invoice.get("type") in NO_WRITE_OFF_TYPES or invoice.get("status") != "Open":
+            continue
+        threshold = settings.finalization_threshold(invoice.get("currencyisocode"))  # type: ignore[arg-type]
+        grand_total = Decimal(invoice.get("grandtotal") or 0)
+        if threshold is None or grand_total == 0 or abs(grand_total) > threshold:
+            continue
+        open_amount = Decimal(invoice.get("balance") if invoice.get("balance") is not None else grand_total)
+        if open_amount == 0:
+            continue
+        day = when or invoice.get("date") or date.today()
+        write_off(conn, model, invoice, open_amount, day, reason=REASON_FINALIZATION,  # type: ignore[arg-type]
+                  rule=RULE_FINALIZATION, run=f"finalize:{invoice.get('name')}")
+        written.append(int(invoice["id"]))
+    refresh_invoices(conn, model, written)
+    refresh_accounts(conn, model, [i["account"] for i in invoices])
+    for invoice in invoices:
+        if int(invoice["id"]) in written:
+            invoice.update(balance=ZERO, status="Paid", paymentdate=when or invoice.get("date"))
+    return len(written)

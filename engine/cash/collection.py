@@ -1,0 +1,161 @@
+"""Payment balance collection (domain-spec §4.6 "Collect", seed 002).
+
+Money a customer paid that was never matched to an invoice belongs to the
+business after the statute of limitations. The collectable balances of a
+business entity are the balances
+
+* of type Payment or Prepayment,
+* not related to an invoice,
+* not locked (the ``Locked`` formula) and not drafts,
+* of that business entity (the balance's ``BusinessEntity``, else its
+  account's ``ON_BusinessEntity__c``),
+* dated before today minus ``StatuteOfLimitationsYears`` (GlobalSettings),
+* covered by the account's free credit (oldest first): money already paid
+  back by a free refund or payout is not collected again.
+
+Collecting one creates a ``Write off`` balance of the opposite amount on the
+same account (reason "Statute of limitations", no tax: no invoice to take it
+from), booked like every write-off, and locks both (LockedReason
+"Collected"): the pair nets to zero, and neither is exported, assigned or
+collected again, so a second run finds nothing (idempotent).
+
+Streaming: candidates are read in keyset pages by balance id; each page's
+write-offs are created in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from engine.billing.money import ZERO
+from engine.booking.balances import WRITE_OFF, create_balance, refresh_accounts
+from engine.booking.write import load_account
+from engine.config.model import OrgModel
+from engine.storage.bulk import update_by_id
+from engine.storage.schema import build_metadata
+
+from .assignment import _flag
+
+RULE_COLLECTION = "payment balance collection"
+COLLECTED = "Collected"
+REASON = "Statute of limitations"
+PAGE = 1000
+
+
+class CollectionError(ValueError):
+    """Collection cannot run (message for the user)."""
+
+
+@dataclass(frozen=True)
+class Collectable:
+    balance_id: int
+    name: str
+    account_id: int
+    account_name: str | None
+    type: str
+    date: date
+    amount: Decimal
+
+
+@dataclass
+class CollectionReport:
+    cutoff: date
+    balances: list[Collectable] = field(default_factory=list)
+    write_offs: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((b.amount for b in self.balances), ZERO)
+
+
+def cutoff_date(model: OrgModel, today: date) -> date:
+    settings = model.hierarchy_default("GlobalSettings")
+    years = settings.get("StatuteOfLimitationsYears") if settings is not None else None
+    if years in (None, ""):
+        raise CollectionError("GlobalSettings.StatuteOfLimitationsYears is not set")
+    years = int(Decimal(str(years)))
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:  # 29 February
+        return today.replace(year=today.year - years, day=28)
+
+
+def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str, today: date, *,
+                     dry_run: bool = False, run: str = "collect-balances") -> CollectionReport:
+    """List (``dry_run``) or collect the collectable balances of ``business_entity``."""
+    if not business_entity:
+        raise CollectionError("name the business entity whose balances are collected")
+    if model.setting_record("BusinessEntity", business_entity) is None:
+        known = ", ".join(r.name for r in model.setting_records("BusinessEntity"))
+        raise CollectionError(f"no business entity {business_entity!r} (known: {known})")
+    reasons = model.require("Balance").field("WriteOffReason")
+    if reasons is not None and reasons.values and REASON not in reasons.values:
+        raise CollectionError(f"the Balance.WriteOffReason picklist lacks the value {REASON!r} that collection writes")
+    report = CollectionReport(cutoff_date(model, today))
+    tables = build_metadata(model).tables
+    balances = tables[model.require("Balance").table_name]
+    accounts = tables[model.require("Account").table_name]
+    entity = sa.func.coalesce(balances.c.businessentity, accounts.c.on_businessentity__c)
+    last_id = 0
+    credit: dict[tuple, Decimal] = {}
+    while True:
+        page = [dict(r) for r in conn.execute(
+            sa.select(balances, accounts.c.name.label("_account_name"))
+            .join(accounts, accounts.c.id == balances.c.account)
+            .where(balances.c.id > last_id, balances.c.type.in_(("Payment", "Prepayment")),
+                   balances.c.invoice.is_(None), balances.c.date < report.cutoff, entity == business_entity,
+                   sa.or_(balances.c.draft.is_(None), balances.c.draft == sa.false()))
+            .order_by(balances.c.id).limit(PAGE)).mappings()]
+        if not page:
+            break
+        last_id = page[-1]["id"]
+        chosen = [b for b in page if b["amount"] < 0 and not _flag(model, "Balance", "Locked", b, today)]
+        chosen = _within_free_credit(conn, model, chosen, credit, today)
+        for balance in chosen:
+            report.balances.append(Collectable(balance["id"], balance["name"], balance["account"],
+                                               balance["_account_name"], balance["type"], balance["date"],
+                                               balance["amount"]))
+        if dry_run or not chosen:
+            continue
+        for balance in chosen:
+            account = load_account(conn, model, balance["account"], today)
+            row = create_balance(conn, model, {
+                "account": balance["account"], "type": WRITE_OFF, "amount": -balance["amount"], "date": today,
+                "writeoffreason": REASON, "calculatetax": False, "lockedreason": COLLECTED,
+                "businessentity": business_entity, "currencyisocode": balance.get("currencyisocode"),
+                "reference": f"collects {balance['name']}",
+            }, invoice=None, rule=RULE_COLLECTION, run=run, account=account)
+            report.write_offs.append(row["id"])
+        update_by_id(conn, model.require("Balance"), ["LockedReason"], [(b["id"], (COLLECTED,)) for b in chosen])
+        refresh_accounts(conn, model, {b["account"] for b in chosen})
+    return report
+
+
+def _within_free_credit(conn: sa.Connection, model: OrgModel, chosen: list[dict], credit: dict[tuple, Decimal],
+                        today: date) -> list[dict]:
+    """Keep the balances the account's free credit covers: never collect
+    money that was paid back (a free Refund or Payout), which would turn the
+    account into a debt. ``credit`` holds what is left per (account,
+    currency) across pages: -Σ of the unlocked free balances."""
+    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    missing = sorted({b["account"] for b in chosen} - {key[0] for key in credit})
+    if missing:
+        rows = [dict(r) for r in conn.execute(
+            sa.select(balances).where(balances.c.account.in_(missing), balances.c.invoice.is_(None))).mappings()]
+        for account_id in missing:
+            credit.setdefault((account_id, None), ZERO)  # marks the account as read
+        for row in rows:
+            if not _flag(model, "Balance", "Locked", row, today):
+                key = (row["account"], row.get("currencyisocode"))
+                credit[key] = credit.get(key, ZERO) - row["amount"]
+    kept = []
+    for balance in chosen:
+        key = (balance["account"], balance.get("currencyisocode"))
+        if -balance["amount"] <= credit.get(key, ZERO):
+            credit[key] = credit.get(key, ZERO) + balance["amount"]
+            kept.append(balance)
+    return kept

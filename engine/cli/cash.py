@@ -1,0 +1,353 @@
+"""Cash commands: ``metabill payment ...``, ``write-off``, ``collect-balances``, ``jobs ...``.
+
+Registered on the main command group by the last lines of
+``engine/cli/main.py`` (``import engine.cli.cash``): this module adds its
+commands to ``cli`` when it is imported. It imports main.py's helpers; when
+this module is imported first, main.py runs completely (its own import of
+this module then finds it partly loaded, which is fine: nothing is taken
+from it there), and the commands are added below.
+
+Every command that changes data is one transaction (``engine.begin()``; payment registrations
+through ``run_in_transaction``, which runs them again after a PostgreSQL serialization failure).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_valid_org
+
+_DATE = click.DateTime(["%Y-%m-%d"])
+
+
+def _amount(text: str, what: str = "amount") -> Decimal:
+    from engine.config.values import ValueProblem, parse_decimal
+
+    try:
+        return parse_decimal(text)
+    except ValueProblem as problem:
+        raise UserError(f"{what}: {problem}") from None
+
+
+def _run_id(command: str) -> str:
+    return f"{command}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+
+
+def _details(reference, method, provider, bank_account, transaction, key):
+    from engine.cash.payments import PaymentDetails
+
+    return PaymentDetails(reference=reference, payment_method=method, payment_provider=provider,
+                          bank_account_id=bank_account, transaction_no=transaction, assignment_key=key)
+
+
+def _payment_options(function):
+    for option in reversed((
+        click.option("--reference", default=None, help="Bank reference text."),
+        click.option("--payment-method", "method", default=None, help="Balance payment method (e.g. Bank Transfer)."),
+        click.option("--payment-provider", "provider", default=None, help="Payment provider (collective-account criterion)."),
+        click.option("--bank-account-id", "bank_account", default=None, help="IBAN or provider account the money came through."),
+        click.option("--transaction-no", "transaction", default=None,
+                     help="Bank transaction number; a number is registered once."),
+    )):
+        function = option(function)
+    return function
+
+
+@click.group("payment")
+def payment() -> None:
+    """Payments received and paid back."""
+
+
+@payment.command("register")
+@click.argument("invoice")
+@click.argument("amount")
+@click.option("--date", "when", type=_DATE, required=True, help="The date the money arrived.")
+@_payment_options
+@_org_option
+@_db_option
+def payment_register(invoice, amount, when, reference, method, provider, bank_account, transaction, org_dir, db_url):
+    """Register AMOUNT received on INVOICE (its number): balance, bookings,
+    overpayment policy (AllowOverpayments) and automatic write-off."""
+    from engine.cash.payments import PaymentError, register_payment
+    from engine.storage.db import open_engine
+    from engine.storage.retry import run_in_transaction
+
+    value = _amount(amount)
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    details = _details(reference, method, provider, bank_account, transaction, None)
+    try:
+        # One transaction, run again when PostgreSQL aborts it for a concurrent change.
+        done = run_in_transaction(engine, lambda conn: register_payment(
+            conn, model, invoice, value, when.date(), run=_run_id("payment register"), details=details))
+    except PaymentError as error:
+        raise UserError(str(error)) from None
+    console.print(f"Registered {done.amount} on {done.invoice_name}: open amount {done.invoice_balance}, "
+                  f"status {done.status}.")
+    if done.free_amount:
+        console.print(f"The overpayment of {done.free_amount} is a free balance on the account "
+                      "(AllowOverpayments is off).")
+    if done.written_off:
+        console.print(f"Wrote off the remaining {done.written_off} (Missing amount below threshold).")
+
+
+@payment.command("on-account")
+@click.argument("account")
+@click.argument("amount")
+@click.option("--date", "when", type=_DATE, required=True, help="The date the money arrived.")
+@click.option("--type", "balance_type", type=click.Choice(["Payment", "Prepayment"]), default="Payment",
+              show_default=True)
+@click.option("--assignment-key", "key", default=None, help="Balance assignment key: only invoices with this key take it.")
+@_payment_options
+@_org_option
+@_db_option
+def payment_on_account(account, amount, when, balance_type, key, reference, method, provider, bank_account,
+                       transaction, org_dir, db_url):
+    """Register AMOUNT received from ACCOUNT (its account number) without an
+    invoice: a free balance, for the assignment job."""
+    from engine.cash.payments import PaymentError, register_account_payment
+    from engine.storage.db import open_engine
+    from engine.storage.retry import run_in_transaction
+
+    value = _amount(amount)
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    details = _details(reference, method, provider, bank_account, transaction, key)
+    try:
+        done = run_in_transaction(engine, lambda conn: register_account_payment(
+            conn, model, account, value, when.date(), balance_type=balance_type, run=_run_id("payment on-account"),
+            details=details))
+    except PaymentError as error:
+        raise UserError(str(error)) from None
+    console.print(f"Registered {balance_type} {done.amount} on account {account}: account balance {done.account_balance}.")
+
+
+@payment.command("refund")
+@click.argument("amount")
+@click.option("--invoice", default=None, help="The invoice (number) whose credit is paid back.")
+@click.option("--account", default=None, help="The account (number) whose free credit is paid back.")
+@click.option("--date", "when", type=_DATE, required=True, help="The date the money left.")
+@_payment_options
+@_org_option
+@_db_option
+def payment_refund(amount, invoice, account, when, reference, method, provider, bank_account, transaction, org_dir,
+                   db_url):
+    """Pay AMOUNT back to the customer: a Refund balance on --invoice or --account."""
+    from engine.cash.payments import PaymentError, register_refund
+    from engine.storage.db import open_engine
+
+    value = _amount(amount)
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            row = register_refund(conn, model, value, when.date(), invoice_name=invoice, account_number=account,
+                                  details=_details(reference, method, provider, bank_account, transaction, None),
+                                  run=_run_id("payment refund"))
+    except PaymentError as error:
+        raise UserError(str(error)) from None
+    console.print(f"Registered refund {row['name']} of {value} on {invoice or 'account ' + str(account)}.")
+
+
+@payment.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_org_option
+@_db_option
+def payment_import(file, org_dir, db_url):
+    """Import payments from a CSV FILE (columns Invoice or Account, Amount,
+    Date, optional Type, Reference, PaymentMethod, PaymentProvider,
+    BankAccountId, TransactionNo, BalanceAssignmentKey). All or nothing."""
+    from engine.cash.imports import ImportFailed, import_payments
+    from engine.storage.db import open_engine
+
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            report = import_payments(conn, model, file, run=_run_id("payment import"))
+    except ImportFailed as failure:
+        for error in failure.errors[:50]:
+            err_console.print(error.render(), markup=False)
+        more = len(failure.errors) - 50
+        raise UserError(f"{len(failure.errors)} problem(s) in {file}" + (f" ({more} more not shown)" if more > 0 else "")
+                        + "; nothing was imported") from None
+    for line in report.skipped:
+        err_console.print(line, markup=False)
+    console.print(f"Imported {report.registered} row(s) from {file} ({report.total} in total); "
+                  f"{len(report.skipped)} skipped.")
+
+
+@click.command("write-off")
+@click.argument("invoice")
+@click.argument("amount", required=False)
+@click.option("--reason", required=True, help="A Balance.WriteOffReason value, e.g. Uncollectible.")
+@click.option("--date", "when", type=_DATE, default=None, help="Write-off date (default today).")
+@click.option("--no-tax", is_flag=True, help="Book the gross amount without a tax correction (Calculate Tax off).")
+@_org_option
+@_db_option
+def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
+    """Write off AMOUNT (default: everything open) of INVOICE, with a reason."""
+    from engine.cash.payments import PaymentError, manual_write_off
+    from engine.storage.db import open_engine
+
+    value = _amount(amount) if amount is not None else None
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            row = manual_write_off(conn, model, invoice, value, when.date() if when else date.today(), reason=reason,
+                                   calculate_tax=not no_tax, run=_run_id("write-off"))
+    except PaymentError as error:
+        raise UserError(str(error)) from None
+    console.print(f"Wrote off {-row['amount']} of {invoice} ({reason}) as {row['name']}.")
+
+
+@click.command("collect-balances")
+@click.option("--business-entity", "entity", required=True, help="The BusinessEntity record whose balances are collected.")
+@click.option("--date", "when", type=_DATE, default=None, help="Today for the statute of limitations (default today).")
+@click.option("--dry-run", is_flag=True, help="List the collectable balances; change nothing.")
+@_org_option
+@_db_option
+def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
+    """Collect free Payment/Prepayment balances past the statute of
+    limitations by writing them off (locked, with bookings)."""
+    from engine.cash.collection import CollectionError, collect_balances
+    from engine.storage.db import open_engine, transaction
+
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    today = when.date() if when else date.today()
+    try:
+        if dry_run:
+            with transaction(engine, readonly=True) as conn:
+                report = collect_balances(conn, model, entity, today, dry_run=True)
+        else:
+            with engine.begin() as conn:
+                report = collect_balances(conn, model, entity, today, run=_run_id("collect-balances"))
+    except CollectionError as error:
+        raise UserError(str(error)) from None
+    table = Table(title=f"Balances of {entity} dated before {report.cutoff}"
+                  + (" (dry run: nothing written)" if dry_run else " (collected)"))
+    for column in ("balance", "account", "type", "date", "amount"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for item in report.balances:
+        table.add_row(item.name, item.account_name or str(item.account_id), item.type, str(item.date), str(item.amount))
+    console.print(table)
+    verb = "would collect" if dry_run else "collected"
+    console.print(f"{len(report.balances)} balance(s) {verb}, {report.total} in total.")
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Scheduled jobs (JobSchedule settings): run, list, next fire times, tick."""
+
+
+@jobs.command("run")
+@click.argument("job")
+@click.option("--date", "when", type=_DATE, default=None, help="The job's today (default today).")
+@_org_option
+@_db_option
+def jobs_run(job, when, org_dir, db_url):
+    """Run JOB now (e.g. AssignBalancesChain), in one transaction."""
+    from engine.cash.jobs import JobError, run_job
+    from engine.storage.db import open_engine
+
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    try:
+        run, summary = run_job(engine, model, job, today=when.date() if when else None)
+    except JobError as error:
+        raise UserError(str(error)) from None
+    console.print(f"{job} ({run}): {summary}.")
+
+
+def _parse_at(at: str | None) -> datetime:
+    if at is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise UserError(f"--at: expected an ISO date-time like 2024-10-27T02:30+01:00, got {at!r}") from None
+    if moment.tzinfo is None:
+        raise UserError("--at: give the UTC offset (e.g. 2024-10-27T02:30+01:00 or ...Z)")
+    return moment
+
+
+@jobs.command("list")
+@click.option("--at", default=None, help="Now, as an ISO date-time with offset (default: now).")
+@_org_option
+@_db_option
+def jobs_list(at, org_dir, db_url):
+    """The job schedules with their next run and last executed slot."""
+    from engine.cash.jobs import JOBS, JobError, executed_slots, fire_times, schedules
+    from engine.storage.db import open_engine
+
+    now = _parse_at(at)
+    model = load_valid_org(org_dir).model
+    last: dict[str, str] = {}
+    if db_url is not None or Path("metabill.db").exists():
+        try:
+            with open_engine(db_url).connect() as conn:
+                last = executed_slots(conn)
+        except Exception:  # noqa: BLE001 - no database yet: nothing executed
+            last = {}
+    table = Table(title="Job schedules")
+    for column in ("name", "job", "cron", "time zone", "active", "next run", "last slot"):
+        table.add_column(column)
+    for schedule in schedules(model):
+        try:
+            upcoming = fire_times(schedule, now, 1)[0].isoformat() if schedule.active else "-"
+        except (JobError, Exception) as error:  # noqa: BLE001
+            upcoming = f"invalid: {error}"
+        runnable = "" if schedule.job in JOBS else " (not available)"
+        table.add_row(schedule.name, schedule.job + runnable, schedule.cron, schedule.time_zone,
+                      "yes" if schedule.active else "no", upcoming, last.get(schedule.name, "-"))
+    console.print(table)
+
+
+@jobs.command("next")
+@click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--at", default=None, help="Start after this ISO date-time with offset (default: now).")
+@_org_option
+def jobs_next(count, at, org_dir):
+    """The next COUNT fire times over all active schedules (one per slot:
+    the repeated hour of a daylight-saving change fires once)."""
+    from engine.cash.jobs import JobError, next_runs
+
+    model = load_valid_org(org_dir).model
+    try:
+        upcoming = next_runs(model, _parse_at(at), count)
+    except JobError as error:
+        raise UserError(str(error)) from None
+    for moment, schedule in upcoming:
+        click.echo(f"{moment.isoformat()}  {moment.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}  "
+                   f"{schedule.job}  ({schedule.name})")
+
+
+@jobs.command("tick")
+@click.option("--at", default=None, help="Now, as an ISO date-time with offset (default: now).")
+@_org_option
+@_db_option
+def jobs_tick(at, org_dir, db_url):
+    """Run each active schedule's due slot that has not run yet (call this
+    every few minutes from the system's scheduler)."""
+    from engine.cash.jobs import JobError, tick
+    from engine.storage.db import open_engine
+
+    model = load_valid_org(org_dir).model
+    try:
+        results = tick(open_engine(db_url), model, _parse_at(at))
+    except JobError as error:
+        raise UserError(str(error)) from None
+    for result in results:
+        state = "ran" if result.ran else "skipped"
+        click.echo(f"{result.schedule} [{result.job}] slot {result.slot or '-'}: {state}: {result.summary}")
+
+
+for _command in (payment, write_off_cmd, collect_balances_cmd, jobs):
+    cli.add_command(_command)
