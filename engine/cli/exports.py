@@ -1,4 +1,4 @@
-"""``metabill export ...``: the booking journal and the DATEV Buchungsstapel.
+"""``metabill export ...``: the booking journal, the DATEV Buchungsstapel and the SEPA files.
 
 Registered on the main command group by ``engine/cli/main.py``::
 
@@ -23,7 +23,7 @@ import click
 
 @click.group("export")
 def export() -> None:
-    """Export booking data: the booking journal (CSV) and DATEV (EXTF Buchungsstapel)."""
+    """Export booking data (booking journal CSV, DATEV EXTF Buchungsstapel) and SEPA payment files."""
 
 
 from rich.table import Table  # noqa: E402
@@ -170,3 +170,130 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
         console.print(f"Wrote {report.exported} booking detail(s) to {out_file}.")
     else:
         console.print("Nothing to export: no file written.")
+
+
+# ---------------------------------------------------------------------------
+# SEPA (engine/exports/sepa.py)
+
+
+def _sepa_options(date_option: str, date_help: str):
+    """The options shared by the three SEPA commands."""
+
+    def decorate(function):
+        for option in reversed([
+            click.option("--business-entity", "business_entity", required=True, metavar="NAME",
+                         help="The BusinessEntity record whose invoices or balances are paid (creditor/payer)."),
+            click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="The XML file to write (must not exist); required unless --dry-run."),
+            click.option(date_option, "when", type=_DATE, default=None, help=date_help),
+            click.option("--setting", "setting_name", default=None,
+                         help="The ExportSetting record (default: the first active one of the format)."),
+            click.option("--created", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]), default=None,
+                         help="Creation time of the message, YYYY-MM-DDTHH:MM:SS (default now); same input and "
+                              "time give the same file."),
+            click.option("--dry-run", is_flag=True, help="Check and list the orders; write neither file nor database."),
+            _org_option,
+            _db_option,
+        ]):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: datetime | None,
+              setting_name: str | None, created: datetime | None, dry_run: bool, force: bool, org_dir: Path,
+              db_url: str | None) -> None:
+    from engine.exports.sepa import DUE_WINDOW_DAYS, SepaExportError, run_export
+    from engine.exports.sepa_xml import SepaXmlError
+    from engine.storage.db import open_engine
+
+    if out_file is None and not dry_run:
+        raise UserError("--out is required (or use --dry-run)")
+    model = load_valid_org(org_dir).model
+    engine = open_engine(db_url)
+    try:
+        report = run_export(engine, model, kind, out_file, dry_run=dry_run, business_entity=business_entity,
+                            when=when.date() if when else None, force=force, created=created,
+                            setting_name=setting_name)
+    except (SepaExportError, SepaXmlError) as error:
+        raise UserError(str(error)) from None
+
+    what = {"sepa-debit": "direct debits", "sepa-credit": "credit transfers",
+            "sepa-balances": "credit transfers of free balances"}[kind]
+    title = f"SEPA {report.message} ({what}), {business_entity}"
+    summary = Table(title=title + (" - dry run, nothing written" if dry_run else ""))
+    summary.add_column("")
+    summary.add_column("", justify="right")
+    summary.add_row("export setting", report.setting.name)
+    summary.add_row("message id", report.message_id or "-")
+    summary.add_row("orders", str(len(report.transactions)))
+    summary.add_row("total (EUR)", f"{report.total:.2f}")
+    if kind != "sepa-balances":
+        summary.add_row("already exported (skipped)", str(len(report.already_exported)))
+        summary.add_row("exported again (--force)", str(len(report.forced)))
+    if kind == "sepa-debit":
+        summary.add_row(f"not due within {DUE_WINDOW_DAYS} days", str(len(report.not_due)))
+    summary.add_row("left out: SEPA data invalid", str(len(report.rejected)))
+    if not dry_run:
+        if kind == "sepa-balances":
+            summary.add_row("balances locked / reverse balances", f"{len(report.transactions)} / {report.reverse_balances}")
+        else:
+            summary.add_row("export history records", str(report.history_records))
+    console.print(summary)
+    if report.transactions:
+        orders = Table(title="Orders")
+        for column in ("reference", "date", "type", "amount", "account holder"):
+            orders.add_column(column, justify="right" if column == "amount" else "left",
+                              no_wrap=column != "account holder")
+        for t in report.transactions:
+            orders.add_row(t.end_to_end_id + (" (forced)" if t.forced else ""), str(t.when),
+                           t.sequence_type or "TRF", f"{t.amount:.2f}", t.holder)
+        console.print(orders)
+    if report.rejected:
+        listing = Table(title="Left out because of their SEPA data" + (
+            "" if kind == "sepa-balances" or dry_run else " (written to SepaPaymentError)"))
+        for column in ("record", "account", "amount", "reason"):
+            listing.add_column(column, justify="right" if column == "amount" else "left")
+        for item in report.rejected:
+            listing.add_row(item.name, item.account_name or "", f"{item.amount:.2f}", item.reason)
+        console.print(listing)
+    if report.setting.create_payments:
+        err_console.print(f"Note: ExportSetting {report.setting.name!r} has Create Payments on; SEPA exports do "
+                          "not create payment balances (register the payments when the bank confirms).",
+                          markup=False)
+    if report.data is None:
+        console.print("Nothing to export: no file written.")
+    elif dry_run:
+        console.print(f"Dry run: the file would hold {len(report.transactions)} order(s); nothing written.")
+    else:
+        console.print(f"Wrote {len(report.transactions)} order(s) to {out_file}.", markup=False)
+
+
+@export.command("sepa-debit")
+@_sepa_options("--collection-date", "Collection date (default: each invoice's due date, not before today).")
+@click.option("--force", is_flag=True, help="Export invoices again that an earlier export locked.")
+def sepa_debit(**options) -> None:
+    """SEPA direct debits (pain.008.001.02) for the open SEPA invoices with a
+    mandate. Invoices with invalid SEPA data are left out and get the reason in
+    their SEPA Validation Error; each exported invoice gets an export history
+    record."""
+    _run_sepa("sepa-debit", **options)
+
+
+@export.command("sepa-credit")
+@_sepa_options("--execution-date", "Execution date (default: today).")
+@click.option("--force", is_flag=True, help="Export invoices again that an earlier export locked.")
+def sepa_credit(**options) -> None:
+    """SEPA credit transfers (pain.001.001.03) paying out the negative open
+    balance of SEPA invoices and credits."""
+    _run_sepa("sepa-credit", **options)
+
+
+@export.command("sepa-balances")
+@_sepa_options("--execution-date", "Execution date (default: today).")
+def sepa_balances(**options) -> None:
+    """SEPA credit transfers (pain.001.001.03) paying out free Payment and
+    Prepayment balances; each exported balance and its new reverse balance
+    (type Payout) are locked."""
+    _run_sepa("sepa-balances", force=False, **options)
