@@ -26,7 +26,10 @@ from engine.config.model import OrgModel
 
 def finalization_stages(model: OrgModel) -> tuple[FinalizationStage, ...]:
     """The stages after booking, in order."""
-    return ()
+    from engine.booking.balances import apply_finalization_write_offs  # also refreshes Account.Balance
+    from engine.cash.entries import create_entries  # cash-management entries and installments: the last stage
+
+    return (apply_finalization_write_offs, create_entries)
 
 
 def finalize(engine: sa.Engine, model: OrgModel, invoice_ids: Sequence[int], *,

@@ -1,0 +1,126 @@
+"""Installments of invoices in the database, and payment plan changes
+(domain-spec §4.9; seed 000 "payment plan modification → entry cancellation
++ entry creation").
+
+:func:`build_installments` turns an invoice's ``InstallmentType`` into
+Installment rows (see :mod:`engine.cash.installments` for dates and
+amounts); what was already settled on the invoice (payments, write-offs,
+settlements: grand total − balance) becomes the deposit installment.
+
+:func:`change_payment_plan` replaces the plan of an Open invoice in one
+transaction: its live entries are canceled (their payment associations
+reversed), its installments replaced, new entries created and the invoice's
+cash-management balances re-attached to them (the deposit installment first).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from typing import Iterable
+
+import sqlalchemy as sa
+
+from engine.config.model import OrgModel, SettingRecord
+from engine.storage.bulk import RowWriter, update_by_id
+
+from .cm_core import (
+    PROCESS_REATTACH,
+    ZERO,
+    Changes,
+    CashManagementError,
+    cancel_entries,
+    enabled,
+    expected_entries,
+    insert_entries,
+    live_entries,
+    mirror_balances,
+    select_in,
+    table,
+)
+from .installments import InstallmentError, plan_installments
+
+
+def plan_record(model: OrgModel, invoice: dict) -> SettingRecord | None:
+    """The invoice's InstallmentPlan record; None without a plan."""
+    name = invoice.get("installmenttype")
+    if name in (None, ""):
+        return None
+    record = model.setting_record("InstallmentPlan", str(name))
+    if record is None:
+        raise InstallmentError(f"Invoice.InstallmentType {name!r} names no InstallmentPlan record")
+    return record
+
+
+def open_amounts(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
+    """Σ of each invoice's balances (its open amount), straight from the Balance table."""
+    b = table(model, "Balance")
+    ids = sorted({int(i) for i in invoice_ids})
+    out: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for start in range(0, len(ids), 900):
+        for row in conn.execute(sa.select(b.c.invoice, b.c.amount).where(b.c.invoice.in_(ids[start:start + 900]))):
+            out[row.invoice] += row.amount
+    return out
+
+
+def build_installments(model: OrgModel, invoice: dict, open_amount: Decimal) -> list[dict]:
+    """Installment rows (not yet written) for the invoice's plan; none when
+    it has no plan or nothing is open. InstallmentError names the problem."""
+    record = plan_record(model, invoice)
+    total = Decimal(invoice.get("grandtotal") or 0)
+    if record is None or total == 0 or open_amount == 0:
+        return []
+    reference = str(record.get("DateReference") or "Payment Due Date")
+    base = invoice.get("date") if reference == "Invoice Date" else (invoice.get("paymentduedate") or invoice.get("date"))
+    if base is None:
+        raise InstallmentError("the invoice has no date to base its installments on")
+    planned = plan_installments(total, str(record.get("Period") or ""), base, rates=record.get("Rates"),
+                                received=total - open_amount, invoice_date=invoice.get("date"))
+    return [{"invoice": invoice["id"], "sequence": Decimal(p.sequence), "date": p.due, "amount": p.amount,
+             "openpaymentamount": p.amount, "isdeposit": p.is_deposit, "confighash": model.config_hash}
+            for p in planned]
+
+
+def change_payment_plan(conn: sa.Connection, model: OrgModel, invoice_name: str, plan_name: str | None,
+                        when: date) -> Changes:
+    """Give the Open invoice ``invoice_name`` the plan ``plan_name`` (None:
+    no plan, one entry again); see the module docstring."""
+    invoices = table(model, "Invoice")
+    query = sa.select(invoices).where(invoices.c.name == invoice_name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise CashManagementError(f"no invoice {invoice_name}")
+    invoice = dict(row)
+    if invoice["status"] != "Open":
+        raise CashManagementError(f"{invoice_name} is {invoice['status']}: only an Open invoice can get a new payment plan")
+    if invoice.get("type") == "Cancelation":
+        raise CashManagementError(f"{invoice_name} is a cancellation: it has no payment plan")
+    invoice["installmenttype"] = plan_name or None
+    try:
+        plan_record(model, invoice)
+    except InstallmentError as error:
+        raise CashManagementError(f"{invoice_name}: {error}") from None
+    changes = Changes()
+    old_entries = live_entries(conn, model, [invoice["id"]]).get(invoice["id"], [])
+    changes.entries_canceled = cancel_entries(conn, model, old_entries, "Payment plan changed")
+    inst = table(model, "Installment")
+    conn.execute(sa.delete(inst).where(inst.c.invoice == invoice["id"]))
+    update_by_id(conn, model.require("Invoice"), ["InstallmentType"], [(invoice["id"], (invoice["installmenttype"],))])
+    try:
+        rows = build_installments(model, invoice, open_amounts(conn, model, [invoice["id"]])[invoice["id"]])
+    except InstallmentError as error:
+        raise CashManagementError(f"{invoice_name}: {error}") from None
+    RowWriter(conn, model.require("Installment")).insert(rows)
+    changes.installments_created = len(rows)
+    if enabled(model):
+        account = select_in(conn, model, "Account", "id", [invoice["account"]])[0]
+        entries = insert_entries(conn, model, expected_entries(model, invoice, rows, account), "payment plan change")
+        changes.entries_created = len(entries)
+        changes.entry_items_created, changes.reductions_created = mirror_balances(
+            conn, model, [invoice["id"]], when, process=PROCESS_REATTACH, run="payment plan change")
+    changes.lines.append(f"{invoice_name}: plan {plan_name or '(none)'}: {len(rows)} installment(s), "
+                         f"{changes.entries_canceled} entr(y/ies) canceled, {changes.entries_created} created")
+    return changes

@@ -1,0 +1,122 @@
+"""The finalization stage "create entries" of the cash-management
+integration (domain-spec §4.2 steps 6–9, §8.3).
+
+:func:`create_entries` has the :data:`engine.booking.finalize.FinalizationStage`
+signature and runs in the batch's transaction after the invoices were
+numbered, opened and booked (and after the finalization write-off). With
+``GlobalSettings.EnableCashManagementIntegration`` off it does nothing.
+Otherwise, for the whole batch at once:
+
+1. a cancellation invoice cancels the live entries of the invoice it
+   cancels (reason = the cancellation reason, Cancellation No./Id = the
+   cancellation invoice; their entry items are deleted, so the payments
+   behind them are free CM money again) and gets no entry of its own;
+2. every other invoice with a non-zero total gets its installments when it
+   has a payment plan (``InstallmentType``; what is already settled becomes
+   a deposit installment) and one entry per installment, else one entry;
+3. a partial credit (type Credit with a related Open invoice) reduces that
+   invoice's entries (:mod:`engine.cash.cm_settlement`);
+4. money already on the invoices (e.g. Prepaid balances) becomes CM
+   payments with entry items, and write-offs, settlements and clearings
+   (also the final-invoice clearing of sub invoices) become reductions;
+5. free CM money of the accounts is assigned to the new entries (payment and
+   prepaid entry assignment on finalization).
+
+A payment plan that cannot be applied refuses its invoice
+(:class:`~engine.booking.finalize.StageError`): the batch is finalized again
+without it and it stays a draft, with the reason in the finalization report.
+Writes are bulk inserts and executemany updates for the whole batch.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from engine.booking.balances import refresh_accounts, refresh_invoices
+from engine.booking.finalize import StageError
+from engine.config.model import OrgModel
+from engine.storage.bulk import RowWriter
+
+from .cm_core import (
+    PROCESS_PREPAID,
+    assign_free_money,
+    cancel_entries,
+    enabled,
+    expected_entries,
+    insert_entries,
+    live_entries,
+    mirror_balances,
+    refresh_entries,
+    select_in,
+    table,
+    wants_entries,
+)
+from .cm_payments import migrate_balances, unmigrated_balances
+from .cm_plans import build_installments, open_amounts
+from .cm_settlement import apply_partial_credits
+from .installments import InstallmentError
+
+RUN = "finalization"
+
+
+def create_entries(conn: sa.Connection, model: OrgModel, invoices: list[dict]) -> None:
+    """The stage (see the module docstring)."""
+    if not enabled(model) or not invoices:
+        return
+    when = max((i.get("date") or date.today()) for i in invoices)
+    cancellations = [i for i in invoices if i.get("type") == "Cancelation" and i.get("relatedinvoice")]
+    if cancellations:
+        originals = live_entries(conn, model, [c["relatedinvoice"] for c in cancellations])
+        for cancellation in cancellations:
+            cancel_entries(conn, model, originals.get(cancellation["relatedinvoice"], []),
+                           str(cancellation.get("cancelationreason") or "Invoice canceled"), cancellation=cancellation)
+
+    regular = [i for i in invoices if wants_entries(i)]
+    if regular:
+        ids = [i["id"] for i in regular]
+        opened = open_amounts(conn, model, ids)
+        accounts = {a["id"]: a for a in select_in(conn, model, "Account", "id", [i["account"] for i in regular])}
+        installment_writer = RowWriter(conn, model.require("Installment"))
+        installments: list[dict] = []
+        entries: list[dict] = []
+        for invoice in regular:
+            try:
+                own = build_installments(model, invoice, opened[invoice["id"]])
+            except InstallmentError as error:
+                raise StageError(invoice["id"], f"{invoice.get('name')}: payment plan: {error}") from None
+            installments.extend(own)
+            installment_writer.assign_ids(own)
+            entries.extend(expected_entries(model, invoice, own, accounts.get(invoice["account"], {})))
+        installment_writer.insert(installments)
+        insert_entries(conn, model, entries, RUN)
+
+        # Money put on the drafts before finalization (prepaid) becomes CM payments.
+        prepaid = unmigrated_balances(conn, model, invoice_ids=ids, include_free=False)
+        migrate_balances(conn, model, prepaid, process=PROCESS_PREPAID, run=RUN)
+
+        partial = [i for i in regular if i.get("type") == "Credit" and i.get("relatedinvoice")]
+        apply_partial_credits(conn, model, partial)
+
+    touched = {i["id"] for i in regular}
+    touched |= {i["relatedinvoice"] for i in invoices if i.get("relatedinvoice")}
+    finals = [i["id"] for i in invoices if i.get("type") == "Final"]
+    if finals:
+        t = table(model, "Invoice")
+        touched |= {r["id"] for r in select_in(conn, model, "Invoice", "finalinvoice", finals,
+                                               t.c.status.in_(("Open", "Paid")))}
+    mirror_balances(conn, model, touched, when, process=None, run=RUN)
+    if regular:
+        fresh = select_in(conn, model, "Invoice", "id", [i["id"] for i in regular])
+        assign_free_money(conn, model, fresh, RUN)
+    refresh_entries(conn, model, touched)
+    refresh_invoices(conn, model, touched)
+    refresh_accounts(conn, model, {i["account"] for i in invoices})
+    # The rows handed in follow the invoices' new balances, for any later stage.
+    if touched:
+        current = {r["id"]: r for r in select_in(conn, model, "Invoice", "id", [i["id"] for i in invoices])}
+        for invoice in invoices:
+            row = current.get(invoice["id"])
+            if row is not None:
+                invoice.update(balance=row["balance"], status=row["status"], paymentdate=row.get("paymentdate"))

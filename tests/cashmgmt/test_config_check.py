@@ -1,0 +1,55 @@
+"""validate-config for the cash-management integration: E150 when the
+integration is on and Invoice lacks CM_IntegrationError__c; the code is in
+the catalogue and documented; the pipeline runs the entries stage last."""
+
+from __future__ import annotations
+
+import re
+
+from engine.cash.entries import create_entries
+from engine.cash.pipeline import finalization_stages
+from engine.config.checks import CHECKS, check_cash_management
+from engine.config.diagnostics import CODES
+from engine.config.loader import load_org
+
+from booking.helpers import org_variant
+from config.orgcopy import REPO_ROOT, Replace
+
+from .helpers import CM_ON
+
+FIELD = """  CM_IntegrationError__c:
+    type: Text
+    length: 255
+    label: Cash Management Integration Error
+    description: Customer field receiving errors of the invoice fix tasks for Cash Management.
+"""
+NO_FIELD = Replace("metadata/objects/Invoice.yaml", FIELD, "")
+
+
+def codes(org) -> list[str]:
+    return [d.code for d in load_org(org).diagnostics]
+
+
+def test_integration_on_without_the_error_field_is_an_error(tmp_path):
+    org = org_variant(tmp_path / "org", CM_ON, NO_FIELD)
+    result = load_org(org)
+    (diagnostic,) = [d for d in result.diagnostics if d.code == "E150"]
+    assert diagnostic.is_error and "CM_IntegrationError__c" in diagnostic.message
+    assert diagnostic.location.file.endswith("GlobalSettings.yaml")
+    assert not result.ok
+
+
+def test_no_error_with_the_field_or_with_the_integration_off(tmp_path):
+    assert "E150" not in codes(org_variant(tmp_path / "on", CM_ON))
+    assert "E150" not in codes(org_variant(tmp_path / "off", NO_FIELD))
+
+
+def test_the_check_is_registered_and_documented():
+    assert check_cash_management in CHECKS
+    assert "E150" in CODES
+    documented = set(re.findall(r"^\| (E15\d) \|", (REPO_ROOT / "docs/diagnostics.md").read_text(), re.M))
+    assert documented == {code for code in CODES if code.startswith("E15")}
+
+
+def test_the_entries_stage_is_the_last_stage_of_finalization(sample_model):
+    assert finalization_stages(sample_model)[-1] is create_entries
