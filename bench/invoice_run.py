@@ -12,6 +12,15 @@ the draft invoice run of the filter "Order Invoice" and prints one JSON line:
 
     python -m bench.invoice_run --lines 100000
     python -m bench.invoice_run --lines 100000 --profile run.prof   # + cProfile of the run
+    python -m bench.invoice_run --lines 100000 --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test \
+        --workers 1,2                                               # PostgreSQL, 1 and 2 worker processes
+
+``--db-url`` runs on that database instead of a temporary SQLite file (on
+PostgreSQL inside a fresh schema that is dropped afterwards); ``--workers``
+takes a comma-separated list and prints one JSON line per worker count, each
+on freshly generated data (``invoice-run --workers N``:
+:mod:`engine.billing.workers`). ``raw_insert_seconds`` and ``ratio`` are always
+against SQLite's raw insert speed, so lines of different backends compare.
 
 ``--profile FILE`` (optional instrumentation) writes cProfile statistics of
 the timed run only (not of the data generation) to FILE, for
@@ -28,11 +37,17 @@ import resource
 import sqlite3
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
 from engine.billing.run import RunRequest, run_invoices
+from engine.billing.workers import run_invoices_parallel
 from engine.config.loader import load_org
 from engine.storage.bulk import RowWriter
 from engine.storage.db import open_engine
@@ -113,59 +128,89 @@ def raw_insert_seconds(*tables: tuple[int, int]) -> float:
     return elapsed
 
 
+@contextmanager
+def fresh_database(db_url: str | None, tmp: Path, label: str):
+    """The URL of an empty database: a SQLite file in ``tmp``, or a new
+    schema on the PostgreSQL server of ``db_url`` (dropped on exit)."""
+    if not db_url:
+        yield f"sqlite:///{tmp / f'bench-{label}.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="time the draft invoice run")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the timed run to FILE")
+    parser.add_argument("--db-url", help="run on this database (PostgreSQL: in a fresh schema); default SQLite")
+    parser.add_argument("--workers", default="1", help="worker counts to time, comma-separated (e.g. 1,2)")
     args = parser.parse_args()
     result = load_org(ROOT)
     if not result.ok:
         raise SystemExit("the sample org does not validate; run metabill validate-config")
     model = result.model
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        apply_migration(engine, model)
-        generate(engine, model, args.lines)
-        request = RunRequest(
-            filters=("Order Invoice",),
-            period_start=date(2024, 1, 1),
-            period_end=date(2024, 12, 31),
-            invoice_date=date(2024, 1, 31),
-            batch_size=args.batch_size,
+    tables = build_metadata(model).tables
+    invoice_columns = len(tables["invoice"].columns)
+    line_columns = len(tables["invoicelineitem"].columns)
+    for workers in [int(w) for w in args.workers.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp, fresh_database(args.db_url, Path(tmp), str(workers)) as url:
+            engine = open_engine(url)
+            apply_migration(engine, model)
+            generate(engine, model, args.lines)
+            backend = engine.dialect.name
+            request = RunRequest(
+                filters=("Order Invoice",),
+                period_start=date(2024, 1, 1),
+                period_end=date(2024, 12, 31),
+                invoice_date=date(2024, 1, 31),
+                batch_size=args.batch_size,
+            )
+            profiler = cProfile.Profile() if args.profile else None
+            started = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
+            if workers > 1:
+                report = run_invoices_parallel(url, ROOT, model, request, workers)
+            else:
+                report = run_invoices(engine, model, request)
+            if profiler is not None:
+                profiler.disable()
+            seconds = time.perf_counter() - started
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
+            engine.dispose()
+        raw = raw_insert_seconds((report.invoice_count, invoice_columns), (report.line_count, line_columns))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            json.dumps(
+                {
+                    "benchmark": "invoice_run",
+                    "backend": backend,
+                    "workers": workers,
+                    "lines": report.line_count,
+                    "invoices": report.invoice_count,
+                    "errors": report.failure_count,
+                    "seconds": round(seconds, 2),
+                    "lines_per_second": round(report.line_count / seconds) if seconds else None,
+                    "peak_rss_mb": round(peak, 1),
+                    "raw_insert_seconds": round(raw, 2),
+                    "ratio": round(seconds / raw, 2) if raw else None,
+                    "batch_size": args.batch_size,
+                }
+            ),
+            flush=True,
         )
-        profiler = cProfile.Profile() if args.profile else None
-        started = time.perf_counter()
-        if profiler is not None:
-            profiler.enable()
-        report = run_invoices(engine, model, request)
-        if profiler is not None:
-            profiler.disable()
-        seconds = time.perf_counter() - started
-        if profiler is not None:
-            profiler.dump_stats(args.profile)
-        tables = build_metadata(model).tables
-        invoice_columns = len(tables["invoice"].columns)
-        line_columns = len(tables["invoicelineitem"].columns)
-        engine.dispose()
-    raw = raw_insert_seconds((report.invoice_count, invoice_columns), (report.line_count, line_columns))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps(
-            {
-                "benchmark": "invoice_run",
-                "lines": report.line_count,
-                "invoices": report.invoice_count,
-                "errors": report.failure_count,
-                "seconds": round(seconds, 2),
-                "lines_per_second": round(report.line_count / seconds) if seconds else None,
-                "peak_rss_mb": round(peak, 1),
-                "raw_insert_seconds": round(raw, 2),
-                "ratio": round(seconds / raw, 2) if raw else None,
-                "batch_size": args.batch_size,
-            }
-        )
-    )
 
 
 if __name__ == "__main__":

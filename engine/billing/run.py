@@ -36,16 +36,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.config.checks import on_copy_target
 from engine.config.formula import FormulaEvaluationError
 from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
 from engine.config.values import ValueProblem, coerce
-from engine.storage.bulk import RowWriter, insert_tuples, update_by_id
+from engine.storage.bulk import RowWriter, insert_tuples, now_utc, update_by_id
+from engine.storage.db import copy_rows
+from engine.storage.ids import next_autonumbers
 from engine.storage.reader import RecordReader
+from engine.storage.retry import run_in_transaction
 from engine.storage.schema import CLAIM, build_metadata
 
 from .build import (
@@ -69,6 +73,22 @@ ID_CHUNK = 500
 # Header records whose accounts are resolved together (one query per kind of
 # lookup instead of up to three per account).
 ACCOUNT_PREFETCH = 2000
+_INT4 = 2**31 - 1
+
+_T = TypeVar("_T")
+
+
+def lock_class(kind: str) -> sa.ColumnElement[int]:
+    """The first key of PostgreSQL's two-key advisory locks of ``kind``
+    ("run": run records per period and filters, "account": accounts being
+    billed, see ``_FilterRun._claim_accounts``), for the current schema.
+
+    Advisory locks belong to the whole database, and several metabill
+    databases may live in one as schemas (tenants, the test suite's private
+    schemas): without the schema in the key, a run in one schema would wait
+    for, or skip, account 1 because another schema is billing its account 1.
+    A hash collision between schemas costs a wait, never correctness."""
+    return sa.func.hashtext(sa.func.concat(sa.func.current_schema(), f":metabill:{kind}"))
 
 
 class RunError(ValueError):
@@ -142,8 +162,10 @@ Progress = Callable[[str, int, int], None]  # (filter name, done, total)
 
 class _Session:
     """Where batches are written. A real run commits each batch in a
-    transaction of its own; a dry run keeps one outer transaction, runs each
-    batch in a savepoint, and rolls everything back at the end."""
+    transaction of its own, run again from the start when PostgreSQL aborts
+    it for a lost race (:func:`engine.storage.retry.run_in_transaction`); a
+    dry run keeps one outer transaction, runs each batch in a savepoint, and
+    rolls everything back at the end."""
 
     def __init__(self, engine: sa.Engine, dry_run: bool):
         self.engine = engine
@@ -161,14 +183,15 @@ class _Session:
             self._outer.rollback()
             self._conn.close()
 
-    @contextmanager
-    def batch(self) -> Iterator[sa.Connection]:
+    def write(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """``work(conn)`` in one write transaction (a savepoint in a dry run).
+        ``work`` may be called more than once (after a retryable failure), so
+        it must leave no trace outside the database: it returns what the
+        caller should record, and the caller records it after the commit."""
         if self._conn is not None:
             with self._conn.begin_nested():
-                yield self._conn
-        else:
-            with self.engine.begin() as conn:
-                yield conn
+                return work(self._conn)
+        return run_in_transaction(self.engine, work)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -183,37 +206,81 @@ class _Session:
 
 
 def run_invoices(engine: sa.Engine, model: OrgModel, request: RunRequest, progress: Progress | None = None) -> RunReport:
-    """Run the given filters over the period; see the module docstring."""
-    if request.period_end < request.period_start:
-        raise RunError("the period ends before it starts")
-    if not request.filters:
-        raise RunError("name at least one filter (--filter NAME)")
-    plans = _plans(model, request.filters)
+    """Run the given filters over the period; see the module docstring.
+    (``engine.billing.workers.run_invoices_parallel`` runs the same over
+    several processes.)"""
+    plans = check_request(model, request)
     started = time.perf_counter()
     tables = build_metadata(model)
     today = request.today or date.today()
+    if not request.dry_run:
+        refresh_statistics(engine, model, plans)
     with _Session(engine, request.dry_run) as session:
-        with session.batch() as conn:
-            run_id, run_name, joined, invoice_date = _open_run(conn, model, request, plans)
-        ctx = RunContext(
-            model=model,
-            run_id=run_id,
-            period_start=request.period_start,
-            period_end=request.period_end,
-            invoice_date=invoice_date,
-            config_hash=model.config_hash,
-            rounding=_rounding_mode(model),
-            tax=TaxResolver(model),
-        )
-        report = RunReport(run_id, run_name, joined, request.dry_run)
+        report, ctx = open_run(session, model, request, plans)
         for plan in plans:
             runner = _FilterRun(session, model, tables, plan, ctx, today, request.batch_size, progress)
             report.filters.append(runner.run())
             report.invoices.extend(runner.summaries)
         report.seconds = time.perf_counter() - started
-        with session.batch() as conn:
-            _close_run(conn, model, run_id, report)
+        session.write(lambda conn: _close_run(conn, model, ctx.run_id, report))
     return report
+
+
+def check_request(model: OrgModel, request: RunRequest) -> list[FilterPlan]:
+    """The request's filter plans in Sequence order, or RunError."""
+    if request.period_end < request.period_start:
+        raise RunError("the period ends before it starts")
+    if not request.filters:
+        raise RunError("name at least one filter (--filter NAME)")
+    return _plans(model, request.filters)
+
+
+def refresh_statistics(engine: sa.Engine, model: OrgModel, plans: Sequence[FilterPlan]) -> None:
+    """PostgreSQL: ANALYZE the tables the run reads when their planner
+    statistics are missing or stale (a fifth of the rows changed since).
+
+    Right after a bulk load the planner believes the source tables are
+    nearly empty and picks plans that, through the run's server-side cursors,
+    made a 20k-line run ten times slower (2.7 s with statistics, 26 s
+    without). Autovacuum would analyze them eventually; the run does not
+    wait for it. ANALYZE only samples (cheap) and does not block readers or
+    writers; SQLite needs nothing of the kind."""
+    if engine.dialect.name != "postgresql":
+        return
+    tables = build_metadata(model).tables
+    names = {model.require("Account").table_name}
+    for plan in plans:
+        names.add(plan.header.obj.table_name)
+        if not plan.single:
+            names.add(plan.line.obj.table_name)
+    stale = sa.text(
+        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN :names "
+        "AND (COALESCE(last_analyze, last_autoanalyze) IS NULL OR n_mod_since_analyze > GREATEST(n_live_tup, 1000) / 5)"
+    ).bindparams(sa.bindparam("names", expanding=True))
+    with engine.connect() as conn:
+        for name in conn.execute(stale, {"names": sorted(names)}).scalars().all():
+            conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(tables[name].name)}")
+        conn.commit()
+
+
+def open_run(session: "_Session", model: OrgModel, request: RunRequest,
+             plans: Sequence[FilterPlan]) -> tuple[RunReport, RunContext]:
+    """Create or join the InvoiceRun record; the empty report and the build context."""
+    run_id, run_name, joined, invoice_date = session.write(lambda conn: _open_run(conn, model, request, plans))
+    return RunReport(run_id, run_name, joined, request.dry_run), run_context(model, request, run_id, invoice_date)
+
+
+def run_context(model: OrgModel, request: RunRequest, run_id: int, invoice_date: date | None) -> RunContext:
+    return RunContext(
+        model=model,
+        run_id=run_id,
+        period_start=request.period_start,
+        period_end=request.period_end,
+        invoice_date=invoice_date,
+        config_hash=model.config_hash,
+        rounding=_rounding_mode(model),
+        tax=TaxResolver(model),
+    )
 
 
 def _rounding_mode(model: OrgModel) -> str:
@@ -248,6 +315,14 @@ def _open_run(conn: sa.Connection, model: OrgModel, request: RunRequest, plans) 
     obj = model.require("InvoiceRun")
     table = build_metadata(model).tables[obj.table_name]
     key = _filters_key(plans)
+    if conn.dialect.name == "postgresql":
+        # Two runs of the same period and filters started at the same moment
+        # (several machines, several workers) must find one run record, not
+        # create one each: the check-then-insert below runs under a lock per
+        # (period, filters), held until this transaction commits. SQLite's
+        # BEGIN IMMEDIATE already serializes it.
+        lock_key = f"{request.period_start}|{request.period_end}|{key}"
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_class("run"), sa.func.hashtext(lock_key))))
     row = conn.execute(
         sa.select(table.c.id, table.c.name, table.c.invoicedate)
         .where(table.c.periodstartdate == request.period_start)
@@ -354,6 +429,8 @@ class _FilterRun:
         # Pass 1's evaluated headers with the rows they came from (see
         # _current_header), until their batch is built.
         self._evaluated: dict[int, tuple[Sequence[object], SourceHeader]] = {}
+        # The account of each record to bill, from its group key (see bill()).
+        self._account_of: dict[int, int] = {}
         # The run reads exactly the fields its getters and formulas need
         # (plus the header's own CurrencyIsoCode, a currency fallback), not
         # every column of the source objects.
@@ -384,11 +461,22 @@ class _FilterRun:
         return self.header_table.c.id.in_(matching.scalar_subquery())
 
     def run(self) -> FilterReport:
+        self.bill(self.evaluate())
+        return self.report
+
+    def evaluate(self, partition: tuple[int, int] | None = None) -> list[tuple[tuple, int]]:
+        """Pass 1: select and evaluate the unbilled header records; write the
+        errors of those that cannot be billed. Returns ``(group key, record
+        id)`` of the rest, sorted by key. ``partition=(i, n)`` evaluates only
+        the records with ``id % n == i`` (workers share pass 1 that way)."""
         header_reader = self._header_reader
         where = self._unbilled()
         condition = self._condition()
         if condition is not None:
             where = sa.and_(where, condition)
+        if partition is not None:
+            index, count = partition
+            where = sa.and_(where, self.header_table.c.id % count == index)
         keyed: list[tuple[tuple, int]] = []
         failures: list[RecordFailure] = []
         with self.session.read() as conn, _cyclic_gc_paused():
@@ -408,19 +496,79 @@ class _FilterRun:
                     keyed.append((source.group_key(), record["id"]))
                     self._evaluated[record["id"]] = (row, source)
         if failures:
-            with self.session.batch() as conn:
-                self._write_failures(conn, failures)
+            self._apply(self.session.write(lambda conn: self._write_failures(conn, failures, _Outcome())))
         keyed.sort()
+        return keyed
+
+    def bill(self, keyed: list[tuple[tuple, int]]) -> None:
+        """Pass 2: build and write the records of ``keyed`` (sorted by group
+        key) batch by batch, one transaction each.
+
+        On PostgreSQL, where other processes may bill the same data at the
+        same time, a batch first claims the accounts it bills (advisory locks,
+        see :meth:`_claim_accounts`); records of an account another process
+        is billing right now are left out, so that both keep working, and
+        after the last batch they are tried once more, waiting for the other
+        process this time: by then it has billed them (the re-read skips
+        them), or it failed and they are billed here."""
+        self._account_of = {record_id: key[1] for key, record_id in keyed}
         total = len(keyed)
         done = 0
-        for batch in self._batches(keyed):
-            with self.session.batch() as conn, _cyclic_gc_paused():
-                self._process(conn, batch)
-            done += len(batch)
-            if self.progress:
-                self.progress(self.plan.name, done, total)
+        deferred: set[int] = set()
+        for wait, items in ((False, keyed), (True, None)):
+            if items is None:
+                if not deferred:
+                    break
+                items = [(key, record_id) for key, record_id in keyed if record_id in deferred]
+            for batch in self._batches(items):
+                outcome = self.session.write(lambda conn: self._process(conn, batch, wait))
+                self._apply(outcome)
+                deferred.update(outcome.skipped)
+                done += len(batch) - len(outcome.skipped)
+                if self.progress:
+                    self.progress(self.plan.name, done, total)
         self._evaluated.clear()  # records billed by someone else meanwhile
-        return self.report
+
+    def _apply(self, outcome: "_Outcome") -> None:
+        """Record what a committed batch did."""
+        self.report.invoices += outcome.invoices
+        self.report.lines += outcome.lines
+        self.report.failures.extend(outcome.failures)
+        self.summaries.extend(outcome.summaries)
+
+    def _claim_accounts(self, conn: sa.Connection, ids: list[int], wait: bool) -> tuple[list[int], list[int]]:
+        """PostgreSQL: take the transaction-scoped advisory lock of every
+        account the batch bills, so that no two processes bill one account at
+        the same time (a group, and so an invoice, never spans accounts).
+        Without ``wait`` accounts locked elsewhere are skipped
+        (``pg_try_advisory_xact_lock``); with it the batch queues for them.
+        Locks are taken in account order and before anything else of the
+        transaction, so queuing batches cannot deadlock. Returns the ids to
+        bill now and the ids skipped. SQLite needs none of this: its write
+        transactions run one at a time (BEGIN IMMEDIATE).
+
+        The ``_mb_claim`` primary key stays the backstop: a record whose
+        account changed since pass 1 may be billed under an account not
+        locked here; the loser of such a race fails on the claim, is retried,
+        and its re-read skips the record."""
+        if conn.dialect.name != "postgresql" or self.session.dry_run:
+            return ids, []
+        accounts = sorted({self._account_of.get(i) for i in ids} - {None})
+        if not accounts:
+            return ids, []
+        ordered = sa.select(sa.func.unnest(sa.literal(accounts, type_=ARRAY(sa.BigInteger))).label("a")) \
+            .order_by(sa.text("1")).subquery()
+        lock = sa.func.pg_advisory_xact_lock if wait else sa.func.pg_try_advisory_xact_lock
+        rows = conn.execute(
+            sa.select(ordered.c.a, lock(lock_class("account"), sa.cast(ordered.c.a % _INT4, sa.Integer)))
+        ).all()
+        if wait:
+            return ids, []
+        busy = {account for account, ok in rows if not ok}
+        if not busy:
+            return ids, []
+        return ([i for i in ids if self._account_of.get(i) not in busy],
+                [i for i in ids if self._account_of.get(i) in busy])
 
     def _dialect(self) -> str:
         return self.session.engine.dialect.name
@@ -612,7 +760,16 @@ class _FilterRun:
 
     # -- one batch ----------------------------------------------------------------
 
-    def _process(self, conn: sa.Connection, ids: list[int]) -> None:
+    def _process(self, conn: sa.Connection, ids: list[int], wait: bool = True) -> "_Outcome":
+        """One batch, inside its transaction: what it did, for :meth:`_apply`
+        after the commit (the transaction may be run again)."""
+        out = _Outcome()
+        ids, out.skipped = self._claim_accounts(conn, ids, wait)
+        with _cyclic_gc_paused():
+            self._build_and_write(conn, ids, out)
+        return out
+
+    def _build_and_write(self, conn: sa.Connection, ids: list[int], out: "_Outcome") -> None:
         plan = self.plan
         header_reader = self._header_reader
         children: dict[int, list[dict]] = defaultdict(list)
@@ -663,9 +820,9 @@ class _FilterRun:
                 message = str(error)
                 failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
         drafts = self._check_references(conn, drafts, failures)
-        self._write(conn, drafts)
+        self._write(conn, drafts, out)
         if failures:
-            self._write_failures(conn, failures)
+            self._write_failures(conn, failures, out)
 
     def _sub_invoices(self, conn: sa.Connection, groups) -> dict[tuple[int, str], list[SubInvoice]]:
         keys = {s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE}
@@ -756,7 +913,7 @@ class _FilterRun:
                 kept.append(draft)
         return kept
 
-    def _write(self, conn: sa.Connection, drafts: list[DraftInvoice]) -> None:
+    def _write(self, conn: sa.Connection, drafts: list[DraftInvoice], out: "_Outcome") -> None:
         if not drafts:
             return
         invoices = RowWriter(conn, self.invoice_obj)
@@ -771,7 +928,7 @@ class _FilterRun:
                 line["invoice"] = draft.header["id"]
                 all_lines.append(line)
         invoices.insert(headers)
-        lines.insert(all_lines)
+        _insert_many(conn, lines, all_lines)
         suffix = self.plan.suffix
         source_table = self.plan.header.obj.table_name
         # A header record whose lines were split by a line-level invoice
@@ -793,11 +950,11 @@ class _FilterRun:
             [wb["ON_Invoice"].name, wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
             [(record_id, (invoice_id, self.ctx.run_id, None)) for record_id, invoice_id in first_invoice.items()],
         )
-        self.report.invoices += len(drafts)
-        self.report.lines += len(all_lines)
+        out.invoices += len(drafts)
+        out.lines += len(all_lines)
         for draft in drafts:
             header = draft.header
-            self.summaries.append(
+            out.summaries.append(
                 InvoiceSummary(
                     header["id"], header["name"], str(header.get("accountname") or header["account"]),
                     header["type"], len(draft.lines), header["totalnet"], header["grandtotal"],
@@ -805,7 +962,7 @@ class _FilterRun:
                 )
             )
 
-    def _write_failures(self, conn: sa.Connection, failures: list[RecordFailure]) -> None:
+    def _write_failures(self, conn: sa.Connection, failures: list[RecordFailure], out: "_Outcome") -> "_Outcome":
         wb = self.plan.header_writeback
         update_by_id(
             conn,
@@ -813,7 +970,19 @@ class _FilterRun:
             [wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
             [(f.record_id, (self.ctx.run_id, f.message[:ERROR_LENGTH])) for f in failures],
         )
-        self.report.failures.extend(failures)
+        out.failures.extend(failures)
+        return out
+
+
+@dataclass
+class _Outcome:
+    """What one committed transaction of a filter run did."""
+
+    invoices: int = 0
+    lines: int = 0
+    failures: list[RecordFailure] = field(default_factory=list)
+    summaries: list[InvoiceSummary] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # records of accounts billed elsewhere right now
 
 
 class _Accounts:
@@ -950,6 +1119,31 @@ class _Accounts:
 
     def copies(self, account_id: int) -> dict:
         return self._copies.get(account_id, {})
+
+
+#: Rows from which an insert on PostgreSQL goes through COPY.
+COPY_MIN_ROWS = 500
+
+
+def _insert_many(conn: sa.Connection, writer: RowWriter, records: list[dict]) -> None:
+    """``writer.insert(records)``; on PostgreSQL, for many records, the rows
+    (built by the writer, ids, names and timestamps as it sets them) travel
+    by COPY instead of executemany: a third of a 100k-line run's time went
+    into the server executing one INSERT per line."""
+    if conn.dialect.name != "postgresql" or len(records) < COPY_MIN_ROWS:
+        writer.insert(records)
+        return
+    writer.assign_ids(records)
+    if writer.autonumber is not None:
+        unnamed = [r for r in records if not r.get("name")]
+        for record, name in zip(unnamed, next_autonumbers(conn, writer.obj, len(unnamed))):
+            record["name"] = name
+    stamp = now_utc()
+    for record in records:
+        record.setdefault("createddate", stamp)
+        record.setdefault("lastmodifieddate", stamp)
+    names, rows = writer.rows(records)
+    copy_rows(conn, writer.obj.table_name, names, rows)
 
 
 # The order of a line without a sequence sorts after all sequenced ones; one

@@ -42,6 +42,7 @@ from engine.billing.build import InvariantError, check_invoice
 from engine.config.model import OrgModel, SettingRecord
 from engine.storage.bulk import RowWriter, fetch_records
 from engine.storage.schema import build_metadata
+from engine.storage.retry import run_in_transaction
 
 from .accounts import AccountChoice, AccountResolver
 from .invoices import Booking, BookingError, invoice_bookings, line_fields
@@ -389,8 +390,11 @@ def finalize_invoices(engine: sa.Engine, model: OrgModel, invoice_ids: Sequence[
     for batch in _batches(shapes):
         while batch:
             try:
-                with engine.begin() as conn:
-                    outcome = _finalize_set(conn, model, batch, today, stages)
+                # One transaction per batch, run again from the start when PostgreSQL aborts it for a lost race.
+                # REPEATABLE READ turns a concurrent finalization of the same drafts (or a concurrent draw from
+                # the same number range) into such an abort instead of a second number; SQLite serializes anyway.
+                outcome = run_in_transaction(engine, lambda conn: _finalize_set(conn, model, batch, today, stages),
+                                             isolation_level="REPEATABLE READ")
             except _SoloFailure as failure:  # raised inside a batch of one: its writes are rolled back
                 outcome = FinalizeReport(failures=[(str(batch[0]), str(failure))])
             except StageError as failure:  # rolled back: again without the invoice the stage refused

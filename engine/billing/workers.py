@@ -1,0 +1,203 @@
+"""The invoice run over several worker processes (``invoice-run --workers N``).
+
+One run, one InvoiceRun record, N processes that share the database. The
+coordinating process (the command) opens or joins the run record, then for
+each filter, in Sequence order:
+
+1. **pass 1 in parallel**: worker *i* selects and evaluates the unbilled
+   header records with ``id % N == i`` and writes the errors of those that
+   cannot be billed; it returns ``(group key, record id)`` of the rest;
+2. **pass 2 in parallel, split by account**: the coordinator hands worker *i*
+   every record whose account id ``% N == i``. An invoice never spans
+   accounts (the account is part of the group key), and a final invoice
+   finds its account's sub invoices in its own worker's earlier batches, so
+   the invoices are exactly those of a single-process run. Each worker
+   writes its batches as :meth:`_FilterRun.bill` does, one transaction each.
+
+Finally the coordinator closes the run record with the totals.
+
+Workers are started with the ``spawn`` context: each loads the org from its
+directory (and checks that it is the configuration the coordinator loaded),
+opens its own engine, and reuses both for every task.
+
+**Safety does not depend on the split.** The same command started on several
+machines splits the same way, and its workers meet the other machine's on the
+same accounts: on PostgreSQL a batch claims its accounts with advisory locks
+(see ``_FilterRun._claim_accounts``) and re-reads its records after the claim,
+the ``_mb_claim`` primary key is the backstop, and both commands join one run
+record (``_open_run`` locks per period and filters). On SQLite, workers take
+turns: every write transaction starts with ``BEGIN IMMEDIATE``, so only
+pass 1 (reading and evaluating) really runs in parallel there; the batches
+are written one at a time. Use PostgreSQL to scale out.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+from typing import Sequence
+
+from engine.config.model import OrgModel
+from engine.storage.schema import build_metadata
+
+from .build import RunContext
+from .run import (
+    FilterReport,
+    InvoiceSummary,
+    Progress,
+    RecordFailure,
+    RunReport,
+    RunRequest,
+    _close_run,
+    _FilterRun,
+    _Session,
+    check_request,
+    open_run,
+    refresh_statistics,
+    run_context,
+    run_invoices,
+)
+
+#: The multiprocessing start method: a fresh interpreter per worker, no
+#: inherited connections or locks (fork would copy the parent's pool).
+START_METHOD = "spawn"
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed; the run's committed batches stay, a re-run
+    bills the rest."""
+
+
+@dataclass
+class _Pass1:
+    keyed: list[tuple[tuple, int]]
+    records_read: int
+    failures: list[RecordFailure]
+
+
+@dataclass
+class _Pass2:
+    invoices: int = 0
+    lines: int = 0
+    failures: list[RecordFailure] = field(default_factory=list)
+    summaries: list[InvoiceSummary] = field(default_factory=list)
+
+
+def run_invoices_parallel(url: str, org_dir: Path, model: OrgModel, request: RunRequest, workers: int,
+                          progress: Progress | None = None) -> RunReport:
+    """Run ``request`` with ``workers`` processes on the database at ``url``
+    (see the module docstring). ``model`` must be the org at ``org_dir``.
+    One worker, or a dry run (one transaction that is rolled back), runs in
+    this process as :func:`run_invoices` does."""
+    from engine.storage.db import open_engine
+
+    engine = open_engine(url)
+    try:
+        if workers <= 1 or request.dry_run:
+            return run_invoices(engine, model, request, progress)
+        plans = check_request(model, request)
+        started = time.perf_counter()
+        today = request.today or date.today()
+        request = replace(request, today=today)  # one "today" for every worker
+        refresh_statistics(engine, model, plans)
+        session = _Session(engine, False)
+        report, ctx = open_run(session, model, request, plans)
+        context = multiprocessing.get_context(START_METHOD)
+        init = (url, str(Path(org_dir).resolve()), model.config_hash, request, ctx.run_id, ctx.invoice_date)
+        with context.Pool(workers, initializer=_init_worker, initargs=init) as pool:
+            for plan in plans:
+                report.filters.append(_run_filter(pool, plan.name, workers, report, progress))
+        report.seconds = time.perf_counter() - started
+        session.write(lambda conn: _close_run(conn, model, ctx.run_id, report))
+        return report
+    finally:
+        engine.dispose()
+
+
+def _run_filter(pool, name: str, workers: int, report: RunReport, progress: Progress | None) -> FilterReport:
+    filter_report = FilterReport(name)
+    keyed: list[tuple[tuple, int]] = []
+    try:
+        parts = pool.map(_evaluate, [(name, index, workers) for index in range(workers)])
+    except Exception as error:
+        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}") from error
+    for part in parts:
+        keyed.extend(part.keyed)
+        filter_report.records_read += part.records_read
+        filter_report.failures.extend(part.failures)
+    keyed.sort()
+    shards: list[list[tuple[tuple, int]]] = [[] for _ in range(workers)]
+    for item in keyed:
+        shards[item[0][1] % workers].append(item)
+    done = 0
+    try:
+        for shard, outcome in pool.imap_unordered(_bill, [(name, shard) for shard in shards if shard]):
+            filter_report.invoices += outcome.invoices
+            filter_report.lines += outcome.lines
+            filter_report.failures.extend(outcome.failures)
+            report.invoices.extend(outcome.summaries)
+            done += shard
+            if progress:
+                progress(name, done, len(keyed))
+    except Exception as error:
+        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}") from error
+    return filter_report
+
+
+# --- inside a worker process -----------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(url: str, org_dir: str, config_hash: str, request: RunRequest, run_id: int,
+                 invoice_date: date | None) -> None:
+    """Per worker process, once: load the org, open an engine. A failure is
+    kept and raised by the first task: an initializer that raises makes the
+    pool start replacement workers forever."""
+    from engine.config.loader import load_org
+    from engine.storage.db import open_engine
+
+    loaded = load_org(Path(org_dir))
+    if not loaded.ok or loaded.model.config_hash != config_hash:
+        _WORKER["error"] = f"the org at {org_dir} changed since the run started; start the run again"
+        return
+    model = loaded.model
+    engine = open_engine(url)
+    _WORKER.update(
+        model=model, engine=engine, request=request, tables=build_metadata(model),
+        ctx=run_context(model, request, run_id, invoice_date),
+    )
+
+
+def _runner(name: str) -> _FilterRun:
+    from .run import _plans
+
+    if "error" in _WORKER:
+        raise WorkerError(_WORKER["error"])
+    model = _WORKER["model"]
+    request: RunRequest = _WORKER["request"]
+    ctx: RunContext = _WORKER["ctx"]
+    plan = _plans(model, (name,))[0]
+    session = _Session(_WORKER["engine"], False)
+    return _FilterRun(session, model, _WORKER["tables"], plan, ctx, request.today, request.batch_size, None)
+
+
+def _evaluate(task: tuple[str, int, int]) -> _Pass1:
+    name, index, count = task
+    runner = _runner(name)
+    keyed = runner.evaluate((index, count))
+    return _Pass1(keyed, runner.report.records_read, list(runner.report.failures))
+
+
+def _bill(task: tuple[str, Sequence[tuple[tuple, int]]]) -> tuple[int, _Pass2]:
+    name, keyed = task
+    runner = _runner(name)
+    runner.bill(list(keyed))
+    report = runner.report
+    return len(keyed), _Pass2(report.invoices, report.lines, list(report.failures), list(runner.summaries))
+
+
+__all__ = ["run_invoices_parallel", "WorkerError", "START_METHOD"]

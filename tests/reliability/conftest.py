@@ -1,0 +1,53 @@
+"""Fixtures and hypothesis profiles of the reliability tests.
+
+Profiles (chosen with ``METABILL_HYPOTHESIS_PROFILE``, default ``ci``; see
+docs/reliability.md). They are applied to the state machine only, never
+loaded globally, so the rest of the suite keeps its own settings:
+
+* ``ci``: a modest number of examples per database, for ``make test``;
+* ``long``: at least 500 examples per database, for a release or after a
+  change to the run, finalization or payments.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from engine.config.loader import load_org
+
+from billing.helpers import make_test_org
+
+PROFILE_ENV = "METABILL_HYPOTHESIS_PROFILE"
+_COMMON = dict(
+    deadline=None,  # a step runs real transactions on a loaded machine
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    print_blob=True,
+)
+PROFILES = {
+    "ci": settings(max_examples=20, stateful_step_count=12, **_COMMON),
+    "long": settings(max_examples=500, stateful_step_count=20, **_COMMON),
+}
+
+
+def reliability_settings() -> settings:
+    name = os.environ.get(PROFILE_ENV, "ci").strip() or "ci"
+    if name not in PROFILES:
+        raise pytest.UsageError(f"{PROFILE_ENV}={name!r}: choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@pytest.fixture(scope="session")
+def reliability_org(tmp_path_factory) -> Path:
+    """The test org of the invoice-run tests (it has the plain Usage__c source)."""
+    return make_test_org(tmp_path_factory.mktemp("reliability") / "org")
+
+
+@pytest.fixture(scope="session")
+def reliability_model(reliability_org):
+    result = load_org(reliability_org)
+    assert result.ok, [str(d) for d in result.errors]
+    return result.model
