@@ -1,8 +1,9 @@
 """Benchmark: finalizing and booking the invoices of an invoice run (SQLite).
 
 Builds the same database as ``bench.invoice_run`` (N order lines), runs the
-draft invoice run (not timed), then times ``finalize_invoices`` over all its
-drafts (numbers, invoice balances, line G/L accounts, booking details) and
+draft invoice run (not timed), then times the finalization chain
+(``engine.cash.pipeline.finalize``: numbers, invoice balances, line G/L
+accounts, booking details, write-offs, entries) over all its drafts and
 prints one JSON line with ``seconds`` and two yardsticks, each a plain
 ``sqlite3.executemany`` of rows of the same widths (``bench.invoice_run``):
 
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 
 from bench.invoice_run import ROOT, generate, raw_insert_seconds
 from engine.billing.drafts import draft_ids
-from engine.booking.finalize import finalize_invoices
+from engine.cash.pipeline import finalize as finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
 from engine.config.loader import load_org
 from engine.storage.db import open_engine

@@ -47,14 +47,59 @@ metabill payment register INV-2024-00006 500.00 --date 2024-10-15 --db "$DB"
 metabill cancel INV-2024-00008 --reason "Wrong maintenance period" --date 2024-10-20 --db "$DB"
 metabill explain INV-2024-00011 --db "$DB"
 
-step "6. Booking journal and DATEV export ($OUT/)"
+step "6. SEPA files ($OUT/sepa-*.xml, XSD-validated; --created makes them reproducible)"
+echo "-- direct debits of the open Direct Debit invoices (INV-2024-00008 was cancelled in step 5)"
+metabill export sepa-debit --business-entity DE01 --db "$DB" --out "$OUT/sepa-debit.xml" --created 2024-10-25T09:00:00
+echo "-- the same export again: the export history locks what was exported (--force would repeat it)"
+metabill export sepa-debit --business-entity DE01 --db "$DB" --dry-run --created 2024-10-25T09:05:00
+echo "-- the bank confirms the collection; then Nordlicht Logistik pays 300.00 on account, with nothing open:"
+echo "   the free prepayment is paid back by SEPA credit transfer (balance and reverse balance locked)"
+metabill payment register INV-2024-00010 14280.00 --date 2024-10-28 --payment-method SEPA --reference "SEPA-Lastschrift" --db "$DB"
+metabill payment on-account 10004 300.00 --type Prepayment --date 2024-10-29 --reference "Vorauszahlung" --db "$DB"
+metabill export sepa-balances --business-entity DE01 --db "$DB" --out "$OUT/sepa-balances.xml" --created 2024-10-30T09:00:00
+echo "-- January 2025: the credit order ORD-2025-001 of Nordlicht Logistik, paid out by SEPA credit transfer"
+run 2025-01-01 2025-01-31 2025-01-15 --filter "Order Invoice" --show-invoices --finalize
+metabill export sepa-credit --business-entity DE01 --db "$DB" --out "$OUT/sepa-credit.xml" --created 2025-01-15T09:00:00
+
+step "7. Balances: an overpayment, the assignment job, the schedules"
+echo "-- 1300.00 on INV-2024-00011 (1190.00): AllowOverpayments is off, so 110.00 becomes a free balance"
+metabill payment register INV-2024-00011 1300.00 --date 2025-01-20 --db "$DB"
+metabill payment on-account 10001 5000.00 --date 2025-01-21 --reference "Sammelzahlung" --db "$DB"
+echo "-- AssignBalancesChain: free balances to the oldest due open invoices of the account (split when larger)"
+metabill jobs run AssignBalancesChain --date 2025-01-22 --db "$DB"
+metabill jobs next --count 3 --at 2025-03-29T12:00Z
+
+step "8. Cash management: entries and payments (docs/decisions.md, \"Cash management\")"
+echo "-- the org keeps EnableCashManagementIntegration off; --enable-integration prepares this database as if it were on"
+echo "-- (seed 000's invoice fix tasks: entries for the finalized invoices, CM payments from the payment balances)"
+cm() { metabill "$@" --db "$DB"; }
+cm fix-invoices --task create-or-fix-entries --task create-payments-and-migrate-balances --enable-integration --date 2025-01-20
+cm entries list --invoice INV-2024-00003 --invoice INV-2024-00004 --invoice INV-2024-00007
+echo "-- a payment on INV-2024-00007, taken over by cash management: it settles the entry (a second run changes nothing)"
+cm payment register INV-2024-00007 2300.00 --date 2025-01-21 --reference "RE INV-2024-00007"
+cm fix-invoices --task create-payments-and-migrate-balances --enable-integration --invoice INV-2024-00007 --date 2025-01-21
+cm entries list --invoice INV-2024-00007
+cm fix-invoices --task create-or-fix-entries --task create-payments-and-migrate-balances --enable-integration --date 2025-01-21
+
+step "9. Booking journal and DATEV export ($OUT/)"
 metabill export bookings --format csv --db "$DB" --out "$OUT/booking-journal.csv"
 metabill export datev --db "$DB" --out "$OUT/EXTF_Buchungsstapel.csv" --to 2024-12-31
 
-step "7. Export records as CSV ($OUT/records/)"
-for object in Account Order OrderItem Partial_Delivery__c Opportunity OpportunityLineItem InvoiceRun Invoice InvoiceLineItem Balance BookingDetail AccountingDocument AccountingDocumentItem; do
+step "10. Export records as CSV ($OUT/records/)"
+for object in Account Order OrderItem Partial_Delivery__c Opportunity OpportunityLineItem InvoiceRun Invoice InvoiceLineItem Balance BookingDetail AccountingDocument AccountingDocumentItem \
+              InvoiceExportHistory Entry EntryItem Installment Payment Reduction; do
     metabill export-records "$object" --db "$DB" --out "$OUT/records/$object.csv"
 done
+
+step "11. Invoice documents as HTML and PDF ($OUT/invoices/)"
+invoices=$(python - "$OUT/records/Invoice.csv" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    print(" ".join(row["Name"] for row in csv.DictReader(handle) if row.get("Name")))
+PY
+)
+# shellcheck disable=SC2086  # one argument per invoice number
+metabill render $invoices --format html --format pdf --out "$OUT/invoices" --db "$DB"
 
 step "Summary"
 printf 'database: %s\n' "$OUT/demo.db"

@@ -217,12 +217,15 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
 @click.option("--invoice-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: set at finalization.")
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes sharing the run (split by account). Safe to start on several machines too; "
+                   "on SQLite the workers' writes take turns, use PostgreSQL to scale out.")
 @click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
 @click.option("--finalize", "finalize_after", is_flag=True, help="Finalize the run's drafts right after the run.")
 @_org_option
 @_db_option
-def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, show_invoices, finalize_after,
-                org_dir, db_url):
+def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, workers, show_invoices,
+                finalize_after, org_dir, db_url):
     """Bill the source records selected by the filters into draft invoices."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -248,9 +251,16 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
+        from engine.billing.workers import WorkerError, run_invoices_parallel
+        from engine.storage.db import resolve_url
+        from engine.storage.retry import DatabaseBusyError
+
         try:
-            report = run_invoices(engine, result.model, request, progress)
-        except RunError as error:
+            if workers > 1:
+                report = run_invoices_parallel(resolve_url(db_url), org_dir, result.model, request, workers, progress)
+            else:
+                report = run_invoices(engine, result.model, request, progress)
+        except (RunError, DatabaseBusyError, WorkerError) as error:
             raise UserError(str(error)) from None
     title = "Dry run (nothing was written)" if dry_run else (
         f"Invoice run {report.run_name}" + (" (joined the existing run)" if report.joined_existing else "")
@@ -278,7 +288,7 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
     if finalize_after and not dry_run:
         from engine.billing.drafts import draft_ids
-        from engine.booking.finalize import finalize_invoices
+        from engine.cash.pipeline import finalize as finalize_invoices
 
         with engine.connect() as conn:
             ids = draft_ids(conn, result.model, run_id=report.run_id)
@@ -346,7 +356,7 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     """Finalize draft invoices: final numbers, Open status, invoice balances."""
 
     from engine.billing.drafts import draft_ids
-    from engine.booking.finalize import finalize_invoices
+    from engine.cash.pipeline import finalize as finalize_invoices
     from engine.storage.db import open_engine
 
     if not run_name and not names:
@@ -383,7 +393,7 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
     cleared, its bookings reversed and its source records released."""
     from engine.booking.cancel import CancelError, create_cancellation
-    from engine.booking.finalize import finalize_invoices
+    from engine.cash.pipeline import finalize as finalize_invoices
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)
@@ -425,50 +435,24 @@ def explain_cmd(invoice, org_dir, db_url):
             click.echo(line)
 
 
-@cli.group()
-def payment() -> None:
-    """Payments received on invoices."""
-
-
-@payment.command("register")
-@click.argument("invoice")
-@click.argument("amount")
-@click.option("--date", "when", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The date the money arrived.")
-@click.option("--reference", default=None, help="Bank reference text.")
-@_org_option
-@_db_option
-def payment_register(invoice, amount, when, reference, org_dir, db_url):
-    """Register AMOUNT received on INVOICE (its number), with balance and bookings."""
-    from engine.cash.payments import PaymentError, register_payment
-    from engine.config.values import ValueProblem, parse_decimal
-    from engine.storage.db import open_engine
-
-    try:
-        value = parse_decimal(amount)
-    except ValueProblem as problem:
-        raise UserError(f"amount: {problem}") from None
-    result = load_valid_org(org_dir)
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            registered = register_payment(conn, result.model, invoice, value, when.date(), reference=reference)
-    except PaymentError as error:
-        raise UserError(str(error)) from None
-    console.print(
-        f"Registered {registered.amount} on {registered.invoice_name}: "
-        f"open amount {registered.invoice_balance}, status {registered.status}."
-    )
-
-
-from engine.cli.exports import export  # noqa: E402  (the group needs the helpers defined above)
+# The command modules come last: they use the helpers defined above. exports and
+# render define a group/command that is added here; cash and cashmgmt attach
+# their commands to `cli` when imported.
+from engine.cli.exports import export  # noqa: E402
+from engine.cli.render import render as render_command  # noqa: E402
+import engine.cli.cash  # noqa: E402,F401  (payment, write-off, collect-balances, jobs)
+import engine.cli.cashmgmt  # noqa: E402,F401  (fix-invoices, payment-plan, entries, partial-credit)
 
 cli.add_command(export)
+cli.add_command(render_command)
 
 
 def main() -> None:
     """Entry point: click's own errors exit 2; anything unexpected is reported
     as an internal error without a Python traceback (set METABILL_DEBUG=1 to see it)."""
     import os
+
+    from engine.storage.retry import DatabaseBusyError
 
     try:
         cli.main(standalone_mode=True)
@@ -477,6 +461,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except DatabaseBusyError as exc:  # another metabill process holds SQLite's write lock: not a bug
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last line of defence for users
         if os.environ.get("METABILL_DEBUG"):
             raise

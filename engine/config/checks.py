@@ -513,13 +513,16 @@ def check_booking_chain(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 
 def check_templates(ctx: CheckContext) -> Iterator[Diagnostic]:
-    """Every Template record names a file inside templates/."""
+    """Every Template record names a file inside templates/ (the path rule of
+    templating.template_path_problem, which the renderer applies too)."""
+    from .templating import template_path_problem
+
     for record in ctx.model.setting_records("Template"):
         name = record.get("File")
         if not name:
             continue
         text = str(name)
-        if text.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", text) or ":" in text:
+        if template_path_problem(text):
             yield make(
                 "E110",
                 f"template '{record.name}': file name '{text}' must be a relative path inside templates/",
@@ -532,6 +535,53 @@ def check_templates(ctx: CheckContext) -> Iterator[Diagnostic]:
                 f"template '{record.name}': templates/{text} does not exist",
                 record.where("File"),
                 did_you_mean(text, [t.name for t in ctx.model.templates.values()]),
+            )
+
+
+_TEMPLATE_ERROR_CODES = {"syntax": "E120", "undefined": "E121", "runtime": "E121", "refused": "E122", "load": "E123"}
+_TEMPLATE_ERROR_TEXT = {
+    "syntax": "template syntax error",
+    "undefined": "template error on the sample invoice",
+    "runtime": "template error on the sample invoice",
+    "refused": "template refused by the sandbox",
+    "load": "template cannot be loaded",
+}
+
+
+def check_template_documents(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Template records parse (balance columns and types, labels, locale,
+    placeholders), exactly one is the default, and every template file renders
+    the built-in sample invoices in the sandbox; template errors point at the
+    template's file:line (engine/config/templating.py)."""
+    from .templating import check_template_record, template_path_problem
+
+    records = ctx.model.setting_records("Template")
+    defaults = [r for r in records if r.get("Default")]
+    if records and len(defaults) != 1:
+        where = (defaults[1] if len(defaults) > 1 else records[0])
+        yield make(
+            "E129",
+            "no Template record is marked Default" if not defaults else
+            f"{len(defaults)} Template records are marked Default: "
+            + ", ".join(f"'{r.name}'" for r in defaults),
+            where.where("Default") or where.source or Location("custom_settings"),
+            "invoices without a template use the default one: mark exactly one record Default",
+        )
+    root = Path(ctx.model.root)
+    for record in records:
+        name = record.get("File")
+        if not name or template_path_problem(str(name)) or str(name).lower() not in ctx.model.templates:
+            continue  # check_templates reports it (E110)
+        settings, errors = check_template_record(root, ctx.model, record)
+        for problem in settings.problems:
+            yield make(problem.code, problem.message, record.where(problem.field) or Location("custom_settings"),
+                       problem.hint)
+        for error in errors:
+            yield make(
+                _TEMPLATE_ERROR_CODES[error.kind],
+                f"{_TEMPLATE_ERROR_TEXT[error.kind]}: {error.message}",
+                Location(error.file or f"templates/{name}", error.line),
+                f"found rendering the sample invoice with Template '{record.name}'",
             )
 
 
@@ -693,6 +743,83 @@ def check_rule_overlaps(ctx: CheckContext) -> Iterator[Diagnostic]:
     yield from _overlaps(ctx, "CollectiveAccount", "W101", ("Type",))
 
 
+# --- balances and jobs ------------------------------------------------------------
+
+
+def check_write_off_settings(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """The automatic write-off settings of GlobalSettings can work: absolute
+    amounts need the write-off currency, nothing is negative, a percentage
+    is at most 100."""
+    from decimal import Decimal
+
+    settings = ctx.model.hierarchy_default("GlobalSettings")
+    if settings is None:
+        return
+    currency = str(settings.get("WriteOffCurrency") or "").strip()
+    for name in ("WriteOffThresholdPercent", "WriteOffCapAmount", "FinalizationWriteOffAmount"):
+        value = settings.get(name)
+        if value in (None, ""):
+            continue
+        where = settings.where(name) or Location("?")
+        try:
+            number = Decimal(str(value))
+        except ArithmeticError:
+            continue
+        if number < 0:
+            yield make("E130", f"GlobalSettings.{name} is negative ({value})", where)
+        elif name == "WriteOffThresholdPercent" and number > 100:
+            yield make("E130", f"GlobalSettings.{name} is over 100 ({value})", where)
+        elif name != "WriteOffThresholdPercent" and not currency:
+            yield make("E130", f"GlobalSettings.{name} is an absolute amount and needs WriteOffCurrency", where,
+                       "set WriteOffCurrency to the ISO code of the amount, e.g. EUR")
+
+
+def check_job_schedules(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Every JobSchedule has a five-field cron expression that fires, in a
+    known time zone."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import CroniterBadDateError, croniter
+
+    for record in ctx.model.setting_records("JobSchedule"):
+        cron = str(record.get("Cron") or "").strip()
+        zone_name = str(record.get("TimeZone") or "UTC")
+        try:
+            ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            yield make("E133", f"job schedule '{record.name}': unknown time zone '{zone_name}'",
+                       record.where("TimeZone") or Location("?"),
+                       did_you_mean(zone_name, ("UTC", "Europe/Berlin", "Europe/Vienna", "Europe/Zurich")))
+        if not cron:
+            continue  # a missing required value is E073
+        where = record.where("Cron") or Location("?")
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            yield make("E131", f"job schedule '{record.name}': '{cron}' is not a valid five-field cron expression",
+                       where, "minute hour day-of-month month day-of-week, e.g. 0 2 * * *")
+            continue
+        try:
+            croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            yield make("E132", f"job schedule '{record.name}': '{cron}' never fires", where,
+                       "check day-of-month against the month (e.g. there is no 30 February)")
+
+
+def check_cash_management(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """With the cash-management integration on, the invoice fix tasks need
+    the Invoice field CM_IntegrationError__c to report problems (seed 000)."""
+    settings = ctx.model.hierarchy_default("GlobalSettings")
+    if settings is None or not settings.get("EnableCashManagementIntegration"):
+        return
+    invoice = ctx.model.object("Invoice")
+    if invoice is None or invoice.field("CM_IntegrationError__c") is not None:
+        return
+    yield make("E150", "GlobalSettings.EnableCashManagementIntegration is on, but Invoice has no field "
+               "CM_IntegrationError__c for the errors of the invoice fix tasks",
+               settings.where("EnableCashManagementIntegration") or Location("?"),
+               "add CM_IntegrationError__c (Text, length 255) to metadata/objects/Invoice.yaml")
+
+
 CHECKS: tuple[Check, ...] = (
     check_names,
     check_product_contract,
@@ -701,9 +828,13 @@ CHECKS: tuple[Check, ...] = (
     check_on_copies,
     check_booking_chain,
     check_templates,
+    check_template_documents,
     check_setting_references,
     check_criteria,
     check_rule_overlaps,
+    check_write_off_settings,
+    check_job_schedules,
+    check_cash_management,
 )
 
 

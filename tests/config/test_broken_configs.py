@@ -678,6 +678,52 @@ case("template-path-traversal",
         """))],
      Expect("E110", r, At("../../etc/passwd"), message_contains=("relative path inside templates/",)))
 
+# Invoice documents: validate-config renders every template against its sample invoice (E120-E129)
+t, r = "templates/case120.html.j2", f"{REC}/Template_case120.yaml"
+case("template-syntax-error",
+     [AddFile(t, "<p>{{ invoice.Name }}</p>\n{% for line in invoice.positions %}\n<p>\n"),
+      AddFile(r, records("Template", """
+        Name: Case120 Template
+        File: case120.html.j2
+        """))],
+     Expect("E120", t, (2, None), message_contains=("template syntax error",)))
+
+t, r = "templates/case121.html.j2", f"{REC}/Template_case121.yaml"
+case("template-undefined-field",
+     [AddFile(t, "<p>{{ invoice.Name }}</p>\n\n<p>{{ invoice.GrandTotl|money }}</p>\n"),
+      AddFile(r, records("Template", """
+        Name: Case121 Template
+        File: case121.html.j2
+        """))],
+     Expect("E121", t, (3, None), message_contains=("GrandTotl",)))
+
+t, r = "templates/case122.html.j2", f"{REC}/Template_case122.yaml"
+case("template-sandbox-escape",
+     [AddFile(t, "<p>\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n</p>\n"),
+      AddFile(r, records("Template", """
+        Name: Case122 Template
+        File: case122.html.j2
+        """))],
+     Expect("E122", t, (2, None), message_contains=("'__class__' is not allowed",)))
+
+r = f"{REC}/Template_case124.yaml"
+case("template-unknown-balance-column",
+     [AddFile(r, records("Template", """
+        Name: Case124 Template
+        File: invoice.html.j2
+        BalanceColumns: BalanceTitle;Dat;Amount
+        """))],
+     Expect("E124", r, At("BalanceTitle;Dat;Amount"), hint="did you mean Date?"))
+
+r = f"{REC}/Template_case125.yaml"
+case("template-balance-types-not-json",
+     [AddFile(r, records("Template", """
+        Name: Case125 Template
+        File: invoice.html.j2
+        BalanceTypes: '[{"type": "Payment", "title": "Payment"},]'
+        """))],
+     Expect("E125", r, At("'[{"), message_contains=("BalanceTypes is not valid",)))
+
 r = f"{REC}/Template_case55.yaml"
 case("unknown-counter",
      [AddFile(r, records("Template", """
