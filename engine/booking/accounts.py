@@ -17,7 +17,7 @@ Criteria, matching and precedence are those of :mod:`engine.billing.rules`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from engine.billing.rules import RuleDecision, criteria_of, decide
 from engine.config.model import OrgModel, SettingRecord
@@ -96,37 +96,22 @@ class AccountResolver:
     def _gl_by_values(self, values: tuple) -> AccountChoice:
         # Decisions are pure functions of the criterion values: memoized, since
         # an invoice run's lines share a handful of contexts.
-        cached = self._gl_cache.get(values)
-        if cached is not None:
-            return cached
+        return _memoized(self._gl_cache, values, lambda: self._decide_gl(values))
+
+    def _decide_gl(self, values: tuple) -> AccountChoice:
         by_criterion = dict(zip((c.field.key for c in self.gl_criteria), values))
         decision = decide("GlAccountRule", self.gl_rules, self.gl_criteria, lambda c: by_criterion[c.field.key])
         winner = decision.winner
         if winner is None:
-            choice = AccountChoice(None, None, None, None, decision)
-        else:
-            choice = AccountChoice(winner.get("GLAccount"), None, None, winner.name, decision)
-        if len(self._gl_cache) < 10_000:
-            try:
-                self._gl_cache[values] = choice
-            except TypeError:  # an unhashable context value: just don't cache
-                pass
-        return choice
+            return AccountChoice(None, None, None, None, decision)
+        return AccountChoice(winner.get("GLAccount"), None, None, winner.name, decision)
 
     def collective_account(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         """``context_values`` holds booking-detail (and balance) values keyed
         by lower-case field name: taxcode, businessentity, region, ..."""
         values = (booking_type, *[context_values.get(key) for key in self._collective_keys])
-        cached = self._collective_cache.get(values)
-        if cached is not None:
-            return cached
-        choice = self._decide_collective(booking_type, context_values)
-        if len(self._collective_cache) < 10_000:
-            try:
-                self._collective_cache[values] = choice
-            except TypeError:  # an unhashable context value: just don't cache
-                pass
-        return choice
+        return _memoized(self._collective_cache, values,
+                         lambda: self._decide_collective(booking_type, context_values))
 
     def _decide_collective(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         def context(criterion):
@@ -145,3 +130,21 @@ class AccountResolver:
         return AccountChoice(
             winner.get("Account"), winner.get("Account2"), winner.get("BpAccount"), winner.name, decision
         )
+
+
+_CACHE_LIMIT = 10_000
+
+
+def _memoized(cache: dict, key: tuple, decide_now: Callable[[], AccountChoice]) -> AccountChoice:
+    """A decision from ``cache`` or made now and remembered. Decisions are
+    pure functions of their criterion values, and an invoice run's lines
+    share a handful of them; an unhashable value is simply not cached."""
+    try:
+        found = cache.get(key)
+    except TypeError:
+        return decide_now()
+    if found is None:
+        found = decide_now()
+        if len(cache) < _CACHE_LIMIT:
+            cache[key] = found
+    return found

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -79,16 +80,24 @@ def create_cancellation(conn: sa.Connection, model: OrgModel, invoice_name: str,
     writer.assign_ids([header])
     header["name"] = f"DRAFT-{header['id']:06d}"
     writer.insert([header])
-    lines = []
-    for line in conn.execute(sa.select(line_table).where(line_table.c.invoice == original["id"]).order_by(line_table.c.id)).mappings():
+    originals = conn.execute(sa.select(line_table).where(line_table.c.invoice == original["id"])
+                             .order_by(line_table.c.id)).mappings()
+    RowWriter(conn, model.require("InvoiceLineItem")).insert(mirrored_lines(originals, header["id"]))
+    return header["id"]
+
+
+def mirrored_lines(lines: Iterable[Mapping[str, Any]], invoice_id: int) -> list[dict]:
+    """Copies of invoice lines for a cancellation or credit ``invoice_id``:
+    the same lines with negated prices and amounts (new ids and names)."""
+    copies = []
+    for line in lines:
         copy = {k: v for k, v in line.items() if k not in ("id", "name", "createddate", "lastmodifieddate")}
-        copy["invoice"] = header["id"]
+        copy["invoice"] = invoice_id
         for key in _NEGATED_LINE_FIELDS:
             if copy.get(key) is not None:
                 copy[key] = -copy[key]
-        lines.append(copy)
-    RowWriter(conn, model.require("InvoiceLineItem")).insert(lines)
-    return header["id"]
+        copies.append(copy)
+    return copies
 
 
 def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: dict, when: date, book: bool) -> None:

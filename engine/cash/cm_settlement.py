@@ -26,7 +26,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from engine.booking.balances import BalanceError, create_balance, refresh_accounts, refresh_invoices
-from engine.booking.cancel import _NEGATED_LINE_FIELDS, _NOT_COPIED
+from engine.booking.cancel import _NOT_COPIED, mirrored_lines
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter, update_by_id
 
@@ -145,15 +145,7 @@ def create_partial_credit(conn: sa.Connection, model: OrgModel, invoice_name: st
     writer.assign_ids([header])
     header["name"] = f"DRAFT-{header['id']:06d}"
     writer.insert([header])
-    copies = []
-    for line in chosen:
-        copy = {k: v for k, v in line.items() if k not in ("id", "name", "createddate", "lastmodifieddate")}
-        copy["invoice"] = header["id"]
-        for key in _NEGATED_LINE_FIELDS:
-            if copy.get(key) is not None:
-                copy[key] = -copy[key]
-        copies.append(copy)
-    RowWriter(conn, model.require("InvoiceLineItem")).insert(copies)
+    RowWriter(conn, model.require("InvoiceLineItem")).insert(mirrored_lines(chosen, header["id"]))
     return header["id"]
 
 
