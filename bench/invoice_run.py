@@ -37,20 +37,18 @@ import resource
 import sqlite3
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from engine.billing.run import RunRequest, run_invoices
 from engine.billing.workers import run_invoices_parallel
 from engine.config.loader import load_org
 from engine.storage.bulk import RowWriter
-from engine.storage.db import open_engine
+from engine.storage.db import open_engine, private_schema
 from engine.storage.migrate import apply_migration
 from engine.storage.schema import build_metadata
 
@@ -135,17 +133,8 @@ def fresh_database(db_url: str | None, tmp: Path, label: str):
     if not db_url:
         yield f"sqlite:///{tmp / f'bench-{label}.db'}"
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(db_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+    with private_schema(db_url, "bench") as url:
+        yield url
 
 
 def main() -> None:

@@ -15,13 +15,12 @@ CLI runs) lands in that schema.
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from engine.storage.db import open_engine
+from engine.storage.db import open_engine, private_schema
 
 PG_ENV = "METABILL_TEST_PG_URL"
 
@@ -58,17 +57,8 @@ def pg_url() -> str:
 @pytest.fixture
 def pg_schema_url(pg_url: str):
     """A URL whose connections work inside a fresh, private schema."""
-    schema = f"mbt_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+    with private_schema(pg_url, "mbt") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

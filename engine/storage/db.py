@@ -132,3 +132,25 @@ def raw_dbapi(connection: sa.Connection):
     """The driver connection underneath ``connection`` (for PRAGMAs that must
     run outside any transaction)."""
     return connection.connection.driver_connection
+
+
+@contextmanager
+def private_schema(server_url: str, prefix: str) -> Iterator[str]:
+    """A URL whose connections work inside a new, empty PostgreSQL schema
+    (``<prefix>_<random>``, named as the connections' search_path), dropped
+    on exit: for tests and benchmarks that share one server."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(server_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
