@@ -164,23 +164,17 @@ def parse_yaml_bytes(raw: bytes, display_name: str, limits: Limits = DEFAULT_LIM
         builder.run(text)
     except _Refused as refused:
         return None, [refused.diagnostic]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        problem = exc.problem or exc.context or "invalid YAML"
-        return None, [make("E002", f"YAML syntax error: {problem}", Location(display_name, line, col))]
-    except yaml.YAMLError as exc:  # reader errors (control characters) and the like
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "mark", None)
-        position = getattr(exc, "position", None)
-        if mark is not None:
-            where = Location(display_name, mark.line + 1, mark.column + 1)
-        elif isinstance(position, int):
-            line = text.count("\n", 0, position) + 1
-            where = Location(display_name, line, position - (text.rfind("\n", 0, position) + 1) + 1)
-        else:
-            where = Location(display_name, 1, 1)
-        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
-        return None, [make("E002", f"YAML syntax error: {reason}", where)]
+    except yaml.YAMLError as exc:
+        # libyaml scans flow collections ahead of the events we count, so its
+        # own depth limit can fire before ours. Excessive nesting gets one code
+        # whichever layer notices it first: decided from the text, not from
+        # the library's message.
+        too_deep = _flow_depth_exceeded(text, limits.max_depth)
+        if too_deep is not None:
+            line, col = too_deep
+            return None, [make("E005", f"nesting deeper than {limits.max_depth} levels",
+                               Location(display_name, line, col))]
+        return None, [_syntax_error(exc, text, display_name)]
     doc = builder.document
     doc.text = text
     if builder.diagnostics:
@@ -191,6 +185,72 @@ def parse_yaml_bytes(raw: bytes, display_name: str, limits: Limits = DEFAULT_LIM
             make("E006", f"the top level must be a mapping of keys to values, not {kind}", doc.location(()))
         ]
     return doc, []
+
+
+_FLOW_TOKENS = re.compile(r"[\[\]{}\n#\"']")
+
+
+def _flow_depth_exceeded(text: str, max_depth: int) -> tuple[int, int] | None:
+    """(line, column) where flow brackets nest deeper than ``max_depth``, or
+    None. Only consulted for a file the parser already rejected, so the rough
+    treatment of quotes (a quote opens a scalar only after a separator)
+    can at worst change the code of an error, never invent one."""
+    depth = 0
+    line, line_start = 1, 0
+    position = 0
+    length = len(text)
+    while position < length:
+        match = _FLOW_TOKENS.search(text, position)
+        if match is None:
+            return None
+        char, at = match.group(), match.start()
+        position = at + 1
+        if char == "\n":
+            line, line_start = line + 1, position
+        elif char == "#":
+            if at == line_start or text[at - 1] in " \t":
+                end = text.find("\n", at)
+                position = length if end < 0 else end
+        elif char in "\"'":
+            if at == line_start or text[at - 1] in " \t[{,:":
+                end = text.find(char, position)
+                while char == '"' and end > 0 and text[end - 1] == "\\":
+                    end = text.find(char, end + 1)
+                if end < 0:
+                    return None
+                line += text.count("\n", position, end)
+                newline = text.rfind("\n", position, end)
+                if newline >= 0:
+                    line_start = newline + 1
+                position = end + 1
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return line, at - line_start + 1
+        else:
+            depth = max(0, depth - 1)
+    return None
+
+
+def _syntax_error(exc: yaml.YAMLError, text: str, display_name: str) -> Diagnostic:
+    """E002 at the parser's mark (or the reader's byte position)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = exc.problem or exc.context or "invalid YAML"
+        return make("E002", f"YAML syntax error: {problem}", Location(display_name, line, col))
+    # reader errors (control characters) and the like
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "mark", None)
+    position = getattr(exc, "position", None)
+    if mark is not None:
+        where = Location(display_name, mark.line + 1, mark.column + 1)
+    elif isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+        where = Location(display_name, line, position - (text.rfind("\n", 0, position) + 1) + 1)
+    else:
+        where = Location(display_name, 1, 1)
+    reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+    return make("E002", f"YAML syntax error: {reason}", where)
 
 
 class _Builder:
