@@ -34,9 +34,9 @@ import sqlalchemy as sa
 
 from bench.invoice_run import ROOT, generate, raw_insert_seconds
 from engine.billing.drafts import draft_ids
-from engine.cash.pipeline import finalize as finalize_invoices
+from engine.project import finalize as finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.schema import build_metadata
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="time finalization and booking")
     parser.add_argument("--lines", type=int, default=100_000)
     args = parser.parse_args()
-    model = load_org(ROOT).model
+    model = load_project(ROOT).model
     with tempfile.TemporaryDirectory() as tmp:
         engine = open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
         apply_migration(engine, model)

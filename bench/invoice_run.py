@@ -46,7 +46,7 @@ import sqlalchemy as sa
 
 from engine.billing.run import RunRequest, run_invoices
 from engine.billing.workers import run_invoices_parallel
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.storage.bulk import RowWriter
 from engine.storage.db import open_engine, private_schema
 from engine.storage.migrate import apply_migration
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--db-url", help="run on this database (PostgreSQL: in a fresh schema); default SQLite")
     parser.add_argument("--workers", default="1", help="worker counts to time, comma-separated (e.g. 1,2)")
     args = parser.parse_args()
-    result = load_org(ROOT)
+    result = load_project(ROOT)
     if not result.ok:
         raise SystemExit("the sample org does not validate; run metabill validate-config")
     model = result.model

@@ -1,7 +1,7 @@
 """Benchmark: load and validate a large generated org.
 
 Builds a copy of the sample org enlarged to about 100 objects, 1,000 fields and
-1,000 G/L account rules, then times ``load_org`` (read, schema, resolve,
+1,000 G/L account rules, then times ``load_project`` (read, schema, resolve,
 formulas, records, checks) over several repetitions and prints one JSON line.
 Goal (perf-reliability A5): <= 1 s.
 
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.resolve import IMPLICIT_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def build_org(target: Path, objects: int, fields: int, rules: int) -> dict:
     for folder in ("metadata", "custom_settings", "templates"):
         shutil.copytree(ROOT / folder, target / folder)
     shutil.copy(ROOT / "metabill.yaml", target / "metabill.yaml")
-    base = load_org(target).model
+    base = load_project(target).model
     existing = len(base.objects)
     declared = sum(1 for o in base.objects.values() for f in o.fields if f.name not in IMPLICIT_FIELDS)
     extra_objects = max(objects - existing, 1)
@@ -80,7 +80,7 @@ def main() -> None:
         result = None
         for _ in range(args.repeat):
             start = time.perf_counter()
-            result = load_org(org)
+            result = load_project(org)
             timings.append(time.perf_counter() - start)
         model = result.model
         field_count = sum(1 for o in model.objects.values() for f in o.fields if f.name not in IMPLICIT_FIELDS)

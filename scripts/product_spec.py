@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import sys
 
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.resolve import IMPLICIT_FIELDS
 
 
 def main(root: str) -> None:
-    result = load_org(root)
+    result = load_project(root)
     if result.model is None:
         sys.exit("the org could not be loaded")
     print("# The product contract: objects and fields the engine ships (see engine/config/contract.py).")

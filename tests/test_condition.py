@@ -1,4 +1,4 @@
-"""Filter conditions: parsing and checking (engine.config.condition) and
+"""Filter conditions: parsing and checking (engine.billing.condition) and
 compiling to SQLAlchemy, executed on SQLite and PostgreSQL
 (engine.billing.sqlcondition)."""
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.billing.sqlcondition import compile_condition
-from engine.config.condition import (
+from engine.billing.condition import (
     MAX_DEPTH,
     MAX_IN_ITEMS,
     MAX_LENGTH,
@@ -226,7 +226,7 @@ def test_condition_is_immutable():
 
 
 def test_condition_module_does_not_import_sqlalchemy():
-    code = "import sys, engine.config.condition; assert 'sqlalchemy' not in sys.modules"
+    code = "import sys, engine.billing.condition; assert 'sqlalchemy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -713,9 +713,9 @@ def test_hostile_conditions_are_refused(text, code, offset):
 
 
 def test_sample_org_filter_conditions_parse():
-    from engine.config.loader import load_org
+    from engine.project import load_project
 
-    result = load_org(ROOT)
+    result = load_project(ROOT)
     if result.model is None:  # pragma: no cover - the sample org always loads
         pytest.skip("the sample org does not load")
     model = result.model

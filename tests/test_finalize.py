@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from engine.booking.finalize import FinalizeError, finalize_invoices, range_key, render_number
 from engine.billing.run import RunRequest, run_invoices
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.model import SettingRecord
 from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
@@ -48,7 +48,7 @@ def test_range_key_follows_the_reset_period():
 @pytest.fixture
 def billed(tmp_path):
     """The sample org and data in a fresh database, with the order filters run."""
-    model = load_org(ROOT).model
+    model = load_project(ROOT).model
     engine = open_engine(f"sqlite:///{tmp_path / 'f.db'}")
     apply_migration(engine, model)
     for path in sorted((ROOT / "data").glob("[0-9]*_*.csv")):

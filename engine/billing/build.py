@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from engine.config.model import OrgModel, SettingRecord
 
-from .money import CENT, ZERO, allocate, net_of_gross, round_money, tax_of
+from engine.domain.money import CENT, ZERO, allocate, net_of_gross, round_money, tax_of
 from .tax import TaxDecision, TaxError, TaxResolver
 
 SUB_TYPES = ("Partial", "Progress")

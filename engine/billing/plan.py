@@ -4,7 +4,7 @@ A :class:`FilterPlan` binds a Filter record to the metadata: the source
 object(s), the controlling fields read with the filter's transactional suffix,
 the ON fields copied to the invoice and its lines, and the record paths the
 run must read to evaluate all of them (formulas included). validate-config
-has already checked the same things (``engine.config.checks.check_filters``);
+has already checked the same things (``engine.billing.checks.check_filters``);
 the plan is the run's own, typed view of them.
 """
 
@@ -16,11 +16,12 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Mapping
 
-from engine.config.checks import CONTROLLING_FIELDS, controlling_name, on_copy_target
-from engine.config.condition import Condition, parse_condition
+from engine.billing.condition import Condition, parse_condition
 from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
 from engine.config.resolve import IMPLICIT_FIELDS
 from engine.config.values import coerce
+from engine.domain.naming import CONTROLLING_FIELDS, controlling_name, on_copy_target
+from engine.domain.values import field_paths
 
 
 class PlanError(ValueError):
@@ -45,28 +46,6 @@ class Level:
         for fdef in fields:
             wanted |= field_paths(fdef)
         return wanted
-
-
-def field_paths(fdef: FieldDef) -> set[tuple[str, ...]]:
-    if fdef.formula is not None:
-        compiled = fdef.formula.compiled
-        return set(compiled.references) if compiled is not None else set()
-    return {(fdef.key,)}
-
-
-def read_value(fdef: FieldDef | None, record: Mapping[str, object], today: date) -> object:
-    """A field's value from a plain record, evaluating formulas."""
-    if fdef is None:
-        return None
-    if fdef.formula is not None:
-        compiled = fdef.formula.compiled
-        if compiled is None:
-            raise PlanError(f"formula {fdef.object_name}.{fdef.name} did not compile")
-        return compiled.evaluate(record, today=today)
-    value = record.get(fdef.key)
-    if isinstance(value, dict):  # a lookup named like its relationship
-        return value.get("id")
-    return value
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,12 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from engine.config.checks import on_copy_target
 from engine.config.formula import FormulaEvaluationError
 from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
 from engine.config.values import ValueProblem, coerce
+from engine.domain.batching import chunks
+from engine.domain.naming import on_copy_target
+from engine.domain.values import read_value
 from engine.storage.bulk import RowWriter, insert_tuples, now_utc, update_by_id
 from engine.storage.db import copy_rows
 from engine.storage.ids import next_autonumbers
@@ -64,7 +66,7 @@ from .build import (
     SubInvoice,
     build_invoice,
 )
-from .plan import FilterPlan, Level, PlanError, coercer, getter, plan_filter, read_value
+from .plan import FilterPlan, Level, PlanError, coercer, getter, plan_filter
 from .sqlcondition import compile_condition
 from .tax import TaxResolver
 
@@ -774,7 +776,7 @@ class _FilterRun:
         header_reader = self._header_reader
         children: dict[int, list[dict]] = defaultdict(list)
         headers: list[tuple[Sequence[object], dict]] = []
-        for chunk in _chunks(ids, ID_CHUNK):
+        for chunk in chunks(ids, ID_CHUNK):
             headers.extend(
                 header_reader.read_with_rows(
                     conn, where=sa.and_(self.header_table.c.id.in_(chunk), self._unbilled()),
@@ -787,7 +789,7 @@ class _FilterRun:
             child_reader = self._child_reader
             assert child_reader is not None
             parent_key = plan.child_lookup.key  # type: ignore[union-attr]
-            for chunk in _chunks([record["id"] for _, record in headers], ID_CHUNK):
+            for chunk in chunks([record["id"] for _, record in headers], ID_CHUNK):
                 for child in child_reader.read(conn, where=fk.in_(chunk), order_by=[fk, child_table.c.id]):
                     parent = child.get(parent_key)
                     if isinstance(parent, dict):
@@ -845,13 +847,13 @@ class _FilterRun:
             return {}
         ids = [r.id for r in rows]
         line_rows: dict[int, list[dict]] = defaultdict(list)
-        for chunk in _chunks(ids, ID_CHUNK):
+        for chunk in chunks(ids, ID_CHUNK):
             for lr in conn.execute(sa.select(line).where(line.c.invoice.in_(chunk)).order_by(line.c.sequence, line.c.id)).mappings():
                 line_rows[lr["invoice"]].append(dict(lr))
         received: dict[int, Decimal] = defaultdict(Decimal)
         if balance_obj is not None:
             balance = self.tables.tables[balance_obj.table_name]
-            for chunk in _chunks(ids, ID_CHUNK):
+            for chunk in chunks(ids, ID_CHUNK):
                 for br in conn.execute(
                     sa.select(balance.c.invoice, balance.c.amount)
                     .where(balance.c.invoice.in_(chunk))
@@ -892,7 +894,7 @@ class _FilterRun:
         for object_name, ids in wanted.items():
             table = self.tables.tables[self.model.require(object_name).table_name]
             found: set[int] = set()
-            for chunk in _chunks(sorted(ids), ID_CHUNK):
+            for chunk in chunks(sorted(ids), ID_CHUNK):
                 found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
             existing[object_name] = found
         kept = []
@@ -1058,7 +1060,7 @@ class _Accounts:
         # Record ids first (domain-spec 3.2) ...
         numbers = {raw: int(text) for raw, text in pending.items() if text.isdigit() and text.isascii()}
         existing: set[int] = set()
-        for chunk in _chunks(sorted(set(numbers.values())), ID_CHUNK):
+        for chunk in chunks(sorted(set(numbers.values())), ID_CHUNK):
             existing.update(conn.execute(sa.select(self.table.c.id).where(self.table.c.id.in_(chunk))).scalars())
         for raw, number in numbers.items():
             if number in existing:
@@ -1070,7 +1072,7 @@ class _Accounts:
             column = self.table.c[self.external.column_name]
             texts = sorted({text for raw, text in pending.items() if not isinstance(raw, int) and found[raw] is None})
             by_text: dict[str, int] = {}
-            for chunk in _chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
+            for chunk in chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
                 query = sa.select(self.table.c.id, column).where(column.in_(chunk)).order_by(self.table.c.id)
                 for account_id, value in conn.execute(query):
                     by_text.setdefault(value, account_id)
@@ -1089,7 +1091,7 @@ class _Accounts:
     def _load_many(self, conn: sa.Connection, account_ids: Sequence[int]) -> None:
         if self._reader is None:
             self._reader = RecordReader(self.model, self._tables, self.obj, self.reader_paths(), conn.dialect.name)
-        for chunk in _chunks(account_ids, ID_CHUNK):
+        for chunk in chunks(account_ids, ID_CHUNK):
             for record in self._reader.read(conn, where=self.table.c.id.in_(chunk)):
                 self._remember(record)
 
@@ -1208,9 +1210,6 @@ def _split_by_line_criterion(source: SourceHeader) -> list[SourceHeader]:
     return parts
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
 
 
 __all__ = ["RunRequest", "RunReport", "RunError", "run_invoices", "FilterReport", "RecordFailure"]

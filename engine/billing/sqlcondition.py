@@ -1,6 +1,6 @@
 """Filter conditions as SQLAlchemy expressions.
 
-:func:`compile_condition` turns a :class:`~engine.config.condition.Condition`
+:func:`compile_condition` turns a :class:`~engine.billing.condition.Condition`
 (parsed and checked at load time) into a WHERE expression plus the FROM
 clause it needs: the base table LEFT OUTER JOINed with one anonymous alias
 per relationship path, on ``lookup column = target.id``. An empty parent
@@ -12,7 +12,7 @@ the column's own type, so ``ExactDecimal`` scales numbers on SQLite exactly
 as it does for stored values, and dates and date-times are converted the same
 way as on insert.
 
-Null handling follows :mod:`engine.config.condition` (null is a value; every
+Null handling follows :mod:`engine.billing.condition` (null is a value; every
 comparison is true or false). SQL's three-valued logic would make
 ``NOT (x = 'a')`` drop the records where x is null, so NOT is pushed down to
 the comparisons (De Morgan) and each comparison is emitted in its positive or
@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from engine.config.condition import (
+from engine.billing.condition import (
     EQ,
     EXCLUDES,
     GE,

@@ -7,7 +7,7 @@ tax rate on the line (copied from ``ON_TaxRate`` of the source) bypasses the
 rules.
 
 Rules are grouped by ``Type``; within a group the most specific matching rule
-wins (see :mod:`engine.billing.rules`). A rule is valid when the line's
+wins (see :mod:`engine.domain.rules`). A rule is valid when the line's
 service-period start (else the invoice date) lies within its StartDate and
 EndDate (both optional). A line gets one tax: the first Type, in name order,
 that has a matching rule. No matching rule, or a tie between two equally
@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 from engine.config.model import OrgModel
 
-from .rules import RuleDecision, criteria_of, decide
+from engine.domain.rules import RuleDecision, criteria_of, decide
 
 
 class TaxError(ValueError):

@@ -160,6 +160,8 @@ def _init_worker(url: str, org_dir: str, config_hash: str, request: RunRequest, 
     from engine.config.loader import load_org
     from engine.storage.db import open_engine
 
+    # The parent validated the org with every check; the worker only needs
+    # the same model, which the metadata's own checks already give.
     loaded = load_org(Path(org_dir))
     if not loaded.ok or loaded.model.config_hash != config_hash:
         _WORKER["error"] = f"the org at {org_dir} changed since the run started; start the run again"

@@ -11,7 +11,7 @@ and ``metabill explain``:
   (Tax, Interim Revenue, Payment, ...) from Collective Accounts; the rule's
   Type must equal the booking detail's type.
 
-Criteria, matching and precedence are those of :mod:`engine.billing.rules`.
+Criteria, matching and precedence are those of :mod:`engine.domain.rules`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from engine.billing.rules import RuleDecision, criteria_of, decide
+from engine.domain.rules import RuleDecision, criteria_of, decide
 from engine.config.model import OrgModel, SettingRecord
 
 

@@ -47,14 +47,22 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from engine.billing.money import CENT, ZERO, allocate, net_of_gross
-from engine.billing.plan import read_value
 from engine.config.model import OrgModel
+from engine.domain.batching import chunks
+from engine.domain.money import CENT, ZERO, allocate, net_of_gross
+from engine.domain.values import read_value
 from engine.storage.bulk import RowWriter
 from engine.storage.schema import build_metadata
 
 from .accounts import AccountResolver
-from .invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
+from .invoices import (
+    Booking,
+    BookingError,
+    _collective,
+    _common_fields,
+    copied_fields,
+    custom_values,
+)
 from .postings import check_postings, debit_credit_flag, sides
 
 #: Balance type -> booking detail type, for the balance types that are booked.
@@ -343,7 +351,7 @@ def refresh_invoices(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.invoice == invoices.c.id).scalar_subquery())
     last = sa.select(sa.func.max(balances.c.date)).where(balances.c.invoice == invoices.c.id).scalar_subquery()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         scope = sa.and_(invoices.c.id.in_(chunk), invoices.c.status.in_(("Open", "Paid")))
         conn.execute(sa.update(invoices).where(scope).values(balance=total))
         zero = invoices.c.balance == sa.literal(ZERO, invoices.c.balance.type)
@@ -365,13 +373,10 @@ def refresh_accounts(conn: sa.Connection, model: OrgModel, account_ids: Iterable
     balances = _table(model, "Balance")
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.account == accounts.c.id).scalar_subquery())
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         conn.execute(sa.update(accounts).where(accounts.c.id.in_(chunk)).values({field.column_name: total}))
 
 
-def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
 
 
 # --- write-offs -----------------------------------------------------------------------------

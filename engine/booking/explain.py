@@ -16,7 +16,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
-from engine.billing.rules import RuleDecision
+from engine.domain.rules import RuleDecision
 from engine.config.model import OrgModel
 from engine.storage.schema import build_metadata
 

@@ -40,9 +40,10 @@ import sqlalchemy as sa
 
 from engine.billing.build import InvariantError, check_invoice
 from engine.config.model import OrgModel, SettingRecord
+from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, fetch_records
-from engine.storage.schema import build_metadata
 from engine.storage.retry import run_in_transaction
+from engine.storage.schema import build_metadata
 
 from .accounts import AccountChoice, AccountResolver
 from .invoices import Booking, BookingError, invoice_bookings, line_fields
@@ -234,7 +235,7 @@ def _line_groups(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> di
         sa.func.aggregate_strings(label, _NAME_SEPARATOR).label("_labels"),
     ]
     grouped: dict[int, list[dict]] = {}
-    for chunk in _chunks(ids, _IN_CHUNK):
+    for chunk in chunks(ids, _IN_CHUNK):
         query = (sa.select(*columns).where(c.invoice.in_(chunk)).group_by(*group_by)
                  .order_by(c.invoice, sa.func.min(c.sequence), sa.func.min(c.id)))
         for group in fetch_records(conn, query):
@@ -255,7 +256,7 @@ def _lines_of(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> dict[
     """The lines of the given invoices, one by one, per invoice in line order."""
     line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
     grouped: dict[int, list[dict]] = {}
-    for chunk in _chunks(ids, _IN_CHUNK):
+    for chunk in chunks(ids, _IN_CHUNK):
         query = (sa.select(line_table).where(line_table.c.invoice.in_(chunk))
                  .order_by(line_table.c.invoice, line_table.c.sequence, line_table.c.id))
         for line in fetch_records(conn, query):
@@ -270,7 +271,7 @@ def _accounts(conn: sa.Connection, model: OrgModel, ids: set[int], today: date, 
         return load_accounts(conn, model, ids, today)
     table = build_metadata(model).tables[model.require("Account").table_name]
     found: dict[int, dict] = {}
-    for chunk in _chunks(sorted(ids), _IN_CHUNK):
+    for chunk in chunks(sorted(ids), _IN_CHUNK):
         for row in conn.execute(sa.select(table.c.id, table.c.accountnumber).where(table.c.id.in_(chunk))):
             found[row.id] = {"id": row.id, "accountnumber": row.accountnumber}
     return found
@@ -283,7 +284,7 @@ def _sub_types(conn: sa.Connection, model: OrgModel, lines_of: dict[int, list[di
         return {}
     invoice_table = build_metadata(model).tables[model.require("Invoice").table_name]
     found: dict[int, str] = {}
-    for chunk in _chunks(sub_ids, _IN_CHUNK):
+    for chunk in chunks(sub_ids, _IN_CHUNK):
         found.update(conn.execute(sa.select(invoice_table.c.id, invoice_table.c.type)
                                   .where(invoice_table.c.id.in_(chunk))).all())
     return found
@@ -321,7 +322,7 @@ def _write_gl_accounts(conn: sa.Connection, model: OrgModel, pending: list["_Pen
             conn.execute(sa.update(line_table).where(condition).values(
                 glaccount=group["glaccount"], glaccount2=group["glaccount2"], glaccountrule=group["glaccountrule"]))
     for (gl, gl2, rule), invoice_ids in whole_invoices.items():
-        for chunk in _chunks(invoice_ids, _IN_CHUNK):
+        for chunk in chunks(invoice_ids, _IN_CHUNK):
             conn.execute(sa.update(line_table).where(line_table.c.invoice.in_(chunk))
                          .values(glaccount=gl, glaccount2=gl2, glaccountrule=rule))
 
@@ -424,7 +425,7 @@ def _shapes(conn: sa.Connection, model: OrgModel, ids: list[int]) -> list[_Shape
     line_table = tables[model.require("InvoiceLineItem").table_name]
     types: dict[int, str | None] = {}
     counts: dict[int, int] = {}
-    for chunk in _chunks(ids, _IN_CHUNK):
+    for chunk in chunks(ids, _IN_CHUNK):
         types.update(conn.execute(sa.select(invoice_table.c.id, invoice_table.c.type)
                                   .where(invoice_table.c.id.in_(chunk))).all())
         counts.update(conn.execute(sa.select(line_table.c.invoice, sa.func.count())
@@ -460,9 +461,6 @@ class _SoloFailure(Exception):
     """A solo invoice failed after writing: its transaction must roll back."""
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 @dataclass
@@ -620,7 +618,14 @@ def _settle_sub_invoices(conn: sa.Connection, model: OrgModel, invoice: dict, wh
 def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, amount: Decimal, when: date,
                              final: dict) -> None:
     from engine.booking.accounts import AccountResolver
-    from engine.booking.invoices import Booking, BookingError, _collective, _common_fields, copied_fields, custom_values
+    from engine.booking.invoices import (
+        Booking,
+        BookingError,
+        _collective,
+        _common_fields,
+        copied_fields,
+        custom_values,
+    )
     from engine.booking.postings import check_postings, debit_credit_flag
     from engine.booking.write import load_account, write_bookings
 

@@ -30,7 +30,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Mapping, Sequence
 
-from engine.billing.money import ZERO
+from engine.domain.money import ZERO
 from engine.config.model import FieldType, OrgModel
 
 from .accounts import AccountChoice, AccountResolver

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import sqlalchemy as sa
 
-from engine.billing.plan import read_value
+from engine.domain.values import read_value
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
 from engine.storage.reader import RecordReader

@@ -43,8 +43,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.billing.money import ZERO
-from engine.billing.plan import read_value
+from engine.domain.money import ZERO
+from engine.domain.values import read_value
 from engine.booking.balances import refresh_accounts, refresh_invoices
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter, update_by_id

@@ -40,12 +40,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_invoices
 from engine.config.model import OrgModel
+from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, fetch_records, update_by_id
 from engine.storage.schema import CREATED, ID, MODIFIED, NAME, build_metadata
 
@@ -82,9 +83,6 @@ def table(model: OrgModel, name: str) -> sa.Table:
     return build_metadata(model).tables[model.require(name).table_name]
 
 
-def chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def select_in(conn: sa.Connection, model: OrgModel, name: str, column: str, values: Iterable, *where,
@@ -95,7 +93,7 @@ def select_in(conn: sa.Connection, model: OrgModel, name: str, column: str, valu
     t = table(model, name)
     values = sorted({v for v in values if v is not None}, key=str)
     rows: list[dict] = []
-    for chunk in chunks(values):
+    for chunk in chunks(values, _CHUNK):
         query = sa.select(t).where(t.c[column].in_(chunk), *where).order_by(*(t.c[o] for o in order))
         if lock and conn.dialect.name == "postgresql":
             query = query.with_for_update()
@@ -191,7 +189,7 @@ def cancel_entries(conn: sa.Connection, model: OrgModel, entries: list[dict], re
     ids = [e["id"] for e in entries]
     items = table(model, "EntryItem")
     balances = table(model, "Balance")
-    for chunk in chunks(ids):
+    for chunk in chunks(ids, _CHUNK):
         item_ids = sa.select(items.c.id).where(items.c.entry.in_(chunk))
         conn.execute(sa.update(balances).where(balances.c.entryitem.in_(item_ids)).values(entryitem=None))
         conn.execute(sa.delete(items).where(items.c.entry.in_(chunk)))
@@ -219,7 +217,7 @@ def refresh_entries(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[
     items, reductions = table(model, "EntryItem"), table(model, "Reduction")
     sums: dict[int, Decimal] = defaultdict(lambda: ZERO)
     last_paid: dict[int, date] = {}
-    for chunk in chunks(entry_ids):
+    for chunk in chunks(entry_ids, _CHUNK):
         for row in conn.execute(sa.select(items.c.entry, items.c.amount, items.c.paymentdate)
                                 .where(items.c.entry.in_(chunk))):
             sums[row.entry] += row.amount or ZERO

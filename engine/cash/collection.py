@@ -31,7 +31,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.billing.money import ZERO
+from engine.domain.money import ZERO
 from engine.booking.balances import WRITE_OFF, create_balance, refresh_accounts
 from engine.booking.write import load_account
 from engine.config.model import OrgModel

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 
-CENT = Decimal("0.01")
+from engine.domain.money import CENT
+
 ZERO = Decimal("0.00")
 _SEGMENT = re.compile(r"^\s*(?:(?P<fix>fix)|(?P<n>\d{1,4})\s*(?P<unit>[dDmM]))\s*(?:\(\s*(?P<count>\d{1,4})\s*\))?\s*$")
 MAX_INSTALLMENTS = 360

@@ -34,7 +34,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.billing.money import CENT, ZERO
+from engine.domain.money import CENT, ZERO
 from engine.cash.cm_payments import record_cash_payment
 from engine.booking.balances import (
     NO_WRITE_OFF_TYPES,

@@ -222,7 +222,7 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     """Credit some lines of INVOICE; with cash management its entries are reduced."""
     from engine.cash.cm_core import CashManagementError
     from engine.cash.cm_settlement import create_partial_credit
-    from engine.cash.pipeline import finalize
+    from engine.project import finalize
     from engine.storage.db import open_engine
 
     model = load_valid_org(org_dir).model

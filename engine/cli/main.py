@@ -1,6 +1,6 @@
 """The ``metabill`` command line.
 
-Every command starts from :func:`engine.config.loader.load_org`; commands
+Every command starts from :func:`engine.project.load_project`; commands
 that change data refuse to run on a configuration with errors. Output for
 people goes through rich (plain text when piped); machine output is JSON.
 User errors end with a message and a non-zero exit code, never a traceback:
@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config.diagnostics import render_human, render_json, summary_line
-from engine.config.loader import LoadResult, load_org
+from engine.config.loader import LoadResult
+from engine.project import load_project
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -55,7 +56,7 @@ def _db_option(function):
 
 def load_valid_org(org_dir: Path) -> LoadResult:
     """Load the org and stop with its errors when it is not valid."""
-    result = load_org(org_dir)
+    result = load_project(org_dir)
     if not result.ok:
         for diagnostic in result.errors[:20]:
             err_console.print(render_human(diagnostic), markup=False)
@@ -84,7 +85,7 @@ def validate_config(directory: Path, fmt: str, strict: bool) -> None:
     Prints each problem as path:line:col: CODE severity: message, then a summary.
     Exits 0 when clean (or warnings only), 1 on errors (or warnings with --strict).
     """
-    result = load_org(directory)
+    result = load_project(directory)
     diagnostics = list(result.diagnostics)
     if fmt == "json":
         click.echo(render_json(diagnostics, result.files_checked))
@@ -288,7 +289,7 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
     if finalize_after and not dry_run:
         from engine.billing.drafts import draft_ids
-        from engine.cash.pipeline import finalize as finalize_invoices
+        from engine.project import finalize as finalize_invoices
 
         with engine.connect() as conn:
             ids = draft_ids(conn, result.model, run_id=report.run_id)
@@ -356,7 +357,7 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     """Finalize draft invoices: final numbers, Open status, invoice balances."""
 
     from engine.billing.drafts import draft_ids
-    from engine.cash.pipeline import finalize as finalize_invoices
+    from engine.project import finalize as finalize_invoices
     from engine.storage.db import open_engine
 
     if not run_name and not names:
@@ -393,7 +394,7 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
     cleared, its bookings reversed and its source records released."""
     from engine.booking.cancel import CancelError, create_cancellation
-    from engine.cash.pipeline import finalize as finalize_invoices
+    from engine.project import finalize as finalize_invoices
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)

@@ -15,7 +15,8 @@ Stages (each collects diagnostics and continues):
 4. resolve objects, fields and child relationships (:mod:`.resolve`);
 5. compile and type-check formulas (:mod:`.formula`);
 6. resolve setting records into typed values;
-7. run the semantic checks (:mod:`.checks`);
+7. run the semantic checks: the metadata's own (:mod:`.checks`) and those
+   the caller hands in (each domain's, composed by :mod:`engine.project`);
 8. hash everything into the config hash carried by generated records.
 """
 
@@ -26,13 +27,16 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Sequence
 
+from .checking import Check, run_checks
+from .checks import GENERIC_CHECKS
 from .diagnostics import Diagnostic, Location, make, sorted_diagnostics
 from .formula import FormulaCompiler
 from .model import ObjectKind, OrgModel, TemplateFile
 from .resolve import Definition, Resolution, resolve_objects, resolve_records
 from .schema import validate_document
-from .yamlsrc import YamlDocument, read_yaml
+from .yamlsrc import YamlDocument, locate_in_scalar, read_yaml
 
 MAX_FILES_PER_FOLDER = 2000
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -64,8 +68,10 @@ class _Discovered:
     files_checked: int
 
 
-def load_org(path: str | Path) -> LoadResult:
-    """Load, validate and resolve the org rooted at ``path``."""
+def load_org(path: str | Path, checks: Sequence[Check] = ()) -> LoadResult:
+    """Load, validate and resolve the org rooted at ``path``, running the
+    metadata's own checks and ``checks`` over the result (commands load
+    through :func:`engine.project.load_project`, which adds every domain's)."""
     root = Path(path)
     diagnostics: list[Diagnostic] = []
     if not root.is_dir():
@@ -107,9 +113,7 @@ def load_org(path: str | Path) -> LoadResult:
         config_hash=_config_hash(root, found),
     )
 
-    from .checks import run_checks  # late import: checks depend on the loader's types
-
-    diagnostics.extend(run_checks(model, resolution, found.manifest))
+    diagnostics.extend(run_checks(model, resolution, found.manifest, (*GENERIC_CHECKS, *checks)))
     return LoadResult(model, tuple(sorted_diagnostics(diagnostics)), found.files_checked)
 
 
@@ -228,65 +232,7 @@ def _formula_location(res: Resolution, object_name: str, field_name: str, offset
     base = doc.location(path)
     if offset is None or base.line is None or doc.text is None:
         return base
-    return _locate_in_scalar(doc.text, base, doc.data["fields"][field_name]["expression"], offset)
-
-
-def _locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Location:
-    """Map a character offset inside a scalar's value to a line and column of
-    the file, for plain, single- and double-quoted and block scalars."""
-    lines = text.splitlines()
-    line_index = (base.line or 1) - 1
-    column = (base.column or 1) - 1
-    if line_index >= len(lines):
-        return base
-    first = lines[line_index]
-    indicator = first[column:column + 1]
-    if indicator in ("|", ">"):
-        # Block scalar: content starts on the next non-empty line; each value
-        # character is a file character, and each line break (kept by |,
-        # folded into a space by >) stands for one character of the value.
-        row = line_index + 1
-        while row < len(lines) and not lines[row].strip():
-            row += 1
-        if row >= len(lines):
-            return base
-        indent = len(lines[row]) - len(lines[row].lstrip())
-        remaining = offset
-        while row < len(lines):
-            content = lines[row][indent:]
-            if remaining <= len(content):
-                return Location(base.file, row + 1, indent + remaining + 1, base.yaml_path)
-            remaining -= len(content) + 1
-            row += 1
-        return base
-    if indicator in ("'", '"'):
-        # Walk the quoted text: an escape is several file characters for one
-        # value character (\n: 2, \xNN: 4, \uNNNN: 6, \UNNNNNNNN: 10; '' in
-        # single quotes: 2).
-        position = column + 1
-        widths = {"x": 4, "u": 6, "U": 10}
-        for _ in range(offset):
-            if position >= len(first):
-                return base
-            if indicator == '"' and first[position] == "\\":
-                position += widths.get(first[position + 1:position + 2], 2)
-            elif indicator == "'" and first[position:position + 2] == "''":
-                position += 2
-            else:
-                position += 1
-        return Location(base.file, base.line, position + 1, base.yaml_path)
-    # Plain scalar: each continuation line is folded into one space.
-    remaining = offset
-    row, start = line_index, column
-    while row < len(lines):
-        content = lines[row][start:].rstrip()
-        if remaining <= len(content):
-            return Location(base.file, row + 1, start + remaining + 1, base.yaml_path)
-        remaining -= len(content) + 1
-        row += 1
-        if row < len(lines):
-            start = len(lines[row]) - len(lines[row].lstrip())
-    return base
+    return locate_in_scalar(doc.text, base, doc.data["fields"][field_name]["expression"], offset)
 
 
 def _config_hash(root: Path, found: _Discovered) -> str:

@@ -394,3 +394,61 @@ class _Builder:
         frame[2] = None
         frame[3] = None
         return child
+
+
+def locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Location:
+    """Map a character offset inside a scalar's value to a line and column of
+    the file, for plain, single- and double-quoted and block scalars."""
+    lines = text.splitlines()
+    line_index = (base.line or 1) - 1
+    column = (base.column or 1) - 1
+    if line_index >= len(lines):
+        return base
+    first = lines[line_index]
+    indicator = first[column:column + 1]
+    if indicator in ("|", ">"):
+        # Block scalar: content starts on the next non-empty line; each value
+        # character is a file character, and each line break (kept by |,
+        # folded into a space by >) stands for one character of the value.
+        row = line_index + 1
+        while row < len(lines) and not lines[row].strip():
+            row += 1
+        if row >= len(lines):
+            return base
+        indent = len(lines[row]) - len(lines[row].lstrip())
+        remaining = offset
+        while row < len(lines):
+            content = lines[row][indent:]
+            if remaining <= len(content):
+                return Location(base.file, row + 1, indent + remaining + 1, base.yaml_path)
+            remaining -= len(content) + 1
+            row += 1
+        return base
+    if indicator in ("'", '"'):
+        # Walk the quoted text: an escape is several file characters for one
+        # value character (\n: 2, \xNN: 4, \uNNNN: 6, \UNNNNNNNN: 10; '' in
+        # single quotes: 2).
+        position = column + 1
+        widths = {"x": 4, "u": 6, "U": 10}
+        for _ in range(offset):
+            if position >= len(first):
+                return base
+            if indicator == '"' and first[position] == "\\":
+                position += widths.get(first[position + 1:position + 2], 2)
+            elif indicator == "'" and first[position:position + 2] == "''":
+                position += 2
+            else:
+                position += 1
+        return Location(base.file, base.line, position + 1, base.yaml_path)
+    # Plain scalar: each continuation line is folded into one space.
+    remaining = offset
+    row, start = line_index, column
+    while row < len(lines):
+        content = lines[row][start:].rstrip()
+        if remaining <= len(content):
+            return Location(base.file, row + 1, start + remaining + 1, base.yaml_path)
+        remaining -= len(content) + 1
+        row += 1
+        if row < len(lines):
+            start = len(lines[row]) - len(lines[row].lstrip())
+    return base

@@ -5,7 +5,13 @@ templates see live in :mod:`engine.config.templating`.
 """
 
 from .data import find_invoices, read_documents
-from .render import DocumentError, RenderReport, render_html, render_invoices, render_pdf
+from .render import (
+           DocumentError,
+           RenderReport,
+           render_html,
+           render_invoices,
+           render_pdf,
+)
 
 __all__ = ["DocumentError", "RenderReport", "find_invoices", "read_documents", "render_html", "render_invoices",
            "render_pdf"]

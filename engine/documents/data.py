@@ -16,9 +16,11 @@ from typing import Any, Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.config.model import ObjectDef, OrgModel
-from engine.config.templating import DocumentInput
+from engine.domain.batching import chunks
 from engine.storage.reader import RecordReader
 from engine.storage.schema import build_metadata
+
+from .context import DocumentInput
 
 #: Invoices read per query.
 CHUNK = 500
@@ -57,9 +59,6 @@ def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any
     return out
 
 
-def _chunks(values: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 def _setting_values(model: OrgModel, setting: str, name: str | None) -> dict[str, Any]:
@@ -93,7 +92,7 @@ def read_documents(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[i
     final_field = inv_obj.field("FinalInvoice")
 
     out: dict[int, DocumentInput] = {}
-    for chunk in _chunks(list(invoice_ids)):
+    for chunk in chunks(list(invoice_ids)):
         invoices = {r["id"]: to_api(inv_obj, r, today) for r in _reader(model, tables, inv_obj, dialect).read(
             conn, where=inv_table.c.id.in_(chunk))}
         lines: dict[int, list[dict]] = {i: [] for i in invoices}

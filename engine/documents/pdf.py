@@ -26,7 +26,7 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from engine.config.templating import TemplateRefused, confined_path
+from .sandbox import TemplateRefused, confined_path
 
 
 class PdfUnavailable(RuntimeError):

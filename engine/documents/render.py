@@ -20,18 +20,9 @@ from typing import Callable, Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.config.model import OrgModel
-from engine.config.templating import (
-    TEMPLATE_FOLDER,
-    DocumentInput,
-    TemplateSettings,
-    describe_error,
-    make_environment,
-    parse_template_settings,
-    render_template,
-    document_context,
-    select_template_record,
-    template_path_problem,
-)
+from .context import DocumentInput, document_context
+from .sandbox import TEMPLATE_FOLDER, describe_error, make_environment, render_template, template_path_problem
+from .template_records import TemplateSettings, parse_template_settings, select_template_record
 
 from .data import read_documents
 from .pdf import PdfUnavailable, html_to_pdf

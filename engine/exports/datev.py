@@ -62,6 +62,7 @@ import sqlalchemy as sa
 
 from engine.booking.postings import counter_account, sides
 from engine.config.model import FieldDef, ObjectDef, OrgModel, SettingRecord
+from engine.domain.money import CENT
 from engine.storage.bulk import RowWriter, update_by_id
 from engine.storage.records import _cell_text
 from engine.storage.schema import build_metadata
@@ -136,7 +137,6 @@ ITEM_BATCH = 1_000
 MARK_BATCH = 1_000
 SPOOL_BYTES = 8 * 2**20
 
-CENT = Decimal("0.01")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ACCOUNT = re.compile(r"[0-9]{1,9}")
 _BELEGFELD = re.compile(r"[A-Za-z0-9$&%*+\-/]*")

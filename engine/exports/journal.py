@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from engine.booking.postings import sides
 from engine.config.model import OrgModel
+from engine.domain.money import CENT
 from engine.storage.records import _cell_text
 from engine.storage.schema import build_metadata
 
@@ -56,7 +57,6 @@ STREAM_BATCH = 1_000
 #: Invoice ids per ``IN (...)`` list (stays far below every driver's parameter limit).
 ID_CHUNK = 500
 
-CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)

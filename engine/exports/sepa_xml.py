@@ -28,12 +28,13 @@ from importlib import resources
 
 from lxml import etree
 
+from engine.domain.money import CENT
+
 #: The two messages: name -> (XSD file, namespace).
 PAIN_008 = "pain.008.001.02"
 PAIN_001 = "pain.001.001.03"
 MESSAGES = {name: f"urn:iso:std:iso:20022:tech:xsd:{name}" for name in (PAIN_008, PAIN_001)}
 
-CENT = Decimal("0.01")
 #: The characters of the SEPA basic Latin character set (EPC "SEPA
 #: Requirements for an Extended Character Set", the set every bank takes).
 _SEPA_CHARS = re.compile(r"[^A-Za-z0-9/\-?:().,'+ ]")

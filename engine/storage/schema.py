@@ -382,8 +382,8 @@ _BUILT: dict[int, tuple[OrgModel, sa.MetaData]] = {}
 def build_metadata(model: OrgModel) -> sa.MetaData:
     """A MetaData with one table per data object plus the internal tables.
 
-    The result depends only on the (immutable) model, so it is built once per
-    model and shared; callers must not add to it."""
+    TRANSITIONAL: shared per model until every layer takes the runtime
+    context (engine.storage.context), which builds it once per command."""
     cached = _BUILT.get(id(model))
     if cached is not None and cached[0] is model:
         return cached[1]

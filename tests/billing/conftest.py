@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.storage.db import open_engine
 
 from config.orgcopy import REPO_ROOT
@@ -29,7 +29,7 @@ from .helpers import Harness, make_test_org, prepare_database
 
 
 def _load(path: Path):
-    result = load_org(path)
+    result = load_project(path)
     assert result.ok, [str(d) for d in result.errors]
     return result.model
 

@@ -1,5 +1,5 @@
 """Properties of the pure invoice builder (engine.billing.build) and the money
-helpers (engine.billing.money), for random lines: quantities and unit prices
+helpers (engine.domain.money), for random lines: quantities and unit prices
 with up to four decimals, positive and negative, tax rates 0, 7 and 19 %, in
 net and gross mode, rounded per line and per tax group.
 
@@ -26,7 +26,7 @@ from engine.billing.build import (
     build_invoice,
     deduction_lines,
 )
-from engine.billing.money import allocate, net_of_gross, round_money, tax_of
+from engine.domain.money import allocate, net_of_gross, round_money, tax_of
 from engine.billing.tax import TaxResolver
 
 CENT = Decimal("0.01")

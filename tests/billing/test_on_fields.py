@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from config.orgcopy import Replace
 
@@ -150,7 +150,7 @@ def test_text_on_field_into_a_number_field_is_refused_by_validate_config(tmp_pat
     Replace("metadata/objects/Usage__c.yaml",
             "  ON_PaymentDue__c: {type: Number, precision: 6, scale: 2, label: Payment Terms (Invoice)}",
             "  ON_PaymentDue__c: {type: Text, length: 10, label: Payment Terms (Invoice)}").apply(org)
-    result = load_org(org)
+    result = load_project(org)
     assert [(d.code, d.message) for d in result.errors] == [(
         "E090",
         "Usage__c.ON_PaymentDue__c would be copied to Invoice.PaymentDue, but Usage__c.ON_PaymentDue__c holds "

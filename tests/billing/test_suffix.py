@@ -15,7 +15,7 @@ from datetime import date
 
 import pytest
 
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from config.orgcopy import InsertAfter, Replace, copy_org
 
@@ -41,7 +41,7 @@ def suffix_org(tmp_path_factory):
         "  ON_Title__c: {type: Formula, returns: Text, expression: '\"decoy\"', label: Decoy title}",
         "  ON_UnitPrice__c: {type: Formula, returns: Currency, scale: 2, expression: '1', label: Decoy price}",
     ))).apply(org)
-    result = load_org(org)
+    result = load_project(org)
     assert result.ok, [str(d) for d in result.errors]
     return org, result.model
 

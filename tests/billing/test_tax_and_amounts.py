@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from config.orgcopy import Replace
 
@@ -117,7 +117,7 @@ def test_no_matching_tax_rule_is_an_error_of_the_group(billing_sqlite):
 def per_tax_group_model(tmp_path_factory):
     org = make_test_org(tmp_path_factory.mktemp("rounding") / "org")
     Replace("custom_settings/GlobalSettings.yaml", "RoundingMode: PerLine", "RoundingMode: PerTaxGroup").apply(org)
-    result = load_org(org)
+    result = load_project(org)
     assert result.ok, [str(d) for d in result.errors]
     return org, result.model
 

@@ -34,7 +34,7 @@ from engine.booking.finalize import FinalizeReport, finalize_invoices
 from engine.billing.run import RunReport, RunRequest, run_invoices
 from engine.booking.postings import account_movements, check_postings, sides
 from engine.cash.payments import Registered, register_payment
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
 from engine.storage.migrate import apply_migration
@@ -54,7 +54,7 @@ def D(text: str | int) -> Decimal:  # noqa: N802 - reads like a literal
 
 
 def load_model(org: Path) -> OrgModel:
-    result = load_org(org)
+    result = load_project(org)
     assert result.ok, [str(d) for d in result.errors]
     return result.model
 

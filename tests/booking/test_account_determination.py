@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 from click.testing import CliRunner
 
-from engine.billing.rules import decide
+from engine.domain.rules import decide
 from engine.booking.accounts import AccountResolver
 from engine.cli.main import cli
 

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.billing.money import round_money, tax_of
+from engine.domain.money import round_money, tax_of
 from engine.booking.accounts import AccountResolver
 from engine.booking.invoices import invoice_bookings
 from engine.booking.postings import account_movements, check_postings

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.cash.jobs import JOBS, JobError, Schedule, due_slot, fire_times, next_runs, run_job, schedules, tick
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.storage.schema import JOB_SLOT
 
 from booking.helpers import load_model, org_variant
@@ -114,7 +114,7 @@ def test_run_job_refuses_unknown_jobs(engine):
 
 
 def codes(org) -> list[tuple[str, str]]:
-    return [(d.code, d.message) for d in load_org(org).diagnostics if d.code.startswith("E13")]
+    return [(d.code, d.message) for d in load_project(org).diagnostics if d.code.startswith("E13")]
 
 
 @pytest.mark.parametrize("cron, code, text", [
@@ -160,6 +160,6 @@ def test_validate_config_keeps_the_reserved_write_off_reasons(tmp_path):
     org = org_variant(tmp_path / "org", Replace("metadata/objects/Balance.yaml",
                                                 "values: [Missing amount below threshold, Invoice below threshold, ",
                                                 "values: [Missing amount below threshold, "))
-    result = load_org(org)
+    result = load_project(org)
     assert not result.ok
     assert any(d.code == "E081" and "'Invoice below threshold'" in d.message for d in result.diagnostics)

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from engine.cash.cm_core import MONEY_TYPES, ORIGIN
 from engine.cash.payments import register_payment
-from engine.cash.pipeline import finalize as pipeline_finalize
+from engine.project import finalize as pipeline_finalize
 
 from booking.helpers import ZERO, Books
 from config.orgcopy import Replace

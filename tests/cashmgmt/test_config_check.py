@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 from engine.cash.entries import create_entries
-from engine.cash.pipeline import finalization_stages
-from engine.config.checks import CHECKS, check_cash_management
+from engine.project import all_checks, finalization_stages
+from engine.cash.checks import check_cash_management
 from engine.config.diagnostics import CODES
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from booking.helpers import org_variant
 from config.orgcopy import REPO_ROOT, Replace
@@ -27,12 +27,12 @@ NO_FIELD = Replace("metadata/objects/Invoice.yaml", FIELD, "")
 
 
 def codes(org) -> list[str]:
-    return [d.code for d in load_org(org).diagnostics]
+    return [d.code for d in load_project(org).diagnostics]
 
 
 def test_integration_on_without_the_error_field_is_an_error(tmp_path):
     org = org_variant(tmp_path / "org", CM_ON, NO_FIELD)
-    result = load_org(org)
+    result = load_project(org)
     (diagnostic,) = [d for d in result.diagnostics if d.code == "E150"]
     assert diagnostic.is_error and "CM_IntegrationError__c" in diagnostic.message
     assert diagnostic.location.file.endswith("GlobalSettings.yaml")
@@ -45,7 +45,7 @@ def test_no_error_with_the_field_or_with_the_integration_off(tmp_path):
 
 
 def test_the_check_is_registered_and_documented():
-    assert check_cash_management in CHECKS
+    assert check_cash_management in all_checks()
     assert "E150" in CODES
     documented = set(re.findall(r"^\| (E15\d) \|", (REPO_ROOT / "docs/diagnostics.md").read_text(), re.M))
     assert documented == {code for code in CODES if code.startswith("E15")}

@@ -80,9 +80,9 @@ def test_clean_sample_org(tmp_path):
 
 
 def _files_checked(org: Path) -> int:
-    from engine.config.loader import load_org
+    from engine.project import load_project
 
-    return load_org(org).files_checked
+    return load_project(org).files_checked
 
 
 def test_default_directory_is_the_working_directory(org):
@@ -364,9 +364,9 @@ def test_db_plan_on_an_empty_database_lists_create_table(org, tmp_path):
     proc = run("db", "plan", "--org", ".", "--db", url, cwd=org)
     assert proc.returncode == 0, proc.stderr
     rows = plan_rows(proc.stdout)
-    from engine.config.loader import load_org
+    from engine.project import load_project
 
-    objects = sorted(o.name for o in load_org(org).model.data_objects)
+    objects = sorted(o.name for o in load_project(org).model.data_objects)
     assert [r[0] for r in rows] == ["create_table"] * len(objects)
     assert sorted(r[1] for r in rows) == objects
     assert all(r[-1] == "no" for r in rows)

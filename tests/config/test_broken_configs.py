@@ -2,7 +2,7 @@
 
 Every case copies the sample org into ``tmp_path``, breaks it in one way (a
 new file, an exact text edit of a shipped file, or a deleted file), runs
-``load_org`` and asserts that
+``load_project`` and asserts that
 
 * the expected diagnostic (code, file, line, column; hint, severity or
   message where the case names them) is reported, and
@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from engine.config.diagnostics import Diagnostic, Severity
-from engine.config.loader import LoadResult, load_org
+from engine.config.loader import LoadResult
+from engine.project import load_project
 
 from .orgcopy import AddFile, InsertAfter, Replace, apply_edits, copy_org, find_position
 
@@ -865,7 +866,7 @@ def test_corpus_is_large_and_distinct():
 def test_broken_config(case: Case, tmp_path: Path):
     org = copy_org(tmp_path / "org")
     touched = apply_edits(org, case.edits)
-    result = load_org(org)
+    result = load_project(org)
     for expect in case.expects:
         assert_reported(result, org, expect)
     assert_no_cascade(result, touched | set(case.also_in))
@@ -884,7 +885,7 @@ def test_all_cases_in_one_org(tmp_path: Path):
     touched: set[str] = set()
     for c in CASES:
         touched |= apply_edits(org, c.edits)
-    result = load_org(org)
+    result = load_project(org)
     missing = []
     for c in CASES:
         if c.bug:
@@ -905,7 +906,7 @@ def test_sample_org_is_clean():
     """The shipped sample org reports nothing at all: no errors, no warnings."""
     from .orgcopy import REPO_ROOT
 
-    result = load_org(REPO_ROOT)
+    result = load_project(REPO_ROOT)
     assert result.diagnostics == (), _show(result.diagnostics)
     assert result.ok
     assert result.files_checked > 40

@@ -21,7 +21,7 @@ from engine.config.diagnostics import (
     summary_line,
     to_json_dict,
 )
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from .orgcopy import REPO_ROOT, AddFile, copy_org
 
@@ -184,7 +184,7 @@ def test_json_of_a_real_run_matches_the_diagnostics(tmp_path):
     org = copy_org(tmp_path / "org")
     AddFile("metadata/objects/Json_Case__c.yaml",
             "version: 1\nobject: Json_Case__c\nlabel: J\nfields:\n  Code__c: {type: Txt}\n  Plain: {type: Text}\n").apply(org)
-    result = load_org(org)
+    result = load_project(org)
     data = json.loads(render_json(list(result.diagnostics), result.files_checked))
     assert data["files_checked"] == result.files_checked
     assert data["errors"] == len(result.errors) >= 2

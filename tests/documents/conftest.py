@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lxml import html as lxml_html
 
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.model import OrgModel
 from engine.documents import find_invoices, read_documents, render_html
 from engine.storage.bulk import RowWriter
@@ -65,7 +65,7 @@ def org_with(tmp_path: Path, template_yaml: str | None = None, files: dict[str, 
 
 
 def load_ok(org: Path) -> OrgModel:
-    result = load_org(org)
+    result = load_project(org)
     assert result.ok, [f"{d.location.render()}: {d.code} {d.message}" for d in result.errors]
     return result.model
 

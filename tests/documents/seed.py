@@ -8,7 +8,7 @@ from datetime import date
 from decimal import Decimal
 
 from engine.config.model import OrgModel
-from engine.config.templating import DocumentInput
+from engine.documents.context import DocumentInput
 
 
 def _blank(model: OrgModel, object_name: str) -> dict:

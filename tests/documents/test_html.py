@@ -10,13 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from engine.config.templating import (
-    Formatter,
-    document_context,
-    parse_template_settings,
-    render_document,
-    round_money,
-)
+from engine.documents.context import document_context, render_document
+from engine.documents.formatting import Formatter, round_money
+from engine.documents.template_records import parse_template_settings
 from engine.documents import DocumentError, render_html
 
 from config.orgcopy import REPO_ROOT
@@ -225,9 +221,9 @@ def test_template_selection(demo_sqlite, tmp_path):
 def test_template_error_names_invoice_template_and_line(demo_sqlite, tmp_path):
     org = org_with(tmp_path, files={"invoice.html.j2": "<p>\n{{ invoice.Name }}\n{{ invoice.NoSuchField }}\n</p>\n"})
     # the org does not validate (E121); the renderer reports the same error on real data
-    from engine.config.loader import load_org
+    from engine.project import load_project
 
-    model = load_org(org).model
+    model = load_project(org).model
     with pytest.raises(DocumentError) as caught:
         invoice_html(demo_sqlite, "INV-2024-00006", model=model, org=org)
     message = str(caught.value)

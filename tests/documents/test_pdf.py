@@ -11,7 +11,8 @@ from datetime import date
 import pytest
 from pypdf import PdfReader
 
-from engine.config.templating import parse_template_settings, render_document
+from engine.documents.context import render_document
+from engine.documents.template_records import parse_template_settings
 from engine.documents import DocumentError, find_invoices, read_documents, render_html, render_pdf
 from engine.documents import pdf as pdf_module
 from engine.documents.render import Rendered

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.templating import (
-    TemplateRefused,
-    describe_error,
-    make_environment,
-    render_template,
-)
+from engine.documents.sandbox import TemplateRefused, describe_error, make_environment, render_template
 
 SECRET = "metabill-secret-value"
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli.main import cli
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from config.orgcopy import copy_org
 
@@ -33,7 +33,7 @@ def org_with_record(tmp_path: Path, template: str | None, extra: str = "", file:
 
 
 def diagnostics(org: Path) -> list[tuple[str, str, int | None, str]]:
-    return [(d.code, d.location.file, d.location.line, d.message) for d in load_org(org).diagnostics]
+    return [(d.code, d.location.file, d.location.line, d.message) for d in load_project(org).diagnostics]
 
 
 def only(found, code):
@@ -67,7 +67,7 @@ def test_template_errors_located(tmp_path, template, code, line, text):
 
 
 def test_template_error_hint_names_the_record(tmp_path):
-    result = load_org(org_with_record(tmp_path, "{{ nope }}"))
+    result = load_project(org_with_record(tmp_path, "{{ nope }}"))
     [diagnostic] = result.diagnostics
     assert diagnostic.hint == "found rendering the sample invoice with Template 'Case Template'"
 
@@ -90,7 +90,7 @@ SETTING_ERRORS = {
 @pytest.mark.parametrize("extra,code,text,hint", list(SETTING_ERRORS.values()), ids=list(SETTING_ERRORS))
 def test_template_setting_errors(tmp_path, extra, code, text, hint):
     org = org_with_record(tmp_path, None, extra, file="invoice.html.j2")
-    result = load_org(org)
+    result = load_project(org)
     hits = [d for d in result.diagnostics if d.code == code]
     assert len(hits) == 1, [(d.code, d.message) for d in result.diagnostics]
     [d] = hits
@@ -106,7 +106,7 @@ def test_template_setting_errors(tmp_path, extra, code, text, hint):
                                               (None, None)])
 def test_exactly_one_default_template(tmp_path, default, expected):
     org = org_with_record(tmp_path, None, f"Default: {default}" if default else "", file="invoice.html.j2")
-    codes = [(d.code, d.message) for d in load_org(org).diagnostics]
+    codes = [(d.code, d.message) for d in load_project(org).diagnostics]
     if expected is None:
         assert codes == []
     else:
@@ -117,7 +117,7 @@ def test_no_default_template(tmp_path):
     org = copy_org(tmp_path / "org")
     path = org / "custom_settings" / "Template.yaml"
     path.write_text(path.read_text(encoding="utf-8").replace("Default: true", "Default: false"), encoding="utf-8")
-    assert [(d.code, d.message) for d in load_org(org).diagnostics] == [
+    assert [(d.code, d.message) for d in load_project(org).diagnostics] == [
         ("E129", "no Template record is marked Default")]
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from engine.billing.drafts import draft_ids
 from engine.booking.finalize import finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
-from engine.config.loader import load_org
+from engine.project import load_project
 from engine.config.model import OrgModel
 from engine.exports.datev import DatevParams
 from engine.storage.bulk import RowWriter
@@ -51,7 +51,7 @@ DEMO_RUNS = (
 
 
 def load_model(org: Path) -> OrgModel:
-    result = load_org(org)
+    result = load_project(org)
     assert result.ok, [str(d) for d in result.errors]
     return result.model
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from cli.test_cli import assert_no_traceback, run
 from config.orgcopy import AddFile, InsertAfter, copy_org
@@ -32,7 +32,7 @@ def test_a_field_name_that_is_not_an_identifier_is_refused_and_nothing_is_create
     org = copy_org(tmp_path / "org")
     quoted = payload.replace("'", "''")
     InsertAfter("metadata/objects/Account.yaml", "fields:", f"  '{quoted}': {{type: Text, length: 10}}").apply(org)
-    result = load_org(org)
+    result = load_project(org)
     refusals = [d for d in result.errors if d.code == "E031" and d.location.yaml_path == ("fields", payload)]
     assert refusals, [str(d) for d in result.errors]
     assert all(d.location.file.endswith("Account.yaml") and d.location.line == 11 for d in refusals)
@@ -55,6 +55,6 @@ label: Evil
 fields:
   Amount__c: {type: Currency, precision: 16, scale: 2}
 """).apply(org)
-    result = load_org(org)
+    result = load_project(org)
     assert {(d.code, d.location.file, d.location.line) for d in result.errors} >= {
         ("E013", "metadata/objects/Evil.yaml", 2), ("E031", "metadata/objects/Evil.yaml", 2)}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from engine.config.loader import load_org
+from engine.project import load_project
 
 from billing.helpers import make_test_org
 
@@ -48,6 +48,6 @@ def reliability_org(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reliability_model(reliability_org):
-    result = load_org(reliability_org)
+    result = load_project(reliability_org)
     assert result.ok, [str(d) for d in result.errors]
     return result.model

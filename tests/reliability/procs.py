@@ -15,10 +15,10 @@ from pathlib import Path
 
 
 def _setup(org_dir: str, url: str):
-    from engine.config.loader import load_org
+    from engine.project import load_project
     from engine.storage.db import open_engine
 
-    model = load_org(Path(org_dir)).model
+    model = load_project(Path(org_dir)).model
     return model, open_engine(url)
 
 
@@ -40,10 +40,10 @@ def run_invoices_proc(org_dir: str, url: str, batch_size: int, barrier, queue) -
 def run_workers_proc(org_dir: str, url: str, workers: int, barrier, queue) -> None:
     from engine.billing.run import RunRequest
     from engine.billing.workers import run_invoices_parallel
-    from engine.config.loader import load_org
+    from engine.project import load_project
 
     try:
-        model = load_org(Path(org_dir)).model
+        model = load_project(Path(org_dir)).model
         request = RunRequest(filters=("Usage",), period_start=date(2024, 1, 1), period_end=date(2024, 12, 31),
                              batch_size=3, today=date(2024, 12, 31))
         barrier.wait(timeout=120)

@@ -1,8 +1,11 @@
 """Money arithmetic: exact decimals, rounded half-up at declared points only.
 
-Amounts are ``Decimal`` from source to database. Rounding happens in exactly
-three places, all here: a line's net (or gross) total, a line's tax, and a tax
-group's tax when the org rounds per tax group. Everything else is addition of
+Amounts are ``Decimal`` from source to database; no float ever carries money.
+This module is the one definition of the cent, of commercial rounding and of
+splitting an amount into parts, for every layer (billing, booking, cash,
+exports, documents). Rounding happens at declared points only: a line's net
+(or gross) total, a line's tax, a tax group's tax when the org rounds per tax
+group, installments and allocations. Everything else is addition of
 already-rounded values, so an invoice's totals always equal the sum of its
 lines.
 """

@@ -95,9 +95,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Union
 
-from .diagnostics import did_you_mean
-from .model import FieldDef, FieldType, ObjectDef
-from .values import ValueProblem, check_number_shape, parse_decimal
+from engine.config.diagnostics import did_you_mean
+from engine.config.model import FieldDef, FieldType, ObjectDef
+from engine.config.values import ValueProblem, check_number_shape, parse_decimal
 
 SYNTAX = "E056"
 UNKNOWN = "E057"

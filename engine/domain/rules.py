@@ -29,7 +29,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Callable, Iterable, Sequence
 
-from engine.config.checks import criterion_target, split_criterion
+from engine.config import contract
 from engine.config.model import FieldDef, ObjectDef, OrgModel, SettingRecord
 
 
@@ -95,6 +95,26 @@ class RuleDecision:
         if self.tie:
             text += " (tie, won by name)"
         return text
+
+
+def split_criterion(value: str) -> tuple[str, ...]:
+    """Rule criteria accept comma-separated lists (OR within a field)."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def criterion_target(model: OrgModel, setting: ObjectDef, fdef: FieldDef) -> FieldDef | None:
+    """The context field a rule criterion is compared with: the declared
+    ``match``, else a field of the same name on the rule's context objects."""
+    if fdef.match:
+        object_name, _, field_name = fdef.match.partition(".")
+        obj = model.object(object_name)
+        return obj.field(field_name) if obj else None
+    for object_name in contract.RULE_CONTEXTS.get(setting.name, ()):
+        obj = model.object(object_name)
+        found = obj.field(fdef.name) if obj else None
+        if found is not None:
+            return found
+    return None
 
 
 def criteria_of(model: OrgModel, setting: ObjectDef, exclude: Iterable[str] = ()) -> tuple[Criterion, ...]:

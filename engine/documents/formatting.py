@@ -1,0 +1,115 @@
+"""Locale formatting of document values: amounts, currencies, dates, percentages.
+
+Templates see numbers through these filters only (``money``, ``currency``,
+``date``, ``percent``, ``number``). Amounts are Decimal, never float, and are
+rounded with :func:`engine.domain.money.round_money` before display, the one
+rounding rule of the engine.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Callable
+
+from engine.config.model import FieldDef, FieldType
+from engine.domain.money import round_money as _round_cents
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        raise TypeError("amounts are Decimal, never float")
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    try:
+        return Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError, TypeError):
+        raise TypeError(f"{value!r} is not a number") from None
+
+
+def round_money(value: Any) -> Decimal | None:
+    """Round half up to cents (the only rounding before display)."""
+    amount = _decimal(value)
+    return None if amount is None else _round_cents(amount)
+
+
+class Formatter:
+    """Locale formatting with babel: amounts (rounded half up to 2 decimals
+    first, Decimal only), currencies, dates, percentages, quantities."""
+
+    def __init__(self, locale: str = "en_US", currency: str = "EUR"):
+        from babel import Locale
+
+        self.locale_name = locale
+        self.locale = Locale.parse(locale)
+        self.currency = currency
+
+    def money(self, value: Any) -> str:
+        from babel.numbers import format_decimal
+
+        amount = round_money(value)
+        if amount is None:
+            return ""
+        return format_decimal(amount, format="#,##0.00", locale=self.locale, decimal_quantization=True)
+
+    def currency_amount(self, value: Any, currency: str | None = None) -> str:
+        from babel.numbers import format_currency
+
+        amount = round_money(value)
+        if amount is None:
+            return ""
+        return format_currency(amount, currency or self.currency, locale=self.locale)
+
+    def date(self, value: Any, style: str = "medium") -> str:
+        from babel.dates import format_date
+
+        if value is None or value == "":
+            return ""
+        if isinstance(value, datetime):
+            value = value.date()
+        if not isinstance(value, date):
+            return str(value)
+        return format_date(value, format=style if style in ("short", "medium", "long", "full") else "medium",
+                           locale=self.locale)
+
+    def percent(self, value: Any) -> str:
+        from babel.numbers import format_decimal
+
+        rate = _decimal(value)
+        if rate is None:
+            return ""
+        rate = _round_cents(rate)
+        text = format_decimal(rate, format="#,##0.00", locale=self.locale)
+        return f"{text}\u00a0%" if self.locale.language == "de" else f"{text}%"
+
+    def number(self, value: Any) -> str:
+        from babel.numbers import format_decimal
+
+        number = _decimal(value)
+        if number is None:
+            return ""
+        number = number.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+        return format_decimal(number, format="#,##0.####", locale=self.locale)
+
+    def value(self, fdef: FieldDef | None, value: Any) -> str:
+        """A field value as printed: by the field's type."""
+        if value is None:
+            return ""
+        kind = fdef.value_type if fdef is not None else None
+        if kind is FieldType.CURRENCY or (kind is None and isinstance(value, Decimal)):
+            return self.money(value)
+        if kind is FieldType.PERCENT:
+            return self.percent(value)
+        if kind is FieldType.NUMBER:
+            return self.number(value)
+        if isinstance(value, (date, datetime)):
+            return self.date(value)
+        if isinstance(value, bool):
+            return "✓" if value else ""
+        return str(value)
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {"money": self.money, "currency": self.currency_amount, "date": self.date,
+                "percent": self.percent, "number": self.number}

@@ -1,0 +1,88 @@
+"""The composition root: where the packages are wired together.
+
+Every command goes through here. :func:`load_project` is the one loader entry
+point: it runs :func:`engine.config.loader.load_org` (which checks the
+metadata itself) with every domain's checks (rules, billing, booking, cash,
+documents), so
+``validate-config`` and every other command see the same diagnostics.
+:func:`open_context` builds the command's runtime context from a valid
+load, and :func:`finalization_stages` composes the finalization chain
+(booking numbers and books the drafts; the cash layer's stages follow in the
+same batch transaction).
+
+Packages below never import this module; it imports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from engine.config.checking import Check
+from engine.config.loader import LoadResult, load_org
+from engine.domain.errors import EngineError, Problem, Where
+from engine.storage.context import Context
+
+
+def all_checks() -> tuple[Check, ...]:
+    """Every domain's checks (the loader adds the metadata's own)."""
+    from engine.billing.checks import CHECKS as billing
+    from engine.booking.checks import CHECKS as booking
+    from engine.cash.checks import CHECKS as cash
+    from engine.documents.checks import CHECKS as documents
+    from engine.domain.checks import CHECKS as rules
+
+    return (*billing, *booking, *documents, *rules, *cash)
+
+
+def load_project(path: str | Path) -> LoadResult:
+    """Load, validate and resolve the org at ``path`` with every check.
+    Never raises for anything the org contains."""
+    return load_org(path, all_checks())
+
+
+class ConfigurationInvalid(EngineError):
+    """The org has configuration errors; commands that use it refuse to run."""
+
+    code = "R001"
+
+    def __init__(self, org_dir: Path | str, result: LoadResult, shown: int = 20):
+        errors = result.errors
+        more = len(errors) - shown
+        super().__init__(
+            f"the configuration in {org_dir} has {len(errors)} error(s)"
+            + (f" ({more} more not shown)" if more > 0 else "")
+            + "; run 'metabill validate-config' and fix them first",
+        )
+        self.result = result
+        self.shown = errors[:shown]
+
+
+def open_context(org_dir: str | Path) -> Context:
+    """The runtime context of a valid org, or :class:`ConfigurationInvalid`."""
+    result = load_project(org_dir)
+    if not result.ok:
+        raise ConfigurationInvalid(org_dir, result)
+    return Context(result.model)
+
+
+def finalization_stages(model) -> tuple:
+    """The stages after booking, in order: the finalization write-off of small
+    invoices (it also refreshes Account.Balance), then cash-management entries
+    and installments (a no-op with the integration off)."""
+    from engine.booking.balances import apply_finalization_write_offs
+    from engine.cash.entries import create_entries
+
+    return (apply_finalization_write_offs, create_entries)
+
+
+def finalize(engine, model, invoice_ids: Sequence[int], *, today=None):
+    """Finalize drafts with every stage of the chain (the CLI, the demo and
+    ``invoice-run --finalize`` all go through here)."""
+    from engine.booking.finalize import finalize_invoices
+
+    return finalize_invoices(engine, model, invoice_ids, today=today, stages=finalization_stages(model))
+
+
+__all__ = ["ConfigurationInvalid", "Problem", "Where", "all_checks", "finalization_stages", "finalize",
+           "load_project", "open_context"]
