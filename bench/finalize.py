@@ -40,6 +40,7 @@ from engine.project import load_project
 from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.schema import build_metadata
+from engine.storage.context import Context
 
 
 def main() -> None:
@@ -47,16 +48,17 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=100_000)
     args = parser.parse_args()
     model = load_project(ROOT).model
+    ctx = Context(model)
     with tempfile.TemporaryDirectory() as tmp:
         engine = open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
         apply_migration(engine, model)
         generate(engine, model, args.lines)
-        report = run_invoices(engine, model, RunRequest(("Order Invoice",), date(2024, 1, 1), date(2024, 12, 31),
+        report = run_invoices(engine, ctx, RunRequest(("Order Invoice",), date(2024, 1, 1), date(2024, 12, 31),
                                                         invoice_date=date(2024, 1, 31)))
         with engine.connect() as conn:
-            ids = draft_ids(conn, model, run_id=report.run_id)
+            ids = draft_ids(conn, ctx, run_id=report.run_id)
         started = time.perf_counter()
-        finalized = finalize_invoices(engine, model, ids, today=date(2024, 2, 1))
+        finalized = finalize_invoices(engine, ctx, ids, today=date(2024, 2, 1))
         seconds = time.perf_counter() - started
         tables = build_metadata(model).tables
         with engine.connect() as conn:

@@ -51,6 +51,7 @@ from engine.storage.bulk import RowWriter
 from engine.storage.db import open_engine, private_schema
 from engine.storage.migrate import apply_migration
 from engine.storage.schema import build_metadata
+from engine.storage.context import Context
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES_PER_ORDER = 10
@@ -149,6 +150,7 @@ def main() -> None:
     if not result.ok:
         raise SystemExit("the sample org does not validate; run metabill validate-config")
     model = result.model
+    ctx = Context(model)
     tables = build_metadata(model).tables
     invoice_columns = len(tables["invoice"].columns)
     line_columns = len(tables["invoicelineitem"].columns)
@@ -170,9 +172,9 @@ def main() -> None:
             if profiler is not None:
                 profiler.enable()
             if workers > 1:
-                report = run_invoices_parallel(url, ROOT, model, request, workers)
+                report = run_invoices_parallel(url, ROOT, ctx, request, workers)
             else:
-                report = run_invoices(engine, model, request)
+                report = run_invoices(engine, ctx, request)
             if profiler is not None:
                 profiler.disable()
             seconds = time.perf_counter() - started

@@ -66,7 +66,7 @@ def open_context(org_dir: str | Path) -> Context:
     return Context(result.model)
 
 
-def finalization_stages(model) -> tuple:
+def finalization_stages(ctx: Context) -> tuple:
     """The stages after booking, in order: the finalization write-off of small
     invoices (it also refreshes Account.Balance), then cash-management entries
     and installments (a no-op with the integration off)."""
@@ -76,12 +76,12 @@ def finalization_stages(model) -> tuple:
     return (apply_finalization_write_offs, create_entries)
 
 
-def finalize(engine, model, invoice_ids: Sequence[int], *, today=None):
+def finalize(engine, ctx: Context, invoice_ids: Sequence[int], *, today=None):
     """Finalize drafts with every stage of the chain (the CLI, the demo and
     ``invoice-run --finalize`` all go through here)."""
     from engine.booking.finalize import finalize_invoices
 
-    return finalize_invoices(engine, model, invoice_ids, today=today, stages=finalization_stages(model))
+    return finalize_invoices(engine, ctx, invoice_ids, today=today, stages=finalization_stages(ctx))
 
 
 __all__ = ["ConfigurationInvalid", "Problem", "Where", "all_checks", "finalization_stages", "finalize",

@@ -6,6 +6,9 @@ when the server cannot be reached) those runs are skipped, except in CI
 (``CI=true``), where a silently skipped backend would hide failures, so they
 fail instead.
 
+``prepared`` gives a database in a prepared state (migrated, sample data
+loaded, ...): see tests/databases.py.
+
 Every PostgreSQL test gets a schema of its own (``mbt_<random>``), named as
 the connection's ``search_path`` in the URL, and dropped afterwards: tests
 never see each other's tables, and anything opened from ``db_url`` (engines,
@@ -21,6 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from engine.storage.db import open_engine, private_schema
+
+from databases import PreparedDatabases
 
 PG_ENV = "METABILL_TEST_PG_URL"
 
@@ -89,3 +94,28 @@ def engine_for():
 def engine(db_url: str, engine_for) -> sa.Engine:
     """An engine on the empty database of ``db_url``."""
     return engine_for(db_url)
+
+
+@pytest.fixture(scope="session")
+def prepared_files(tmp_path_factory) -> PreparedDatabases:
+    return PreparedDatabases(tmp_path_factory.mktemp("prepared"))
+
+
+@pytest.fixture
+def prepared(prepared_files, engine_for):
+    """``prepared(url, model, prepare=migrate_and_load, key="")``: an engine on
+    the database at ``url`` in the state ``prepare`` leaves it (see
+    tests/databases.py); SQLite files are prepared once per session and copied."""
+
+    def open_prepared(url: str, model, prepare=None, key: str = "") -> sa.Engine:
+        from databases import migrate_and_load
+
+        return prepared_files.open(url, model, engine_for, prepare or migrate_and_load, key)
+
+    return open_prepared
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """The URL of a SQLite file of the test (for cases that do not depend on the backend)."""
+    return f"sqlite:///{tmp_path / 'metabill.db'}"

@@ -33,6 +33,7 @@ from engine.billing.condition import (
 )
 from engine.config.model import FieldDef, FieldType, FormulaDef, ObjectDef, ObjectKind, OrgModel
 from engine.storage.schema import build_metadata
+from contexts import context
 
 T = FieldType
 TODAY = date(2024, 3, 15)
@@ -465,7 +466,7 @@ def select_ids(db, text: str, obj: ObjectDef = ORDER, today: date = TODAY) -> se
     engine, metadata = db
     condition = ok(text, obj)
     table = metadata.tables[obj.table_name]
-    where, from_clause = compile_condition(condition, MODEL, metadata.tables, table, today=today)
+    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=today)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     with engine.connect() as conn:
         ids = [row[0] for row in conn.execute(statement)]
@@ -632,7 +633,7 @@ def test_base_may_be_an_alias(db):
     engine, metadata = db
     condition = ok("Account.Type = 'Customer' AND TotalAmount > 1000")
     base = metadata.tables["order"].alias("o")
-    where, from_clause = compile_condition(condition, MODEL, metadata.tables, base, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, base, today=TODAY)
     with engine.connect() as conn:
         assert conn.execute(sa.select(base.c.id).select_from(from_clause).where(where)).scalars().all() == [5]
 
@@ -659,7 +660,7 @@ def test_sql_in_text_values_is_only_ever_a_bound_parameter(db):
     condition = ok(HOSTILE_TEXT)
     assert condition.root.value == "'; DROP TABLE \"order\"; --"
     table = metadata.tables["order"]
-    where, from_clause = compile_condition(condition, MODEL, metadata.tables, table, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=TODAY)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         compiled = statement.compile(dialect=dialect)
@@ -678,7 +679,7 @@ def test_no_value_is_inlined_into_sql():
                    "AND Account.Name LIKE 'Ac%' AND Tags__c INCLUDES ('B') AND AccountId IN (7777, 8888)")
     metadata = build_metadata(MODEL)
     table = metadata.tables["order"]
-    where, from_clause = compile_condition(condition, MODEL, metadata.tables, table, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=TODAY)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         sql = str(statement.compile(dialect=dialect))

@@ -17,6 +17,7 @@ from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.records import load_records
 from engine.storage.schema import build_metadata
+from contexts import context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,10 @@ def billed(tmp_path):
     engine = open_engine(f"sqlite:///{tmp_path / 'f.db'}")
     apply_migration(engine, model)
     for path in sorted((ROOT / "data").glob("[0-9]*_*.csv")):
-        report = load_records(engine, model, path.stem.split("_", 1)[1], path)
+        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
         assert report.ok, report.render()
     request = RunRequest(("Order Sub Invoice", "Order Invoice"), date(2024, 1, 1), date(2024, 12, 31))
-    run_invoices(engine, model, request)
+    run_invoices(engine, context(model), request)
     return engine, model
 
 
@@ -66,7 +67,7 @@ def test_finalize_numbers_are_gapless_and_balances_match(billed):
     with engine.connect() as conn:
         drafts = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().all()
     assert len(drafts) == 6
-    report = finalize_invoices(engine, model, drafts, today=date(2025, 2, 3))
+    report = finalize_invoices(engine, context(model), drafts, today=date(2025, 2, 3))
     assert not report.failures
     assert [f.number for f in report.finalized] == [f"INV-2025-{n:05d}" for n in range(1, 7)]
     with engine.connect() as conn:
@@ -87,12 +88,12 @@ def test_finalizing_twice_is_refused_and_draws_no_number(billed):
     invoice = build_metadata(model).tables["invoice"]
     with engine.connect() as conn:
         first = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().first()
-    assert finalize_invoices(engine, model, [first], today=date(2025, 1, 1)).finalized[0].number == "INV-2025-00001"
-    again = finalize_invoices(engine, model, [first], today=date(2025, 1, 1))
+    assert finalize_invoices(engine, context(model), [first], today=date(2025, 1, 1)).finalized[0].number == "INV-2025-00001"
+    again = finalize_invoices(engine, context(model), [first], today=date(2025, 1, 1))
     assert again.finalized == [] and "not a draft" in again.failures[0][1]
     with engine.connect() as conn:
         second = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().first()
-    assert finalize_invoices(engine, model, [second], today=date(2025, 1, 1)).finalized[0].number == "INV-2025-00002"
+    assert finalize_invoices(engine, context(model), [second], today=date(2025, 1, 1)).finalized[0].number == "INV-2025-00002"
 
 
 def test_yearly_reset_starts_a_new_range(billed):
@@ -100,7 +101,7 @@ def test_yearly_reset_starts_a_new_range(billed):
     invoice = build_metadata(model).tables["invoice"]
     with engine.connect() as conn:
         drafts = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().all()
-    numbers = [finalize_invoices(engine, model, [i], today=when).finalized[0].number
+    numbers = [finalize_invoices(engine, context(model), [i], today=when).finalized[0].number
                for i, when in zip(drafts[:3], (date(2024, 12, 30), date(2024, 12, 31), date(2025, 1, 1)))]
     assert numbers == ["INV-2024-00001", "INV-2024-00002", "INV-2025-00001"]
 
@@ -113,9 +114,9 @@ def test_final_invoice_is_built_once_its_sub_invoices_are_final(billed):
             sa.select(invoice.c.id).where(invoice.c.type.in_(("Partial", "Progress"))).order_by(invoice.c.id)
         ).scalars().all()
     assert len(subs) == 2
-    finalize_invoices(engine, model, subs, today=date(2024, 9, 30))
+    finalize_invoices(engine, context(model), subs, today=date(2024, 9, 30))
     request = RunRequest(("Order Sub Invoice", "Order Invoice"), date(2024, 1, 1), date(2024, 12, 31))
-    report = run_invoices(engine, model, request)
+    report = run_invoices(engine, context(model), request)
     finals = [i for i in report.invoices if i.type == "Final"]
     assert len(finals) == 2
     partial_final = next(i for i in finals if i.total_net == Decimal("4200.00"))

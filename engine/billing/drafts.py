@@ -13,17 +13,19 @@ from typing import Iterable, Sequence
 
 import sqlalchemy as sa
 
-from engine.config.model import FieldType, OrgModel
-from engine.storage.schema import CLAIM, build_metadata
+from engine.config.model import FieldType
+from engine.storage.schema import CLAIM
+from engine.storage.context import Context
 
 
 class DraftError(ValueError):
     """The invoices cannot be deleted (not drafts, unknown)."""
 
 
-def invoice_backrefs(model: OrgModel) -> list[tuple[str, str]]:
+def invoice_backrefs(ctx: Context) -> list[tuple[str, str]]:
     """(table, column) of every lookup to Invoice named ON_Invoice<sfx>__c:
     the write-back fields of invoice-run sources."""
+    model = ctx.model
     refs = []
     for obj in model.data_objects:
         for fdef in obj.fields:
@@ -37,13 +39,14 @@ def invoice_backrefs(model: OrgModel) -> list[tuple[str, str]]:
     return refs
 
 
-def delete_drafts(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[int]) -> int:
+def delete_drafts(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]) -> int:
     """Delete the given draft invoices inside the caller's transaction; return
     how many were deleted. Raises DraftError (nothing deleted) when one of them
     is unknown or not a draft."""
+    model = ctx.model
     if not invoice_ids:
         return 0
-    tables = build_metadata(model)
+    tables = ctx.metadata
     invoice = tables.tables[model.require("Invoice").table_name]
     ids = sorted(set(invoice_ids))
     rows = conn.execute(sa.select(invoice.c.id, invoice.c.name, invoice.c.status).where(invoice.c.id.in_(ids))).all()
@@ -54,7 +57,7 @@ def delete_drafts(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[in
     final = [r.name for r in rows if r.status != "Draft"]
     if final:
         raise DraftError(f"only drafts can be deleted; {', '.join(final)} are finalized: cancel them instead")
-    for table_name, column in invoice_backrefs(model):
+    for table_name, column in invoice_backrefs(ctx):
         table = tables.tables[table_name]
         conn.execute(sa.update(table).where(table.c[column].in_(ids)).values({column: None}))
     conn.execute(sa.delete(CLAIM).where(CLAIM.c.invoice_id.in_(ids)))
@@ -64,9 +67,10 @@ def delete_drafts(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[in
     return result.rowcount or 0
 
 
-def draft_ids(conn: sa.Connection, model: OrgModel, *, run_id: int | None = None, names: Iterable[str] = ()) -> list[int]:
+def draft_ids(conn: sa.Connection, ctx: Context, *, run_id: int | None = None, names: Iterable[str] = ()) -> list[int]:
     """Ids of the drafts of a run and/or with the given names."""
-    invoice = build_metadata(model).tables[model.require("Invoice").table_name]
+    model = ctx.model
+    invoice = ctx.metadata.tables[model.require("Invoice").table_name]
     clauses = []
     if run_id is not None:
         clauses.append(invoice.c.invoicerun == run_id)

@@ -17,11 +17,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Mapping
 
 from engine.billing.condition import Condition, parse_condition
-from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
+from engine.config.model import FieldDef, FieldType, ObjectDef, SettingRecord
 from engine.config.resolve import IMPLICIT_FIELDS
 from engine.config.values import coerce
 from engine.domain.naming import CONTROLLING_FIELDS, controlling_name, on_copy_target
 from engine.domain.values import field_paths
+from engine.storage.context import Context
 
 
 class PlanError(ValueError):
@@ -81,8 +82,9 @@ def _controls(obj: ObjectDef, suffix: str, bases: tuple[str, ...]) -> dict[str, 
     return found
 
 
-def _copies(model: OrgModel, source: ObjectDef, suffix: str, targets: tuple[str, ...]) -> tuple:
+def _copies(ctx: Context, source: ObjectDef, suffix: str, targets: tuple[str, ...]) -> tuple:
     """ON data fields of ``source`` (read with ``suffix``) and where they go."""
+    model = ctx.model
     controls = {b.lower() for b in CONTROLLING_FIELDS}
     pairs = []
     for fdef in source.fields:
@@ -127,8 +129,9 @@ HEADER_BASES = (
 LINE_BASES = ("ON_Title", "ON_Quantity", "ON_UnitPrice", "ON_InvoiceCriterion")
 
 
-def plan_filter(model: OrgModel, record: SettingRecord) -> FilterPlan:
+def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
     """Resolve a Filter record; raise PlanError when it cannot run."""
+    model = ctx.model
     target = model.object(str(record.get("Target") or ""))
     if target is None or target.is_setting:
         raise PlanError(f"filter '{record.name}': unknown target object '{record.get('Target')}'")
@@ -148,14 +151,14 @@ def plan_filter(model: OrgModel, record: SettingRecord) -> FilterPlan:
         if relation is None:
             raise PlanError(f"filter '{record.name}': {target.name} has no child relationship '{relation_name}'")
         child = model.require(relation.child_object)
-        header = Level(target, _controls(target, suffix, HEADER_BASES), _copies(model, target, suffix, ("Invoice",)))
-        line = Level(child, _controls(child, suffix, LINE_BASES), _copies(model, child, suffix, ("InvoiceLineItem",)))
+        header = Level(target, _controls(target, suffix, HEADER_BASES), _copies(ctx, target, suffix, ("Invoice",)))
+        line = Level(child, _controls(child, suffix, LINE_BASES), _copies(ctx, child, suffix, ("InvoiceLineItem",)))
         lookup = child.field(relation.field_name)
     else:
         header = Level(
             target,
             _controls(target, suffix, HEADER_BASES + LINE_BASES),
-            _copies(model, target, suffix, ("Invoice", "InvoiceLineItem")),
+            _copies(ctx, target, suffix, ("Invoice", "InvoiceLineItem")),
         )
         line = header
         lookup = None
@@ -219,7 +222,7 @@ def _path_get(path: tuple[str, ...]) -> Callable[[dict, date], object]:
     return get
 
 
-def getter(model: OrgModel, fdef: FieldDef) -> Callable[[dict, date], object]:
+def getter(ctx: Context, fdef: FieldDef) -> Callable[[dict, date], object]:
     """A function (record, today) -> value of ``fdef``, formulas included.
     Formula results are rounded half-up to the formula field's scale, as a
     formula field's declared decimal places say."""
@@ -228,7 +231,7 @@ def getter(model: OrgModel, fdef: FieldDef) -> Callable[[dict, date], object]:
     compiled = fdef.formula.compiled
     if compiled is None:
         raise PlanError(f"formula {fdef.object_name}.{fdef.name} did not compile")
-    target = _bare_path_field(model, fdef)
+    target = _bare_path_field(ctx, fdef)
     if target is not None:
         path = next(iter(compiled.references))
         return _path_get(path)
@@ -244,10 +247,11 @@ def getter(model: OrgModel, fdef: FieldDef) -> Callable[[dict, date], object]:
     return get
 
 
-def _bare_path_field(model: OrgModel, fdef: FieldDef) -> FieldDef | None:
+def _bare_path_field(ctx: Context, fdef: FieldDef) -> FieldDef | None:
     """The field a formula merely reads (``Quantity``, ``Product.ProductGroup``,
     ``TEXT(Product.TaxClass)`` of a text or picklist field) when reading it
     directly gives the same value as evaluating the formula."""
+    model = ctx.model
     formula = fdef.formula
     compiled = formula.compiled if formula else None
     if formula is None or compiled is None:

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.config.formula import FormulaEvaluationError
-from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
+from engine.config.model import FieldDef, FieldType, SettingRecord
 from engine.config.values import ValueProblem, coerce
 from engine.domain.batching import chunks
 from engine.domain.naming import on_copy_target
@@ -52,7 +52,7 @@ from engine.storage.db import copy_rows
 from engine.storage.ids import next_autonumbers
 from engine.storage.reader import RecordReader
 from engine.storage.retry import run_in_transaction
-from engine.storage.schema import CLAIM, build_metadata
+from engine.storage.schema import CLAIM
 
 from .build import (
     FINAL_TYPE,
@@ -69,6 +69,7 @@ from .build import (
 from .plan import FilterPlan, Level, PlanError, coercer, getter, plan_filter
 from .sqlcondition import compile_condition
 from .tax import TaxResolver
+from engine.storage.context import Context
 
 ERROR_LENGTH = 255
 ID_CHUNK = 500
@@ -207,37 +208,37 @@ class _Session:
                     yield conn
 
 
-def run_invoices(engine: sa.Engine, model: OrgModel, request: RunRequest, progress: Progress | None = None) -> RunReport:
+def run_invoices(engine: sa.Engine, ctx: Context, request: RunRequest, progress: Progress | None = None) -> RunReport:
     """Run the given filters over the period; see the module docstring.
     (``engine.billing.workers.run_invoices_parallel`` runs the same over
     several processes.)"""
-    plans = check_request(model, request)
+    plans = check_request(ctx, request)
     started = time.perf_counter()
-    tables = build_metadata(model)
+    tables = ctx.metadata
     today = request.today or date.today()
     if not request.dry_run:
-        refresh_statistics(engine, model, plans)
+        refresh_statistics(engine, ctx, plans)
     with _Session(engine, request.dry_run) as session:
-        report, ctx = open_run(session, model, request, plans)
+        report, run = open_run(session, ctx, request, plans)
         for plan in plans:
-            runner = _FilterRun(session, model, tables, plan, ctx, today, request.batch_size, progress)
+            runner = _FilterRun(session, ctx, tables, plan, run, today, request.batch_size, progress)
             report.filters.append(runner.run())
             report.invoices.extend(runner.summaries)
         report.seconds = time.perf_counter() - started
-        session.write(lambda conn: _close_run(conn, model, ctx.run_id, report))
+        session.write(lambda conn: _close_run(conn, ctx, run.run_id, report))
     return report
 
 
-def check_request(model: OrgModel, request: RunRequest) -> list[FilterPlan]:
+def check_request(ctx: Context, request: RunRequest) -> list[FilterPlan]:
     """The request's filter plans in Sequence order, or RunError."""
     if request.period_end < request.period_start:
         raise RunError("the period ends before it starts")
     if not request.filters:
         raise RunError("name at least one filter (--filter NAME)")
-    return _plans(model, request.filters)
+    return _plans(ctx, request.filters)
 
 
-def refresh_statistics(engine: sa.Engine, model: OrgModel, plans: Sequence[FilterPlan]) -> None:
+def refresh_statistics(engine: sa.Engine, ctx: Context, plans: Sequence[FilterPlan]) -> None:
     """PostgreSQL: ANALYZE the tables the run reads when their planner
     statistics are missing or stale (a fifth of the rows changed since).
 
@@ -247,9 +248,10 @@ def refresh_statistics(engine: sa.Engine, model: OrgModel, plans: Sequence[Filte
     without). Autovacuum would analyze them eventually; the run does not
     wait for it. ANALYZE only samples (cheap) and does not block readers or
     writers; SQLite needs nothing of the kind."""
+    model = ctx.model
     if engine.dialect.name != "postgresql":
         return
-    tables = build_metadata(model).tables
+    tables = ctx.metadata.tables
     names = {model.require("Account").table_name}
     for plan in plans:
         names.add(plan.header.obj.table_name)
@@ -265,33 +267,36 @@ def refresh_statistics(engine: sa.Engine, model: OrgModel, plans: Sequence[Filte
         conn.commit()
 
 
-def open_run(session: "_Session", model: OrgModel, request: RunRequest,
+def open_run(session: "_Session", ctx: Context, request: RunRequest,
              plans: Sequence[FilterPlan]) -> tuple[RunReport, RunContext]:
     """Create or join the InvoiceRun record; the empty report and the build context."""
-    run_id, run_name, joined, invoice_date = session.write(lambda conn: _open_run(conn, model, request, plans))
-    return RunReport(run_id, run_name, joined, request.dry_run), run_context(model, request, run_id, invoice_date)
+    run_id, run_name, joined, invoice_date = session.write(lambda conn: _open_run(conn, ctx, request, plans))
+    return RunReport(run_id, run_name, joined, request.dry_run), run_context(ctx, request, run_id, invoice_date)
 
 
-def run_context(model: OrgModel, request: RunRequest, run_id: int, invoice_date: date | None) -> RunContext:
+def run_context(ctx: Context, request: RunRequest, run_id: int, invoice_date: date | None) -> RunContext:
+    model = ctx.model
     return RunContext(
         model=model,
         run_id=run_id,
         period_start=request.period_start,
         period_end=request.period_end,
         invoice_date=invoice_date,
-        config_hash=model.config_hash,
-        rounding=_rounding_mode(model),
-        tax=TaxResolver(model),
+        config_hash=ctx.config_hash,
+        rounding=_rounding_mode(ctx),
+        tax=TaxResolver(ctx),
     )
 
 
-def _rounding_mode(model: OrgModel) -> str:
+def _rounding_mode(ctx: Context) -> str:
     """Global Settings RoundingMode (PerLine or PerTaxGroup; PerLine when unset)."""
+    model = ctx.model
     settings = model.hierarchy_default("GlobalSettings")
     return str((settings.get("RoundingMode") if settings is not None else None) or "PerLine")
 
 
-def _plans(model: OrgModel, names: Sequence[str]) -> list[FilterPlan]:
+def _plans(ctx: Context, names: Sequence[str]) -> list[FilterPlan]:
+    model = ctx.model
     plans = []
     for name in dict.fromkeys(names):
         record = model.setting_record("Filter", name)
@@ -299,7 +304,7 @@ def _plans(model: OrgModel, names: Sequence[str]) -> list[FilterPlan]:
             known = ", ".join(r.name for r in model.setting_records("Filter"))
             raise RunError(f"unknown filter '{name}' (filters: {known})")
         try:
-            plans.append(plan_filter(model, record))
+            plans.append(plan_filter(ctx, record))
         except PlanError as error:
             raise RunError(str(error)) from None
     return sorted(plans, key=lambda p: (p.record.get("Sequence") or Decimal(0), p.name.lower()))
@@ -312,10 +317,11 @@ def _filters_key(plans: Sequence[FilterPlan]) -> str:
     return ";".join(sorted(p.name for p in plans))
 
 
-def _open_run(conn: sa.Connection, model: OrgModel, request: RunRequest, plans) -> tuple[int, str, bool, date | None]:
+def _open_run(conn: sa.Connection, ctx: Context, request: RunRequest, plans) -> tuple[int, str, bool, date | None]:
     """Find the run with the same period and filters (and join it) or create one."""
+    model = ctx.model
     obj = model.require("InvoiceRun")
-    table = build_metadata(model).tables[obj.table_name]
+    table = ctx.metadata.tables[obj.table_name]
     key = _filters_key(plans)
     if conn.dialect.name == "postgresql":
         # Two runs of the same period and filters started at the same moment
@@ -346,16 +352,17 @@ def _open_run(conn: sa.Connection, model: OrgModel, request: RunRequest, plans) 
         "genericfilters": key,
         "status": "Running",
         "startedat": now,
-        "confighash": model.config_hash,
+        "confighash": ctx.config_hash,
     }
     RowWriter(conn, obj).insert([record])
     return record["id"], record["name"], False, request.invoice_date
 
 
-def _close_run(conn: sa.Connection, model: OrgModel, run_id: int, report: RunReport) -> None:
+def _close_run(conn: sa.Connection, ctx: Context, run_id: int, report: RunReport) -> None:
+    model = ctx.model
     obj = model.require("InvoiceRun")
-    table = build_metadata(model).tables[obj.table_name]
-    invoice = build_metadata(model).tables[model.require("Invoice").table_name]
+    table = ctx.metadata.tables[obj.table_name]
+    invoice = ctx.metadata.tables[model.require("Invoice").table_name]
     counts = conn.execute(
         sa.select(
             sa.func.count(),
@@ -399,13 +406,15 @@ class _Failed(Exception):
 
 
 class _FilterRun:
-    def __init__(self, session: _Session, model: OrgModel, tables: sa.MetaData, plan: FilterPlan, ctx: RunContext,
+    def __init__(self, session: _Session, ctx: Context, tables: sa.MetaData, plan: FilterPlan, run: RunContext,
                  today: date, batch_size: int, progress: Progress | None):
+        model = ctx.model
+        self.ctx = ctx
         self.session = session
         self.model = model
         self.tables = tables
         self.plan = plan
-        self.ctx = ctx
+        self.job = run
         self.today = today
         self.batch_size = max(1, batch_size)
         self.progress = progress
@@ -414,7 +423,7 @@ class _FilterRun:
         self.header_table = tables.tables[plan.header.obj.table_name]
         self.invoice_obj = model.require("Invoice")
         self.line_obj = model.require("InvoiceLineItem")
-        self.accounts = _Accounts(model, tables, today)
+        self.accounts = _Accounts(ctx, tables, today)
         self.templates = {r.name.lower(): r for r in model.setting_records("Template")}
         self.default_template = next((r for r in model.setting_records("Template") if r.get("Default")), None)
         settings = model.hierarchy_default("GlobalSettings")
@@ -457,7 +466,7 @@ class _FilterRun:
         if self.plan.condition is None:
             return None
         where, source = compile_condition(
-            self.plan.condition, self.model, self.tables.tables, self.header_table, today=self.today
+            self.plan.condition, self.ctx, self.tables.tables, self.header_table, today=self.today
         )
         matching = sa.select(self.header_table.c.id).select_from(source).where(where)
         return self.header_table.c.id.in_(matching.scalar_subquery())
@@ -597,10 +606,10 @@ class _FilterRun:
     def _programs(self, level: Level) -> tuple[dict, dict]:
         """Getters of the level's controlling fields, and its ON copies as
         (source, target, getter, coercer) per target object; built once."""
-        controls = {base: (fdef, getter(self.model, fdef)) for base, fdef in level.controls.items()}
+        controls = {base: (fdef, getter(self.ctx, fdef)) for base, fdef in level.controls.items()}
         copies: dict[str, list] = defaultdict(list)
         for source, target, target_object in level.copies:
-            copies[target_object].append((source, target, getter(self.model, source), coercer(target)))
+            copies[target_object].append((source, target, getter(self.ctx, source), coercer(target)))
         return controls, copies
 
     def _line_program(self) -> list[tuple]:
@@ -650,7 +659,7 @@ class _FilterRun:
         service_date = self._value(level, "ON_ServiceDate", record)
         if isinstance(service_date, datetime):
             service_date = service_date.date()
-        if service_date is not None and not (self.ctx.period_start <= service_date <= self.ctx.period_end):
+        if service_date is not None and not (self.job.period_start <= service_date <= self.job.period_end):
             return None
         if plan.single and not self._value(level, "ON_IsItem", record):
             return None
@@ -817,7 +826,7 @@ class _FilterRun:
             try:
                 account = self.accounts.record(sources[0].account_id)
                 related = [s for s in subs.get((sources[0].account_id, sources[0].assignment_key), [])]
-                drafts.append(build_invoice(self.ctx, sources, account, self.accounts.copies(sources[0].account_id), related))
+                drafts.append(build_invoice(self.job, sources, account, self.accounts.copies(sources[0].account_id), related))
             except (BuildError, _Failed) as error:
                 message = str(error)
                 failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
@@ -941,7 +950,7 @@ class _FilterRun:
             for source in draft.sources:
                 first_invoice.setdefault(source.record_id, draft.header["id"])
         claims = [
-            (source_table, record_id, suffix, invoice_id, self.ctx.run_id)
+            (source_table, record_id, suffix, invoice_id, self.job.run_id)
             for record_id, invoice_id in first_invoice.items()
         ]
         insert_tuples(conn, CLAIM, ("source_table", "source_id", "suffix", "invoice_id", "run_id"), claims)
@@ -950,7 +959,7 @@ class _FilterRun:
             conn,
             self.plan.header.obj,
             [wb["ON_Invoice"].name, wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
-            [(record_id, (invoice_id, self.ctx.run_id, None)) for record_id, invoice_id in first_invoice.items()],
+            [(record_id, (invoice_id, self.job.run_id, None)) for record_id, invoice_id in first_invoice.items()],
         )
         out.invoices += len(drafts)
         out.lines += len(all_lines)
@@ -970,7 +979,7 @@ class _FilterRun:
             conn,
             self.plan.header.obj,
             [wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
-            [(f.record_id, (self.ctx.run_id, f.message[:ERROR_LENGTH])) for f in failures],
+            [(f.record_id, (self.job.run_id, f.message[:ERROR_LENGTH])) for f in failures],
         )
         out.failures.extend(failures)
         return out
@@ -991,7 +1000,9 @@ class _Accounts:
     """Resolves ON_Account values and caches account records with their ON
     field copies for the invoice header."""
 
-    def __init__(self, model: OrgModel, tables: sa.MetaData, today: date):
+    def __init__(self, ctx: Context, tables: sa.MetaData, today: date):
+        model = ctx.model
+        self.ctx = ctx
         self.model = model
         self.today = today
         self.obj = model.require("Account")

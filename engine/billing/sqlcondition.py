@@ -60,7 +60,8 @@ from engine.billing.condition import (
     Not,
     Or,
 )
-from engine.config.model import FieldType, ObjectDef, OrgModel
+from engine.config.model import FieldType, ObjectDef
+from engine.storage.context import Context
 
 __all__ = ["ConditionCompileError", "compile_condition"]
 
@@ -128,7 +129,7 @@ def _codepoint_order_sqlite(element: _codepoint_order, compiler: Any, **kw: Any)
 
 def compile_condition(
     condition: Condition,
-    model: OrgModel,
+    ctx: Context,
     tables: Mapping[str, sa.Table],
     base: sa.FromClause,
     *,
@@ -143,6 +144,7 @@ def compile_condition(
     the condition's object, or an alias of it. Relative date literals are
     evaluated against ``today``. Use it as
     ``select(...).select_from(from_clause).where(where)``."""
+    model = ctx.model
     if condition.root is None:
         return sa.true(), base
     root = model.object(condition.object_name)

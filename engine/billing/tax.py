@@ -22,9 +22,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Callable, Mapping
 
-from engine.config.model import OrgModel
 
 from engine.domain.rules import RuleDecision, criteria_of, decide
+from engine.storage.context import Context
 
 
 class TaxError(ValueError):
@@ -46,7 +46,9 @@ class TaxResolver:
     product class, date...). Decisions are pure, so the cache cannot go stale
     within one loaded model."""
 
-    def __init__(self, model: OrgModel):
+    def __init__(self, ctx: Context):
+        model = ctx.model
+        self.ctx = ctx
         self.model = model
         setting = model.object("TaxRule")
         self.records = model.setting_records("TaxRule")
@@ -134,6 +136,6 @@ class TaxResolver:
         raise TaxError(f"no tax rule matches ({context_text or 'empty context'})")
 
 
-def determine_tax(model: OrgModel, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
+def determine_tax(ctx: Context, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
     """One decision without a cache (for explain and tests)."""
-    return TaxResolver(model)(header, line, when)
+    return TaxResolver(ctx)(header, line, when)

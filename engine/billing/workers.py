@@ -40,8 +40,6 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-from engine.config.model import OrgModel
-from engine.storage.schema import build_metadata
 
 from .build import RunContext
 from .run import (
@@ -60,6 +58,7 @@ from .run import (
     run_context,
     run_invoices,
 )
+from engine.storage.context import Context
 
 #: The multiprocessing start method: a fresh interpreter per worker, no
 #: inherited connections or locks (fork would copy the parent's pool).
@@ -86,32 +85,33 @@ class _Pass2:
     summaries: list[InvoiceSummary] = field(default_factory=list)
 
 
-def run_invoices_parallel(url: str, org_dir: Path, model: OrgModel, request: RunRequest, workers: int,
+def run_invoices_parallel(url: str, org_dir: Path, ctx: Context, request: RunRequest, workers: int,
                           progress: Progress | None = None) -> RunReport:
     """Run ``request`` with ``workers`` processes on the database at ``url``
     (see the module docstring). ``model`` must be the org at ``org_dir``.
     One worker, or a dry run (one transaction that is rolled back), runs in
     this process as :func:`run_invoices` does."""
+    model = ctx.model
     from engine.storage.db import open_engine
 
     engine = open_engine(url)
     try:
         if workers <= 1 or request.dry_run:
-            return run_invoices(engine, model, request, progress)
-        plans = check_request(model, request)
+            return run_invoices(engine, ctx, request, progress)
+        plans = check_request(ctx, request)
         started = time.perf_counter()
         today = request.today or date.today()
         request = replace(request, today=today)  # one "today" for every worker
-        refresh_statistics(engine, model, plans)
+        refresh_statistics(engine, ctx, plans)
         session = _Session(engine, False)
-        report, ctx = open_run(session, model, request, plans)
-        context = multiprocessing.get_context(START_METHOD)
-        init = (url, str(Path(org_dir).resolve()), model.config_hash, request, ctx.run_id, ctx.invoice_date)
-        with context.Pool(workers, initializer=_init_worker, initargs=init) as pool:
+        report, run = open_run(session, ctx, request, plans)
+        processes = multiprocessing.get_context(START_METHOD)
+        init = (url, str(Path(org_dir).resolve()), model.config_hash, request, run.run_id, run.invoice_date)
+        with processes.Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for plan in plans:
                 report.filters.append(_run_filter(pool, plan.name, workers, report, progress))
         report.seconds = time.perf_counter() - started
-        session.write(lambda conn: _close_run(conn, model, ctx.run_id, report))
+        session.write(lambda conn: _close_run(conn, ctx, run.run_id, report))
         return report
     finally:
         engine.dispose()
@@ -166,11 +166,11 @@ def _init_worker(url: str, org_dir: str, config_hash: str, request: RunRequest, 
     if not loaded.ok or loaded.model.config_hash != config_hash:
         _WORKER["error"] = f"the org at {org_dir} changed since the run started; start the run again"
         return
-    model = loaded.model
+    ctx = Context(loaded.model)
     engine = open_engine(url)
     _WORKER.update(
-        model=model, engine=engine, request=request, tables=build_metadata(model),
-        ctx=run_context(model, request, run_id, invoice_date),
+        ctx=ctx, engine=engine, request=request,
+        run=run_context(ctx, request, run_id, invoice_date),
     )
 
 
@@ -179,12 +179,12 @@ def _runner(name: str) -> _FilterRun:
 
     if "error" in _WORKER:
         raise WorkerError(_WORKER["error"])
-    model = _WORKER["model"]
+    ctx: Context = _WORKER["ctx"]
     request: RunRequest = _WORKER["request"]
-    ctx: RunContext = _WORKER["ctx"]
-    plan = _plans(model, (name,))[0]
+    run: RunContext = _WORKER["run"]
+    plan = _plans(ctx, (name,))[0]
     session = _Session(_WORKER["engine"], False)
-    return _FilterRun(session, model, _WORKER["tables"], plan, ctx, request.today, request.batch_size, None)
+    return _FilterRun(session, ctx, ctx.metadata, plan, run, request.today, request.batch_size, None)
 
 
 def _evaluate(task: tuple[str, int, int]) -> _Pass1:

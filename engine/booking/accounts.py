@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from engine.domain.rules import RuleDecision, criteria_of, decide
-from engine.config.model import OrgModel, SettingRecord
+from engine.config.model import SettingRecord
+from engine.storage.context import Context
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,14 @@ class AccountChoice:
 class AccountResolver:
     """The two decisions with their setup done once per model."""
 
-    _shared: dict[int, "AccountResolver"] = {}
-
     @classmethod
-    def for_model(cls, model: OrgModel) -> "AccountResolver":
-        """One resolver per (immutable) model: its setup is the same every time."""
-        found = cls._shared.get(id(model))
-        if found is None or found.model is not model:
-            if len(cls._shared) >= 8:
-                cls._shared.clear()
-            found = cls._shared[id(model)] = cls(model)
-        return found
+    def for_model(cls, ctx: Context) -> "AccountResolver":
+        """The command's resolver: its setup is the same for the whole command."""
+        return ctx.service(cls)
 
-    def __init__(self, model: OrgModel):
+    def __init__(self, ctx: Context):
+        model = ctx.model
+        self.ctx = ctx
         self.model = model
         gl = model.object("GlAccountRule")
         collective = model.object("CollectiveAccount")

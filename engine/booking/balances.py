@@ -47,12 +47,10 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from engine.config.model import OrgModel
 from engine.domain.batching import chunks
 from engine.domain.money import CENT, ZERO, allocate, net_of_gross
 from engine.domain.values import read_value
 from engine.storage.bulk import RowWriter
-from engine.storage.schema import build_metadata
 
 from .accounts import AccountResolver
 from .invoices import (
@@ -64,6 +62,7 @@ from .invoices import (
     custom_values,
 )
 from .postings import check_postings, debit_credit_flag, sides
+from engine.storage.context import Context
 
 #: Balance type -> booking detail type, for the balance types that are booked.
 BOOKED_TYPES: Mapping[str, str] = {
@@ -98,7 +97,8 @@ class WriteOffSettings:
     currency: str | None
 
     @classmethod
-    def of(cls, model: OrgModel) -> "WriteOffSettings":
+    def of(cls, ctx: Context) -> "WriteOffSettings":
+        model = ctx.model
         settings = model.hierarchy_default("GlobalSettings")
 
         def number(name: str) -> Decimal | None:
@@ -136,38 +136,41 @@ class WriteOffSettings:
         return self.finalization
 
 
-def _settings_flag(model: OrgModel, name: str) -> bool:
+def _settings_flag(ctx: Context, name: str) -> bool:
+    model = ctx.model
     settings = model.hierarchy_default("GlobalSettings")
     return bool(settings is not None and settings.get(name))
 
 
-def payment_booking_enabled(model: OrgModel) -> bool:
-    return _settings_flag(model, "CreateBookkeepingData") and _settings_flag(model, "EnablePaymentBookingData")
+def payment_booking_enabled(ctx: Context) -> bool:
+    return _settings_flag(ctx, "CreateBookkeepingData") and _settings_flag(ctx, "EnablePaymentBookingData")
 
 
-def _table(model: OrgModel, name: str) -> sa.Table:
-    return build_metadata(model).tables[model.require(name).table_name]
+def _table(ctx: Context, name: str) -> sa.Table:
+    model = ctx.model
+    return ctx.metadata.tables[model.require(name).table_name]
 
 
-def invoice_lines(conn: sa.Connection, model: OrgModel, invoice_id: int) -> list[dict]:
-    table = _table(model, "InvoiceLineItem")
+def invoice_lines(conn: sa.Connection, ctx: Context, invoice_id: int) -> list[dict]:
+    table = _table(ctx, "InvoiceLineItem")
     query = sa.select(table).where(table.c.invoice == invoice_id).order_by(table.c.id)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def account_record(conn: sa.Connection, model: OrgModel, account_id: int, today: date) -> dict:
+def account_record(conn: sa.Connection, ctx: Context, account_id: int, today: date) -> dict:
     from .write import load_account
 
-    return load_account(conn, model, account_id, today)
+    return load_account(conn, ctx, account_id, today)
 
 
-def create_balance(conn: sa.Connection, model: OrgModel, fields: Mapping[str, object], *,
+def create_balance(conn: sa.Connection, ctx: Context, fields: Mapping[str, object], *,
                    invoice: Mapping[str, object] | None, rule: str, run: str,
                    account: Mapping[str, object] | None = None) -> dict:
     """Insert one balance (``fields`` keyed by lower-case Balance field:
     account, type, amount, date, ...) with provenance, and book it when
     payment bookkeeping is on. ``invoice`` is the invoice row it belongs or
     relates to (None for a free balance without one). Returns the row."""
+    model = ctx.model
     row = dict(fields)
     if row.get("amount") is None or Decimal(row["amount"]) == 0:
         raise BalanceError("a balance needs a non-zero amount")
@@ -177,19 +180,19 @@ def create_balance(conn: sa.Connection, model: OrgModel, fields: Mapping[str, ob
     row["amount"] = amount.quantize(CENT)
     when: date = row["date"]  # type: ignore[assignment]
     if account is None:
-        account = account_record(conn, model, int(row["account"]), when)  # type: ignore[arg-type]
+        account = account_record(conn, ctx, int(row["account"]), when)  # type: ignore[arg-type]
     if invoice is not None:
         row.setdefault("currencyisocode", invoice.get("currencyisocode"))
         row.setdefault("businessentity", invoice.get("businessentity"))
     row.setdefault("currencyisocode", account.get("currencyisocode"))
     if row.get("businessentity") is None:
         row["businessentity"] = account.get("on_businessentity__c")
-    row.update(confighash=model.config_hash, rule=rule[:80], run=run[:64])
+    row.update(confighash=ctx.config_hash, rule=rule[:80], run=run[:64])
     balance_obj = model.require("Balance")
     row = {k: v for k, v in row.items() if balance_obj.field(k) is not None or k == "id"}
     RowWriter(conn, balance_obj).insert([row])
-    if payment_booking_enabled(model) and row["type"] in BOOKED_TYPES:
-        book_balance(conn, model, row, invoice, account, run)
+    if payment_booking_enabled(ctx) and row["type"] in BOOKED_TYPES:
+        book_balance(conn, ctx, row, invoice, account, run)
     return row
 
 
@@ -201,9 +204,10 @@ def _sign_for_counter(booking_type: str, part: Decimal) -> Decimal:
     return part if debit == "C" else -part
 
 
-def rule_value(model: OrgModel, balance: Mapping[str, object], when: date) -> object:
+def rule_value(ctx: Context, balance: Mapping[str, object], when: date) -> object:
     """The balance's ``CollectiveAccountRule__c`` (a formula or a stored
     field), or None when the org has no such field."""
+    model = ctx.model
     fdef = model.require("Balance").field("CollectiveAccountRule__c")
     if fdef is None:
         return None
@@ -214,7 +218,7 @@ def rule_value(model: OrgModel, balance: Mapping[str, object], when: date) -> ob
     return value if value not in ("",) else None
 
 
-def balance_context(model: OrgModel, balance: Mapping[str, object], invoice: Mapping[str, object] | None,
+def balance_context(ctx: Context, balance: Mapping[str, object], invoice: Mapping[str, object] | None,
                     lines: Sequence[Mapping[str, object]]) -> dict:
     """The collective-account context of a balance's bookings."""
     codes = {line.get("taxcode") for line in lines if line.get("taxcode")}
@@ -225,11 +229,11 @@ def balance_context(model: OrgModel, balance: Mapping[str, object], invoice: Map
         "paymentprovider": balance.get("paymentprovider"),
         "bankaccountid": balance.get("bankaccountid"),
         "clearingreason": balance.get("clearingreason"),
-        "collectiveaccountrule__c": rule_value(model, balance, balance["date"]),  # type: ignore[arg-type]
+        "collectiveaccountrule__c": rule_value(ctx, balance, balance["date"]),  # type: ignore[arg-type]
     }
 
 
-def balance_bookings(model: OrgModel, resolver: AccountResolver, balance: Mapping[str, object],
+def balance_bookings(ctx: Context, resolver: AccountResolver, balance: Mapping[str, object],
                      invoice: Mapping[str, object] | None, lines: Sequence[Mapping[str, object]],
                      account: Mapping[str, object], run: str) -> list[Booking]:
     """The booking details of one balance (pure): see the module docstring."""
@@ -240,14 +244,14 @@ def balance_bookings(model: OrgModel, resolver: AccountResolver, balance: Mappin
     amount = Decimal(balance["amount"])  # type: ignore[arg-type]
     source = invoice or {"account": balance.get("account"), "accountname": account.get("name"),
                          "currencyisocode": balance.get("currencyisocode"), "date": when}
-    base = _common_fields(source, account, str(debtor or ""), {"run": run, "confighash": model.config_hash})
+    base = _common_fields(source, account, str(debtor or ""), {"run": run, "confighash": ctx.config_hash})
     base.update(bookingdate=when, originalbookingdate=when, paymentdate=when, balance=balance["id"],
                 businessentity=balance.get("businessentity"), paymentprovider=balance.get("paymentprovider"),
                 bankaccountid=balance.get("bankaccountid"), clearingreason=balance.get("clearingreason"),
                 currencyisocode=balance.get("currencyisocode"), _reference=balance.get("reference"))
     if invoice is not None:
-        base.update(dict(custom_values(copied_fields(model), invoice, None)))
-    context = balance_context(model, balance, invoice, lines)
+        base.update(dict(custom_values(copied_fields(ctx), invoice, None)))
+    context = balance_context(ctx, balance, invoice, lines)
     details: list[Booking] = []
 
     def add(kind: str, part: Decimal, ctx: Mapping[str, object], **extra) -> None:
@@ -263,7 +267,7 @@ def balance_bookings(model: OrgModel, resolver: AccountResolver, balance: Mappin
 
     try:
         split_tax = (booking_type == "Write-off" and invoice is not None and balance.get("calculatetax", True)
-                     and not _settings_flag(model, "EnableAccountingInGrossValues"))
+                     and not _settings_flag(ctx, "EnableAccountingInGrossValues"))
         groups = _tax_groups(lines) if split_tax else {}
         if groups and any(rate for (_, rate, _) in groups):
             keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
@@ -320,34 +324,34 @@ def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], con
     return out
 
 
-def book_balance(conn: sa.Connection, model: OrgModel, balance: Mapping[str, object],
+def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object],
                  invoice: Mapping[str, object] | None, account: Mapping[str, object], run: str) -> list[dict]:
     """Book one balance: details built, checked (debits == credits, the
     counter account moves by the balance amount) and written."""
     from .write import write_bookings
 
-    lines = invoice_lines(conn, model, int(invoice["id"])) if invoice is not None else []  # type: ignore[arg-type]
-    bookings = balance_bookings(model, AccountResolver.for_model(model), balance, invoice, lines, account, run)
+    lines = invoice_lines(conn, ctx, int(invoice["id"])) if invoice is not None else []  # type: ignore[arg-type]
+    bookings = balance_bookings(ctx, AccountResolver.for_model(ctx), balance, invoice, lines, account, run)
     check_postings([b.fields for b in bookings])
     own = [b.fields for b in bookings if b.fields["type"] not in ("Interim Payment", "Interim Tax")]
     counter = {str(b.get("contraaccountno") or b.get("bpaccountno")) for b in own}
     if len(counter) == 1:
         check_postings(own, debtor=counter.pop(), receivable=Decimal(balance["amount"]))  # type: ignore[arg-type]
-    return write_bookings(conn, model, bookings)
+    return write_bookings(conn, ctx, bookings)
 
 
 # --- sums ---------------------------------------------------------------------------------
 
 
-def refresh_invoices(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> None:
+def refresh_invoices(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> None:
     """Invoice.Balance = Σ its balances; Status Open/Paid and PaymentDate
     follow (finalized invoices in Open or Paid only: Canceled, Settled and
     Closed invoices keep their status)."""
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return
-    invoices = _table(model, "Invoice")
-    balances = _table(model, "Balance")
+    invoices = _table(ctx, "Invoice")
+    balances = _table(ctx, "Balance")
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.invoice == invoices.c.id).scalar_subquery())
     last = sa.select(sa.func.max(balances.c.date)).where(balances.c.invoice == invoices.c.id).scalar_subquery()
@@ -361,16 +365,17 @@ def refresh_invoices(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable
         ))
 
 
-def refresh_accounts(conn: sa.Connection, model: OrgModel, account_ids: Iterable[int]) -> None:
+def refresh_accounts(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) -> None:
     """Account.Balance = Σ of all balances of the account (when the org's
     Account has a stored Balance field)."""
+    model = ctx.model
     ids = sorted({int(i) for i in account_ids if i is not None})
     account_obj = model.require("Account")
     field = account_obj.field("Balance")
     if not ids or field is None or not field.is_stored:
         return
-    accounts = _table(model, "Account")
-    balances = _table(model, "Balance")
+    accounts = _table(ctx, "Account")
+    balances = _table(ctx, "Balance")
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.account == accounts.c.id).scalar_subquery())
     for chunk in chunks(ids):
@@ -382,21 +387,22 @@ def refresh_accounts(conn: sa.Connection, model: OrgModel, account_ids: Iterable
 # --- write-offs -----------------------------------------------------------------------------
 
 
-def write_off(conn: sa.Connection, model: OrgModel, invoice: Mapping[str, object], amount: Decimal, when: date, *,
+def write_off(conn: sa.Connection, ctx: Context, invoice: Mapping[str, object], amount: Decimal, when: date, *,
               reason: str, rule: str, run: str, calculate_tax: bool = True) -> dict:
     """A Write off balance of ``-amount`` on the invoice (amount > 0 reduces
     a receivable; amount < 0 writes off a credit), booked; the caller
     refreshes the sums."""
+    model = ctx.model
     reasons = model.require("Balance").field("WriteOffReason")
     if reasons is not None and reasons.values and reason not in reasons.values:
         raise BalanceError(f"write-off reason {reason!r} is not one of: {', '.join(reasons.values)}")
-    return create_balance(conn, model, {
+    return create_balance(conn, ctx, {
         "account": invoice["account"], "invoice": invoice["id"], "type": WRITE_OFF, "amount": -amount,
         "date": when, "writeoffreason": reason, "calculatetax": calculate_tax,
     }, invoice=invoice, rule=rule, run=run)
 
 
-def apply_finalization_write_offs(conn: sa.Connection, model: OrgModel, invoices: list[dict],
+def apply_finalization_write_offs(conn: sa.Connection, ctx: Context, invoices: list[dict],
                                   when: date | None = None) -> int:
     """The finalization step "automatic write-off" (domain-spec §4.7), in
     the finalization's transaction: each just-finalized invoice (rows with
@@ -408,7 +414,7 @@ def apply_finalization_write_offs(conn: sa.Connection, model: OrgModel, invoices
     cancellation invoices are left alone. Also refreshes Account.Balance of
     all given invoices' accounts. Returns the number of invoices written
     off. Its signature fits ``finalize.FinalizationStage`` as it is."""
-    settings = WriteOffSettings.of(model)
+    settings = WriteOffSettings.of(ctx)
     written: list[int] = []
     for invoice in invoices:
         if invoice.get("type") in NO_WRITE_OFF_TYPES or invoice.get("status") != "Open":
@@ -421,11 +427,11 @@ def apply_finalization_write_offs(conn: sa.Connection, model: OrgModel, invoices
         if open_amount == 0:
             continue
         day = when or invoice.get("date") or date.today()
-        write_off(conn, model, invoice, open_amount, day, reason=REASON_FINALIZATION,  # type: ignore[arg-type]
+        write_off(conn, ctx, invoice, open_amount, day, reason=REASON_FINALIZATION,  # type: ignore[arg-type]
                   rule=RULE_FINALIZATION, run=f"finalize:{invoice.get('name')}")
         written.append(int(invoice["id"]))
-    refresh_invoices(conn, model, written)
-    refresh_accounts(conn, model, [i["account"] for i in invoices])
+    refresh_invoices(conn, ctx, written)
+    refresh_accounts(conn, ctx, [i["account"] for i in invoices])
     for invoice in invoices:
         if int(invoice["id"]) in written:
             invoice.update(balance=ZERO, status="Paid", paymentdate=when or invoice.get("date"))

@@ -26,14 +26,14 @@ from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
 
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
-from engine.storage.schema import CLAIM, build_metadata
+from engine.storage.schema import CLAIM
 
 from engine.billing.drafts import invoice_backrefs
+from engine.storage.context import Context
 
 # Header fields that describe the invoice rather than its own state or history.
-_NOT_COPIED = {
+NOT_COPIED = {
     "id", "name", "createddate", "lastmodifieddate", "status", "class", "type", "date", "paymentduedate",
     "paymentdate", "balance", "balancedifference", "nextpaymentdue", "nextpaymentduedate", "relatedinvoice",
     "canceledwith", "cancelationreason", "finalinvoice", "exported", "timesexported", "pdf", "invoicerun",
@@ -46,9 +46,10 @@ class CancelError(ValueError):
     pass
 
 
-def create_cancellation(conn: sa.Connection, model: OrgModel, invoice_name: str, reason: str | None) -> int:
+def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, reason: str | None) -> int:
     """The id of a new draft cancellation invoice for ``invoice_name``."""
-    tables = build_metadata(model).tables
+    model = ctx.model
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     line_table = tables[model.require("InvoiceLineItem").table_name]
     original = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
@@ -64,7 +65,7 @@ def create_cancellation(conn: sa.Connection, model: OrgModel, invoice_name: str,
     ).first()
     if pending is not None:
         raise CancelError(f"{invoice_name} already has the cancellation {pending.name}")
-    header = {k: v for k, v in original.items() if k not in _NOT_COPIED}
+    header = {k: v for k, v in original.items() if k not in NOT_COPIED}
     header.update(
         type="Cancelation",
         **{"class": "Invoice" if original["class"] == "Credit" else "Credit"},
@@ -74,7 +75,7 @@ def create_cancellation(conn: sa.Connection, model: OrgModel, invoice_name: str,
         totalnet=-original["totalnet"],
         totaltax=-original["totaltax"],
         grandtotal=-original["grandtotal"],
-        confighash=model.config_hash,
+        confighash=ctx.config_hash,
     )
     writer = RowWriter(conn, model.require("Invoice"))
     writer.assign_ids([header])
@@ -100,9 +101,10 @@ def mirrored_lines(lines: Iterable[Mapping[str, Any]], invoice_id: int) -> list[
     return copies
 
 
-def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: dict, when: date, book: bool) -> None:
+def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict, when: date, book: bool) -> None:
     """Complete a cancellation whose draft was just numbered and opened."""
-    tables = build_metadata(model).tables
+    model = ctx.model
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     balance_table = tables[model.require("Balance").table_name]
     original = dict(conn.execute(sa.select(invoice_table).where(invoice_table.c.id == cancellation["relatedinvoice"])).mappings().one())
@@ -117,7 +119,7 @@ def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: di
     total = original["grandtotal"] or Decimal("0.00")
     writer = RowWriter(conn, model.require("Balance"))
     clearing = {"type": "Clearing", "date": when, "account": original["account"],
-                "currencyisocode": original.get("currencyisocode"), "confighash": model.config_hash}
+                "currencyisocode": original.get("currencyisocode"), "confighash": ctx.config_hash}
     # 2. Clearing balances: the original's invoice balance +G and the
     # cancellation's -G are each brought to zero (other balances on the
     # original, e.g. write-offs, are cleared with it).
@@ -139,21 +141,22 @@ def finalize_cancellation(conn: sa.Connection, model: OrgModel, cancellation: di
     if original.get("type") == "Final":
         conn.execute(sa.update(invoice_table).where(invoice_table.c.finalinvoice == original["id"]).values(finalinvoice=None))
     # 4. Release the billed source records.
-    for table_name, column in invoice_backrefs(model):
+    for table_name, column in invoice_backrefs(ctx):
         table = tables[table_name]
         conn.execute(sa.update(table).where(table.c[column] == original["id"]).values({column: None}))
     conn.execute(sa.delete(CLAIM).where(CLAIM.c.invoice_id == original["id"]))
     # 5. Reverse the original's bookings.
     if book:
-        _reverse_bookings(conn, model, original, cancellation, when)
+        _reverse_bookings(conn, ctx, original, cancellation, when)
 
 
-def _reverse_bookings(conn: sa.Connection, model: OrgModel, original: dict, cancellation: dict, when: date) -> None:
+def _reverse_bookings(conn: sa.Connection, ctx: Context, original: dict, cancellation: dict, when: date) -> None:
+    model = ctx.model
     from engine.booking.invoices import Booking
     from engine.booking.postings import check_postings, debit_credit_flag
     from engine.booking.write import write_bookings
 
-    detail_table = build_metadata(model).tables[model.require("BookingDetail").table_name]
+    detail_table = ctx.metadata.tables[model.require("BookingDetail").table_name]
     reversals = []
     for detail in conn.execute(
         sa.select(detail_table)
@@ -169,9 +172,9 @@ def _reverse_bookings(conn: sa.Connection, model: OrgModel, original: dict, canc
                                                                "exportdestination", "lasterror", "absoluteamount")}
         fields.update(
             amount=-detail["amount"], bookingdate=when, invoice=cancellation["id"], invoiceno=cancellation["name"],
-            reversalof=detail["id"], exported=False, confighash=model.config_hash,
+            reversalof=detail["id"], exported=False, confighash=ctx.config_hash,
         )
         fields["debitcredit"] = debit_credit_flag(fields)
         reversals.append(Booking(fields, None))
     check_postings([r.fields for r in reversals])
-    write_bookings(conn, model, reversals)
+    write_bookings(conn, ctx, reversals)

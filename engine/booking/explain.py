@@ -17,11 +17,10 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from engine.domain.rules import RuleDecision
-from engine.config.model import OrgModel
-from engine.storage.schema import build_metadata
 
 from .accounts import AccountResolver
 from .postings import sides
+from engine.storage.context import Context
 
 
 class ExplainError(ValueError):
@@ -60,8 +59,9 @@ class Explanation:
                    "the booking keeps the account of its finalization")
 
 
-def explain_invoice(conn: sa.Connection, model: OrgModel, invoice_name: str) -> list[Explanation]:
-    tables = build_metadata(model).tables
+def explain_invoice(conn: sa.Connection, ctx: Context, invoice_name: str) -> list[Explanation]:
+    model = ctx.model
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     line_table = tables[model.require("InvoiceLineItem").table_name]
     detail_table = tables[model.require("BookingDetail").table_name]
@@ -75,7 +75,7 @@ def explain_invoice(conn: sa.Connection, model: OrgModel, invoice_name: str) -> 
     ).mappings()]
     if not details:
         raise ExplainError(f"{invoice_name} has no booking details (is it finalized, and bookkeeping on?)")
-    resolver = AccountResolver(model)
+    resolver = AccountResolver(ctx)
     codes = {line.get("taxcode") for line in lines.values() if line.get("taxcode")}
     out = []
     for detail in details:

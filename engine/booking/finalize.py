@@ -39,15 +39,15 @@ from typing import Callable, Iterator, Sequence
 import sqlalchemy as sa
 
 from engine.billing.build import InvariantError, check_invoice
-from engine.config.model import OrgModel, SettingRecord
+from engine.config.model import SettingRecord
 from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, fetch_records
 from engine.storage.retry import run_in_transaction
-from engine.storage.schema import build_metadata
 
 from .accounts import AccountChoice, AccountResolver
 from .invoices import Booking, BookingError, invoice_bookings, line_fields
 from .write import load_accounts, write_bookings
+from engine.storage.context import Context
 
 _MASK = re.compile(r"\{(0+)\}")
 _PLACEHOLDER = re.compile(r"\[(Year|Month|Day|AccountNo)\]")
@@ -72,8 +72,9 @@ class FinalizeReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (invoice name, message)
 
 
-def choose_counter(model: OrgModel, invoice: dict) -> SettingRecord:
+def choose_counter(ctx: Context, invoice: dict) -> SettingRecord:
     """The counter for an invoice (credit counter, business entity, template, Default)."""
+    model = ctx.model
     template = model.setting_record("Template", str(invoice.get("template") or ""))
     entity = model.setting_record("BusinessEntity", str(invoice.get("businessentity") or ""))
     candidates = []
@@ -130,14 +131,15 @@ def render_number(pattern: str, value: int, when: date, account_number: str | No
     return f"{head}{value:0{len(mask.group(1))}d}{tail}"
 
 
-def _reserve(conn: sa.Connection, model: OrgModel, counter: SettingRecord, when: date, account_id: int | None,
+def _reserve(conn: sa.Connection, ctx: Context, counter: SettingRecord, when: date, account_id: int | None,
              count: int, last_invoice_id: int) -> int:
     """Advance the number range of (counter, period, account) by ``count``
     and return the first value reserved. The UPDATE takes the row lock
     (PostgreSQL) inside the batch's transaction (SQLite: ``BEGIN IMMEDIATE``),
     so two finalizations never draw the same value."""
+    model = ctx.model
     obj = model.require("NumberRange")
-    table = build_metadata(model).tables[obj.table_name]
+    table = ctx.metadata.tables[obj.table_name]
     key, parts = range_key(counter, when, account_id)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     bumped = conn.execute(
@@ -168,18 +170,19 @@ def _reserve(conn: sa.Connection, model: OrgModel, counter: SettingRecord, when:
     return first
 
 
-def _draw_numbers(conn: sa.Connection, model: OrgModel, pending: list["_Pending"], accounts: dict[int, dict]) -> None:
+def _draw_numbers(conn: sa.Connection, ctx: Context, pending: list["_Pending"], accounts: dict[int, dict]) -> None:
     """Number every pending invoice: one reservation per number range, values
     handed out in id order; sets name/status/dates on the invoice dicts."""
+    model = ctx.model
     by_range: dict[str, list[_Pending]] = {}
     for item in pending:
         key = range_key(item.counter, item.when, item.invoice["account"])[0]
         by_range.setdefault(key, []).append(item)
-    table = build_metadata(model).tables[model.require("NumberRange").table_name]
+    table = ctx.metadata.tables[model.require("NumberRange").table_name]
     last_names = []
     for key, items in by_range.items():
         first = items[0]
-        value = _reserve(conn, model, first.counter, first.when, first.invoice["account"], len(items),
+        value = _reserve(conn, ctx, first.counter, first.when, first.invoice["account"], len(items),
                          items[-1].invoice["id"])
         pattern = str(first.counter.get("Pattern") or "{00000}")
         for offset, item in enumerate(items):
@@ -206,7 +209,7 @@ _SUMMED = ("postotalnet", "postotaltax", "postotalgross")
 _NAME_SEPARATOR = "\x1e"  # between the names of a group's lines; never in a line name
 
 
-def _line_groups(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> dict[int, list[dict]]:
+def _line_groups(conn: sa.Connection, ctx: Context, ids: Sequence[int]) -> dict[int, list[dict]]:
     """The given invoices' lines, summed in SQL per invoice and alike lines.
 
     Each group is a line-shaped dict (the grouping fields, the summed
@@ -216,9 +219,10 @@ def _line_groups(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> di
     line, which gives the same booking details as the lines one by one: they
     aggregate by these very fields (``invoice_bookings``).
     """
-    line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
+    model = ctx.model
+    line_table = ctx.metadata.tables[model.require("InvoiceLineItem").table_name]
     c = line_table.c
-    keys = sorted(set(_GROUP_FIELDS) | (line_fields(model, AccountResolver.for_model(model))
+    keys = sorted(set(_GROUP_FIELDS) | (line_fields(ctx, AccountResolver.for_model(ctx))
                                         - set(_SUMMED) - {"id", "name", "invoice", "sequence", "glaccount",
                                                           "glaccount2", "glaccountrule"}))
     group_by = [c.invoice, *(c[key] for key in keys)]
@@ -252,9 +256,10 @@ def _ordered_names(labels: str) -> list[str]:
     return [part[2] for part in parts]
 
 
-def _lines_of(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> dict[int, list[dict]]:
+def _lines_of(conn: sa.Connection, ctx: Context, ids: Sequence[int]) -> dict[int, list[dict]]:
     """The lines of the given invoices, one by one, per invoice in line order."""
-    line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
+    model = ctx.model
+    line_table = ctx.metadata.tables[model.require("InvoiceLineItem").table_name]
     grouped: dict[int, list[dict]] = {}
     for chunk in chunks(ids, _IN_CHUNK):
         query = (sa.select(line_table).where(line_table.c.invoice.in_(chunk))
@@ -264,12 +269,13 @@ def _lines_of(conn: sa.Connection, model: OrgModel, ids: Sequence[int]) -> dict[
     return grouped
 
 
-def _accounts(conn: sa.Connection, model: OrgModel, ids: set[int], today: date, book: bool) -> dict[int, dict]:
+def _accounts(conn: sa.Connection, ctx: Context, ids: set[int], today: date, book: bool) -> dict[int, dict]:
     """The invoices' accounts: the account number (number patterns), and with
     bookkeeping the evaluated formula fields (debtor, VAT id) too."""
+    model = ctx.model
     if book:
-        return load_accounts(conn, model, ids, today)
-    table = build_metadata(model).tables[model.require("Account").table_name]
+        return load_accounts(conn, ctx, ids, today)
+    table = ctx.metadata.tables[model.require("Account").table_name]
     found: dict[int, dict] = {}
     for chunk in chunks(sorted(ids), _IN_CHUNK):
         for row in conn.execute(sa.select(table.c.id, table.c.accountnumber).where(table.c.id.in_(chunk))):
@@ -277,12 +283,13 @@ def _accounts(conn: sa.Connection, model: OrgModel, ids: set[int], today: date, 
     return found
 
 
-def _sub_types(conn: sa.Connection, model: OrgModel, lines_of: dict[int, list[dict]]) -> dict[int, str]:
+def _sub_types(conn: sa.Connection, ctx: Context, lines_of: dict[int, list[dict]]) -> dict[int, str]:
     """Types of the sub invoices that deduction lines refer to."""
+    model = ctx.model
     sub_ids = sorted({int(line["subinvoice"]) for lines in lines_of.values() for line in lines if line.get("subinvoice")})
     if not sub_ids:
         return {}
-    invoice_table = build_metadata(model).tables[model.require("Invoice").table_name]
+    invoice_table = ctx.metadata.tables[model.require("Invoice").table_name]
     found: dict[int, str] = {}
     for chunk in chunks(sub_ids, _IN_CHUNK):
         found.update(conn.execute(sa.select(invoice_table.c.id, invoice_table.c.type)
@@ -303,13 +310,14 @@ def _assign_gl_accounts(resolver: AccountResolver, invoice: dict, lines: list[di
     return choices
 
 
-def _write_gl_accounts(conn: sa.Connection, model: OrgModel, pending: list["_Pending"]) -> None:
+def _write_gl_accounts(conn: sa.Connection, ctx: Context, pending: list["_Pending"]) -> None:
     """Store the lines' G/L accounts, set-based: one UPDATE per distinct
     assignment and chunk of invoices whose lines all share it (the common
     case), else one per line group, matching its G/L criterion fields.
     Written before the invoices leave Draft: finalized lines are immutable."""
-    line_table = build_metadata(model).tables[model.require("InvoiceLineItem").table_name]
-    criteria = sorted(AccountResolver.for_model(model).line_fields())
+    model = ctx.model
+    line_table = ctx.metadata.tables[model.require("InvoiceLineItem").table_name]
+    criteria = sorted(AccountResolver.for_model(ctx).line_fields())
     whole_invoices: dict[tuple, list[int]] = {}
     for item in pending:
         values = {(group["glaccount"], group["glaccount2"], group["glaccountrule"]) for group in item.lines}
@@ -327,8 +335,9 @@ def _write_gl_accounts(conn: sa.Connection, model: OrgModel, pending: list["_Pen
                          .values(glaccount=gl, glaccount2=gl2, glaccountrule=rule))
 
 
-def _open_invoices(conn: sa.Connection, model: OrgModel, pending: list["_Pending"], now: datetime) -> None:
-    invoice_table = build_metadata(model).tables[model.require("Invoice").table_name]
+def _open_invoices(conn: sa.Connection, ctx: Context, pending: list["_Pending"], now: datetime) -> None:
+    model = ctx.model
+    invoice_table = ctx.metadata.tables[model.require("Invoice").table_name]
     conn.execute(
         sa.update(invoice_table).where(invoice_table.c.id == sa.bindparam("invoice_id"))
         .values(name=sa.bindparam("name"), status=sa.bindparam("status"), date=sa.bindparam("date"),
@@ -342,15 +351,15 @@ def _open_invoices(conn: sa.Connection, model: OrgModel, pending: list["_Pending
     )
 
 
-def _bookings(model: OrgModel, resolver: AccountResolver, item: "_Pending", account: dict,
+def _bookings(ctx: Context, resolver: AccountResolver, item: "_Pending", account: dict,
               sub_types: dict[int, str], gl_choices: list[AccountChoice]) -> list[Booking]:
     """The invoice's booking details, decided before anything is written
     (``invoiceno`` is filled in once the number is drawn)."""
     invoice = item.invoice
     provisional = {**invoice, "date": item.when}
-    provenance = {"run": str(invoice.get("invoicerun") or ""), "confighash": model.config_hash}
+    provenance = {"run": str(invoice.get("invoicerun") or ""), "confighash": ctx.config_hash}
     try:
-        return invoice_bookings(model, resolver, provisional, item.lines, account, sub_types, provenance,
+        return invoice_bookings(ctx, resolver, provisional, item.lines, account, sub_types, provenance,
                                 gl_choices=gl_choices)
     except BookingError as error:
         raise FinalizeError(str(error)) from None
@@ -377,24 +386,24 @@ class StageError(FinalizeError):
 #: transaction, after the invoices were numbered, opened and booked, with the
 #: finalized invoice rows (dicts keyed by lower-case field, as written). It
 #: raises :class:`StageError` for an invoice it cannot handle.
-FinalizationStage = Callable[[sa.Connection, OrgModel, list[dict]], None]
+FinalizationStage = Callable[[sa.Connection, Context, list[dict]], None]
 
 
-def finalize_invoices(engine: sa.Engine, model: OrgModel, invoice_ids: Sequence[int], *,
+def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int], *,
                       today: date | None = None, stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
     """Finalize the given drafts in id order, in batches (one transaction
     each), running ``stages`` in each batch after the bookings."""
     report = FinalizeReport()
     today = today or date.today()
     with engine.connect() as conn:
-        shapes = _shapes(conn, model, sorted(set(invoice_ids)))
+        shapes = _shapes(conn, ctx, sorted(set(invoice_ids)))
     for batch in _batches(shapes):
         while batch:
             try:
                 # One transaction per batch, run again from the start when PostgreSQL aborts it for a lost race.
                 # REPEATABLE READ turns a concurrent finalization of the same drafts (or a concurrent draw from
                 # the same number range) into such an abort instead of a second number; SQLite serializes anyway.
-                outcome = run_in_transaction(engine, lambda conn: _finalize_set(conn, model, batch, today, stages),
+                outcome = run_in_transaction(engine, lambda conn: _finalize_set(conn, ctx, batch, today, stages),
                                              isolation_level="REPEATABLE READ")
             except _SoloFailure as failure:  # raised inside a batch of one: its writes are rolled back
                 outcome = FinalizeReport(failures=[(str(batch[0]), str(failure))])
@@ -417,10 +426,11 @@ class _Shape:
     line_count: int
 
 
-def _shapes(conn: sa.Connection, model: OrgModel, ids: list[int]) -> list[_Shape]:
+def _shapes(conn: sa.Connection, ctx: Context, ids: list[int]) -> list[_Shape]:
     """Each requested id with its invoice type and line count (unknown ids
     too: the batch reports them)."""
-    tables = build_metadata(model).tables
+    model = ctx.model
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     line_table = tables[model.require("InvoiceLineItem").table_name]
     types: dict[int, str | None] = {}
@@ -475,20 +485,21 @@ class _Pending:
     draft_name: str = ""
 
 
-def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: date,
+def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date,
                   stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
+    model = ctx.model
     outcome = FinalizeReport()
-    tables = build_metadata(model).tables
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     settings = model.hierarchy_default("GlobalSettings")
     book = bool(settings is not None and settings.get("CreateBookkeepingData"))
 
     invoices = {row["id"]: dict(row) for row in conn.execute(
         sa.select(invoice_table).where(invoice_table.c.id.in_(ids))).mappings()}
-    lines_of = _line_groups(conn, model, ids)
-    accounts = _accounts(conn, model, {inv["account"] for inv in invoices.values() if inv.get("account")}, today, book)
-    sub_types = _sub_types(conn, model, lines_of) if book else {}
-    resolver = AccountResolver.for_model(model) if book else None
+    lines_of = _line_groups(conn, ctx, ids)
+    accounts = _accounts(conn, ctx, {inv["account"] for inv in invoices.values() if inv.get("account")}, today, book)
+    sub_types = _sub_types(conn, ctx, lines_of) if book else {}
+    resolver = AccountResolver.for_model(ctx) if book else None
     counters: dict[tuple, SettingRecord] = {}
 
     pending: list[_Pending] = []
@@ -513,12 +524,12 @@ def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: d
             counter_key = (invoice.get("template"), invoice.get("businessentity"), invoice.get("class"))
             counter = counters.get(counter_key)
             if counter is None:
-                counter = counters[counter_key] = choose_counter(model, invoice)
+                counter = counters[counter_key] = choose_counter(ctx, invoice)
             item = _Pending(invoice, lines, invoice.get("date") or today, counter, draft_name=invoice["name"])
             if book:
                 gl_choices = _assign_gl_accounts(resolver, invoice, lines)
                 if invoice.get("type") != "Cancelation":
-                    item.bookings = _bookings(model, resolver, item, accounts.get(invoice["account"], {}), sub_types,
+                    item.bookings = _bookings(ctx, resolver, item, accounts.get(invoice["account"], {}), sub_types,
                                               gl_choices)
         except FinalizeError as error:
             outcome.failures.append((str(invoice_id), str(error)))
@@ -527,16 +538,16 @@ def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: d
     if not pending:
         return outcome
 
-    _draw_numbers(conn, model, pending, accounts)
+    _draw_numbers(conn, ctx, pending, accounts)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     if book:
-        _write_gl_accounts(conn, model, pending)
-    _open_invoices(conn, model, pending, now)
+        _write_gl_accounts(conn, ctx, pending)
+    _open_invoices(conn, ctx, pending, now)
     RowWriter(conn, model.require("Balance")).insert([
         {
             "account": item.invoice["account"], "invoice": item.invoice["id"], "type": "Invoice",
             "amount": item.invoice["grandtotal"], "date": item.when,
-            "currencyisocode": item.invoice.get("currencyisocode"), "confighash": model.config_hash,
+            "currencyisocode": item.invoice.get("currencyisocode"), "confighash": ctx.config_hash,
         }
         for item in pending
     ])
@@ -547,21 +558,21 @@ def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: d
             from .cancel import CancelError, finalize_cancellation
 
             try:
-                finalize_cancellation(conn, model, invoice, item.when, book)
+                finalize_cancellation(conn, ctx, invoice, item.when, book)
             except CancelError as error:
                 raise _SoloFailure(str(error)) from None
         elif invoice.get("type") == "Final":
             try:
-                _settle_sub_invoices(conn, model, invoice, item.when)
+                _settle_sub_invoices(conn, ctx, invoice, item.when)
             except FinalizeError as error:
                 raise _SoloFailure(str(error)) from None
         for booking in item.bookings:
             booking.fields["invoiceno"] = invoice["name"]
         bookings.extend(item.bookings)
     if bookings:
-        write_bookings(conn, model, bookings)
+        write_bookings(conn, ctx, bookings)
     for stage in stages:
-        stage(conn, model, [item.invoice for item in pending])
+        stage(conn, ctx, [item.invoice for item in pending])
     outcome.finalized.extend(
         Finalized(item.invoice["id"], item.draft_name, item.invoice["name"], item.when, item.invoice["grandtotal"])
         for item in pending
@@ -569,12 +580,13 @@ def _finalize_set(conn: sa.Connection, model: OrgModel, ids: list[int], today: d
     return outcome
 
 
-def _settle_sub_invoices(conn: sa.Connection, model: OrgModel, invoice: dict, when: date) -> None:
+def _settle_sub_invoices(conn: sa.Connection, ctx: Context, invoice: dict, when: date) -> None:
     """Link the deducted sub invoices to the final invoice, and clear what is
     still unpaid on its progress invoices: a Clearing balance (reason Final
     Invoice) settles the sub invoice, and its interim revenue is reversed by
     the same amount (domain-spec §3.8 step 5, §5.6)."""
-    tables = build_metadata(model).tables
+    model = ctx.model
+    tables = ctx.metadata.tables
     invoice_table = tables[model.require("Invoice").table_name]
     line_table = tables[model.require("InvoiceLineItem").table_name]
     sub_ids = sorted({
@@ -607,15 +619,15 @@ def _settle_sub_invoices(conn: sa.Connection, model: OrgModel, invoice: dict, wh
         RowWriter(conn, model.require("Balance")).insert([{
             "account": sub["account"], "invoice": sub["id"], "relatedinvoice": invoice["id"], "type": "Clearing",
             "clearingreason": "Final Invoice", "amount": -open_amount, "date": when,
-            "currencyisocode": sub.get("currencyisocode"), "confighash": model.config_hash,
+            "currencyisocode": sub.get("currencyisocode"), "confighash": ctx.config_hash,
         }])
         conn.execute(sa.update(invoice_table).where(invoice_table.c.id == sub["id"])
                      .values(balance=Decimal("0.00"), status="Paid", paymentdate=when))
         if book:
-            _reverse_interim_revenue(conn, model, dict(sub), open_amount, when, invoice)
+            _reverse_interim_revenue(conn, ctx, dict(sub), open_amount, when, invoice)
 
 
-def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, amount: Decimal, when: date,
+def _reverse_interim_revenue(conn: sa.Connection, ctx: Context, sub: dict, amount: Decimal, when: date,
                              final: dict) -> None:
     from engine.booking.accounts import AccountResolver
     from engine.booking.invoices import (
@@ -629,24 +641,24 @@ def _reverse_interim_revenue(conn: sa.Connection, model: OrgModel, sub: dict, am
     from engine.booking.postings import check_postings, debit_credit_flag
     from engine.booking.write import load_account, write_bookings
 
-    account = load_account(conn, model, sub["account"], when)
+    account = load_account(conn, ctx, sub["account"], when)
     debtor = sub.get("debtorno__c") or account.get("on_debtorno__c")
-    lines = _lines_of(conn, model, [sub["id"]]).get(sub["id"], [])
+    lines = _lines_of(conn, ctx, [sub["id"]]).get(sub["id"], [])
     taxed = next((line for line in lines if line.get("taxcode")), {})
     tax_code = taxed.get("taxcode")
     context = {"taxcode": tax_code, "businessentity": sub.get("businessentity"), "region": sub.get("region")}
     try:
-        choice = _collective(AccountResolver(model), "Interim Revenue", context, sub)
+        choice = _collective(AccountResolver(ctx), "Interim Revenue", context, sub)
     except BookingError as error:
         raise FinalizeError(str(error)) from None
     fields = {
-        **_common_fields(sub, account, str(debtor), {"run": "", "confighash": model.config_hash}),
+        **_common_fields(sub, account, str(debtor), {"run": "", "confighash": ctx.config_hash}),
         "type": "Interim Revenue", "amount": -amount, "accountno": choice.account, "contraaccountno": choice.contra,
         "accountrule": choice.rule, "taxcode": tax_code, "taxrate": taxed.get("taxrate"),
         "appliedtaxrule": taxed.get("appliedtaxrule"), "isgross": True, "bookingdate": when,
         "invoicelineitems": f"cleared by final invoice {final.get('name')}",
-        **dict(custom_values(copied_fields(model), sub, None)),
+        **dict(custom_values(copied_fields(ctx), sub, None)),
     }
     fields["debitcredit"] = debit_credit_flag(fields)
     check_postings([fields])
-    write_bookings(conn, model, [Booking(fields, choice)])
+    write_bookings(conn, ctx, [Booking(fields, choice)])

@@ -35,6 +35,7 @@ from engine.config.model import FieldType, OrgModel
 
 from .accounts import AccountChoice, AccountResolver
 from .postings import check_postings, debit_credit_flag
+from engine.storage.context import Context
 
 
 class BookingError(ValueError):
@@ -52,22 +53,24 @@ class Booking:
 _COPIED: dict[int, tuple[OrgModel, tuple[tuple[str, str], ...]]] = {}
 
 
-def copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
+def copied_fields(ctx: Context) -> tuple[tuple[str, str], ...]:
     """Custom fields carried to booking details: (source object, field key) for
     every ``__c`` field that exists with the same name and type on Invoice or
     InvoiceLineItem and on BookingDetail (seed 004). Line values win.
     Memoized per (immutable) model."""
+    model = ctx.model
     known = _COPIED.get(id(model))
     if known is not None and known[0] is model:
         return known[1]
     if len(_COPIED) >= 8:
         _COPIED.clear()
-    found = _copied_fields(model)
+    found = _copied_fields(ctx)
     _COPIED[id(model)] = (model, found)
     return found
 
 
-def _copied_fields(model: OrgModel) -> tuple[tuple[str, str], ...]:
+def _copied_fields(ctx: Context) -> tuple[tuple[str, str], ...]:
+    model = ctx.model
     detail = model.object("BookingDetail")
     if detail is None:
         return ()
@@ -112,10 +115,10 @@ _BOOKING_LINE_FIELDS = frozenset({
 })
 
 
-def line_fields(model: OrgModel, resolver: AccountResolver) -> frozenset[str]:
+def line_fields(ctx: Context, resolver: AccountResolver) -> frozenset[str]:
     """Every line field that booking an invoice reads: lets finalization read
     just these columns of a run's lines."""
-    copied = {key for source, key in copied_fields(model) if source == "InvoiceLineItem"}
+    copied = {key for source, key in copied_fields(ctx) if source == "InvoiceLineItem"}
     return _BOOKING_LINE_FIELDS | resolver.line_fields() | copied
 
 
@@ -124,7 +127,7 @@ def booking_date(invoice: Mapping[str, object]) -> date:
 
 
 def invoice_bookings(
-    model: OrgModel,
+    ctx: Context,
     resolver: AccountResolver,
     invoice: Mapping[str, object],
     lines: Sequence[Mapping[str, object]],
@@ -143,7 +146,7 @@ def invoice_bookings(
         raise BookingError(
             f"invoice {invoice.get('name')}: no debtor account (Invoice.DebtorNo__c or Account.ON_DebtorNo__c)"
         )
-    copies = copied_fields(model)
+    copies = copied_fields(ctx)
     base = _common_fields(invoice, account, str(debtor), provenance)
     groups: dict[tuple, dict] = {}
     choices: dict[tuple, AccountChoice] = {}

@@ -16,12 +16,11 @@ from typing import Mapping, Sequence
 import sqlalchemy as sa
 
 from engine.domain.values import read_value
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
 from engine.storage.reader import RecordReader
-from engine.storage.schema import build_metadata
 
 from .invoices import Booking
+from engine.storage.context import Context
 
 _PLACEHOLDER = re.compile(r"\[([A-Za-z_]+)\]")
 MAX_PERIOD_HOPS = 240
@@ -39,11 +38,12 @@ def period_name(entity: str | None, when: date) -> str:
     return f"{entity}-{when.year:04d}-{when.month:02d}" if entity else f"{when.year:04d}-{when.month:02d}"
 
 
-def booking_period(conn: sa.Connection, model: OrgModel, entity: str | None, when: date) -> int:
+def booking_period(conn: sa.Connection, ctx: Context, entity: str | None, when: date) -> int:
     """The id of the open booking period for ``when`` (creating it when
     missing; moving on to the next open month when it is closed)."""
+    model = ctx.model
     obj = model.require("BookingPeriod")
-    table = build_metadata(model).tables[obj.table_name]
+    table = ctx.metadata.tables[obj.table_name]
     month = _month_start(when)
     for _ in range(MAX_PERIOD_HOPS):
         name = period_name(entity, month)
@@ -66,9 +66,10 @@ def booking_period(conn: sa.Connection, model: OrgModel, entity: str | None, whe
     raise ValueError(f"no open booking period within {MAX_PERIOD_HOPS} months after {when}")
 
 
-def render_text(model: OrgModel, detail: Mapping[str, object]) -> str | None:
+def render_text(ctx: Context, detail: Mapping[str, object]) -> str | None:
     """The Booking Text record of the detail's type with [Placeholders] filled
     from the detail (field names, plus BookingTaxRate/BookingType/...)."""
+    model = ctx.model
     template = model.setting_record("BookingText", str(detail.get("type")))
     text = template.get("Text") if template is not None else None
     if not text:
@@ -93,8 +94,9 @@ def render_text(model: OrgModel, detail: Mapping[str, object]) -> str | None:
     return " ".join(_PLACEHOLDER.sub(fill, str(text)).split())[:255] or None
 
 
-def write_bookings(conn: sa.Connection, model: OrgModel, bookings: Sequence[Booking]) -> list[dict]:
+def write_bookings(conn: sa.Connection, ctx: Context, bookings: Sequence[Booking]) -> list[dict]:
     """Assign periods and texts, then insert; returns the written rows."""
+    model = ctx.model
     rows = []
     periods: dict[tuple, int] = {}  # (entity, month) -> period id, within this write
     for booking in bookings:
@@ -102,32 +104,33 @@ def write_bookings(conn: sa.Connection, model: OrgModel, bookings: Sequence[Book
         period_key = (row.get("businessentity"), _month_start(row["bookingdate"]))
         period = periods.get(period_key)
         if period is None:
-            period = periods[period_key] = booking_period(conn, model, *period_key)
+            period = periods[period_key] = booking_period(conn, ctx, *period_key)
         row["bookingperiod"] = period
-        row["bookingtext"] = render_text(model, row)
+        row["bookingtext"] = render_text(ctx, row)
         row.pop("_reference", None)
         rows.append(row)
     RowWriter(conn, model.require("BookingDetail")).insert(rows)
     return rows
 
 
-def load_account(conn: sa.Connection, model: OrgModel, account_id: int, today: date) -> dict:
+def load_account(conn: sa.Connection, ctx: Context, account_id: int, today: date) -> dict:
     """An account record with its formula fields evaluated (for debtor and VAT id)."""
-    return load_accounts(conn, model, {account_id}, today).get(account_id, {})
+    return load_accounts(conn, ctx, {account_id}, today).get(account_id, {})
 
 
-def load_accounts(conn: sa.Connection, model: OrgModel, account_ids: set[int], today: date) -> dict[int, dict]:
+def load_accounts(conn: sa.Connection, ctx: Context, account_ids: set[int], today: date) -> dict[int, dict]:
     """Account records by id, formula fields evaluated (for debtor and VAT id)."""
+    model = ctx.model
     found: dict[int, dict] = {}
     if not account_ids:
         return found
     obj = model.require("Account")
-    table = build_metadata(model).tables[obj.table_name]
+    table = ctx.metadata.tables[obj.table_name]
     formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
     paths = set()
     for fdef in formulas:
         paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
-    reader = RecordReader(model, build_metadata(model), obj, paths, conn.dialect.name)
+    reader = RecordReader(model, ctx.metadata, obj, paths, conn.dialect.name)
     ids = sorted(account_ids)
     for start in range(0, len(ids), 900):
         for record in reader.read(conn, where=table.c.id.in_(ids[start:start + 900])):

@@ -46,9 +46,9 @@ import sqlalchemy as sa
 from engine.domain.money import ZERO
 from engine.domain.values import read_value
 from engine.booking.balances import refresh_accounts, refresh_invoices
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter, update_by_id
-from engine.storage.schema import CREATED, ID, MODIFIED, NAME, build_metadata
+from engine.storage.schema import CREATED, ID, MODIFIED, NAME
+from engine.storage.context import Context
 
 JOB_NAME = "AssignBalancesChain"
 RULE_SPLIT = "AssignBalancesChain: split"
@@ -68,7 +68,8 @@ class AssignmentReport:
     moves: list[tuple[str, str, Decimal]] = field(default_factory=list)  # (balance, invoice, amount), first 200
 
 
-def _flag(model: OrgModel, object_name: str, field_name: str, record: dict, today: date) -> bool:
+def _flag(ctx: Context, object_name: str, field_name: str, record: dict, today: date) -> bool:
+    model = ctx.model
     fdef = model.require(object_name).field(field_name)
     if fdef is None:
         return False
@@ -78,11 +79,12 @@ def _flag(model: OrgModel, object_name: str, field_name: str, record: dict, toda
         return False
 
 
-def assign_balances(conn: sa.Connection, model: OrgModel, today: date, *, run: str,
+def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
                     account_ids: list[int] | None = None) -> AssignmentReport:
     """Run the assignment inside the caller's transaction (see the module
     docstring); ``account_ids`` limits it to those accounts."""
-    tables = build_metadata(model).tables
+    model = ctx.model
+    tables = ctx.metadata.tables
     balances = tables[model.require("Balance").table_name]
     invoices = tables[model.require("Invoice").table_name]
     accounts = tables[model.require("Account").table_name]
@@ -117,7 +119,7 @@ def assign_balances(conn: sa.Connection, model: OrgModel, today: date, *, run: s
         query = (sa.select(balances).where(*eligible, balances.c.account.in_(ids))
                  .order_by(balances.c.account, balances.c.date, balances.c.name, balances.c.id))
         free = [dict(r) for r in conn.execute(query.with_for_update() if lock else query).mappings()]
-        free = [b for b in free if not _flag(model, "Balance", "Locked", b, today)]
+        free = [b for b in free if not _flag(ctx, "Balance", "Locked", b, today)]
         invoice_query = (
             sa.select(invoices).where(
                 invoices.c.account.in_(ids), invoices.c.status == "Open",
@@ -127,10 +129,10 @@ def assign_balances(conn: sa.Connection, model: OrgModel, today: date, *, run: s
                        invoices.c.date, invoices.c.name))
         open_invoices = [dict(r) for r in conn.execute(
             invoice_query.with_for_update() if lock else invoice_query).mappings()]
-        open_invoices = [i for i in open_invoices if not _flag(model, "Invoice", "ON_NoAutoBalanceAssignment__c", i, today)]
-        _assign_page(conn, model, free, open_invoices, run, report)
-    refresh_invoices(conn, model, report.invoices)
-    refresh_accounts(conn, model, report.accounts)
+        open_invoices = [i for i in open_invoices if not _flag(ctx, "Invoice", "ON_NoAutoBalanceAssignment__c", i, today)]
+        _assign_page(conn, ctx, free, open_invoices, run, report)
+    refresh_invoices(conn, ctx, report.invoices)
+    refresh_accounts(conn, ctx, report.accounts)
     return report
 
 
@@ -138,9 +140,10 @@ def _key(value: object) -> str:
     return str(value).strip() if value not in (None, "") else ""
 
 
-def _assign_page(conn: sa.Connection, model: OrgModel, free: list[dict], open_invoices: list[dict], run: str,
+def _assign_page(conn: sa.Connection, ctx: Context, free: list[dict], open_invoices: list[dict], run: str,
                  report: AssignmentReport) -> None:
     """Plan the page in memory, then write it in three bulk statements."""
+    model = ctx.model
     by_account: dict[int, list[dict]] = {}
     for invoice in open_invoices:
         invoice["_open"] = invoice["balance"]
@@ -174,7 +177,7 @@ def _assign_page(conn: sa.Connection, model: OrgModel, free: list[dict], open_in
         # remainder is left behind); otherwise the original keeps the rest.
         split_moves = moves[:-1] if rest == 0 else moves
         for invoice, moved in split_moves:
-            parts.append(_part(balance, copied, invoice, moved, model, run))
+            parts.append(_part(balance, copied, invoice, moved, ctx, run))
         if rest == 0:
             last_invoice, last_amount = moves[-1]
             assign.append((balance["id"], (last_invoice["id"],)))
@@ -200,8 +203,8 @@ def _assign_page(conn: sa.Connection, model: OrgModel, free: list[dict], open_in
         RowWriter(conn, balance_obj).insert(parts)
 
 
-def _part(balance: dict, copied: list[str], invoice: dict, amount: Decimal, model: OrgModel, run: str) -> dict:
+def _part(balance: dict, copied: list[str], invoice: dict, amount: Decimal, ctx: Context, run: str) -> dict:
     part = {key: balance.get(key) for key in copied}
     part.update(amount=amount, invoice=invoice["id"], splitfrom=balance.get("splitfrom") or balance["id"],
-                rule=RULE_SPLIT, run=run[:64], confighash=model.config_hash)
+                rule=RULE_SPLIT, run=run[:64], confighash=ctx.config_hash)
     return part

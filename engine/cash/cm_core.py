@@ -45,10 +45,10 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_invoices
-from engine.config.model import OrgModel
 from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, fetch_records, update_by_id
-from engine.storage.schema import CREATED, ID, MODIFIED, NAME, build_metadata
+from engine.storage.schema import CREATED, ID, MODIFIED, NAME
+from engine.storage.context import Context
 
 ORIGIN = "JPAY1"
 ZERO = Decimal("0.00")
@@ -73,24 +73,24 @@ class CashManagementError(ValueError):
     """A cash-management process cannot run for an invoice (message for the user)."""
 
 
-def enabled(model: OrgModel) -> bool:
+def enabled(ctx: Context) -> bool:
     """GlobalSettings.EnableCashManagementIntegration."""
-    settings = model.hierarchy_default("GlobalSettings")
-    return bool(settings is not None and settings.get("EnableCashManagementIntegration"))
+    return ctx.settings.cash_management_integration
 
 
-def table(model: OrgModel, name: str) -> sa.Table:
-    return build_metadata(model).tables[model.require(name).table_name]
+def table(ctx: Context, name: str) -> sa.Table:
+    model = ctx.model
+    return ctx.metadata.tables[model.require(name).table_name]
 
 
 
 
-def select_in(conn: sa.Connection, model: OrgModel, name: str, column: str, values: Iterable, *where,
+def select_in(conn: sa.Connection, ctx: Context, name: str, column: str, values: Iterable, *where,
               order: Sequence[str] = ("id",), lock: bool = False) -> list[dict]:
     """Rows of object ``name`` whose ``column`` is in ``values`` (chunked IN
     lists); ``lock`` takes their row locks (``FOR UPDATE`` on PostgreSQL;
     SQLite serialises writers anyway)."""
-    t = table(model, name)
+    t = table(ctx, name)
     values = sorted({v for v in values if v is not None}, key=str)
     rows: list[dict] = []
     for chunk in chunks(values, _CHUNK):
@@ -108,9 +108,10 @@ def entry_key(invoice: dict, installment: dict | None) -> str:
     return f"Installment:{installment['id']}"
 
 
-def bp_number(model: OrgModel, invoice: dict, account: dict) -> str | None:
+def bp_number(ctx: Context, invoice: dict, account: dict) -> str | None:
     """The business partner number: the invoice's debtor number when the org
     has DebtorNo__c, else the account number."""
+    model = ctx.model
     value = invoice.get("debtorno__c") if model.require("Invoice").field("DebtorNo__c") is not None else None
     if value in (None, ""):
         value = account.get("accountnumber")
@@ -123,14 +124,14 @@ def wants_entries(invoice: dict) -> bool:
             and Decimal(invoice.get("grandtotal") or 0) != 0)
 
 
-def expected_entries(model: OrgModel, invoice: dict, installments: list[dict], account: dict) -> list[dict]:
+def expected_entries(ctx: Context, invoice: dict, installments: list[dict], account: dict) -> list[dict]:
     """The entries the invoice should have (dicts of Entry fields)."""
     total = Decimal(invoice.get("grandtotal") or 0)
     statement = "Credit" if total < 0 else "Invoice"
     base = {
         "account": invoice["account"], "accountname": (invoice.get("accountname") or account.get("name") or None),
         "contact": invoice.get("contact"), "businessentity": invoice.get("businessentity"),
-        "bpnumber": bp_number(model, invoice, account), "currencyisocode": invoice.get("currencyisocode"),
+        "bpnumber": bp_number(ctx, invoice, account), "currencyisocode": invoice.get("currencyisocode"),
         "statementdate": invoice.get("date"), "invoice": invoice["id"], "paymentreference": invoice.get("name"),
         "status": "Open",
     }
@@ -160,35 +161,37 @@ DESCRIPTIVE = ("accountname", "businessentity", "bpnumber", "duedate", "statemen
 AMOUNT_FIELDS = ("account", "openamount", "currencyisocode", "installment", "assignmentkey")
 
 
-def insert_entries(conn: sa.Connection, model: OrgModel, entries: list[dict], run: str) -> list[dict]:
+def insert_entries(conn: sa.Connection, ctx: Context, entries: list[dict], run: str) -> list[dict]:
+    model = ctx.model
     for entry in entries:
-        entry.update(confighash=model.config_hash, run=run[:64])
+        entry.update(confighash=ctx.config_hash, run=run[:64])
     RowWriter(conn, model.require("Entry")).insert(entries)
     return entries
 
 
-def live_entries(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> dict[int, list[dict]]:
+def live_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> dict[int, list[dict]]:
     """The invoices' Open and Settled entries, per invoice, oldest due first."""
-    t = table(model, "Entry")
+    t = table(ctx, "Entry")
     out: dict[int, list[dict]] = defaultdict(list)
-    for entry in select_in(conn, model, "Entry", "invoice", invoice_ids, t.c.status.in_(LIVE),
+    for entry in select_in(conn, ctx, "Entry", "invoice", invoice_ids, t.c.status.in_(LIVE),
                            order=("invoice", "duedate", "id")):
         out[entry["invoice"]].append(entry)
     return out
 
 
-def cancel_entries(conn: sa.Connection, model: OrgModel, entries: list[dict], reason: str, *,
+def cancel_entries(conn: sa.Connection, ctx: Context, entries: list[dict], reason: str, *,
                    cancellation: dict | None = None) -> int:
     """Cancel entries: their entry items are deleted (the balances behind
     them lose the link and their payments are unassigned again), the
     entries get status Canceled, outstanding 0, the reason and, for an
     invoice cancellation, the cancellation invoice's number and id. Their
     AssignmentKey is suffixed so that a replacement entry can take it."""
+    model = ctx.model
     if not entries:
         return 0
     ids = [e["id"] for e in entries]
-    items = table(model, "EntryItem")
-    balances = table(model, "Balance")
+    items = table(ctx, "EntryItem")
+    balances = table(ctx, "Balance")
     for chunk in chunks(ids, _CHUNK):
         item_ids = sa.select(items.c.id).where(items.c.entry.in_(chunk))
         conn.execute(sa.update(balances).where(balances.c.entryitem.in_(item_ids)).values(entryitem=None))
@@ -203,18 +206,19 @@ def cancel_entries(conn: sa.Connection, model: OrgModel, entries: list[dict], re
     return len(entries)
 
 
-def refresh_entries(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> None:
+def refresh_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> None:
     """Recompute the live entries of the invoices: outstanding amount and
     status; the installments' open amounts and paid dates; the invoice's
     next payment due (first installment still open)."""
+    model = ctx.model
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return
-    entries = [e for group in live_entries(conn, model, ids).values() for e in group]
+    entries = [e for group in live_entries(conn, ctx, ids).values() for e in group]
     if not entries:
         return
     entry_ids = [e["id"] for e in entries]
-    items, reductions = table(model, "EntryItem"), table(model, "Reduction")
+    items, reductions = table(ctx, "EntryItem"), table(ctx, "Reduction")
     sums: dict[int, Decimal] = defaultdict(lambda: ZERO)
     last_paid: dict[int, date] = {}
     for chunk in chunks(entry_ids, _CHUNK):
@@ -294,7 +298,7 @@ def spread(amount: Decimal, entries: list[dict]) -> list[tuple[dict, Decimal]]:
     return out
 
 
-def write_moves(conn: sa.Connection, model: OrgModel, moves: list[Move], process: str | None, run: str,
+def write_moves(conn: sa.Connection, ctx: Context, moves: list[Move], process: str | None, run: str,
                 payments: dict[str, dict], rests: dict[int, Decimal] | None = None) -> int:
     """Entry items for the moves, one per move, each with exactly one
     balance (§8.4). A balance with several moves is split: the original
@@ -303,6 +307,7 @@ def write_moves(conn: sa.Connection, model: OrgModel, moves: list[Move], process
     in ``rests`` keeps the rest, free, and every move is split off it.
     ``payments`` maps a balance's TransactionNo to its CM payment;
     ``process`` None names the process by the balance type."""
+    model = ctx.model
     if not moves:
         return 0
     rests = rests or {}
@@ -325,7 +330,7 @@ def write_moves(conn: sa.Connection, model: OrgModel, moves: list[Move], process
         for index, move in enumerate(group):
             item = {"entry": move.entry["id"], "payment": payment["id"], "account": balance["account"],
                     "amount": move.amount, "paymentdate": balance["date"],
-                    "businessprocess": (process or _process(balance))[:80], "confighash": model.config_hash}
+                    "businessprocess": (process or _process(balance))[:80], "confighash": ctx.config_hash}
             items.append(item)
             staged.append((index == 0 and not keeps_rest, move, item))
         item_writer.assign_ids([item for _, _, item in staged])
@@ -335,7 +340,7 @@ def write_moves(conn: sa.Connection, model: OrgModel, moves: list[Move], process
             else:
                 part = {key: balance.get(key) for key in copied}
                 part.update(splitfrom=balance.get("splitfrom") or balance_id, rule=RULE_SPLIT, run=run[:64],
-                            confighash=model.config_hash, amount=move.amount, invoice=move.entry["invoice"],
+                            confighash=ctx.config_hash, amount=move.amount, invoice=move.entry["invoice"],
                             entryitem=item["id"])
                 parts.append(part)
     item_writer.insert(items)
@@ -350,11 +355,11 @@ def _process(balance: dict) -> str:
     return PROCESS_PREPAID if balance.get("type") in ("Prepayment", "Prepaid") else PROCESS_FINALIZATION
 
 
-def payments_by_reference(conn: sa.Connection, model: OrgModel, references: Iterable[str]) -> dict[str, dict]:
-    return {p["endtoendid"]: p for p in select_in(conn, model, "Payment", "endtoendid", references)}
+def payments_by_reference(conn: sa.Connection, ctx: Context, references: Iterable[str]) -> dict[str, dict]:
+    return {p["endtoendid"]: p for p in select_in(conn, ctx, "Payment", "endtoendid", references)}
 
 
-def mirror_balances(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int], when: date, *,
+def mirror_balances(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int], when: date, *,
                     process: str | None, run: str) -> tuple[int, int]:
     """Mirror the invoices' billing balances onto their live entries (see the
     module docstring); returns (entry items, reductions) created. Refreshes
@@ -363,24 +368,24 @@ def mirror_balances(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return 0, 0
-    refresh_entries(conn, model, ids)
-    entries = live_entries(conn, model, ids)
-    b = table(model, "Balance")
-    money = [r for r in select_in(conn, model, "Balance", "invoice", list(entries),
+    refresh_entries(conn, ctx, ids)
+    entries = live_entries(conn, ctx, ids)
+    b = table(ctx, "Balance")
+    money = [r for r in select_in(conn, ctx, "Balance", "invoice", list(entries),
                                   b.c.origin == ORIGIN, b.c.entryitem.is_(None), b.c.type.in_(MONEY_TYPES),
                                   order=("date", "id"))]
     money = [r for r in money if r.get("transactionno")]
-    payments = payments_by_reference(conn, model, [r["transactionno"] for r in money])
+    payments = payments_by_reference(conn, ctx, [r["transactionno"] for r in money])
     moves = []
     for balance in money:
         if balance["transactionno"] not in payments:
             continue
         for entry, amount in spread(balance["amount"], entries[balance["invoice"]]):
             moves.append(Move(balance, entry, amount))
-    created_items = write_moves(conn, model, moves, process, run, payments)
-    created_reductions = _mirror_reductions(conn, model, entries, when)
-    refresh_entries(conn, model, ids)
-    refresh_invoices(conn, model, ids)
+    created_items = write_moves(conn, ctx, moves, process, run, payments)
+    created_reductions = _mirror_reductions(conn, ctx, entries, when)
+    refresh_entries(conn, ctx, ids)
+    refresh_invoices(conn, ctx, ids)
     return created_items, created_reductions
 
 
@@ -399,16 +404,17 @@ def _reduction_reason(balance: dict) -> str | None:
     return None  # cancellation clearings: the entry is canceled, not reduced
 
 
-def _mirror_reductions(conn: sa.Connection, model: OrgModel, entries: dict[int, list[dict]], when: date) -> int:
+def _mirror_reductions(conn: sa.Connection, ctx: Context, entries: dict[int, list[dict]], when: date) -> int:
     """A reduction for every reducing balance of the invoices that no live
     entry mirrors yet (spread over the entries like money)."""
+    model = ctx.model
     if not entries:
         return 0
-    b = table(model, "Balance")
-    reducing = select_in(conn, model, "Balance", "invoice", list(entries), b.c.type.in_(REDUCING_TYPES),
+    b = table(ctx, "Balance")
+    reducing = select_in(conn, ctx, "Balance", "invoice", list(entries), b.c.type.in_(REDUCING_TYPES),
                          order=("date", "id"))
     live_ids = [e["id"] for group in entries.values() for e in group]
-    mirrored = {r["balance"] for r in select_in(conn, model, "Reduction", "entry", live_ids) if r.get("balance")}
+    mirrored = {r["balance"] for r in select_in(conn, ctx, "Reduction", "entry", live_ids) if r.get("balance")}
     rows = []
     for balance in reducing:
         reason = _reduction_reason(balance)
@@ -418,23 +424,23 @@ def _mirror_reductions(conn: sa.Connection, model: OrgModel, entries: dict[int, 
             rows.append({"entry": entry["id"], "amount": amount, "date": balance["date"], "reason": reason,
                          "balance": balance["id"], "invoice": balance.get("relatedinvoice"),
                          "description": f"{balance['type']} {balance.get('name')}"[:255],
-                         "confighash": model.config_hash})
+                         "confighash": ctx.config_hash})
     RowWriter(conn, model.require("Reduction")).insert(rows)
     return len(rows)
 
 
-def free_money(conn: sa.Connection, model: OrgModel, account_ids: Iterable[int]) -> list[dict]:
+def free_money(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) -> list[dict]:
     """The accounts' free JPAY1 money balances (CM money not assigned to an
     entry: credits, and debits such as a payout of a free credit), oldest
     first, row-locked; locked, draft and no-auto-assignment ones are left."""
-    b = table(model, "Balance")
-    rows = select_in(conn, model, "Balance", "account", account_ids, b.c.origin == ORIGIN, b.c.invoice.is_(None),
+    b = table(ctx, "Balance")
+    rows = select_in(conn, ctx, "Balance", "account", account_ids, b.c.origin == ORIGIN, b.c.invoice.is_(None),
                      b.c.type.in_(MONEY_TYPES), order=("account", "date", "name", "id"), lock=True)
     return [r for r in rows if not r.get("draft") and not r.get("noautoassignment") and not r.get("lockedreason")
             and r.get("transactionno")]
 
 
-def assign_free_money(conn: sa.Connection, model: OrgModel, invoices: list[dict], run: str) -> int:
+def assign_free_money(conn: sa.Connection, ctx: Context, invoices: list[dict], run: str) -> int:
     """Payment and prepaid entry assignment on finalization: the accounts'
     free CM money goes to the invoices' open receivable entries, oldest due
     first, same currency and balance assignment key only, at most the
@@ -442,15 +448,16 @@ def assign_free_money(conn: sa.Connection, model: OrgModel, invoices: list[dict]
     payout is not assigned again); not for invoices (or accounts) with
     ``ON_NoAutoBalanceAssignment__c``. Returns the number of entry items
     created."""
+    model = ctx.model
     eligible = [i for i in invoices if not i.get("on_noautobalanceassignment__c")]
     if not eligible:
         return 0
-    entries = live_entries(conn, model, [i["id"] for i in eligible])
+    entries = live_entries(conn, ctx, [i["id"] for i in eligible])
     account_field = model.require("Account").field("ON_NoAutoBalanceAssignment__c")
     blocked: set[int] = set()
     if account_field is not None and account_field.is_stored:
-        a = table(model, "Account")
-        blocked = {r["id"] for r in select_in(conn, model, "Account", "id", [i["account"] for i in eligible],
+        a = table(ctx, "Account")
+        blocked = {r["id"] for r in select_in(conn, ctx, "Account", "id", [i["account"] for i in eligible],
                                               a.c.on_noautobalanceassignment__c == sa.true())}
     by_account: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
     for invoice in sorted(eligible, key=lambda i: (i.get("paymentduedate") or date.max, i.get("date") or date.max,
@@ -462,14 +469,14 @@ def assign_free_money(conn: sa.Connection, model: OrgModel, invoices: list[dict]
                 by_account[invoice["account"]].append((invoice, entry))
     if not by_account:
         return 0
-    free = free_money(conn, model, list(by_account))
+    free = free_money(conn, ctx, list(by_account))
     # Only the net free credit per account and currency is money to assign:
     # a free payment paid back by a free payout is gone.
     credit: dict[tuple, Decimal] = defaultdict(lambda: ZERO)
     for balance in free:
         credit[(balance["account"], balance.get("currencyisocode"))] -= balance["amount"]
     free = [b for b in free if b["amount"] < 0]
-    payments = payments_by_reference(conn, model, [r["transactionno"] for r in free])
+    payments = payments_by_reference(conn, ctx, [r["transactionno"] for r in free])
     moves: list[Move] = []
     rests: dict[int, Decimal] = {}
     for balance in free:
@@ -493,7 +500,7 @@ def assign_free_money(conn: sa.Connection, model: OrgModel, invoices: list[dict]
         credit[pot] += assigned
         if assigned != 0 and assigned != balance["amount"]:
             rests[balance["id"]] = balance["amount"] - assigned
-    return write_moves(conn, model, moves, None, run, payments, rests)
+    return write_moves(conn, ctx, moves, None, run, payments, rests)
 
 
 def _key(value: object) -> str:

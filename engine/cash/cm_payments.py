@@ -29,7 +29,6 @@ from typing import Iterable
 import sqlalchemy as sa
 
 from engine.booking.balances import BalanceError, refresh_accounts
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter, update_by_id
 
 from .cm_core import (
@@ -42,6 +41,7 @@ from .cm_core import (
     select_in,
     table,
 )
+from engine.storage.context import Context
 
 END_TO_END_LENGTH = 35
 
@@ -59,7 +59,7 @@ def _flow_key(balance: dict) -> str:
     return f"root:{balance.get('splitfrom') or balance['id']}"
 
 
-def migrate_balances(conn: sa.Connection, model: OrgModel, balances: list[dict], *, process: str,
+def migrate_balances(conn: sa.Connection, ctx: Context, balances: list[dict], *, process: str,
                      run: str, one_flow: bool = False) -> tuple[int, int, list[tuple[dict, str]]]:
     """Give every balance (origin empty, a money type) its CM payment, one
     payment per money flow (reused when one with the same End-to-End Id
@@ -68,6 +68,7 @@ def migrate_balances(conn: sa.Connection, model: OrgModel, balances: list[dict],
     TransactionNo. Returns
     (payments created, balances migrated, refused (balance, message)).
     Entry items follow with :func:`engine.cash.cm_core.mirror_balances`."""
+    model = ctx.model
     refused: list[tuple[dict, str]] = []
     flows: dict[str, list[dict]] = defaultdict(list)
     for balance in balances:
@@ -82,7 +83,7 @@ def migrate_balances(conn: sa.Connection, model: OrgModel, balances: list[dict],
     if not flows:
         return 0, 0, refused
     existing = {p["endtoendid"]: p for p in select_in(
-        conn, model, "Payment", "endtoendid", [b[0]["transactionno"] for b in flows.values() if b[0].get("transactionno")])}
+        conn, ctx, "Payment", "endtoendid", [b[0]["transactionno"] for b in flows.values() if b[0].get("transactionno")])}
     writer = RowWriter(conn, model.require("Payment"))
     new_payments: list[dict] = []
     updates: list[tuple[int, tuple]] = []
@@ -96,7 +97,7 @@ def migrate_balances(conn: sa.Connection, model: OrgModel, balances: list[dict],
                 "paymentmethod": first.get("paymentmethod"), "paymentprovider": first.get("paymentprovider"),
                 "bankaccount": (str(first["bankaccountid"])[:34] if first.get("bankaccountid") else None),
                 "businessentity": first.get("businessentity"), "reference": first.get("reference"),
-                "origin": process[:40], "balance": first["id"], "confighash": model.config_hash,
+                "origin": process[:40], "balance": first["id"], "confighash": ctx.config_hash,
             }
             writer.assign_ids([payment])
             payment["endtoendid"] = reference or f"JPAY-{payment['id']}"
@@ -108,28 +109,29 @@ def migrate_balances(conn: sa.Connection, model: OrgModel, balances: list[dict],
             updates.append((balance["id"], (ORIGIN, reference)))
     writer.insert(new_payments)
     update_by_id(conn, model.require("Balance"), ["Origin", "TransactionNo"], updates)
-    refresh_payments(conn, model, [p for p in existing])
+    refresh_payments(conn, ctx, [p for p in existing])
     return len(new_payments), len(updates), refused
 
 
-def refresh_payments(conn: sa.Connection, model: OrgModel, references: Iterable[str]) -> None:
+def refresh_payments(conn: sa.Connection, ctx: Context, references: Iterable[str]) -> None:
     """Payment.Amount = −Σ of its JPAY1 balances (by End-to-End Id)."""
+    model = ctx.model
     refs = sorted({r for r in references if r})
     if not refs:
         return
-    b = table(model, "Balance")
+    b = table(ctx, "Balance")
     sums: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for start in range(0, len(refs), 900):
         chunk = refs[start:start + 900]
         for row in conn.execute(sa.select(b.c.transactionno, b.c.amount).where(
                 b.c.transactionno.in_(chunk), b.c.origin == ORIGIN)):
             sums[row.transactionno] += row.amount
-    payments = select_in(conn, model, "Payment", "endtoendid", refs)
+    payments = select_in(conn, ctx, "Payment", "endtoendid", refs)
     update_by_id(conn, model.require("Payment"), ["Amount"],
                  [(p["id"], (-sums[p["endtoendid"]],)) for p in payments if p["amount"] != -sums[p["endtoendid"]]])
 
 
-def record_cash_payment(conn: sa.Connection, model: OrgModel, invoice: dict | None, balance: dict,
+def record_cash_payment(conn: sa.Connection, ctx: Context, invoice: dict | None, balance: dict,
                         amount: Decimal, when: date, *, free: dict | None = None) -> dict | None:
     """After a payment registration: the CM payment of ``amount`` (status
     Final), ``balance`` (the one registered on the invoice, or the free one)
@@ -137,44 +139,45 @@ def record_cash_payment(conn: sa.Connection, model: OrgModel, invoice: dict | No
     invoice's entries settled by entry items (installments oldest due first).
     Does nothing when the integration is off or the balance is a CM balance
     already (calling it twice records nothing twice). Returns the payment."""
-    if not enabled(model):
+    model = ctx.model
+    if not enabled(ctx):
         return None
     ids = [b["id"] for b in (balance, free) if b is not None]
-    rows = {r["id"]: r for r in select_in(conn, model, "Balance", "id", ids)}
+    rows = {r["id"]: r for r in select_in(conn, ctx, "Balance", "id", ids)}
     targets = [rows[i] for i in dict.fromkeys(ids) if i in rows]
     if not targets or all(r.get("origin") == ORIGIN for r in targets):
         reference = targets[0].get("transactionno") if targets else None
-        found = select_in(conn, model, "Payment", "endtoendid", [reference]) if reference else []
+        found = select_in(conn, ctx, "Payment", "endtoendid", [reference]) if reference else []
         return found[0] if found else None
-    created, _, refused = migrate_balances(conn, model, [r for r in targets if r.get("origin") != ORIGIN],
+    created, _, refused = migrate_balances(conn, ctx, [r for r in targets if r.get("origin") != ORIGIN],
                                            process=PROCESS_REGISTRATION, run="payment register", one_flow=True)
     if refused:
         raise MigrationError(refused[0][1])
     reference = targets[0]["transactionno"]
-    payment = select_in(conn, model, "Payment", "endtoendid", [reference])[0]
+    payment = select_in(conn, ctx, "Payment", "endtoendid", [reference])[0]
     if payment["date"] != when:
         update_by_id(conn, model.require("Payment"), ["Date"], [(payment["id"], (when,))])
         payment["date"] = when
     invoice_ids = {r["invoice"] for r in targets if r.get("invoice") is not None}
     if invoice is not None and invoice.get("id") is not None:
         invoice_ids.add(invoice["id"])
-    mirror_balances(conn, model, invoice_ids, when, process=PROCESS_REGISTRATION, run="payment register")
-    refresh_accounts(conn, model, {r["account"] for r in targets})
+    mirror_balances(conn, ctx, invoice_ids, when, process=PROCESS_REGISTRATION, run="payment register")
+    refresh_accounts(conn, ctx, {r["account"] for r in targets})
     for target, original in ((rows.get(balance["id"]), balance), (rows.get(free["id"]) if free else None, free)):
         if target is not None and original is not None:
             original.update(origin=ORIGIN, transactionno=target["transactionno"])
     return payment
 
 
-def unmigrated_balances(conn: sa.Connection, model: OrgModel, *, invoice_ids: list[int] | None,
+def unmigrated_balances(conn: sa.Connection, ctx: Context, *, invoice_ids: list[int] | None,
                         include_free: bool) -> list[dict]:
     """Money balances without Origin: on the given invoices (all invoices
     with None) and, with ``include_free``, the free ones (no invoice)."""
-    b = table(model, "Balance")
+    b = table(ctx, "Balance")
     base = [sa.or_(b.c.origin.is_(None), b.c.origin != ORIGIN), b.c.type.in_(MONEY_TYPES),
             sa.or_(b.c.draft.is_(None), b.c.draft == sa.false())]
     if invoice_ids is not None:
-        rows = select_in(conn, model, "Balance", "invoice", invoice_ids, *base, order=("date", "id"))
+        rows = select_in(conn, ctx, "Balance", "invoice", invoice_ids, *base, order=("date", "id"))
     else:
         rows = [dict(r) for r in conn.execute(sa.select(b).where(*base, b.c.invoice.is_not(None))
                                               .order_by(b.c.date, b.c.id)).mappings()]

@@ -22,7 +22,7 @@ from typing import Iterable
 
 import sqlalchemy as sa
 
-from engine.config.model import OrgModel, SettingRecord
+from engine.config.model import SettingRecord
 from engine.storage.bulk import RowWriter, update_by_id
 
 from .cm_core import (
@@ -40,10 +40,12 @@ from .cm_core import (
     table,
 )
 from .installments import InstallmentError, plan_installments
+from engine.storage.context import Context
 
 
-def plan_record(model: OrgModel, invoice: dict) -> SettingRecord | None:
+def plan_record(ctx: Context, invoice: dict) -> SettingRecord | None:
     """The invoice's InstallmentPlan record; None without a plan."""
+    model = ctx.model
     name = invoice.get("installmenttype")
     if name in (None, ""):
         return None
@@ -53,9 +55,9 @@ def plan_record(model: OrgModel, invoice: dict) -> SettingRecord | None:
     return record
 
 
-def open_amounts(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
+def open_amounts(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
     """Σ of each invoice's balances (its open amount), straight from the Balance table."""
-    b = table(model, "Balance")
+    b = table(ctx, "Balance")
     ids = sorted({int(i) for i in invoice_ids})
     out: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for start in range(0, len(ids), 900):
@@ -64,10 +66,10 @@ def open_amounts(conn: sa.Connection, model: OrgModel, invoice_ids: Iterable[int
     return out
 
 
-def build_installments(model: OrgModel, invoice: dict, open_amount: Decimal) -> list[dict]:
+def build_installments(ctx: Context, invoice: dict, open_amount: Decimal) -> list[dict]:
     """Installment rows (not yet written) for the invoice's plan; none when
     it has no plan or nothing is open. InstallmentError names the problem."""
-    record = plan_record(model, invoice)
+    record = plan_record(ctx, invoice)
     total = Decimal(invoice.get("grandtotal") or 0)
     if record is None or total == 0 or open_amount == 0:
         return []
@@ -78,15 +80,16 @@ def build_installments(model: OrgModel, invoice: dict, open_amount: Decimal) -> 
     planned = plan_installments(total, str(record.get("Period") or ""), base, rates=record.get("Rates"),
                                 received=total - open_amount, invoice_date=invoice.get("date"))
     return [{"invoice": invoice["id"], "sequence": Decimal(p.sequence), "date": p.due, "amount": p.amount,
-             "openpaymentamount": p.amount, "isdeposit": p.is_deposit, "confighash": model.config_hash}
+             "openpaymentamount": p.amount, "isdeposit": p.is_deposit, "confighash": ctx.config_hash}
             for p in planned]
 
 
-def change_payment_plan(conn: sa.Connection, model: OrgModel, invoice_name: str, plan_name: str | None,
+def change_payment_plan(conn: sa.Connection, ctx: Context, invoice_name: str, plan_name: str | None,
                         when: date) -> Changes:
     """Give the Open invoice ``invoice_name`` the plan ``plan_name`` (None:
     no plan, one entry again); see the module docstring."""
-    invoices = table(model, "Invoice")
+    model = ctx.model
+    invoices = table(ctx, "Invoice")
     query = sa.select(invoices).where(invoices.c.name == invoice_name)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -100,27 +103,27 @@ def change_payment_plan(conn: sa.Connection, model: OrgModel, invoice_name: str,
         raise CashManagementError(f"{invoice_name} is a cancellation: it has no payment plan")
     invoice["installmenttype"] = plan_name or None
     try:
-        plan_record(model, invoice)
+        plan_record(ctx, invoice)
     except InstallmentError as error:
         raise CashManagementError(f"{invoice_name}: {error}") from None
     changes = Changes()
-    old_entries = live_entries(conn, model, [invoice["id"]]).get(invoice["id"], [])
-    changes.entries_canceled = cancel_entries(conn, model, old_entries, "Payment plan changed")
-    inst = table(model, "Installment")
+    old_entries = live_entries(conn, ctx, [invoice["id"]]).get(invoice["id"], [])
+    changes.entries_canceled = cancel_entries(conn, ctx, old_entries, "Payment plan changed")
+    inst = table(ctx, "Installment")
     conn.execute(sa.delete(inst).where(inst.c.invoice == invoice["id"]))
     update_by_id(conn, model.require("Invoice"), ["InstallmentType"], [(invoice["id"], (invoice["installmenttype"],))])
     try:
-        rows = build_installments(model, invoice, open_amounts(conn, model, [invoice["id"]])[invoice["id"]])
+        rows = build_installments(ctx, invoice, open_amounts(conn, ctx, [invoice["id"]])[invoice["id"]])
     except InstallmentError as error:
         raise CashManagementError(f"{invoice_name}: {error}") from None
     RowWriter(conn, model.require("Installment")).insert(rows)
     changes.installments_created = len(rows)
-    if enabled(model):
-        account = select_in(conn, model, "Account", "id", [invoice["account"]])[0]
-        entries = insert_entries(conn, model, expected_entries(model, invoice, rows, account), "payment plan change")
+    if enabled(ctx):
+        account = select_in(conn, ctx, "Account", "id", [invoice["account"]])[0]
+        entries = insert_entries(conn, ctx, expected_entries(ctx, invoice, rows, account), "payment plan change")
         changes.entries_created = len(entries)
         changes.entry_items_created, changes.reductions_created = mirror_balances(
-            conn, model, [invoice["id"]], when, process=PROCESS_REATTACH, run="payment plan change")
+            conn, ctx, [invoice["id"]], when, process=PROCESS_REATTACH, run="payment plan change")
     changes.lines.append(f"{invoice_name}: plan {plan_name or '(none)'}: {len(rows)} installment(s), "
                          f"{changes.entries_canceled} entr(y/ies) canceled, {changes.entries_created} created")
     return changes

@@ -26,18 +26,18 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from engine.booking.balances import BalanceError, create_balance, refresh_accounts, refresh_invoices
-from engine.booking.cancel import _NOT_COPIED, mirrored_lines
-from engine.config.model import OrgModel
+from engine.booking.cancel import NOT_COPIED, mirrored_lines
 from engine.storage.bulk import RowWriter, update_by_id
 
 from .cm_core import ORIGIN, ZERO, CashManagementError, enabled, live_entries, refresh_entries, spread, table
+from engine.storage.context import Context
 
 RULE_OFFSET = "cash management: entry settlement"
 RULE_PARTIAL_CREDIT = "cash management: partial credit"
 
 
-def _invoice(conn: sa.Connection, model: OrgModel, name: str) -> dict:
-    t = table(model, "Invoice")
+def _invoice(conn: sa.Connection, ctx: Context, name: str) -> dict:
+    t = table(ctx, "Invoice")
     query = sa.select(t).where(t.c.name == name)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -47,20 +47,21 @@ def _invoice(conn: sa.Connection, model: OrgModel, name: str) -> dict:
     return dict(row)
 
 
-def settle_invoices(conn: sa.Connection, model: OrgModel, debit_name: str, credit_name: str,
+def settle_invoices(conn: sa.Connection, ctx: Context, debit_name: str, credit_name: str,
                     amount: Decimal | None, when: date, *, rule: str = RULE_OFFSET,
                     reason: str = "Entry Settlement") -> Decimal:
     """Offset invoice ``debit_name`` against credit ``credit_name`` (see the
     module docstring); returns the amount settled."""
-    if not enabled(model):
+    if not enabled(ctx):
         raise CashManagementError("the cash-management integration is off (GlobalSettings.EnableCashManagementIntegration)")
-    debit, credit = _invoice(conn, model, debit_name), _invoice(conn, model, credit_name)
-    return settle(conn, model, debit, credit, amount, when, rule=rule, reason=reason)
+    debit, credit = _invoice(conn, ctx, debit_name), _invoice(conn, ctx, credit_name)
+    return settle(conn, ctx, debit, credit, amount, when, rule=rule, reason=reason)
 
 
-def settle(conn: sa.Connection, model: OrgModel, debit: dict, credit: dict, amount: Decimal | None, when: date,
+def settle(conn: sa.Connection, ctx: Context, debit: dict, credit: dict, amount: Decimal | None, when: date,
            *, rule: str, reason: str) -> Decimal:
     """The settlement itself, for two invoice rows (locked by the caller)."""
+    model = ctx.model
     for invoice in (debit, credit):
         if invoice["status"] not in ("Open", "Paid"):
             raise CashManagementError(f"{invoice['name']} is {invoice['status']}: only Open invoices can be settled")
@@ -68,7 +69,7 @@ def settle(conn: sa.Connection, model: OrgModel, debit: dict, credit: dict, amou
         raise CashManagementError(f"{debit['name']} and {credit['name']} belong to different accounts")
     if debit.get("currencyisocode") != credit.get("currencyisocode"):
         raise CashManagementError(f"{debit['name']} and {credit['name']} are in different currencies")
-    entries = live_entries(conn, model, [debit["id"], credit["id"]])
+    entries = live_entries(conn, ctx, [debit["id"], credit["id"]])
     receivable = sum((e["amount"] for e in entries.get(debit["id"], []) if e["amount"] > 0), ZERO)
     payable = -sum((e["amount"] for e in entries.get(credit["id"], []) if e["amount"] < 0), ZERO)
     if receivable <= 0:
@@ -84,10 +85,10 @@ def settle(conn: sa.Connection, model: OrgModel, debit: dict, credit: dict, amou
         raise CashManagementError(f"the settlement amount {amount} exceeds what {debit['name']} has open ({receivable}) "
                                   f"or {credit['name']} owes ({payable})")
     try:
-        on_debit = create_balance(conn, model, {
+        on_debit = create_balance(conn, ctx, {
             "account": debit["account"], "invoice": debit["id"], "relatedinvoice": credit["id"], "type": "Settlement",
             "amount": -amount, "date": when, "origin": ORIGIN}, invoice=debit, rule=rule, run="entry settlement")
-        on_credit = create_balance(conn, model, {
+        on_credit = create_balance(conn, ctx, {
             "account": credit["account"], "invoice": credit["id"], "relatedinvoice": debit["id"], "type": "Settlement",
             "amount": amount, "date": when, "origin": ORIGIN}, invoice=credit, rule=rule, run="entry settlement")
     except BalanceError as error:
@@ -96,7 +97,7 @@ def settle(conn: sa.Connection, model: OrgModel, debit: dict, credit: dict, amou
     for balance, own, other in ((on_debit, debit, credit), (on_credit, credit, debit)):
         for entry, part in spread(balance["amount"], [e for e in entries.get(own["id"], [])]):
             rows.append({"entry": entry["id"], "amount": part, "date": when, "reason": reason,
-                         "balance": balance["id"], "invoice": credit["id"], "confighash": model.config_hash,
+                         "balance": balance["id"], "invoice": credit["id"], "confighash": ctx.config_hash,
                          "description": f"{reason} {own['name']} / {other['name']}"[:255], "_side": own["id"]})
     writer = RowWriter(conn, model.require("Reduction"))
     writer.assign_ids(rows)
@@ -108,17 +109,18 @@ def settle(conn: sa.Connection, model: OrgModel, debit: dict, credit: dict, amou
         row.pop("_side")
     writer.insert(rows)
     update_by_id(conn, model.require("Reduction"), ["RelatedReduction"], links)  # both rows exist now
-    refresh_entries(conn, model, [debit["id"], credit["id"]])
-    refresh_invoices(conn, model, [debit["id"], credit["id"]])
-    refresh_accounts(conn, model, [debit["account"]])
+    refresh_entries(conn, ctx, [debit["id"], credit["id"]])
+    refresh_invoices(conn, ctx, [debit["id"], credit["id"]])
+    refresh_accounts(conn, ctx, [debit["account"]])
     return amount
 
 
-def create_partial_credit(conn: sa.Connection, model: OrgModel, invoice_name: str, line_names: list[str],
+def create_partial_credit(conn: sa.Connection, ctx: Context, invoice_name: str, line_names: list[str],
                           reason: str | None) -> int:
     """A draft partial credit of the named lines of ``invoice_name``; returns its id."""
-    invoices, lines_t = table(model, "Invoice"), table(model, "InvoiceLineItem")
-    original = _invoice(conn, model, invoice_name)
+    model = ctx.model
+    invoices, lines_t = table(ctx, "Invoice"), table(ctx, "InvoiceLineItem")
+    original = _invoice(conn, ctx, invoice_name)
     if original["status"] not in ("Open", "Paid"):
         raise CashManagementError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be credited")
     if original.get("type") == "Cancelation" or original.get("class") == "Credit":
@@ -132,10 +134,10 @@ def create_partial_credit(conn: sa.Connection, model: OrgModel, invoice_name: st
         raise CashManagementError(f"{invoice_name} has no line(s) {', '.join(unknown)}")
     if not chosen:
         raise CashManagementError(f"{invoice_name} has no lines to credit")
-    header = {k: v for k, v in original.items() if k not in _NOT_COPIED and not k.startswith("cm_")}
+    header = {k: v for k, v in original.items() if k not in NOT_COPIED and not k.startswith("cm_")}
     header.update(
         type="Credit", status="Draft", relatedinvoice=original["id"], cancelationreason=reason,
-        installmenttype=None, confighash=model.config_hash,
+        installmenttype=None, confighash=ctx.config_hash,
         **{"class": "Credit"},
         totalnet=-sum((line["postotalnet"] or ZERO for line in chosen), ZERO),
         totaltax=-sum((line["postotaltax"] or ZERO for line in chosen), ZERO),
@@ -149,23 +151,23 @@ def create_partial_credit(conn: sa.Connection, model: OrgModel, invoice_name: st
     return header["id"]
 
 
-def apply_partial_credits(conn: sa.Connection, model: OrgModel, credits: list[dict]) -> int:
+def apply_partial_credits(conn: sa.Connection, ctx: Context, credits: list[dict]) -> int:
     """Finalization: each just-finalized partial credit (type Credit with a
     related Open invoice) reduces that invoice's entries as far as they are
     open. Returns how many credits were applied."""
     applied = 0
     for credit in credits:
-        t = table(model, "Invoice")
+        t = table(ctx, "Invoice")
         original = conn.execute(sa.select(t).where(t.c.id == credit["relatedinvoice"])).mappings().first()
         if original is None or original["status"] != "Open":
             continue
-        entries = live_entries(conn, model, [original["id"]]).get(original["id"], [])
+        entries = live_entries(conn, ctx, [original["id"]]).get(original["id"], [])
         receivable = sum((e["amount"] for e in entries if e["amount"] > 0), ZERO)
         amount = min(receivable, -Decimal(credit.get("grandtotal") or 0))
         if amount <= 0:
             continue
         fresh = conn.execute(sa.select(t).where(t.c.id == credit["id"])).mappings().one()
-        settle(conn, model, dict(original), dict(fresh), amount, credit.get("date") or date.today(),
+        settle(conn, ctx, dict(original), dict(fresh), amount, credit.get("date") or date.today(),
                rule=RULE_PARTIAL_CREDIT, reason="Partial Credit")
         applied += 1
     return applied

@@ -34,11 +34,10 @@ import sqlalchemy as sa
 from engine.domain.money import ZERO
 from engine.booking.balances import WRITE_OFF, create_balance, refresh_accounts
 from engine.booking.write import load_account
-from engine.config.model import OrgModel
 from engine.storage.bulk import update_by_id
-from engine.storage.schema import build_metadata
 
 from .assignment import _flag
+from engine.storage.context import Context
 
 RULE_COLLECTION = "payment balance collection"
 COLLECTED = "Collected"
@@ -72,7 +71,8 @@ class CollectionReport:
         return sum((b.amount for b in self.balances), ZERO)
 
 
-def cutoff_date(model: OrgModel, today: date) -> date:
+def cutoff_date(ctx: Context, today: date) -> date:
+    model = ctx.model
     settings = model.hierarchy_default("GlobalSettings")
     years = settings.get("StatuteOfLimitationsYears") if settings is not None else None
     if years in (None, ""):
@@ -84,9 +84,10 @@ def cutoff_date(model: OrgModel, today: date) -> date:
         return today.replace(year=today.year - years, day=28)
 
 
-def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str, today: date, *,
+def collect_balances(conn: sa.Connection, ctx: Context, business_entity: str, today: date, *,
                      dry_run: bool = False, run: str = "collect-balances") -> CollectionReport:
     """List (``dry_run``) or collect the collectable balances of ``business_entity``."""
+    model = ctx.model
     if not business_entity:
         raise CollectionError("name the business entity whose balances are collected")
     if model.setting_record("BusinessEntity", business_entity) is None:
@@ -95,8 +96,8 @@ def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str,
     reasons = model.require("Balance").field("WriteOffReason")
     if reasons is not None and reasons.values and REASON not in reasons.values:
         raise CollectionError(f"the Balance.WriteOffReason picklist lacks the value {REASON!r} that collection writes")
-    report = CollectionReport(cutoff_date(model, today))
-    tables = build_metadata(model).tables
+    report = CollectionReport(cutoff_date(ctx, today))
+    tables = ctx.metadata.tables
     balances = tables[model.require("Balance").table_name]
     accounts = tables[model.require("Account").table_name]
     entity = sa.func.coalesce(balances.c.businessentity, accounts.c.on_businessentity__c)
@@ -113,8 +114,8 @@ def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str,
         if not page:
             break
         last_id = page[-1]["id"]
-        chosen = [b for b in page if b["amount"] < 0 and not _flag(model, "Balance", "Locked", b, today)]
-        chosen = _within_free_credit(conn, model, chosen, credit, today)
+        chosen = [b for b in page if b["amount"] < 0 and not _flag(ctx, "Balance", "Locked", b, today)]
+        chosen = _within_free_credit(conn, ctx, chosen, credit, today)
         for balance in chosen:
             report.balances.append(Collectable(balance["id"], balance["name"], balance["account"],
                                                balance["_account_name"], balance["type"], balance["date"],
@@ -122,8 +123,8 @@ def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str,
         if dry_run or not chosen:
             continue
         for balance in chosen:
-            account = load_account(conn, model, balance["account"], today)
-            row = create_balance(conn, model, {
+            account = load_account(conn, ctx, balance["account"], today)
+            row = create_balance(conn, ctx, {
                 "account": balance["account"], "type": WRITE_OFF, "amount": -balance["amount"], "date": today,
                 "writeoffreason": REASON, "calculatetax": False, "lockedreason": COLLECTED,
                 "businessentity": business_entity, "currencyisocode": balance.get("currencyisocode"),
@@ -131,17 +132,18 @@ def collect_balances(conn: sa.Connection, model: OrgModel, business_entity: str,
             }, invoice=None, rule=RULE_COLLECTION, run=run, account=account)
             report.write_offs.append(row["id"])
         update_by_id(conn, model.require("Balance"), ["LockedReason"], [(b["id"], (COLLECTED,)) for b in chosen])
-        refresh_accounts(conn, model, {b["account"] for b in chosen})
+        refresh_accounts(conn, ctx, {b["account"] for b in chosen})
     return report
 
 
-def _within_free_credit(conn: sa.Connection, model: OrgModel, chosen: list[dict], credit: dict[tuple, Decimal],
+def _within_free_credit(conn: sa.Connection, ctx: Context, chosen: list[dict], credit: dict[tuple, Decimal],
                         today: date) -> list[dict]:
     """Keep the balances the account's free credit covers: never collect
     money that was paid back (a free Refund or Payout), which would turn the
     account into a debt. ``credit`` holds what is left per (account,
     currency) across pages: -Σ of the unlocked free balances."""
-    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    model = ctx.model
+    balances = ctx.metadata.tables[model.require("Balance").table_name]
     missing = sorted({b["account"] for b in chosen} - {key[0] for key in credit})
     if missing:
         rows = [dict(r) for r in conn.execute(
@@ -149,7 +151,7 @@ def _within_free_credit(conn: sa.Connection, model: OrgModel, chosen: list[dict]
         for account_id in missing:
             credit.setdefault((account_id, None), ZERO)  # marks the account as read
         for row in rows:
-            if not _flag(model, "Balance", "Locked", row, today):
+            if not _flag(ctx, "Balance", "Locked", row, today):
                 key = (row["account"], row.get("currencyisocode"))
                 credit[key] = credit.get(key, ZERO) - row["amount"]
     kept = []

@@ -36,7 +36,6 @@ import sqlalchemy as sa
 
 from engine.booking.balances import refresh_accounts, refresh_invoices
 from engine.booking.finalize import StageError
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
 
 from .cm_core import (
@@ -57,65 +56,67 @@ from .cm_payments import migrate_balances, unmigrated_balances
 from .cm_plans import build_installments, open_amounts
 from .cm_settlement import apply_partial_credits
 from .installments import InstallmentError
+from engine.storage.context import Context
 
 RUN = "finalization"
 
 
-def create_entries(conn: sa.Connection, model: OrgModel, invoices: list[dict]) -> None:
+def create_entries(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> None:
     """The stage (see the module docstring)."""
-    if not enabled(model) or not invoices:
+    model = ctx.model
+    if not enabled(ctx) or not invoices:
         return
     when = max((i.get("date") or date.today()) for i in invoices)
     cancellations = [i for i in invoices if i.get("type") == "Cancelation" and i.get("relatedinvoice")]
     if cancellations:
-        originals = live_entries(conn, model, [c["relatedinvoice"] for c in cancellations])
+        originals = live_entries(conn, ctx, [c["relatedinvoice"] for c in cancellations])
         for cancellation in cancellations:
-            cancel_entries(conn, model, originals.get(cancellation["relatedinvoice"], []),
+            cancel_entries(conn, ctx, originals.get(cancellation["relatedinvoice"], []),
                            str(cancellation.get("cancelationreason") or "Invoice canceled"), cancellation=cancellation)
 
     regular = [i for i in invoices if wants_entries(i)]
     if regular:
         ids = [i["id"] for i in regular]
-        opened = open_amounts(conn, model, ids)
-        accounts = {a["id"]: a for a in select_in(conn, model, "Account", "id", [i["account"] for i in regular])}
+        opened = open_amounts(conn, ctx, ids)
+        accounts = {a["id"]: a for a in select_in(conn, ctx, "Account", "id", [i["account"] for i in regular])}
         installment_writer = RowWriter(conn, model.require("Installment"))
         installments: list[dict] = []
         entries: list[dict] = []
         for invoice in regular:
             try:
-                own = build_installments(model, invoice, opened[invoice["id"]])
+                own = build_installments(ctx, invoice, opened[invoice["id"]])
             except InstallmentError as error:
                 raise StageError(invoice["id"], f"{invoice.get('name')}: payment plan: {error}") from None
             installments.extend(own)
             installment_writer.assign_ids(own)
-            entries.extend(expected_entries(model, invoice, own, accounts.get(invoice["account"], {})))
+            entries.extend(expected_entries(ctx, invoice, own, accounts.get(invoice["account"], {})))
         installment_writer.insert(installments)
-        insert_entries(conn, model, entries, RUN)
+        insert_entries(conn, ctx, entries, RUN)
 
         # Money put on the drafts before finalization (prepaid) becomes CM payments.
-        prepaid = unmigrated_balances(conn, model, invoice_ids=ids, include_free=False)
-        migrate_balances(conn, model, prepaid, process=PROCESS_PREPAID, run=RUN)
+        prepaid = unmigrated_balances(conn, ctx, invoice_ids=ids, include_free=False)
+        migrate_balances(conn, ctx, prepaid, process=PROCESS_PREPAID, run=RUN)
 
         partial = [i for i in regular if i.get("type") == "Credit" and i.get("relatedinvoice")]
-        apply_partial_credits(conn, model, partial)
+        apply_partial_credits(conn, ctx, partial)
 
     touched = {i["id"] for i in regular}
     touched |= {i["relatedinvoice"] for i in invoices if i.get("relatedinvoice")}
     finals = [i["id"] for i in invoices if i.get("type") == "Final"]
     if finals:
-        t = table(model, "Invoice")
-        touched |= {r["id"] for r in select_in(conn, model, "Invoice", "finalinvoice", finals,
+        t = table(ctx, "Invoice")
+        touched |= {r["id"] for r in select_in(conn, ctx, "Invoice", "finalinvoice", finals,
                                                t.c.status.in_(("Open", "Paid")))}
-    mirror_balances(conn, model, touched, when, process=None, run=RUN)
+    mirror_balances(conn, ctx, touched, when, process=None, run=RUN)
     if regular:
-        fresh = select_in(conn, model, "Invoice", "id", [i["id"] for i in regular])
-        assign_free_money(conn, model, fresh, RUN)
-    refresh_entries(conn, model, touched)
-    refresh_invoices(conn, model, touched)
-    refresh_accounts(conn, model, {i["account"] for i in invoices})
+        fresh = select_in(conn, ctx, "Invoice", "id", [i["id"] for i in regular])
+        assign_free_money(conn, ctx, fresh, RUN)
+    refresh_entries(conn, ctx, touched)
+    refresh_invoices(conn, ctx, touched)
+    refresh_accounts(conn, ctx, {i["account"] for i in invoices})
     # The rows handed in follow the invoices' new balances, for any later stage.
     if touched:
-        current = {r["id"]: r for r in select_in(conn, model, "Invoice", "id", [i["id"] for i in invoices])}
+        current = {r["id"]: r for r in select_in(conn, ctx, "Invoice", "id", [i["id"] for i in invoices])}
         for invoice in invoices:
             row = current.get(invoice["id"])
             if row is not None:

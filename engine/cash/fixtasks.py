@@ -31,7 +31,6 @@ from datetime import date
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_accounts
-from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter, update_by_id
 
 from .cm_core import (
@@ -54,6 +53,7 @@ from .cm_core import (
 from .cm_payments import migrate_balances, unmigrated_balances
 from .cm_plans import build_installments, open_amounts
 from .installments import InstallmentError
+from engine.storage.context import Context
 
 TASK_ENTRIES = "create-or-fix-entries"
 TASK_PAYMENTS = "create-payments-and-migrate-balances"
@@ -64,17 +64,17 @@ RUN_ENTRIES = "fix: create or fix entries"
 RUN_PAYMENTS = "fix: create payments"
 
 
-def _require_enabled(model: OrgModel) -> None:
-    if not enabled(model):
+def _require_enabled(ctx: Context) -> None:
+    if not enabled(ctx):
         raise CashManagementError("the cash-management integration is off: set "
                                   "GlobalSettings.EnableCashManagementIntegration to true first")
 
 
-def _pages(conn: sa.Connection, model: OrgModel, names: list[str] | None, statuses: tuple[str, ...]):
+def _pages(conn: sa.Connection, ctx: Context, names: list[str] | None, statuses: tuple[str, ...]):
     """The invoices in scope, page by page (keyset by id); unknown names are an error."""
-    t = table(model, "Invoice")
+    t = table(ctx, "Invoice")
     if names:
-        found = select_in(conn, model, "Invoice", "name", names)
+        found = select_in(conn, ctx, "Invoice", "name", names)
         unknown = sorted(set(names) - {r["name"] for r in found})
         if unknown:
             raise CashManagementError(f"no invoice numbered {', '.join(unknown)}")
@@ -92,9 +92,10 @@ def _pages(conn: sa.Connection, model: OrgModel, names: list[str] | None, status
         yield page
 
 
-def _write_errors(conn: sa.Connection, model: OrgModel, invoices: list[dict], errors: dict[int, str]) -> None:
+def _write_errors(conn: sa.Connection, ctx: Context, invoices: list[dict], errors: dict[int, str]) -> None:
     """CM_IntegrationError__c: the message for failed invoices, cleared for
     the others (only what differs is written)."""
+    model = ctx.model
     fdef = model.require("Invoice").field(ERROR_FIELD)
     if fdef is None or not fdef.is_stored:
         return
@@ -108,39 +109,40 @@ def _write_errors(conn: sa.Connection, model: OrgModel, invoices: list[dict], er
     update_by_id(conn, model.require("Invoice"), [ERROR_FIELD], rows)
 
 
-def create_or_fix_entries(conn: sa.Connection, model: OrgModel, names: list[str] | None = None, *,
+def create_or_fix_entries(conn: sa.Connection, ctx: Context, names: list[str] | None = None, *,
                           when: date | None = None) -> Changes:
     """The task "Create or Fix Entries" (see the module docstring)."""
-    _require_enabled(model)
+    _require_enabled(ctx)
     when = when or date.today()
     changes = Changes()
-    for page in _pages(conn, model, names, ("Open", "Paid", "Canceled")):
-        _fix_page(conn, model, page, when, changes)
+    for page in _pages(conn, ctx, names, ("Open", "Paid", "Canceled")):
+        _fix_page(conn, ctx, page, when, changes)
     return changes
 
 
-def _fix_page(conn: sa.Connection, model: OrgModel, page: list[dict], when: date, changes: Changes) -> None:
+def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, changes: Changes) -> None:
+    model = ctx.model
     ids = [i["id"] for i in page]
-    live = live_entries(conn, model, ids)
+    live = live_entries(conn, ctx, ids)
     canceled = [i for i in page if i["status"] == "Canceled" and live.get(i["id"])]
     if canceled:
-        with_cancellation = {r["id"]: r for r in select_in(conn, model, "Invoice", "id",
+        with_cancellation = {r["id"]: r for r in select_in(conn, ctx, "Invoice", "id",
                                                            [i.get("canceledwith") for i in canceled])}
         for invoice in canceled:
             cancellation = with_cancellation.get(invoice.get("canceledwith"))
             reason = str((cancellation or {}).get("cancelationreason") or "Invoice canceled")
-            changes.entries_canceled += cancel_entries(conn, model, live[invoice["id"]], reason,
+            changes.entries_canceled += cancel_entries(conn, ctx, live[invoice["id"]], reason,
                                                        cancellation=cancellation)
             changes.lines.append(f"{invoice['name']}: canceled {len(live[invoice['id']])} entr(y/ies) of the canceled invoice")
     wanted = [i for i in page if wants_entries(i)]
     errors: dict[int, str] = {}
     if wanted:
         installments: dict[int, list[dict]] = {}
-        for row in select_in(conn, model, "Installment", "invoice", [i["id"] for i in wanted],
+        for row in select_in(conn, ctx, "Installment", "invoice", [i["id"] for i in wanted],
                              order=("invoice", "sequence", "id")):
             installments.setdefault(row["invoice"], []).append(row)
-        opened = open_amounts(conn, model, [i["id"] for i in wanted])
-        accounts = {a["id"]: a for a in select_in(conn, model, "Account", "id", [i["account"] for i in wanted])}
+        opened = open_amounts(conn, ctx, [i["id"] for i in wanted])
+        accounts = {a["id"]: a for a in select_in(conn, ctx, "Account", "id", [i["account"] for i in wanted])}
         writer = RowWriter(conn, model.require("Installment"))
         new_installments, new_entries, to_cancel, updates = [], [], [], []
         recreated: set[int] = set()
@@ -148,7 +150,7 @@ def _fix_page(conn: sa.Connection, model: OrgModel, page: list[dict], when: date
             own = installments.get(invoice["id"], [])
             if not own and invoice.get("installmenttype"):
                 try:
-                    own = build_installments(model, invoice, opened[invoice["id"]])
+                    own = build_installments(ctx, invoice, opened[invoice["id"]])
                 except InstallmentError as error:
                     errors[invoice["id"]] = f"payment plan: {error}"
                     continue
@@ -156,7 +158,7 @@ def _fix_page(conn: sa.Connection, model: OrgModel, page: list[dict], when: date
                 new_installments.extend(own)
                 if own:
                     changes.lines.append(f"{invoice['name']}: created {len(own)} installment(s)")
-            expected = {e["assignmentkey"]: e for e in expected_entries(model, invoice, own,
+            expected = {e["assignmentkey"]: e for e in expected_entries(ctx, invoice, own,
                                                                          accounts.get(invoice["account"], {}))}
             current = {e["assignmentkey"]: e for e in live.get(invoice["id"], [])}
             outdated = [e for key, e in current.items() if key in expected and any(
@@ -183,14 +185,14 @@ def _fix_page(conn: sa.Connection, model: OrgModel, page: list[dict], when: date
                                          f"{current[key]['name']}")
         writer.insert(new_installments)
         changes.installments_created += len(new_installments)
-        changes.entries_canceled += cancel_entries(conn, model, to_cancel, "Outdated: replaced by the fix task")
-        insert_entries(conn, model, new_entries, RUN_ENTRIES)
+        changes.entries_canceled += cancel_entries(conn, ctx, to_cancel, "Outdated: replaced by the fix task")
+        insert_entries(conn, ctx, new_entries, RUN_ENTRIES)
         changes.entries_created += len(new_entries)
         entry_fields = {f.key: f.name for f in model.require("Entry").fields}
         update_by_id(conn, model.require("Entry"), [entry_fields[f] for f in DESCRIPTIVE], updates)
         changes.entries_updated += len(updates)
         ok = [i["id"] for i in wanted if i["id"] not in errors]
-        items, reductions = mirror_balances(conn, model, ok, when, process=PROCESS_REATTACH, run=RUN_ENTRIES)
+        items, reductions = mirror_balances(conn, ctx, ok, when, process=PROCESS_REATTACH, run=RUN_ENTRIES)
         changes.entry_items_created += items
         changes.reductions_created += reductions
         if items or reductions:
@@ -198,20 +200,20 @@ def _fix_page(conn: sa.Connection, model: OrgModel, page: list[dict], when: date
     for invoice_id, message in errors.items():
         name = next(i["name"] for i in page if i["id"] == invoice_id)
         changes.errors.append((name, message))
-    _write_errors(conn, model, page, errors)
+    _write_errors(conn, ctx, page, errors)
 
 
-def create_payments_and_migrate_balances(conn: sa.Connection, model: OrgModel, names: list[str] | None = None, *,
+def create_payments_and_migrate_balances(conn: sa.Connection, ctx: Context, names: list[str] | None = None, *,
                                          when: date | None = None) -> Changes:
     """The task "Create Payments and Migrate Balances" (see the module docstring)."""
-    _require_enabled(model)
+    _require_enabled(ctx)
     when = when or date.today()
     changes = Changes()
     accounts: set[int] = set()
-    for page in _pages(conn, model, names, ("Open", "Paid", "Canceled", "Settled", "Closed")):
+    for page in _pages(conn, ctx, names, ("Open", "Paid", "Canceled", "Settled", "Closed")):
         ids = [i["id"] for i in page]
-        balances = unmigrated_balances(conn, model, invoice_ids=ids, include_free=False)
-        live = live_entries(conn, model, ids)
+        balances = unmigrated_balances(conn, ctx, invoice_ids=ids, include_free=False)
+        live = live_entries(conn, ctx, ids)
         errors: dict[int, str] = {}
         ready = []
         by_id = {i["id"]: i for i in page}
@@ -222,34 +224,34 @@ def create_payments_and_migrate_balances(conn: sa.Connection, model: OrgModel, n
                 continue
             ready.append(balance)
         names_by_id = {i["id"]: i["name"] for i in page}
-        changes.payments_created, migrated = _migrate(conn, model, ready, changes, accounts, when,
+        changes.payments_created, migrated = _migrate(conn, ctx, ready, changes, accounts, when,
                                                       changes.payments_created, names_by_id)
         for invoice_id, message in errors.items():
             changes.errors.append((by_id[invoice_id]["name"], message))
         # a refused balance leaves its invoice's error in place
         for balance, message in migrated:
             errors[balance["invoice"]] = message
-        _write_errors(conn, model, page, errors)
+        _write_errors(conn, ctx, page, errors)
     if not names:
-        free = unmigrated_balances(conn, model, invoice_ids=[], include_free=True)
-        changes.payments_created, refused = _migrate(conn, model, free, changes, accounts, when,
+        free = unmigrated_balances(conn, ctx, invoice_ids=[], include_free=True)
+        changes.payments_created, refused = _migrate(conn, ctx, free, changes, accounts, when,
                                                      changes.payments_created, {})
         for balance, message in refused:
             changes.errors.append((f"balance {balance['name']}", message))
-    refresh_accounts(conn, model, accounts)
+    refresh_accounts(conn, ctx, accounts)
     return changes
 
 
-def _migrate(conn: sa.Connection, model: OrgModel, balances: list[dict], changes: Changes, accounts: set[int],
+def _migrate(conn: sa.Connection, ctx: Context, balances: list[dict], changes: Changes, accounts: set[int],
              when: date, created_so_far: int, names: dict[int, str]) -> tuple[int, list[tuple[dict, str]]]:
     if not balances:
         return created_so_far, []
-    created, migrated, refused = migrate_balances(conn, model, balances, process=PROCESS_MIGRATION,
+    created, migrated, refused = migrate_balances(conn, ctx, balances, process=PROCESS_MIGRATION,
                                                   run=RUN_PAYMENTS)
     changes.balances_migrated += migrated
     accounts.update(b["account"] for b in balances)
     invoice_ids = {b["invoice"] for b in balances if b.get("invoice") is not None and b.get("origin") == "JPAY1"}
-    items, reductions = mirror_balances(conn, model, invoice_ids, when, process=PROCESS_MIGRATION, run=RUN_PAYMENTS)
+    items, reductions = mirror_balances(conn, ctx, invoice_ids, when, process=PROCESS_MIGRATION, run=RUN_PAYMENTS)
     changes.entry_items_created += items
     changes.reductions_created += reductions
     refused_ids = {b["id"] for b, _ in refused}

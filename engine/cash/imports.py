@@ -31,12 +31,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine.config.model import OrgModel
 from engine.config.values import ValueProblem, parse_decimal
-from engine.storage.records import RecordError, _csv_records
-from engine.storage.schema import build_metadata
+from engine.storage.csvio import RecordError, csv_records
 
 from .payments import PaymentDetails, PaymentError, register_account_payment, register_payment, register_refund
+from engine.storage.context import Context
 
 COLUMNS = ("invoice", "account", "amount", "date", "type", "reference", "paymentmethod", "paymentprovider",
            "bankaccountid", "transactionno", "balanceassignmentkey")
@@ -81,7 +80,7 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
     header: dict[str, str] = {}
     positions: dict[str, int] = {}
     seen_transactions: dict[str, int] = {}
-    for line, cells in _csv_records(path, display, errors.append):
+    for line, cells in csv_records(path, display, errors.append):
         if not header:
             for index, cell in enumerate(cells):
                 key = cell.strip().lower()
@@ -144,14 +143,15 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
     return rows, errors
 
 
-def import_payments(conn: sa.Connection, model: OrgModel, path: Path, *, run: str = "payment import") -> ImportReport:
+def import_payments(conn: sa.Connection, ctx: Context, path: Path, *, run: str = "payment import") -> ImportReport:
     """Import the file inside the caller's transaction (see the module docstring)."""
+    model = ctx.model
     rows, errors = read_rows(path)
     if errors:
         raise ImportFailed(errors)
     display = str(path)
     report = ImportReport(display)
-    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    balances = ctx.metadata.tables[model.require("Balance").table_name]
     for row in rows:
         transaction = row.details.transaction_no
         if transaction and conn.execute(sa.select(balances.c.id).where(balances.c.transactionno == transaction)
@@ -161,12 +161,12 @@ def import_payments(conn: sa.Connection, model: OrgModel, path: Path, *, run: st
         savepoint = conn.begin_nested()
         try:
             if row.type == "Refund":
-                register_refund(conn, model, row.amount, row.when, invoice_name=row.invoice,
+                register_refund(conn, ctx, row.amount, row.when, invoice_name=row.invoice,
                                 account_number=row.account, details=row.details, run=run)
             elif row.invoice is not None:
-                register_payment(conn, model, row.invoice, row.amount, row.when, details=row.details, run=run)
+                register_payment(conn, ctx, row.invoice, row.amount, row.when, details=row.details, run=run)
             else:
-                register_account_payment(conn, model, row.account, row.amount, row.when,  # type: ignore[arg-type]
+                register_account_payment(conn, ctx, row.account, row.amount, row.when,  # type: ignore[arg-type]
                                          balance_type=row.type, details=row.details, run=run)
             savepoint.commit()
         except PaymentError as error:

@@ -36,10 +36,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from croniter import croniter
 
-from engine.config.model import OrgModel
 from engine.storage.schema import JOB_SLOT
 
 from .assignment import JOB_NAME as ASSIGN_BALANCES, assign_balances
+from engine.storage.context import Context
 
 
 class JobError(ValueError):
@@ -62,17 +62,18 @@ class Schedule:
             raise JobError(f"schedule '{self.name}': unknown time zone {self.time_zone!r}") from None
 
 
-def _assign(conn: sa.Connection, model: OrgModel, today: date, run: str) -> str:
-    report = assign_balances(conn, model, today, run=run)
+def _assign(conn: sa.Connection, ctx: Context, today: date, run: str) -> str:
+    report = assign_balances(conn, ctx, today, run=run)
     return (f"{report.assigned} balance(s) assigned, {report.split} split, {report.amount} in total, "
             f"{len(report.invoices)} invoice(s)")
 
 
-#: The jobs this version can run: name -> function(conn, model, today, run id) -> summary.
-JOBS: dict[str, Callable[[sa.Connection, OrgModel, date, str], str]] = {ASSIGN_BALANCES: _assign}
+#: The jobs this version can run: name -> function(conn, ctx, today, run id) -> summary.
+JOBS: dict[str, Callable[[sa.Connection, Context, date, str], str]] = {ASSIGN_BALANCES: _assign}
 
 
-def schedules(model: OrgModel) -> list[Schedule]:
+def schedules(ctx: Context) -> list[Schedule]:
+    model = ctx.model
     out = []
     for record in model.setting_records("JobSchedule"):
         out.append(Schedule(record.name, str(record.get("Job") or ""), str(record.get("Cron") or "").strip(),
@@ -129,7 +130,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def run_job(engine: sa.Engine, model: OrgModel, job: str, *, today: date | None = None,
+def run_job(engine: sa.Engine, ctx: Context, job: str, *, today: date | None = None,
             now: datetime | None = None) -> tuple[str, str]:
     """Run ``job`` now in one transaction; returns (run id, summary)."""
     function = JOBS.get(job)
@@ -138,7 +139,7 @@ def run_job(engine: sa.Engine, model: OrgModel, job: str, *, today: date | None 
     now = now or _now()
     run = f"{job}@{now:%Y%m%dT%H%M%S}"
     with engine.begin() as conn:
-        summary = function(conn, model, today or now.date(), run)
+        summary = function(conn, ctx, today or now.date(), run)
     return run, summary
 
 
@@ -151,14 +152,15 @@ class TickResult:
     summary: str
 
 
-def tick(engine: sa.Engine, model: OrgModel, now: datetime | None = None) -> list[TickResult]:
+def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[TickResult]:
     """Run every active schedule's due slot that has not run yet (see the
     module docstring). Each slot: one transaction holding its record and
     the job's work."""
+    model = ctx.model
     now = now or _now()
     ensure_slot_table(engine)
     results = []
-    for schedule in schedules(model):
+    for schedule in schedules(ctx):
         if not schedule.active:
             continue
         function = JOBS.get(schedule.job)
@@ -180,7 +182,7 @@ def tick(engine: sa.Engine, model: OrgModel, now: datetime | None = None) -> lis
                     continue
                 conn.execute(sa.insert(JOB_SLOT).values(schedule=schedule.name, slot=key, job=schedule.job, run=run,
                                                         started_at=now.isoformat()))
-                summary = function(conn, model, slot.date(), run)
+                summary = function(conn, ctx, slot.date(), run)
         except sa.exc.IntegrityError:
             results.append(TickResult(schedule.name, schedule.job, key, False, "slot already executed"))
             continue
@@ -188,10 +190,10 @@ def tick(engine: sa.Engine, model: OrgModel, now: datetime | None = None) -> lis
     return results
 
 
-def next_runs(model: OrgModel, after: datetime, count: int) -> list[tuple[datetime, Schedule]]:
+def next_runs(ctx: Context, after: datetime, count: int) -> list[tuple[datetime, Schedule]]:
     """The next ``count`` fire times over all active schedules, in time order."""
     merged: list[tuple[datetime, Schedule]] = []
-    for schedule in schedules(model):
+    for schedule in schedules(ctx):
         if not schedule.active:
             continue
         try:

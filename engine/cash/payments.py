@@ -46,8 +46,7 @@ from engine.booking.balances import (
     refresh_invoices,
     write_off,
 )
-from engine.config.model import OrgModel
-from engine.storage.schema import build_metadata
+from engine.storage.context import Context
 
 RULE_PAYMENT = "payment"
 RULE_OVERPAYMENT_SPLIT = "AllowOverpayments=false: excess to the account"
@@ -104,13 +103,14 @@ def check_amount(amount: Decimal, what: str = "a payment amount") -> Decimal:
     return amount.quantize(CENT)
 
 
-def _tables(model: OrgModel) -> tuple[sa.Table, sa.Table]:
-    tables = build_metadata(model).tables
+def _tables(ctx: Context) -> tuple[sa.Table, sa.Table]:
+    model = ctx.model
+    tables = ctx.metadata.tables
     return tables[model.require("Invoice").table_name], tables[model.require("Account").table_name]
 
 
-def lock_invoice(conn: sa.Connection, model: OrgModel, invoice_name: str) -> dict:
-    invoices, _ = _tables(model)
+def lock_invoice(conn: sa.Connection, ctx: Context, invoice_name: str) -> dict:
+    invoices, _ = _tables(ctx)
     query = sa.select(invoices).where(invoices.c.name == invoice_name)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -123,8 +123,8 @@ def lock_invoice(conn: sa.Connection, model: OrgModel, invoice_name: str) -> dic
     return invoice
 
 
-def lock_account(conn: sa.Connection, model: OrgModel, account_number: str) -> dict:
-    _, accounts = _tables(model)
+def lock_account(conn: sa.Connection, ctx: Context, account_number: str) -> dict:
+    _, accounts = _tables(ctx)
     query = sa.select(accounts).where(accounts.c.accountnumber == account_number)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -134,37 +134,39 @@ def lock_account(conn: sa.Connection, model: OrgModel, account_number: str) -> d
     return dict(row)
 
 
-def check_transaction(conn: sa.Connection, model: OrgModel, details: PaymentDetails) -> None:
+def check_transaction(conn: sa.Connection, ctx: Context, details: PaymentDetails) -> None:
     """A transaction number is registered once (payments are idempotent by it)."""
+    model = ctx.model
     if not details.transaction_no:
         return
-    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    balances = ctx.metadata.tables[model.require("Balance").table_name]
     if conn.execute(sa.select(balances.c.name).where(balances.c.transactionno == details.transaction_no)
                     .limit(1)).first() is not None:
         raise PaymentError(f"transaction {details.transaction_no} is registered already")
 
 
-def _allow_overpayments(model: OrgModel) -> bool:
+def _allow_overpayments(ctx: Context) -> bool:
+    model = ctx.model
     settings = model.hierarchy_default("GlobalSettings")
     return bool(settings is not None and settings.get("AllowOverpayments"))
 
 
-def _invoice_balance(conn: sa.Connection, model: OrgModel, invoice_id: int) -> tuple[Decimal, str]:
-    invoices, _ = _tables(model)
+def _invoice_balance(conn: sa.Connection, ctx: Context, invoice_id: int) -> tuple[Decimal, str]:
+    invoices, _ = _tables(ctx)
     row = conn.execute(sa.select(invoices.c.balance, invoices.c.status).where(invoices.c.id == invoice_id)).one()
     return (row.balance if row.balance is not None else ZERO), row.status
 
 
-def register_payment(conn: sa.Connection, model: OrgModel, invoice_name: str, amount: Decimal, when: date,
+def register_payment(conn: sa.Connection, ctx: Context, invoice_name: str, amount: Decimal, when: date,
                      *, reference: str | None = None, details: PaymentDetails | None = None,
                      run: str = "payment register") -> Registered:
     """Register ``amount`` (> 0) received on the invoice named ``invoice_name``."""
     amount = check_amount(amount)
     details = details or PaymentDetails(reference=reference)
-    invoice = lock_invoice(conn, model, invoice_name)
-    check_transaction(conn, model, details)
+    invoice = lock_invoice(conn, ctx, invoice_name)
+    check_transaction(conn, ctx, details)
     open_amount = invoice["balance"] if invoice["balance"] is not None else ZERO
-    if _allow_overpayments(model):
+    if _allow_overpayments(ctx):
         on_invoice = amount
     else:
         on_invoice = min(amount, max(open_amount, ZERO))
@@ -173,28 +175,28 @@ def register_payment(conn: sa.Connection, model: OrgModel, invoice_name: str, am
     try:
         assigned = None
         if on_invoice > 0:
-            assigned = create_balance(conn, model, {**base, "invoice": invoice["id"], "amount": -on_invoice},
+            assigned = create_balance(conn, ctx, {**base, "invoice": invoice["id"], "amount": -on_invoice},
                                       invoice=invoice, rule=RULE_PAYMENT, run=run)
         free = None
         if excess > 0:
-            free = create_balance(conn, model, {**base, "amount": -excess}, invoice=None,
+            free = create_balance(conn, ctx, {**base, "amount": -excess}, invoice=None,
                                   rule=RULE_PAYMENT if assigned is None else RULE_OVERPAYMENT_SPLIT, run=run)
-        refresh_invoices(conn, model, [invoice["id"]])
-        remaining, _ = _invoice_balance(conn, model, invoice["id"])
+        refresh_invoices(conn, ctx, [invoice["id"]])
+        remaining, _ = _invoice_balance(conn, ctx, invoice["id"])
         written = None
         if assigned is not None and remaining > 0 and invoice.get("type") not in NO_WRITE_OFF_TYPES:
-            threshold = WriteOffSettings.of(model).payment_threshold(
+            threshold = WriteOffSettings.of(ctx).payment_threshold(
                 Decimal(invoice.get("grandtotal") or 0), invoice.get("currencyisocode"))
             if threshold is not None and remaining <= threshold:
-                written = write_off(conn, model, invoice, remaining, when, reason=REASON_PAYMENT,
+                written = write_off(conn, ctx, invoice, remaining, when, reason=REASON_PAYMENT,
                                     rule=RULE_THRESHOLD, run=run)
-                refresh_invoices(conn, model, [invoice["id"]])
+                refresh_invoices(conn, ctx, [invoice["id"]])
         # With cash management on: the Payment and its Entry Item (origin JPAY1); a no-op otherwise.
-        record_cash_payment(conn, model, invoice, assigned or free, amount, when, free=free)
+        record_cash_payment(conn, ctx, invoice, assigned or free, amount, when, free=free)
     except BalanceError as error:
         raise PaymentError(str(error)) from None
-    refresh_accounts(conn, model, [invoice["account"]])
-    balance, status = _invoice_balance(conn, model, invoice["id"])
+    refresh_accounts(conn, ctx, [invoice["account"]])
+    balance, status = _invoice_balance(conn, ctx, invoice["id"])
     return Registered(
         invoice_name, amount, (assigned or free)["id"], balance, status,  # type: ignore[index]
         free_amount=excess, free_balance_id=free["id"] if free else None,
@@ -211,7 +213,7 @@ class AccountPayment:
     account_balance: Decimal
 
 
-def register_account_payment(conn: sa.Connection, model: OrgModel, account_number: str, amount: Decimal,
+def register_account_payment(conn: sa.Connection, ctx: Context, account_number: str, amount: Decimal,
                              when: date, *, balance_type: str = "Payment", details: PaymentDetails | None = None,
                              run: str = "payment on-account") -> AccountPayment:
     """Money received without an invoice: a free Payment or Prepayment
@@ -219,34 +221,36 @@ def register_account_payment(conn: sa.Connection, model: OrgModel, account_numbe
     amount = check_amount(amount)
     if balance_type not in PAYMENT_TYPES:
         raise PaymentError(f"a payment on an account is a Payment or Prepayment, not {balance_type!r}")
-    account = lock_account(conn, model, account_number)
-    check_transaction(conn, model, details or PaymentDetails())
+    account = lock_account(conn, ctx, account_number)
+    check_transaction(conn, ctx, details or PaymentDetails())
     try:
-        row = create_balance(conn, model, {"account": account["id"], "type": balance_type, "amount": -amount,
+        row = create_balance(conn, ctx, {"account": account["id"], "type": balance_type, "amount": -amount,
                                            "date": when, **(details or PaymentDetails()).fields()},
                              invoice=None, rule=RULE_PAYMENT, run=run)
     except BalanceError as error:
         raise PaymentError(str(error)) from None
-    refresh_accounts(conn, model, [account["id"]])
-    return AccountPayment(account_number, row["id"], amount, account_balance(conn, model, account["id"]))
+    refresh_accounts(conn, ctx, [account["id"]])
+    return AccountPayment(account_number, row["id"], amount, account_balance(conn, ctx, account["id"]))
 
 
-def account_balance(conn: sa.Connection, model: OrgModel, account_id: int) -> Decimal:
-    balances = build_metadata(model).tables[model.require("Balance").table_name]
+def account_balance(conn: sa.Connection, ctx: Context, account_id: int) -> Decimal:
+    model = ctx.model
+    balances = ctx.metadata.tables[model.require("Balance").table_name]
     return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
                         .where(balances.c.account == account_id)).scalar_one()
 
 
-def free_credit(conn: sa.Connection, model: OrgModel, account_id: int) -> Decimal:
+def free_credit(conn: sa.Connection, ctx: Context, account_id: int) -> Decimal:
     """What the account may have paid back: -Σ of its free balances (those
     without an invoice), when that is a credit; else zero."""
-    balances = build_metadata(model).tables[model.require("Balance").table_name]
+    model = ctx.model
+    balances = ctx.metadata.tables[model.require("Balance").table_name]
     total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
                          .where(balances.c.account == account_id, balances.c.invoice.is_(None))).scalar_one()
     return max(-total, ZERO)
 
 
-def register_refund(conn: sa.Connection, model: OrgModel, amount: Decimal, when: date, *,
+def register_refund(conn: sa.Connection, ctx: Context, amount: Decimal, when: date, *,
                     invoice_name: str | None = None, account_number: str | None = None,
                     details: PaymentDetails | None = None, run: str = "payment refund") -> dict:
     """Pay ``amount`` back to the customer: a Refund balance of ``+amount``
@@ -258,33 +262,33 @@ def register_refund(conn: sa.Connection, model: OrgModel, amount: Decimal, when:
     base = {"type": "Refund", "amount": amount, "date": when, **(details or PaymentDetails()).fields()}
     try:
         if invoice_name is not None:
-            invoice = lock_invoice(conn, model, invoice_name)
+            invoice = lock_invoice(conn, ctx, invoice_name)
             credit = -(invoice["balance"] or ZERO)
             if amount > credit:
                 raise PaymentError(f"{invoice_name}: the refund {amount} exceeds the invoice's credit {max(credit, ZERO)}")
-            row = create_balance(conn, model, {**base, "account": invoice["account"], "invoice": invoice["id"]},
+            row = create_balance(conn, ctx, {**base, "account": invoice["account"], "invoice": invoice["id"]},
                                  invoice=invoice, rule=RULE_REFUND, run=run)
-            refresh_invoices(conn, model, [invoice["id"]])
-            refresh_accounts(conn, model, [invoice["account"]])
+            refresh_invoices(conn, ctx, [invoice["id"]])
+            refresh_accounts(conn, ctx, [invoice["account"]])
             return row
-        account = lock_account(conn, model, account_number)  # type: ignore[arg-type]
-        credit = free_credit(conn, model, account["id"])
+        account = lock_account(conn, ctx, account_number)  # type: ignore[arg-type]
+        credit = free_credit(conn, ctx, account["id"])
         if amount > credit:
             raise PaymentError(f"account {account_number}: the refund {amount} exceeds its free credit {credit}")
-        row = create_balance(conn, model, {**base, "account": account["id"]}, invoice=None, rule=RULE_REFUND, run=run)
-        refresh_accounts(conn, model, [account["id"]])
+        row = create_balance(conn, ctx, {**base, "account": account["id"]}, invoice=None, rule=RULE_REFUND, run=run)
+        refresh_accounts(conn, ctx, [account["id"]])
         return row
     except BalanceError as error:
         raise PaymentError(str(error)) from None
 
 
-def manual_write_off(conn: sa.Connection, model: OrgModel, invoice_name: str, amount: Decimal | None, when: date,
+def manual_write_off(conn: sa.Connection, ctx: Context, invoice_name: str, amount: Decimal | None, when: date,
                      *, reason: str, calculate_tax: bool = True, run: str = "write-off") -> dict:
     """Write off ``amount`` (default: the whole open amount) of an invoice
     with a reason (domain-spec §4.7 "Manual write-off"). The amount is gross
     and may not exceed the open amount; on a credit (negative balance) the
     write-off reduces the credit."""
-    invoice = lock_invoice(conn, model, invoice_name)
+    invoice = lock_invoice(conn, ctx, invoice_name)
     if invoice.get("type") in NO_WRITE_OFF_TYPES:
         raise PaymentError(f"{invoice_name} is a {invoice['type']} invoice: its rest is cleared by its final invoice")
     open_amount = invoice["balance"] or ZERO
@@ -299,10 +303,10 @@ def manual_write_off(conn: sa.Connection, model: OrgModel, invoice_name: str, am
         raise PaymentError("a manual write-off needs a reason")
     signed = amount if open_amount > 0 else -amount
     try:
-        row = write_off(conn, model, invoice, signed, when, reason=reason, rule=RULE_MANUAL_WRITE_OFF, run=run,
+        row = write_off(conn, ctx, invoice, signed, when, reason=reason, rule=RULE_MANUAL_WRITE_OFF, run=run,
                         calculate_tax=calculate_tax)
     except BalanceError as error:
         raise PaymentError(str(error)) from None
-    refresh_invoices(conn, model, [invoice["id"]])
-    refresh_accounts(conn, model, [invoice["account"]])
+    refresh_invoices(conn, ctx, [invoice["id"]])
+    refresh_accounts(conn, ctx, [invoice["account"]])
     return row

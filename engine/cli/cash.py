@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_valid_org
+from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_context
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -78,13 +78,13 @@ def payment_register(invoice, amount, when, reference, method, provider, bank_ac
     from engine.storage.retry import run_in_transaction
 
     value = _amount(amount)
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     engine = open_engine(db_url)
     details = _details(reference, method, provider, bank_account, transaction, None)
     try:
         # One transaction, run again when PostgreSQL aborts it for a concurrent change.
         done = run_in_transaction(engine, lambda conn: register_payment(
-            conn, model, invoice, value, when.date(), run=_run_id("payment register"), details=details))
+            conn, ctx, invoice, value, when.date(), run=_run_id("payment register"), details=details))
     except PaymentError as error:
         raise UserError(str(error)) from None
     console.print(f"Registered {done.amount} on {done.invoice_name}: open amount {done.invoice_balance}, "
@@ -115,12 +115,12 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
     from engine.storage.retry import run_in_transaction
 
     value = _amount(amount)
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     engine = open_engine(db_url)
     details = _details(reference, method, provider, bank_account, transaction, key)
     try:
         done = run_in_transaction(engine, lambda conn: register_account_payment(
-            conn, model, account, value, when.date(), balance_type=balance_type, run=_run_id("payment on-account"),
+            conn, ctx, account, value, when.date(), balance_type=balance_type, run=_run_id("payment on-account"),
             details=details))
     except PaymentError as error:
         raise UserError(str(error)) from None
@@ -142,11 +142,11 @@ def payment_refund(amount, invoice, account, when, reference, method, provider, 
     from engine.storage.db import open_engine
 
     value = _amount(amount)
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            row = register_refund(conn, model, value, when.date(), invoice_name=invoice, account_number=account,
+            row = register_refund(conn, ctx, value, when.date(), invoice_name=invoice, account_number=account,
                                   details=_details(reference, method, provider, bank_account, transaction, None),
                                   run=_run_id("payment refund"))
     except PaymentError as error:
@@ -165,11 +165,12 @@ def payment_import(file, org_dir, db_url):
     from engine.cash.imports import ImportFailed, import_payments
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            report = import_payments(conn, model, file, run=_run_id("payment import"))
+            report = import_payments(conn, ctx, file, run=_run_id("payment import"))
     except ImportFailed as failure:
         for error in failure.errors[:50]:
             err_console.print(error.render(), markup=False)
@@ -196,11 +197,11 @@ def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
     from engine.storage.db import open_engine
 
     value = _amount(amount) if amount is not None else None
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            row = manual_write_off(conn, model, invoice, value, when.date() if when else date.today(), reason=reason,
+            row = manual_write_off(conn, ctx, invoice, value, when.date() if when else date.today(), reason=reason,
                                    calculate_tax=not no_tax, run=_run_id("write-off"))
     except PaymentError as error:
         raise UserError(str(error)) from None
@@ -219,16 +220,17 @@ def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
     from engine.cash.collection import CollectionError, collect_balances
     from engine.storage.db import open_engine, transaction
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     today = when.date() if when else date.today()
     try:
         if dry_run:
             with transaction(engine, readonly=True) as conn:
-                report = collect_balances(conn, model, entity, today, dry_run=True)
+                report = collect_balances(conn, ctx, entity, today, dry_run=True)
         else:
             with engine.begin() as conn:
-                report = collect_balances(conn, model, entity, today, run=_run_id("collect-balances"))
+                report = collect_balances(conn, ctx, entity, today, run=_run_id("collect-balances"))
     except CollectionError as error:
         raise UserError(str(error)) from None
     table = Table(title=f"Balances of {entity} dated before {report.cutoff}"
@@ -257,10 +259,11 @@ def jobs_run(job, when, org_dir, db_url):
     from engine.cash.jobs import JobError, run_job
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     try:
-        run, summary = run_job(engine, model, job, today=when.date() if when else None)
+        run, summary = run_job(engine, ctx, job, today=when.date() if when else None)
     except JobError as error:
         raise UserError(str(error)) from None
     console.print(f"{job} ({run}): {summary}.")
@@ -288,7 +291,7 @@ def jobs_list(at, org_dir, db_url):
     from engine.storage.db import open_engine
 
     now = _parse_at(at)
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     last: dict[str, str] = {}
     if db_url is not None or Path("metabill.db").exists():
         try:
@@ -299,7 +302,7 @@ def jobs_list(at, org_dir, db_url):
     table = Table(title="Job schedules")
     for column in ("name", "job", "cron", "time zone", "active", "next run", "last slot"):
         table.add_column(column)
-    for schedule in schedules(model):
+    for schedule in schedules(ctx):
         try:
             upcoming = fire_times(schedule, now, 1)[0].isoformat() if schedule.active else "-"
         except (JobError, Exception) as error:  # noqa: BLE001
@@ -319,9 +322,10 @@ def jobs_next(count, at, org_dir):
     the repeated hour of a daylight-saving change fires once)."""
     from engine.cash.jobs import JobError, next_runs
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     try:
-        upcoming = next_runs(model, _parse_at(at), count)
+        upcoming = next_runs(ctx, _parse_at(at), count)
     except JobError as error:
         raise UserError(str(error)) from None
     for moment, schedule in upcoming:
@@ -339,9 +343,10 @@ def jobs_tick(at, org_dir, db_url):
     from engine.cash.jobs import JobError, tick
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     try:
-        results = tick(open_engine(db_url), model, _parse_at(at))
+        results = tick(open_engine(db_url), ctx, _parse_at(at))
     except JobError as error:
         raise UserError(str(error)) from None
     for result in results:

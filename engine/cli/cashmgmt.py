@@ -19,31 +19,13 @@ configuration.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from types import MappingProxyType
 
 import click
-from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_valid_org
+from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_context
 
 _DATE = click.DateTime(["%Y-%m-%d"])
-
-
-def with_integration(model):
-    """The model with GlobalSettings.EnableCashManagementIntegration on (and
-    a configuration hash of its own)."""
-    settings = model.hierarchy_default("GlobalSettings")
-    if settings is None or settings.get("EnableCashManagementIntegration"):
-        return model
-    values = dict(settings.values)
-    values["enablecashmanagementintegration"] = True
-    record = dataclasses.replace(settings, values=MappingProxyType(values))
-    records = dict(model.records)
-    records["globalsettings"] = (record,) + tuple(model.records["globalsettings"][1:])
-    digest = hashlib.sha256(f"{model.config_hash}|GlobalSettings.EnableCashManagementIntegration=true".encode())
-    return dataclasses.replace(model, records=MappingProxyType(records), config_hash=digest.hexdigest())
 
 
 def _day(value: datetime | None) -> date:
@@ -82,9 +64,10 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
     from engine.cash.fixtasks import TASK_ENTRIES, create_or_fix_entries, create_payments_and_migrate_balances
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
-    if enable_integration:
-        model = with_integration(model)
+    ctx = load_context(org_dir)
+    if enable_integration and not ctx.settings.cash_management_integration:
+        ctx = ctx.with_settings(ctx.settings.with_cash_management(),
+                                "GlobalSettings.EnableCashManagementIntegration=true")
     engine = open_engine(db_url)
     failed = 0
     with engine.connect() as conn:
@@ -93,7 +76,7 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
             for task in tasks:
                 console.print(f"-- {task}", markup=False)
                 run = create_or_fix_entries if task == TASK_ENTRIES else create_payments_and_migrate_balances
-                changes = run(conn, model, list(names) or None, when=_day(when))
+                changes = run(conn, ctx, list(names) or None, when=_day(when))
                 _render_changes(changes, dry_run)
                 failed += len(changes.errors)
         except CashManagementError as error:
@@ -128,11 +111,12 @@ def payment_plan_change(invoice, plan, when, org_dir, db_url):
     from engine.cash.cm_plans import change_payment_plan
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            changes = change_payment_plan(conn, model, invoice, None if plan.lower() == "none" else plan, _day(when))
+            changes = change_payment_plan(conn, ctx, invoice, None if plan.lower() == "none" else plan, _day(when))
     except CashManagementError as error:
         raise UserError(str(error)) from None
     for line in changes.lines:
@@ -156,10 +140,11 @@ def entries_list(names, show_all, org_dir, db_url):
     from engine.cash.cm_core import table
     from engine.storage.db import open_engine, transaction
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     with transaction(engine, readonly=True) as conn:
-        e, i, r, inv = (table(model, n) for n in ("Entry", "EntryItem", "Reduction", "Invoice"))
+        e, i, r, inv = (table(ctx, n) for n in ("Entry", "EntryItem", "Reduction", "Invoice"))
         query = sa.select(e).order_by(e.c.invoice, e.c.duedate, e.c.id)
         if names:
             query = query.where(e.c.invoice.in_(sa.select(inv.c.id).where(inv.c.name.in_(names))))
@@ -201,11 +186,12 @@ def entries_settle(invoice, credit, amount, when, org_dir, db_url):
     from engine.cash.cm_settlement import settle_invoices
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            settled = settle_invoices(conn, model, invoice, credit, _amount(amount), _day(when))
+            settled = settle_invoices(conn, ctx, invoice, credit, _amount(amount), _day(when))
     except CashManagementError as error:
         raise UserError(str(error)) from None
     console.print(f"Settled {settled} of {invoice} against {credit}.", markup=False)
@@ -225,14 +211,15 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     from engine.project import finalize
     from engine.storage.db import open_engine
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            draft = create_partial_credit(conn, model, invoice, list(lines), reason)
+            draft = create_partial_credit(conn, ctx, invoice, list(lines), reason)
     except CashManagementError as error:
         raise UserError(str(error)) from None
-    report = finalize(engine, model, [draft], today=when.date() if when else None)
+    report = finalize(engine, ctx, [draft], today=when.date() if when else None)
     for _, message in report.failures:
         raise UserError(f"the credit for {invoice} could not be finalized: {message}")
     item = report.finalized[0]

@@ -28,7 +28,7 @@ def export() -> None:
 
 from rich.table import Table  # noqa: E402
 
-from engine.cli.main import UserError, _db_option, _org_option, console, err_console, load_valid_org  # noqa: E402
+from engine.cli.main import UserError, _db_option, _org_option, console, err_console, load_context  # noqa: E402
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -53,7 +53,8 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
     from engine.storage.schema import build_metadata
 
     assert fmt == "csv"
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+    model = ctx.model
     engine = open_engine(db_url)
     with transaction(engine, readonly=True) as conn:
         invoice_ids = None
@@ -66,7 +67,7 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
             if unknown:
                 raise UserError(f"no invoice numbered {', '.join(repr(n) for n in unknown)}")
             invoice_ids = list(found.values())
-        rows = journal_rows(conn, model, invoice_ids=invoice_ids, only_unexported=only_unexported)
+        rows = journal_rows(conn, ctx, invoice_ids=invoice_ids, only_unexported=only_unexported)
         if out_file is None:
             count = write_journal_csv(rows, sys.stdout)
         else:
@@ -102,10 +103,11 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
     from engine.exports.datev import DatevExportError, export_datev, params_from_setting
     from engine.storage.db import open_engine, transaction
 
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+
     try:
         params = params_from_setting(
-            model,
+            ctx,
             setting_name,
             consultant=consultant,
             client=client,
@@ -131,7 +133,7 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
         # commit is what marks the details exported. Only then it gets its name.
         with transaction(engine) as conn:
             with partial.open("xb") as handle:
-                report = export_datev(conn, model, handle, params, force=force, created=created)
+                report = export_datev(conn, ctx, handle, params, force=force, created=created)
                 handle.flush()
                 os.fsync(handle.fileno())
     except FileExistsError:
@@ -210,10 +212,10 @@ def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: d
 
     if out_file is None and not dry_run:
         raise UserError("--out is required (or use --dry-run)")
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
     engine = open_engine(db_url)
     try:
-        report = run_export(engine, model, kind, out_file, dry_run=dry_run, business_entity=business_entity,
+        report = run_export(engine, ctx, kind, out_file, dry_run=dry_run, business_entity=business_entity,
                             when=when.date() if when else None, force=force, created=created,
                             setting_name=setting_name)
     except (SepaExportError, SepaXmlError) as error:

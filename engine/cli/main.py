@@ -19,6 +19,7 @@ from rich.table import Table
 from engine.config.diagnostics import render_human, render_json, summary_line
 from engine.config.loader import LoadResult
 from engine.project import load_project
+from engine.storage.context import Context
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -67,6 +68,11 @@ def load_valid_org(org_dir: Path) -> LoadResult:
             + "; run 'metabill validate-config' and fix them first"
         )
     return result
+
+
+def load_context(org_dir: Path) -> Context:
+    """The runtime context of a valid org (stops with its errors otherwise)."""
+    return Context(load_valid_org(org_dir).model)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,6 +138,8 @@ def db_plan(org_dir: Path, db_url: str | None) -> None:
     from engine.storage.migrate import plan_migration
 
     result = load_valid_org(org_dir)
+
+    Context(result.model)
     engine = open_engine(db_url)
     plan = plan_migration(engine, result.model)
     _render_plan(plan)
@@ -149,6 +157,8 @@ def db_migrate(org_dir: Path, db_url: str | None, allow_data_loss: bool) -> None
     from engine.storage.migrate import DataLossRefused, apply_migration
 
     result = load_valid_org(org_dir)
+
+    Context(result.model)
     engine = open_engine(db_url)
     try:
         plan = apply_migration(engine, result.model, allow_data_loss=allow_data_loss)
@@ -175,11 +185,13 @@ def load(object_name: str, file: Path, fmt: str | None, org_dir: Path, db_url: s
     from engine.storage.records import load_records
 
     result = load_valid_org(org_dir)
+
+    ctx = Context(result.model)
     obj = result.model.object(object_name)
     if obj is None or obj.is_setting:
         raise UserError(f"'{object_name}' is not a data object of this org")
     engine = open_engine(db_url)
-    report = load_records(engine, result.model, obj.name, file, fmt=fmt)
+    report = load_records(engine, ctx, obj.name, file, fmt=fmt)
     if report.errors:
         for error in report.errors:
             err_console.print(error.render(), markup=False)
@@ -198,16 +210,18 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
     from engine.storage.records import export_records
 
     result = load_valid_org(org_dir)
+
+    ctx = Context(result.model)
     obj = result.model.object(object_name)
     if obj is None or obj.is_setting:
         raise UserError(f"'{object_name}' is not a data object of this org")
     engine = open_engine(db_url)
     if out_file is None:
-        count = export_records(engine, result.model, obj.name, sys.stdout)
+        count = export_records(engine, ctx, obj.name, sys.stdout)
     else:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         with out_file.open("w", encoding="utf-8", newline="") as handle:
-            count = export_records(engine, result.model, obj.name, handle)
+            count = export_records(engine, ctx, obj.name, handle)
         err_console.print(f"Wrote {count} {obj.name} record(s) to {out_file}.")
 
 
@@ -234,6 +248,8 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)
+
+    ctx = Context(result.model)
     engine = open_engine(db_url)
     request = RunRequest(
         filters=tuple(filters),
@@ -258,9 +274,9 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
 
         try:
             if workers > 1:
-                report = run_invoices_parallel(resolve_url(db_url), org_dir, result.model, request, workers, progress)
+                report = run_invoices_parallel(resolve_url(db_url), org_dir, ctx, request, workers, progress)
             else:
-                report = run_invoices(engine, result.model, request, progress)
+                report = run_invoices(engine, ctx, request, progress)
         except (RunError, DatabaseBusyError, WorkerError) as error:
             raise UserError(str(error)) from None
     title = "Dry run (nothing was written)" if dry_run else (
@@ -292,8 +308,8 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
         from engine.project import finalize as finalize_invoices
 
         with engine.connect() as conn:
-            ids = draft_ids(conn, result.model, run_id=report.run_id)
-        finalized = finalize_invoices(engine, result.model, ids)
+            ids = draft_ids(conn, ctx, run_id=report.run_id)
+        finalized = finalize_invoices(engine, ctx, ids)
         for item in finalized.finalized:
             console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
         for name, message in finalized.failures:
@@ -330,17 +346,18 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     result = load_valid_org(org_dir)
+    ctx = Context(result.model)
     model = result.model
     engine = open_engine(db_url)
     with engine.begin() as conn:
         run_id = _run_id(conn, model, run_name) if run_name else None
-        ids = draft_ids(conn, model, run_id=run_id, names=names)
+        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
         if names:
             found = len(ids) if run_id is None else None
             if found is not None and found != len(set(names)):
                 raise UserError("some of the named invoices are not drafts or do not exist; nothing was deleted")
         try:
-            deleted = delete_drafts(conn, model, ids)
+            deleted = delete_drafts(conn, ctx, ids)
         except DraftError as error:
             raise UserError(str(error)) from None
     console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
@@ -363,14 +380,15 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     result = load_valid_org(org_dir)
+    ctx = Context(result.model)
     model = result.model
     engine = open_engine(db_url)
     with engine.connect() as conn:
         run_id = _run_id(conn, model, run_name) if run_name else None
-        ids = draft_ids(conn, model, run_id=run_id, names=names)
+        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
     if not ids:
         raise UserError("no draft invoices to finalize")
-    report = finalize_invoices(engine, model, ids, today=today.date() if today else None)
+    report = finalize_invoices(engine, ctx, ids, today=today.date() if today else None)
     table = Table(title="Finalized invoices")
     for column in ("draft", "invoice number", "date", "grand total"):
         table.add_column(column, justify="right" if column == "grand total" else "left")
@@ -398,16 +416,18 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)
+
+    ctx = Context(result.model)
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            draft_id = create_cancellation(conn, result.model, invoice, reason)
+            draft_id = create_cancellation(conn, ctx, invoice, reason)
     except CancelError as error:
         raise UserError(str(error)) from None
     if draft_only:
         console.print(f"Created the cancellation draft DRAFT-{draft_id:06d} for {invoice}.")
         return
-    report = finalize_invoices(engine, result.model, [draft_id], today=when.date() if when else None)
+    report = finalize_invoices(engine, ctx, [draft_id], today=when.date() if when else None)
     for name, message in report.failures:
         raise UserError(f"the cancellation of {invoice} could not be finalized: {message}")
     item = report.finalized[0]
@@ -425,10 +445,12 @@ def explain_cmd(invoice, org_dir, db_url):
     from engine.storage.db import open_engine
 
     result = load_valid_org(org_dir)
+
+    ctx = Context(result.model)
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
-            explanations = explain_invoice(conn, result.model, invoice)
+            explanations = explain_invoice(conn, ctx, invoice)
     except ExplainError as error:
         raise UserError(str(error)) from None
     for explanation in explanations:

@@ -30,7 +30,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     <number>.html / <number>.pdf; the same invoice gives the same bytes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.cli.main import UserError, _run_id, console, err_console, load_valid_org
+    from engine.cli.main import UserError, _run_id, console, err_console, load_context
     from engine.documents import DocumentError, find_invoices, render_invoices
     from engine.documents.pdf import PdfUnavailable, load_weasyprint
     from engine.storage.db import open_engine
@@ -42,12 +42,13 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
             load_weasyprint()  # fail before any work when PDF output cannot work here
         except PdfUnavailable as error:
             raise UserError(str(error)) from None
-    model = load_valid_org(org_dir).model
+    ctx = load_context(org_dir)
+    model = ctx.model
     engine = open_engine(db_url)
     with engine.connect() as conn:
         run_id = _run_id(conn, model, run_name) if run_name else None
         try:
-            found = find_invoices(conn, model, names=invoices, run_id=run_id)
+            found = find_invoices(conn, ctx, names=invoices, run_id=run_id)
         except LookupError as error:
             raise UserError(str(error)) from None
         if not found:
@@ -61,7 +62,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
                 progress.update(task, advance=1, description=name)
 
             try:
-                report = render_invoices(conn, model, org_dir, found, formats, out_dir, progress=advance)
+                report = render_invoices(conn, ctx, org_dir, found, formats, out_dir, progress=advance)
             except DocumentError as error:
                 raise UserError(str(error)) from None
     for name, message in report.failures:

@@ -15,12 +15,12 @@ from typing import Any, Iterable, Sequence
 
 import sqlalchemy as sa
 
-from engine.config.model import ObjectDef, OrgModel
+from engine.config.model import ObjectDef
 from engine.domain.batching import chunks
 from engine.storage.reader import RecordReader
-from engine.storage.schema import build_metadata
 
 from .context import DocumentInput
+from engine.storage.context import Context
 
 #: Invoices read per query.
 CHUNK = 500
@@ -34,7 +34,8 @@ def _formula_paths(obj: ObjectDef) -> set[tuple[str, ...]]:
     return paths
 
 
-def _reader(model: OrgModel, tables: sa.MetaData, obj: ObjectDef, dialect: str) -> RecordReader:
+def _reader(ctx: Context, tables: sa.MetaData, obj: ObjectDef, dialect: str) -> RecordReader:
+    model = ctx.model
     return RecordReader(model, tables, obj, _formula_paths(obj), dialect)
 
 
@@ -61,9 +62,10 @@ def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any
 
 
 
-def _setting_values(model: OrgModel, setting: str, name: str | None) -> dict[str, Any]:
+def _setting_values(ctx: Context, setting: str, name: str | None) -> dict[str, Any]:
     """A setting record as a dict by field name (every field present), the
     record named ``name`` or else the default one; empty values when none."""
+    model = ctx.model
     obj = model.object(setting)
     values: dict[str, Any] = {f.name: None for f in obj.fields} if obj is not None else {}
     record = model.setting_record(setting, name) if name else None
@@ -75,11 +77,12 @@ def _setting_values(model: OrgModel, setting: str, name: str | None) -> dict[str
     return values
 
 
-def read_documents(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[int], *,
+def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int], *,
                    today: date | None = None) -> list[DocumentInput]:
     """The document data of the given invoices, in the order of ``invoice_ids``."""
+    model = ctx.model
     today = today or date.today()
-    tables = build_metadata(model)
+    tables = ctx.metadata
     dialect = conn.dialect.name
     inv_obj = model.require("Invoice")
     line_obj = model.require("InvoiceLineItem")
@@ -93,29 +96,29 @@ def read_documents(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[i
 
     out: dict[int, DocumentInput] = {}
     for chunk in chunks(list(invoice_ids)):
-        invoices = {r["id"]: to_api(inv_obj, r, today) for r in _reader(model, tables, inv_obj, dialect).read(
+        invoices = {r["id"]: to_api(inv_obj, r, today) for r in _reader(ctx, tables, inv_obj, dialect).read(
             conn, where=inv_table.c.id.in_(chunk))}
         lines: dict[int, list[dict]] = {i: [] for i in invoices}
-        for r in _reader(model, tables, line_obj, dialect).read(
+        for r in _reader(ctx, tables, line_obj, dialect).read(
                 conn, where=line_table.c[line_obj.field("Invoice").column_name].in_(chunk),
                 order_by=[line_table.c.id]):
             record = to_api(line_obj, r, today)
             lines.setdefault(record["Invoice"], []).append(record)
         balances: dict[int, list[dict]] = {i: [] for i in invoices}
-        for r in _reader(model, tables, bal_obj, dialect).read(
+        for r in _reader(ctx, tables, bal_obj, dialect).read(
                 conn, where=bal_table.c[bal_obj.field("Invoice").column_name].in_(chunk),
                 order_by=[bal_table.c.id]):
             record = to_api(bal_obj, r, today)
             balances.setdefault(record["Invoice"], []).append(record)
         subs: dict[int, list[dict]] = {i: [] for i in invoices}
         if final_field is not None:
-            for r in _reader(model, tables, inv_obj, dialect).read(
+            for r in _reader(ctx, tables, inv_obj, dialect).read(
                     conn, where=inv_table.c[final_field.column_name].in_(chunk),
                     order_by=[inv_table.c.date, inv_table.c.name, inv_table.c.id]):
                 record = to_api(inv_obj, r, today)
                 subs.setdefault(record["FinalInvoice"], []).append(record)
         account_ids = sorted({i["Account"] for i in invoices.values() if i.get("Account") is not None})
-        accounts = {r["id"]: to_api(acc_obj, r, today) for r in _reader(model, tables, acc_obj, dialect).read(
+        accounts = {r["id"]: to_api(acc_obj, r, today) for r in _reader(ctx, tables, acc_obj, dialect).read(
             conn, where=acc_table.c.id.in_(account_ids))} if account_ids else {}
         # numbers of the invoices the balances and deduction lines point at
         related = {b.get("RelatedInvoice") for bs in balances.values() for b in bs}
@@ -134,18 +137,19 @@ def read_documents(conn: sa.Connection, model: OrgModel, invoice_ids: Sequence[i
                 lines=lines[invoice_id],
                 balances=balances[invoice_id],
                 account=account,
-                business_entity=_setting_values(model, "BusinessEntity", invoice.get("BusinessEntity")),
+                business_entity=_setting_values(ctx, "BusinessEntity", invoice.get("BusinessEntity")),
                 sub_invoices=subs[invoice_id],
             )
     return [out[i] for i in invoice_ids if i in out]
 
 
-def find_invoices(conn: sa.Connection, model: OrgModel, *, names: Iterable[str] = (),
+def find_invoices(conn: sa.Connection, ctx: Context, *, names: Iterable[str] = (),
                   run_id: int | None = None) -> list[tuple[int, str]]:
     """(id, number) of the named invoices and/or of the invoices of a run,
     named ones in the given order, a run's by number. Raises LookupError
     naming the invoices that do not exist."""
-    tables = build_metadata(model)
+    model = ctx.model
+    tables = ctx.metadata
     inv_obj = model.require("Invoice")
     inv_table = tables.tables[inv_obj.table_name]
     found: list[tuple[int, str]] = []

@@ -19,13 +19,13 @@ from typing import Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 
-from engine.config.model import OrgModel
 from .context import DocumentInput, document_context
 from .sandbox import TEMPLATE_FOLDER, describe_error, make_environment, render_template, template_path_problem
 from .template_records import TemplateSettings, parse_template_settings, select_template_record
 
 from .data import read_documents
 from .pdf import PdfUnavailable, html_to_pdf
+from engine.storage.context import Context
 
 FORMATS = ("html", "pdf")
 
@@ -41,8 +41,9 @@ class Rendered:
     html: str
 
 
-def template_settings_for(model: OrgModel, invoice: dict) -> TemplateSettings:
+def template_settings_for(ctx: Context, invoice: dict) -> TemplateSettings:
     """The parsed Template record of an invoice (raises DocumentError)."""
+    model = ctx.model
     name = invoice.get("Name") or f"#{invoice.get('Id')}"
     try:
         record = select_template_record(model, invoice.get("Template"))
@@ -57,11 +58,12 @@ def template_settings_for(model: OrgModel, invoice: dict) -> TemplateSettings:
     return settings
 
 
-def render_html(org_root: Path, model: OrgModel, data: DocumentInput) -> Rendered:
+def render_html(org_root: Path, ctx: Context, data: DocumentInput) -> Rendered:
     """The HTML of one invoice (raises DocumentError with file:line for
     template errors)."""
+    model = ctx.model
     name = data.invoice.get("Name") or f"#{data.invoice.get('Id')}"
-    settings = template_settings_for(model, data.invoice)
+    settings = template_settings_for(ctx, data.invoice)
     currency = str(data.invoice.get("CurrencyIsoCode") or "EUR")
     env = make_environment(org_root, locale=settings.locale, currency=currency)
     try:
@@ -102,7 +104,7 @@ class RenderReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (invoice, message)
 
 
-def render_invoices(conn: sa.Connection, model: OrgModel, org_root: Path, invoices: Sequence[tuple[int, str]],
+def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices: Sequence[tuple[int, str]],
                     formats: Iterable[str], out_dir: Path, *,
                     progress: Callable[[str], None] | None = None, today: date | None = None) -> RenderReport:
     """Render ``invoices`` ((id, number) pairs) to ``out_dir/<number>.<format>``.
@@ -114,10 +116,10 @@ def render_invoices(conn: sa.Connection, model: OrgModel, org_root: Path, invoic
     report = RenderReport()
     for chunk_start in range(0, len(invoices), 200):
         chunk = invoices[chunk_start:chunk_start + 200]
-        for data in read_documents(conn, model, [i for i, _ in chunk], today=today):
+        for data in read_documents(conn, ctx, [i for i, _ in chunk], today=today):
             name = str(data.invoice.get("Name") or f"#{data.invoice.get('Id')}")
             try:
-                rendered = render_html(org_root, model, data)
+                rendered = render_html(org_root, ctx, data)
                 stem = file_stem(name)
                 if "html" in formats:
                     path = out_dir / f"{stem}.html"

@@ -61,13 +61,13 @@ from typing import Any, BinaryIO, Iterable, Mapping
 import sqlalchemy as sa
 
 from engine.booking.postings import counter_account, sides
-from engine.config.model import FieldDef, ObjectDef, OrgModel, SettingRecord
+from engine.config.model import FieldDef, ObjectDef, SettingRecord
 from engine.domain.money import CENT
 from engine.storage.bulk import RowWriter, update_by_id
-from engine.storage.records import _cell_text
-from engine.storage.schema import build_metadata
+from engine.storage.csvio import cell_text
 
 from .journal import detail_query, stream_details
+from engine.storage.context import Context
 
 #: Booking detail types whose details never go to DATEV (seed 003).
 INTERIM_TYPES = frozenset({"Interim Revenue", "Interim Payment", "Interim Payment Clearing", "Interim Tax"})
@@ -213,12 +213,13 @@ class DatevParams:
             raise DatevParameterError("; ".join(problems))
 
 
-def params_from_setting(model: OrgModel, setting_name: str | None = None, **overrides: object) -> DatevParams:
+def params_from_setting(ctx: Context, setting_name: str | None = None, **overrides: object) -> DatevParams:
     """The DATEV parameters: keyword ``overrides`` (None = not given) win over
     the ExportSetting record's fields named in :data:`SETTING_FIELDS` (read
     only when the org declares them). ``setting_name`` picks the record;
     without it, the first active record holding a DATEV consultant number.
     Raises :class:`DatevParameterError` naming what is missing."""
+    model = ctx.model
     record = None
     if setting_name is not None:
         record = model.setting_record("ExportSetting", setting_name)
@@ -337,7 +338,8 @@ class DocumentTransfer:
     transfer), one AccountingDocumentItem per detail. A detail without an
     invoice gets a document of its own."""
 
-    def __init__(self, conn: sa.Connection, model: OrgModel, *, transferred_at: datetime):
+    def __init__(self, conn: sa.Connection, ctx: Context, *, transferred_at: datetime):
+        model = ctx.model
         detail_obj = model.require("BookingDetail")
         self.document_obj = model.require("AccountingDocument")
         self.item_obj = model.require("AccountingDocumentItem")
@@ -432,7 +434,7 @@ class DocumentTransfer:
 
 def transfer_documents(
     conn: sa.Connection,
-    model: OrgModel,
+    ctx: Context,
     details: Iterable[Mapping[str, object]],
     *,
     transferred_at: datetime | None = None,
@@ -443,7 +445,7 @@ def transfer_documents(
     plus the custom fields shared with BookingDetail. Runs in the caller's
     transaction; raises :class:`DatevExportError` for a detail whose copied
     values do not fit (nothing is inserted then, once the caller rolls back)."""
-    transfer = DocumentTransfer(conn, model, transferred_at=transferred_at or _utc_now())
+    transfer = DocumentTransfer(conn, ctx, transferred_at=transferred_at or _utc_now())
     for detail in details:
         problem = transfer.problem(detail)
         if problem:
@@ -465,7 +467,7 @@ def _text(value: object, limit: int | None = None) -> str:
     """A DATEV text field: control characters as spaces, defused against
     formula injection, cut to ``limit``, quoted with quotes doubled."""
     text = "" if value is None else _CONTROL.sub(" ", str(value))
-    text = _cell_text(text) if text else ""
+    text = cell_text(text) if text else ""
     if limit is not None:
         text = text[:limit]
     return '"' + text.replace('"', '""') + '"'
@@ -555,7 +557,7 @@ def _exclusion(detail: Mapping[str, Any], params: DatevParams, bu_key: str | Non
     debit, credit = sides(detail)
     if debit == credit:
         return f"Konto and Gegenkonto are both {debit}"
-    invoice_no = _cell_text(str(detail.get("invoiceno") or ""))
+    invoice_no = cell_text(str(detail.get("invoiceno") or ""))
     if not _BELEGFELD.fullmatch(invoice_no) or len(invoice_no) > BELEGFELD_LENGTH:
         return (
             f"invoice number {detail.get('invoiceno')!r} cannot be Belegfeld 1 "
@@ -609,7 +611,7 @@ def _encode(line: str) -> bytes:
 
 def export_datev(
     conn: sa.Connection,
-    model: OrgModel,
+    ctx: Context,
     out: BinaryIO,
     params: DatevParams,
     *,
@@ -622,6 +624,7 @@ def export_datev(
     exported are skipped unless ``force``. ``created`` is the "Erzeugt am"
     timestamp (local wall-clock time; default now), injected for
     reproducible files. Returns the report, including the excluded details."""
+    model = ctx.model
     params.validate()
     created = created or datetime.now()
     transferred_at = (created if created.tzinfo else created.astimezone()).astimezone(timezone.utc)
@@ -631,8 +634,8 @@ def export_datev(
     bu_field = detail_obj.field(BU_FIELD)
     bu_key = bu_field.key if bu_field is not None and bu_field.is_stored else None
 
-    item_table = build_metadata(model).tables[model.require("AccountingDocumentItem").table_name]
-    table, query = detail_query(conn, model, only_unexported=not force)
+    item_table = ctx.metadata.tables[model.require("AccountingDocumentItem").table_name]
+    table, query = detail_query(conn, ctx, only_unexported=not force)
     has_item = sa.exists().where(item_table.c.bookingdetail == table.c.id).label("_has_item")
     query = query.add_columns(has_item).where(table.c.bookingdate >= first, table.c.bookingdate <= last)
 
@@ -644,7 +647,7 @@ def export_datev(
             )
         ).scalar_one()
 
-    transfer = DocumentTransfer(conn, model, transferred_at=transferred_at)
+    transfer = DocumentTransfer(conn, ctx, transferred_at=transferred_at)
     exported_ids: list[int] = []
     seen_first: date | None = None
     seen_last: date | None = None

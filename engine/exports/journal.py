@@ -31,10 +31,9 @@ from typing import Iterable, Iterator, Sequence, TextIO
 import sqlalchemy as sa
 
 from engine.booking.postings import sides
-from engine.config.model import OrgModel
 from engine.domain.money import CENT
-from engine.storage.records import _cell_text
-from engine.storage.schema import build_metadata
+from engine.storage.csvio import cell_text
+from engine.storage.context import Context
 
 #: Header of the journal CSV, in column order.
 JOURNAL_COLUMNS = (
@@ -91,7 +90,7 @@ def _order_text(conn: sa.Connection, column: sa.ColumnElement) -> sa.ColumnEleme
 
 def detail_query(
     conn: sa.Connection,
-    model: OrgModel,
+    ctx: Context,
     *,
     invoice_ids: Sequence[int] | None = None,
     only_unexported: bool = False,
@@ -100,7 +99,8 @@ def detail_query(
     """The BookingDetail table and a SELECT of its rows in journal order
     (booking date, invoice number, id). ``columns`` adds expressions to the
     selected columns (for example an EXISTS flag)."""
-    table = build_metadata(model).tables[model.require("BookingDetail").table_name]
+    model = ctx.model
+    table = ctx.metadata.tables[model.require("BookingDetail").table_name]
     query = sa.select(table, *(columns or ()))
     if invoice_ids is not None:
         ids = sorted({int(i) for i in invoice_ids})
@@ -152,7 +152,7 @@ def journal_row(detail: dict) -> JournalRow:
 
 def journal_rows(
     conn: sa.Connection,
-    model: OrgModel,
+    ctx: Context,
     *,
     invoice_ids: Sequence[int] | None = None,
     only_unexported: bool = False,
@@ -160,7 +160,7 @@ def journal_rows(
     """The booking details as journal rows, streamed in the order booking
     date, invoice number, id. ``invoice_ids`` limits them to the details of
     those invoices; ``only_unexported`` to details not yet exported."""
-    _, query = detail_query(conn, model, invoice_ids=invoice_ids, only_unexported=only_unexported)
+    _, query = detail_query(conn, ctx, invoice_ids=invoice_ids, only_unexported=only_unexported)
     for detail in stream_details(conn, query):
         yield journal_row(detail)
 
@@ -174,7 +174,7 @@ def plain_number(value: Decimal) -> str:
 
 
 def _text(value: object) -> str:
-    return "" if value is None else _cell_text(str(value))
+    return "" if value is None else cell_text(str(value))
 
 
 def journal_cells(row: JournalRow) -> list[str]:

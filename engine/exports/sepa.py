@@ -66,11 +66,11 @@ from schwifty import BIC, IBAN
 from stdnum.eu import at_02
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
-from engine.config.model import OrgModel, SettingRecord
+from engine.config.model import SettingRecord
 from engine.storage.bulk import RowWriter, update_by_id
-from engine.storage.schema import build_metadata
 
 from .sepa_xml import MESSAGES, PAIN_001, PAIN_008, amount_text, is_sepa_text, sepa_text, serialize, validate
+from engine.storage.context import Context
 
 DEBIT = "sepa-debit"
 CREDIT = "sepa-credit"
@@ -153,12 +153,13 @@ def _bic(value: object, label: str) -> tuple[str | None, str | None]:
         return None, f"{label} {text!r} is not a valid BIC ({error})"
 
 
-def creditor_for(model: OrgModel, entity_name: str, kind: str) -> Creditor:
+def creditor_for(ctx: Context, entity_name: str, kind: str) -> Creditor:
     """The business entity's SEPA data for ``kind``, checked; raises
     :class:`SepaExportError` naming every problem. Credit transfers pay from
     ``CreditIBAN``/``CreditBIC`` when set, else from ``IBAN``/``BIC``; direct
     debits need the SEPA creditor identifier (checked with python-stdnum,
     ISO 7064 MOD 97-10)."""
+    model = ctx.model
     record = model.setting_record("BusinessEntity", entity_name)
     if record is None:
         known = ", ".join(sorted(str(r.get("Name")) for r in model.setting_records("BusinessEntity")))
@@ -205,10 +206,11 @@ class SepaSetting:
     create_payments: bool = False
 
 
-def setting_for(model: OrgModel, kind: str, name: str | None = None) -> SepaSetting:
+def setting_for(ctx: Context, kind: str, name: str | None = None) -> SepaSetting:
     """The ExportSetting record ``name``, or the first active one of the
     export's format (SEPA Direct Debit, SEPA Credit); defaults named after
     the format when there is none."""
+    model = ctx.model
     wanted = SETTING_FORMATS[kind]
     record: SettingRecord | None = None
     if name is not None:
@@ -311,8 +313,9 @@ class SepaReport:
 # Selection
 
 
-def _tables(model: OrgModel) -> dict[str, sa.Table]:
-    metadata = build_metadata(model)
+def _tables(ctx: Context) -> dict[str, sa.Table]:
+    model = ctx.model
+    metadata = ctx.metadata
     return {name: metadata.tables[model.require(name).table_name]
             for name in ("Invoice", "InvoiceExportHistory", "Balance", "Account")}
 
@@ -322,7 +325,7 @@ def _due(invoice: sa.Table) -> sa.ColumnElement:
     return sa.func.coalesce(invoice.c.nextpaymentduedate, invoice.c.paymentduedate)
 
 
-def _invoice_query(model: OrgModel, tables: Mapping[str, sa.Table], *, entity: str, debit: bool,
+def _invoice_query(ctx: Context, tables: Mapping[str, sa.Table], *, entity: str, debit: bool,
                    setting: SepaSetting) -> sa.Select:
     invoice, history = tables["Invoice"], tables["InvoiceExportHistory"]
     due = _due(invoice)
@@ -334,22 +337,22 @@ def _invoice_query(model: OrgModel, tables: Mapping[str, sa.Table], *, entity: s
     )
     return (
         sa.select(invoice, due.label("_due"), locked.label("_locked"))
-        .where(*_invoice_conditions(model, invoice, entity=entity, debit=debit))
+        .where(*_invoice_conditions(ctx, invoice, entity=entity, debit=debit))
         .order_by(invoice.c.name, invoice.c.id)
     )
 
 
-def _invoice_conditions(model: OrgModel, invoice: sa.Table, *, entity: str, debit: bool) -> list:
+def _invoice_conditions(ctx: Context, invoice: sa.Table, *, entity: str, debit: bool) -> list:
     """Open invoices of ``entity`` with a SEPA payment method and a positive
     (debit) or negative (credit) balance."""
     entity_match = invoice.c.businessentity == entity
-    if _default_entity(model) == entity:
+    if _default_entity(ctx) == entity:
         entity_match = sa.or_(entity_match, invoice.c.businessentity.is_(None))
     return [invoice.c.status == "Open", entity_match, invoice.c.paymentmethod.in_(SEPA_METHODS),
             invoice.c.balance > 0 if debit else invoice.c.balance < 0]
 
 
-def _lock_candidates(conn: sa.Connection, model: OrgModel, tables: Mapping[str, sa.Table], kind: str,
+def _lock_candidates(conn: sa.Connection, ctx: Context, tables: Mapping[str, sa.Table], kind: str,
                      entity: str) -> None:
     """On PostgreSQL, lock the rows an export may record (``FOR UPDATE``)
     before selecting them: a concurrent export of the same rows waits until
@@ -365,12 +368,13 @@ def _lock_candidates(conn: sa.Connection, model: OrgModel, tables: Mapping[str, 
             balance.c.invoice.is_(None), balance.c.type.in_(BALANCE_TYPES), balance.c.lockedreason.is_(None))
     else:
         invoice = tables["Invoice"]
-        query = sa.select(invoice.c.id).where(*_invoice_conditions(model, invoice, entity=entity,
+        query = sa.select(invoice.c.id).where(*_invoice_conditions(ctx, invoice, entity=entity,
                                                                      debit=kind == DEBIT))
     conn.execute(query.with_for_update()).all()
 
 
-def _default_entity(model: OrgModel) -> str | None:
+def _default_entity(ctx: Context) -> str | None:
+    model = ctx.model
     for record in model.setting_records("BusinessEntity"):
         if record.get("Default"):
             return str(record.get("Name"))
@@ -608,7 +612,7 @@ def render(kind: str, msg_id: str, created: datetime, transactions: list[Transac
 
 def export_sepa(
     conn: sa.Connection,
-    model: OrgModel,
+    ctx: Context,
     kind: str,
     *,
     business_entity: str,
@@ -637,22 +641,22 @@ def export_sepa(
     if kind == BALANCES and force:
         raise SepaExportError("exported balances are locked and never exported again; --force does not apply")
     created = (created or datetime.now()).replace(microsecond=0)
-    creditor = creditor_for(model, business_entity, kind)
-    setting = setting_for(model, kind, setting_name)
+    creditor = creditor_for(ctx, business_entity, kind)
+    setting = setting_for(ctx, kind, setting_name)
     report = SepaReport(kind=kind, message=MESSAGE_OF[kind], setting=setting, creditor=creditor, created=created)
-    tables = _tables(model)
+    tables = _tables(ctx)
     today = created.date()
     if when is not None and when < today:
         raise SepaExportError(f"the {'collection' if kind == DEBIT else 'execution'} date {when} is before "
                               f"the export date {today}")
     if apply:
-        _lock_candidates(conn, model, tables, kind, business_entity)
+        _lock_candidates(conn, ctx, tables, kind, business_entity)
     if kind == BALANCES:
-        _select_balances(conn, model, tables, report, when or today)
+        _select_balances(conn, ctx, tables, report, when or today)
     else:
         used = _used_mandates(conn, tables) if kind == DEBIT else set()
         horizon = (when or today) + timedelta(days=DUE_WINDOW_DAYS)
-        query = _invoice_query(model, tables, entity=business_entity, debit=kind == DEBIT, setting=setting)
+        query = _invoice_query(ctx, tables, entity=business_entity, debit=kind == DEBIT, setting=setting)
         for row in conn.execute(query).mappings():
             forced = bool(row["_locked"])
             if forced and not force:
@@ -678,16 +682,17 @@ def export_sepa(
     if apply:
         stamp = created.astimezone(timezone.utc) if created.tzinfo else created.astimezone().astimezone(timezone.utc)
         if kind == BALANCES:
-            _record_balances(conn, model, report, stamp)
+            _record_balances(conn, ctx, report, stamp)
         else:
-            _record_invoices(conn, model, tables, report, stamp, file_name=file_name, file_url=file_url)
+            _record_invoices(conn, ctx, tables, report, stamp, file_name=file_name, file_url=file_url)
         report.applied = True
     return report
 
 
-def _record_invoices(conn: sa.Connection, model: OrgModel, tables: Mapping[str, sa.Table], report: SepaReport,
+def _record_invoices(conn: sa.Connection, ctx: Context, tables: Mapping[str, sa.Table], report: SepaReport,
                      stamp: datetime, *, file_name: str | None, file_url: str | None) -> None:
     """Export history, TimesExported and SepaPaymentError, set-based."""
+    model = ctx.model
     invoice_obj = model.require("Invoice")
     error_field = invoice_obj.field(ERROR_FIELD)
     if error_field is not None and report.rejected:
@@ -736,10 +741,11 @@ def _cut(text: str, limit: int) -> str:
 # Free balances
 
 
-def _select_balances(conn: sa.Connection, model: OrgModel, tables: Mapping[str, sa.Table], report: SepaReport,
+def _select_balances(conn: sa.Connection, ctx: Context, tables: Mapping[str, sa.Table], report: SepaReport,
                      when: date) -> None:
     """The free Payment/Prepayment credits of the entity's accounts that are
     not locked, not drafts and not from Cash Management."""
+    model = ctx.model
     balance, account = tables["Balance"], tables["Account"]
     account_obj = model.require("Account")
 
@@ -762,10 +768,10 @@ def _select_balances(conn: sa.Connection, model: OrgModel, tables: Mapping[str, 
     entity = report.creditor.entity
     if entity_column is not None and entity_column.is_stored:
         match = account.c[entity_column.key] == entity
-        if _default_entity(model) == entity:
+        if _default_entity(ctx) == entity:
             match = sa.or_(match, account.c[entity_column.key].is_(None), account.c[entity_column.key] == "")
         query = query.where(match)
-    elif _default_entity(model) != entity:
+    elif _default_entity(ctx) != entity:
         return  # accounts name no entity: their balances belong to the default entity
     for row in conn.execute(query).mappings():
         problems: list[str] = []
@@ -794,8 +800,9 @@ def _select_balances(conn: sa.Connection, model: OrgModel, tables: Mapping[str, 
         ))
 
 
-def _record_balances(conn: sa.Connection, model: OrgModel, report: SepaReport, stamp: datetime) -> None:
+def _record_balances(conn: sa.Connection, ctx: Context, report: SepaReport, stamp: datetime) -> None:
     """Lock the exported balances and add their locked Payout reverse balances."""
+    model = ctx.model
     if not report.transactions:
         return
     balance_obj = model.require("Balance")
@@ -813,7 +820,7 @@ def _record_balances(conn: sa.Connection, model: OrgModel, report: SepaReport, s
             "paymentmethod": "SEPA",
             "bankaccountid": t.iban,
             "lockedreason": LOCKED_REASON,
-            "confighash": model.config_hash,
+            "confighash": ctx.config_hash,
         }
         for t in report.transactions
     ]
@@ -825,7 +832,7 @@ def _record_balances(conn: sa.Connection, model: OrgModel, report: SepaReport, s
 # File and transaction
 
 
-def run_export(engine: sa.Engine, model: OrgModel, kind: str, out: Path | None, *, dry_run: bool = False,
+def run_export(engine: sa.Engine, ctx: Context, kind: str, out: Path | None, *, dry_run: bool = False,
                **options: Any) -> SepaReport:
     """:func:`export_sepa` in a transaction of its own, writing ``out``
     atomically: the validated content goes to ``<out>.part``, is fsynced,
@@ -837,7 +844,7 @@ def run_export(engine: sa.Engine, model: OrgModel, kind: str, out: Path | None, 
 
     if dry_run:
         with transaction(engine, readonly=True) as conn:
-            return export_sepa(conn, model, kind, apply=False, **options)
+            return export_sepa(conn, ctx, kind, apply=False, **options)
     if out is None:
         raise SepaExportError("no output file given")
     if out.exists():
@@ -846,7 +853,7 @@ def run_export(engine: sa.Engine, model: OrgModel, kind: str, out: Path | None, 
     partial = out.with_name(out.name + ".part")
     try:
         with transaction(engine) as conn:
-            report = export_sepa(conn, model, kind, file_name=out.name, file_url=str(out), **options)
+            report = export_sepa(conn, ctx, kind, file_name=out.name, file_url=str(out), **options)
             if report.data is not None:
                 with partial.open("xb") as handle:
                     handle.write(report.data)

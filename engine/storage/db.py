@@ -154,3 +154,26 @@ def private_schema(server_url: str, prefix: str) -> Iterator[str]:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def unit_of_work(engine: sa.Engine, *, dry_run: bool = False) -> Iterator[sa.Connection]:
+    """One write transaction for one command's changes: committed when the
+    block ends, rolled back when it raises, and rolled back instead of
+    committed when ``dry_run`` is set.
+
+    This is the one dry-run mechanism of the engine: a command that offers
+    ``--dry-run`` runs exactly the code of the real run inside a unit of work
+    that is not committed (and writes no file: :mod:`engine.storage.files`),
+    so what it reports is what the real run would do."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        except BaseException:
+            transaction.rollback()
+            raise
+        if dry_run:
+            transaction.rollback()
+        else:
+            transaction.commit()

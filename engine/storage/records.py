@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field as dc_field
-from datetime import date, datetime, timezone
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, TextIO
@@ -30,15 +31,15 @@ from typing import Any, Iterable, Iterator, Mapping, TextIO
 import sqlalchemy as sa
 
 from engine.config.diagnostics import did_you_mean
-from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel
+from engine.config.model import FieldDef, FieldType, ObjectDef
 from engine.config.values import ValueProblem, coerce, parse_id
+from engine.storage.context import Context
 
 from . import schema as s
+from .csvio import MAX_ROWS, RecordError, cell_text, csv_records
 from .db import transaction
 from .ids import advance_ids_past, next_autonumbers, reserve_ids
 
-#: Most data rows one file may hold.
-MAX_ROWS = 1_000_000
 #: Longest cell, in characters (also the csv module's default field limit).
 MAX_CELL = 131_072
 #: Largest JSON file (JSON is parsed whole; CSV is streamed and has no such cap).
@@ -50,31 +51,7 @@ CHUNK_ROWS = 2_000
 #: Rows fetched per page when exporting.
 EXPORT_PAGE = 5_000
 
-_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _ENGINE_SET = (s.CREATED, s.MODIFIED)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordError:
-    """One problem in a data file. ``row`` is the 1-based line of a CSV record
-    (the header is line 1) or the 1-based position in a JSON list; None for a
-    problem with the file as a whole. ``field`` is the column as written."""
-
-    file: str
-    row: int | None
-    field: str | None
-    message: str
-
-    def render(self) -> str:
-        where = self.file
-        if self.row is not None:
-            where += f":{self.row}"
-        if self.field:
-            where += f":{self.field}"
-        return f"{where}: {self.message}"
-
-    def __str__(self) -> str:
-        return self.render()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +103,8 @@ class _Column:
         return s.ID if self.kind == "id" else self.field.column_name
 
 
-def _data_object(model: OrgModel, object_name: str) -> ObjectDef:
+def _data_object(ctx: Context, object_name: str) -> ObjectDef:
+    model = ctx.model
     obj = model.require(object_name)
     if obj.is_setting:
         raise ValueError(f"{obj.name} is a setting; its records live in the org metadata, not in the database")
@@ -141,8 +119,9 @@ def _loadable_names(obj: ObjectDef) -> list[str]:
     return names
 
 
-def _classify(obj: ObjectDef, model: OrgModel, header: str) -> _Column | str:
+def _classify(obj: ObjectDef, ctx: Context, header: str) -> _Column | str:
     """The column a header names, or the problem with it."""
+    model = ctx.model
     name = header.strip()
     if not name:
         return "empty column name"
@@ -181,70 +160,6 @@ def _classify(obj: ObjectDef, model: OrgModel, header: str) -> _Column | str:
 
 # ---------------------------------------------------------------------------
 # Reading files
-
-
-class _NotUtf8(Exception):
-    def __init__(self, line: int, detail: str):
-        super().__init__(detail)
-        self.line = line
-
-
-def _utf8_lines(handle) -> Iterator[str]:
-    """Decoded lines of a binary file, checking UTF-8 per line (a multi-byte
-    character never contains a newline byte, so this is exact) and dropping a
-    byte-order mark."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _NotUtf8(number, f"byte {exc.start + 1} of the line is not valid UTF-8") from None
-
-
-def _csv_records(path: Path, display: str, report) -> Iterator[tuple[int, list[str]]]:
-    """``(line, cells)`` per CSV record, the header first. ``line`` is where
-    the record starts (a quoted cell may span lines). Ragged rows, bad quoting
-    and undecodable bytes are reported, not yielded."""
-    with open(path, "rb") as handle:
-        reader = csv.reader(_utf8_lines(handle), strict=True)
-        width: int | None = None
-        line_before = 0
-        rows = 0
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except _NotUtf8 as exc:
-                report(RecordError(display, exc.line, None, f"the file is not UTF-8 text: {exc}"))
-                return
-            except csv.Error as exc:
-                report(RecordError(display, line_before + 1, None, f"malformed CSV: {exc}"))
-                line_before = reader.line_num
-                if width is None or "end of data" in str(exc):
-                    return  # no usable header, or nothing left to read
-                continue
-            start, line_before = line_before + 1, reader.line_num
-            if width is None:
-                if not any(cell.strip() for cell in cells):
-                    report(RecordError(display, start, None, "the header row is empty"))
-                    return
-                width = len(cells)
-                yield start, cells
-                continue
-            if not cells:
-                continue  # a blank line
-            rows += 1
-            if rows > MAX_ROWS:
-                report(RecordError(display, start, None, f"more than {MAX_ROWS:,} rows; split the file"))
-                return
-            if len(cells) != width:
-                report(RecordError(display, start, None, f"the row has {len(cells)} cells but the header has {width}"))
-                continue
-            yield start, cells
-        if width is None:
-            report(RecordError(display, None, None, "the file is empty; expected a header row of field names"))
 
 
 def _json_records(path: Path, display: str, report) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -321,13 +236,15 @@ class _Row:
 
 
 class _Loader:
-    def __init__(self, conn: sa.Connection, model: OrgModel, obj: ObjectDef, display: str):
+    def __init__(self, conn: sa.Connection, ctx: Context, obj: ObjectDef, display: str):
+        model = ctx.model
+        self.ctx = ctx
         self.conn = conn
         self.model = model
         self.obj = obj
         self.display = display
         self.errors: list[RecordError] = []
-        self.metadata = s.build_metadata(model)
+        self.metadata = ctx.metadata
         self.table = s.data_table(self.metadata, obj)
         self.fields = s.data_fields(obj)
         name = s.name_field(obj)
@@ -372,7 +289,7 @@ class _Loader:
         found = self.columns.get(header)
         if found is not None or header in self.bad_headers:
             return found
-        result = _classify(self.obj, self.model, header)
+        result = _classify(self.obj, self.ctx, header)
         if isinstance(result, str):
             self.bad_headers.add(header)
             self.error(line, header, result)
@@ -657,7 +574,7 @@ def _show(value: Any) -> str:
 
 def load_records(
     engine: sa.Engine,
-    model: OrgModel,
+    ctx: Context,
     object_name: str,
     path: str | Path,
     *,
@@ -671,7 +588,7 @@ def load_records(
     """
     path = Path(path)
     display = str(path)
-    obj = _data_object(model, object_name)
+    obj = _data_object(ctx, object_name)
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind not in ("csv", "json"):
         problem = RecordError(display, None, None, f"unknown file format {kind!r}: use a .csv or .json file")
@@ -682,7 +599,7 @@ def load_records(
     loader: _Loader | None = None
     try:
         with transaction(engine) as conn:
-            loader = _Loader(conn, model, obj, display)
+            loader = _Loader(conn, ctx, obj, display)
             if not sa.inspect(conn).has_table(obj.table_name):
                 loader.error(None, None, f"the database has no table for {obj.name}; apply the schema migration first")
                 raise _Rollback
@@ -709,7 +626,7 @@ def _load_csv(loader: _Loader, path: Path) -> None:
     headers: list[str] | None = None
     columns: dict[str, _Column] = {}
     chunk: list[_Row] = []
-    for line, cells in _csv_records(path, loader.display, loader.report):
+    for line, cells in csv_records(path, loader.display, loader.report, MAX_ROWS):
         if headers is None:
             headers = cells
             columns = loader.check_header(headers, line)
@@ -760,26 +677,6 @@ def _load_json(loader: _Loader, path: Path) -> None:
 # Exporting
 
 
-def _cell_text(value: Any) -> str:
-    """A value as CSV text: numbers plain, dates ISO, booleans true/false."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        # A spreadsheet would run "=..." etc. as a formula; the quote keeps it text.
-        return "'" + value if value.startswith(_FORMULA_TRIGGERS) else value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return _cell_text(";".join(value))
-    return str(value)
-
-
 def _export_columns(obj: ObjectDef, fields: Iterable[str] | None) -> list[tuple[str, str]]:
     """(header, column) pairs to export."""
     name = s.name_field(obj)
@@ -806,7 +703,7 @@ def _export_columns(obj: ObjectDef, fields: Iterable[str] | None) -> list[tuple[
 
 def export_records(
     engine: sa.Engine,
-    model: OrgModel,
+    ctx: Context,
     object_name: str,
     out: TextIO,
     *,
@@ -817,9 +714,9 @@ def export_records(
     order); by default ``Id``, ``Name`` and every stored field. The output
     loads back with :func:`load_records` (except that cells starting with
     ``= + - @`` TAB or CR carry the protective ``'``)."""
-    obj = _data_object(model, object_name)
+    obj = _data_object(ctx, object_name)
     columns = _export_columns(obj, fields)
-    table = s.data_table(s.build_metadata(model), obj)
+    table = s.data_table(ctx.metadata, obj)
     selected = [table.c[column] for _, column in columns]
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([header for header, _ in columns])
@@ -834,7 +731,7 @@ def export_records(
             if not rows:
                 break
             for row in rows:
-                writer.writerow([_cell_text(v) for v in row[1:]])
+                writer.writerow([cell_text(v) for v in row[1:]])
             count += len(rows)
             last_id = rows[-1][0]
             if len(rows) < EXPORT_PAGE:

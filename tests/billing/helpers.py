@@ -33,6 +33,7 @@ from engine.storage.records import load_records
 from engine.storage.schema import CLAIM, build_metadata
 
 from config.orgcopy import REPO_ROOT, InsertAfter, copy_org
+from contexts import context
 
 DATA_DIR = REPO_ROOT / "data"
 SAMPLE_FILTERS = ("UC1 Sub Invoice", "UC1 Final Invoice", "Order Sub Invoice", "Order Invoice")
@@ -102,7 +103,7 @@ def prepare_database(engine: sa.Engine, model: OrgModel) -> None:
 def load_sample_data(engine: sa.Engine, model: OrgModel) -> None:
     """data/*.csv in file-name order, as data/README.md says."""
     for path in sorted(DATA_DIR.glob("[0-9]*_*.csv")):
-        report = load_records(engine, model, path.stem.split("_", 1)[1], path)
+        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
         assert report.ok, report.render()
 
 
@@ -187,7 +188,7 @@ class Harness:
 
     def run(self, *filters: str, start: date = YEAR_2024[0], end: date = YEAR_2024[1], **options) -> RunReport:
         request = RunRequest(filters=tuple(filters), period_start=start, period_end=end, **options)
-        return run_invoices(self.engine, self.model, request)
+        return run_invoices(self.engine, context(self.model), request)
 
     # -- records ------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from engine.billing.build import (
 )
 from engine.domain.money import allocate, net_of_gross, round_money, tax_of
 from engine.billing.tax import TaxResolver
+from contexts import context
 
 CENT = Decimal("0.01")
 RATES = [Decimal(0), Decimal(7), Decimal(19)]
@@ -48,7 +49,7 @@ def contexts(sample_model):
     def ctx(rounding: str) -> RunContext:
         return RunContext(
             model=sample_model, run_id=None, period_start=date(2024, 1, 1), period_end=date(2024, 1, 31),
-            invoice_date=None, config_hash="test", rounding=rounding, tax=TaxResolver(sample_model),
+            invoice_date=None, config_hash="test", rounding=rounding, tax=TaxResolver(context(sample_model)),
         )
 
     return {"PerLine": ctx("PerLine"), "PerTaxGroup": ctx("PerTaxGroup")}

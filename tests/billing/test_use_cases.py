@@ -15,6 +15,7 @@ from datetime import date
 from engine.billing.drafts import delete_drafts
 
 from .helpers import D, assert_invariants, failures, only
+from contexts import context
 
 
 def month(year: int, m: int) -> dict:
@@ -97,7 +98,7 @@ def test_uc1_progress_deduction_follows_the_payments_received(sample_sqlite):
     # without any payment received nothing is deducted: delete the final
     # draft (releasing the opportunity), take the payments back, bill again
     with h.engine.begin() as conn:
-        assert delete_drafts(conn, h.model, [final["id"]]) == 1
+        assert delete_drafts(conn, context(h.model), [final["id"]]) == 1
         conn.execute(h.t("Balance").delete())
     rebuilt = only(h.run("UC1 Final Invoice", **month(2024, 6)).invoices)
     assert [l["isdeduction"] for l in h.lines(rebuilt.id)] == [False, False, False]

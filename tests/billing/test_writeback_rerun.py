@@ -18,6 +18,7 @@ from engine.cli.main import cli
 from .helpers import (
     D, SAMPLE_FILTERS, assert_invariants, failure_list, failures, only, snapshot, writeback_state,
 )
+from contexts import context
 
 JAN_APR = dict(start=date(2024, 1, 1), end=date(2024, 4, 30))
 
@@ -97,7 +98,7 @@ def test_deleting_drafts_releases_their_sources(billing):
     invoice_id = order["on_invoice__c"]
     line_ids = [l["id"] for l in h.lines(invoice_id)]
     with h.engine.begin() as conn:
-        assert delete_drafts(conn, h.model, [invoice_id]) == 1
+        assert delete_drafts(conn, context(h.model), [invoice_id]) == 1
     assert h.invoices(h.t("Invoice").c.id == invoice_id) == []
     assert h.select("InvoiceLineItem", h.t("InvoiceLineItem").c.id.in_(line_ids)) == []
     assert h.get("Order", order["id"])["on_invoice__c"] is None
@@ -111,7 +112,7 @@ def test_deleting_drafts_releases_their_sources(billing):
 
     # a whole run's drafts, then the run again: the same invoices
     with h.engine.begin() as conn:
-        assert delete_drafts(conn, h.model, draft_ids(conn, h.model, run_id=report.run_id)) == 4
+        assert delete_drafts(conn, context(h.model), draft_ids(conn, context(h.model), run_id=report.run_id)) == 4
     assert h.invoices() == [] and h.claims() == []
     assert all(o["on_invoice__c"] is None for o in h.select("Order"))
     assert h.run("Order Sub Invoice", "Order Invoice", **JAN_APR).invoice_count == 4
@@ -126,10 +127,10 @@ def test_only_drafts_can_be_deleted(billing_sqlite):
     h.set_open(open_id)
     with pytest.raises(DraftError, match="only drafts can be deleted"):
         with h.engine.begin() as conn:
-            delete_drafts(conn, h.model, [draft_id, open_id])
+            delete_drafts(conn, context(h.model), [draft_id, open_id])
     with pytest.raises(DraftError, match="no invoice with id 999999"):
         with h.engine.begin() as conn:
-            delete_drafts(conn, h.model, [999999])
+            delete_drafts(conn, context(h.model), [999999])
     assert len(h.invoices()) == 4  # nothing was deleted
 
 
@@ -190,7 +191,7 @@ def test_joined_run_keeps_its_invoice_date(billing_sqlite):
     assert {i["date"] for i in h.invoices()} == {date(2024, 5, 2)}
     assert h.get("InvoiceRun", first.run_id)["invoicedate"] == date(2024, 5, 2)
     with h.engine.begin() as conn:
-        delete_drafts(conn, h.model, [first.invoices[0].id])
+        delete_drafts(conn, context(h.model), [first.invoices[0].id])
     again = h.run("Order Invoice", **JAN_APR)  # no invoice date given this time
     assert again.joined_existing and again.invoice_count == 1
     assert {i["date"] for i in h.invoices()} == {date(2024, 5, 2)}

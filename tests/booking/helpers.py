@@ -42,6 +42,7 @@ from engine.storage.records import load_records
 from engine.storage.schema import build_metadata
 
 from config.orgcopy import REPO_ROOT, copy_org
+from contexts import context
 
 DATA_DIR = REPO_ROOT / "data"
 ZERO = Decimal("0.00")
@@ -70,7 +71,7 @@ def org_variant(dest: Path, *edits) -> Path:
 def prepare(engine: sa.Engine, model: OrgModel) -> None:
     apply_migration(engine, model)
     for path in sorted(DATA_DIR.glob("[0-9]*_*.csv")):
-        report = load_records(engine, model, path.stem.split("_", 1)[1], path)
+        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
         assert report.ok, report.render()
 
 
@@ -124,9 +125,9 @@ class Books:
         """Run the filters over the period and finalize the run's drafts."""
         when = today or invoice_date or end
         request = RunRequest(tuple(filters), start, end, invoice_date=invoice_date, today=when)
-        report = run_invoices(self.engine, self.model, request)
+        report = run_invoices(self.engine, context(self.model), request)
         with self.engine.connect() as conn:
-            ids = draft_ids(conn, self.model, run_id=report.run_id)
+            ids = draft_ids(conn, context(self.model), run_id=report.run_id)
         finalized = self.finalize(ids, when) if finalize else FinalizeReport()
         return Step(report, finalized)
 
@@ -135,17 +136,17 @@ class Books:
         return self.bill(filters, start, end, invoice_date or end)
 
     def finalize(self, ids: Iterable[int], today: date) -> FinalizeReport:
-        report = finalize_invoices(self.engine, self.model, list(ids), today=today)
+        report = finalize_invoices(self.engine, context(self.model), list(ids), today=today)
         return report
 
     def pay(self, invoice_name: str, amount: Decimal | str, when: date) -> Registered:
         with self.engine.begin() as conn:
-            return register_payment(conn, self.model, invoice_name, Decimal(amount), when)
+            return register_payment(conn, context(self.model), invoice_name, Decimal(amount), when)
 
     def cancel(self, invoice_name: str, when: date, reason: str = "test") -> str:
         """Cancel a finalized invoice; returns the cancellation's number."""
         with self.engine.begin() as conn:
-            draft = create_cancellation(conn, self.model, invoice_name, reason)
+            draft = create_cancellation(conn, context(self.model), invoice_name, reason)
         report = self.finalize([draft], when)
         assert not report.failures, report.failures
         return report.finalized[0].number
@@ -156,7 +157,7 @@ class Books:
 
         try:
             with self.engine.begin() as conn:
-                create_cancellation(conn, self.model, invoice_name, "test")
+                create_cancellation(conn, context(self.model), invoice_name, "test")
         except CancelError as error:
             return str(error)
         raise AssertionError(f"{invoice_name} could be cancelled")

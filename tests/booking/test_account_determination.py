@@ -18,6 +18,7 @@ from engine.cli.main import cli
 from config.orgcopy import REPO_ROOT, AddFile, InsertAfter
 
 from .helpers import Books, D, assert_books_balance, load_model, org_variant
+from contexts import context
 
 # A customer criterion: Region__c on the rule and on the invoice line, filled
 # from a line-level ON field of the order product. No code knows about it.
@@ -123,7 +124,7 @@ def test_custom_criterion_in_yaml_changes_the_account(region_org, db_url, make_b
 
 def test_the_custom_criterion_is_a_rule_criterion(region_org):
     _, model = region_org
-    resolver = AccountResolver(model)
+    resolver = AccountResolver(context(model))
     assert [c.name for c in resolver.gl_criteria][:1] == ["Region__c"]
     invoice = {"businessentity": "DE01", "class": "Invoice", "type": "Standard"}
     choice = resolver.gl_account(invoice, {"taxcode": "DE_19", "region__c": "NORDOST"})
@@ -134,7 +135,7 @@ def test_the_custom_criterion_is_a_rule_criterion(region_org):
 
 def test_precedence_more_criteria_then_shorter_lists_then_name(precedence_org):
     _, model = precedence_org
-    resolver = AccountResolver(model)
+    resolver = AccountResolver(context(model))
     invoice = {"businessentity": "DE01", "class": "Invoice", "type": "Standard"}
 
     services = resolver.gl_account(invoice, {"taxcode": "DE_19", "productgroup": "Services"})
@@ -156,7 +157,7 @@ def test_precedence_more_criteria_then_shorter_lists_then_name(precedence_org):
 
 def test_custom_rule_takes_precedence_over_all_other_criteria(precedence_org):
     _, model = precedence_org
-    resolver = AccountResolver(model)
+    resolver = AccountResolver(context(model))
     invoice = {"businessentity": "DE01", "class": "Invoice", "type": "Standard"}
     choice = resolver.gl_account(invoice, {"taxcode": "DE_19", "on_customglrule__c": "SPECIAL"})
     assert (choice.account, choice.rule) == ("8999", "Revenue Special")
@@ -251,7 +252,7 @@ def test_finalized_lines_carry_their_gl_account(books_sqlite):
 def test_decide_is_the_same_function_for_every_rule_setting(sample_model):
     """Collective accounts use the same matching: the Bank account with tax
     code DE_19 beats the catch-all bank account for a DE_19 payment."""
-    resolver = AccountResolver(sample_model)
+    resolver = AccountResolver(context(sample_model))
     bank = resolver.collective_account("Payment", {"taxcode": "DE_19"})
     assert (bank.account, bank.rule) == ("1200", "Bank")
     other = resolver.collective_account("Payment", {"taxcode": "DE_7"})

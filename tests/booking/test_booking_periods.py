@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from engine.booking.write import booking_period
 
 from .helpers import Books, D, assert_books_balance
+from contexts import context
 
 
 def periods(books: Books) -> dict[str, tuple]:
@@ -104,9 +105,9 @@ def test_cancellation_in_a_closed_month(books):
 
 def test_period_without_business_entity_and_reuse(books):
     with books.engine.begin() as conn:
-        first = booking_period(conn, books.model, None, date(2024, 5, 17))
-        again = booking_period(conn, books.model, None, date(2024, 5, 2))
-        entity = booking_period(conn, books.model, "DE01", date(2024, 5, 2))
+        first = booking_period(conn, context(books.model), None, date(2024, 5, 17))
+        again = booking_period(conn, context(books.model), None, date(2024, 5, 2))
+        entity = booking_period(conn, context(books.model), "DE01", date(2024, 5, 2))
     assert first == again != entity
     assert periods(books) == {
         "2024-05": (None, "2024", "05", date(2024, 5, 1), date(2024, 5, 31), "Open"),
@@ -114,7 +115,7 @@ def test_period_without_business_entity_and_reuse(books):
     }
     close(books, "2024-05")
     with books.engine.begin() as conn:
-        moved = booking_period(conn, books.model, None, date(2024, 5, 17))
+        moved = booking_period(conn, context(books.model), None, date(2024, 5, 17))
     table = books.t("BookingPeriod")
     with books.engine.connect() as conn:
         assert conn.execute(sa.select(table.c.name).where(table.c.id == moved)).scalar_one() == "2024-06"

@@ -39,6 +39,7 @@ from engine.booking.postings import account_movements, check_postings
 from billing.helpers import make_test_org
 
 from .helpers import ZERO, Books, assert_books_balance, load_model
+from contexts import context
 
 TAX = {"DE_19": Decimal("19.000"), "DE_7": Decimal("7.000"), "RC": Decimal("0.000"), "Non_EU": Decimal("0.000")}
 REVENUE_ACCOUNT = {"DE_19": "8400", "DE_7": "8300", "RC": "8200", "Non_EU": "8200"}
@@ -55,7 +56,7 @@ line_specs = st.tuples(quantities, prices, st.sampled_from(sorted(TAX)))
 
 @pytest.fixture(scope="module")
 def resolver(sample_model):
-    return AccountResolver(sample_model)
+    return AccountResolver(context(sample_model))
 
 
 def make_line(index: int, quantity: Decimal, price: Decimal, code: str, **extra) -> dict:
@@ -97,7 +98,7 @@ def mirror(invoice: dict, lines: list[dict]) -> tuple[dict, list[dict]]:
 
 
 def book(model, resolver, invoice, lines, sub_types=None) -> list[dict]:
-    bookings = invoice_bookings(model, resolver, invoice, lines, {"on_debtorno__c": DEBTOR}, sub_types or {},
+    bookings = invoice_bookings(context(model), resolver, invoice, lines, {"on_debtorno__c": DEBTOR}, sub_types or {},
                                 {"run": "", "confighash": "x"})
     return [b.fields for b in bookings]
 

@@ -21,6 +21,7 @@ from engine.booking.invoices import copied_fields
 from config.orgcopy import InsertAfter
 
 from .helpers import Books, D, assert_books_balance, load_model, org_variant
+from contexts import context
 
 LINE_PO_EDITS = (
     InsertAfter("metadata/objects/InvoiceLineItem.yaml", "fields:",
@@ -49,9 +50,9 @@ def set_line_po(books: Books, **values: str) -> None:
 
 
 def test_the_copied_fields_of_the_sample_org(sample_model, line_po_org):
-    assert copied_fields(sample_model) == (("Invoice", "purchaseorderno__c"),)
+    assert copied_fields(context(sample_model)) == (("Invoice", "purchaseorderno__c"),)
     _, model = line_po_org
-    assert set(copied_fields(model)) == {("InvoiceLineItem", "purchaseorderno__c"), ("Invoice", "purchaseorderno__c")}
+    assert set(copied_fields(context(model))) == {("InvoiceLineItem", "purchaseorderno__c"), ("Invoice", "purchaseorderno__c")}
 
 
 def test_invoice_field_reaches_every_booking_detail(books):

@@ -23,6 +23,7 @@ from billing.helpers import make_test_org
 from config.orgcopy import Replace
 
 from .helpers import Books, assert_books_balance, load_model
+from contexts import context
 
 NO_TAX_7 = Replace("custom_settings/CollectiveAccount.yaml", """\
   - Name: Tax 7%
@@ -305,7 +306,7 @@ def test_a_stage_refusing_an_invoice_rolls_its_batch_back_and_retries_without_it
         if refused_id in seen[-1]:
             raise StageError(refused_id, "the stage cannot take this one")
 
-    report = finalize_invoices(books.engine, model, ids, today=date(2024, 5, 2), stages=(stage,))
+    report = finalize_invoices(books.engine, context(model), ids, today=date(2024, 5, 2), stages=(stage,))
     assert report.failures == [(str(refused_id), "the stage cannot take this one")]
     assert seen == [ids, [i for i in ids if i != refused_id]]
     assert [f.number for f in report.finalized] == [f"INV-2024-{n:05d}" for n in range(1, 5)]

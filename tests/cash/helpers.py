@@ -38,6 +38,7 @@ from engine.cash.payments import (
 
 from booking.helpers import ZERO, Books
 from booking.test_balanced_books import bill_orders
+from contexts import context
 
 
 class CashBooks(Books):
@@ -52,7 +53,7 @@ class CashBooks(Books):
             table = self.t("Invoice")
             with self.engine.begin() as conn:
                 rows = [dict(r) for r in conn.execute(sa.select(table).where(table.c.name.in_(numbers))).mappings()]
-                apply_finalization_write_offs(conn, self.model, rows, today)
+                apply_finalization_write_offs(conn, context(self.model), rows, today)
         return report
 
 
@@ -68,31 +69,31 @@ def billed(books: Books) -> Books:
 
 def pay(books: Books, invoice: str, amount: str | Decimal, when: date = date(2024, 11, 1), **details):
     with books.engine.begin() as conn:
-        return register_payment(conn, books.model, invoice, Decimal(amount), when, details=PaymentDetails(**details))
+        return register_payment(conn, context(books.model), invoice, Decimal(amount), when, details=PaymentDetails(**details))
 
 
 def pay_account(books: Books, account: str, amount: str | Decimal, when: date = date(2024, 11, 1),
                 balance_type: str = "Payment", **details):
     with books.engine.begin() as conn:
-        return register_account_payment(conn, books.model, account, Decimal(amount), when,
+        return register_account_payment(conn, context(books.model), account, Decimal(amount), when,
                                         balance_type=balance_type, details=PaymentDetails(**details))
 
 
 def refund(books: Books, amount: str | Decimal, when: date = date(2024, 11, 2), **target):
     with books.engine.begin() as conn:
-        return register_refund(conn, books.model, Decimal(amount), when, **target)
+        return register_refund(conn, context(books.model), Decimal(amount), when, **target)
 
 
 def write_off(books: Books, invoice: str, amount: str | Decimal | None, reason: str = "Uncollectible",
               when: date = date(2024, 11, 3), **options):
     with books.engine.begin() as conn:
-        return manual_write_off(conn, books.model, invoice, None if amount is None else Decimal(amount), when,
+        return manual_write_off(conn, context(books.model), invoice, None if amount is None else Decimal(amount), when,
                                 reason=reason, **options)
 
 
 def assign(books: Books, today: date = date(2024, 12, 1)):
     with books.engine.begin() as conn:
-        return assign_balances(conn, books.model, today, run="test")
+        return assign_balances(conn, context(books.model), today, run="test")
 
 
 def balances_of(books: Books, invoice: str) -> list[dict]:

@@ -16,6 +16,7 @@ from engine.cash.jobs import run_job
 from booking.helpers import ZERO, D
 
 from .helpers import assert_cash_invariants, assign, balances_of, free_of, pay, pay_account
+from contexts import context
 
 
 def set_fields(books, object_name: str, where, **values) -> None:
@@ -127,7 +128,7 @@ def test_a_debit_balance_goes_to_a_credit(orders):
 
     invoice_id = orders.invoice("INV-2024-00001")["id"]
     with orders.engine.begin() as conn:
-        refresh_invoices(conn, orders.model, [invoice_id])
+        refresh_invoices(conn, context(orders.model), [invoice_id])
     assert orders.invoice("INV-2024-00001")["balance"] == D("-50.81")
     pay_account(orders, "10001", "100.00")  # keeps the account's books in step for the refund below
     refund(orders, "100.00", account_number="10001")
@@ -138,7 +139,7 @@ def test_a_debit_balance_goes_to_a_credit(orders):
 
 def test_the_job_runs_through_the_job_runner(orders):
     pay_account(orders, "10001", "100.00")
-    run, summary = run_job(orders.engine, orders.model, "AssignBalancesChain", today=date(2024, 12, 1))
+    run, summary = run_job(orders.engine, context(orders.model), "AssignBalancesChain", today=date(2024, 12, 1))
     assert run.startswith("AssignBalancesChain@") and summary.startswith("1 balance(s) assigned, 0 split, 100.00")
     split_run = orders.invoice("INV-2024-00001")
     assert split_run["balance"] == D("1149.19")

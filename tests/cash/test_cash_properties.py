@@ -30,6 +30,7 @@ from booking.helpers import load_model, org_variant
 from config.orgcopy import Replace
 
 from .helpers import assert_cash_invariants, assign, billed, cash_books, pay, pay_account, refund, write_off
+from contexts import context
 
 INVOICES = ("INV-2024-00001", "INV-2024-00002", "INV-2024-00003", "INV-2024-00004", "INV-2024-00005",
             "INV-2024-00006", "INV-2024-00007", "INV-2024-00010")
@@ -68,7 +69,7 @@ def apply(books, operation) -> None:
         elif kind == "refund-account":
             _, account, percent, day = operation
             with books.engine.connect() as conn:
-                credit = free_credit(conn, books.model, books.account_id(account))
+                credit = free_credit(conn, context(books.model), books.account_id(account))
             amount = (credit * percent / 100).quantize(Decimal("0.01"))
             if amount > 0:
                 refund(books, amount, START + timedelta(days=day), account_number=account)
@@ -87,7 +88,7 @@ def apply(books, operation) -> None:
             assign(books, START + timedelta(days=operation[1]))
         elif kind == "collect":
             with books.engine.begin() as conn:
-                collect_balances(conn, books.model, "DE01", START + timedelta(days=operation[1] + 1000), run="prop")
+                collect_balances(conn, context(books.model), "DE01", START + timedelta(days=operation[1] + 1000), run="prop")
     except (PaymentError, CollectionError):
         pass  # refused: the transaction rolled back
 

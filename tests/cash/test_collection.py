@@ -15,13 +15,14 @@ from engine.cash.collection import CollectionError, collect_balances
 from booking.helpers import ZERO, D
 
 from .helpers import assert_cash_invariants, free_of, pay, pay_account, refund
+from contexts import context
 
 TODAY = date(2024, 12, 1)   # cut-off: 2021-12-01
 
 
 def collect(books, entity: str = "DE01", *, dry_run: bool = False, today: date = TODAY):
     with books.engine.begin() as conn:
-        return collect_balances(conn, books.model, entity, today, dry_run=dry_run, run="test")
+        return collect_balances(conn, context(books.model), entity, today, dry_run=dry_run, run="test")
 
 
 def test_only_old_free_unlocked_payments_of_the_entity_are_collected(orders):

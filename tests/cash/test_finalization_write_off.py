@@ -16,6 +16,7 @@ from booking.test_balanced_books import order_item
 from config.orgcopy import Replace
 
 from .helpers import assert_cash_invariants, balances_of, stored_account_balance
+from contexts import context
 
 
 def finalize_small_orders(books, *prices: str) -> list[dict]:
@@ -34,7 +35,7 @@ def finalize_small_orders(books, *prices: str) -> list[dict]:
 
 def apply(books, rows: list[dict], when: date = date(2024, 12, 31)) -> int:
     with books.engine.begin() as conn:
-        return apply_finalization_write_offs(conn, books.model, rows, when)
+        return apply_finalization_write_offs(conn, context(books.model), rows, when)
 
 
 def test_invoices_up_to_the_amount_are_written_off(books):
@@ -93,11 +94,11 @@ def test_as_a_finalization_stage(books):
     from engine.booking.finalize import finalize_invoices
 
     order_item(books, "SMALL-1", price="0.42", effective=date(2024, 12, 10))
-    report = run_invoices(books.engine, books.model, RunRequest(ORDERS, date(2024, 12, 1), date(2024, 12, 31),
+    report = run_invoices(books.engine, context(books.model), RunRequest(ORDERS, date(2024, 12, 1), date(2024, 12, 31),
                                                                invoice_date=date(2024, 12, 20), today=date(2024, 12, 31)))
     with books.engine.connect() as conn:
-        ids = draft_ids(conn, books.model, run_id=report.run_id)
-    done = finalize_invoices(books.engine, books.model, ids, today=date(2024, 12, 31),
+        ids = draft_ids(conn, context(books.model), run_id=report.run_id)
+    done = finalize_invoices(books.engine, context(books.model), ids, today=date(2024, 12, 31),
                              stages=(apply_finalization_write_offs,))
     invoice = books.invoice(done.finalized[0].number)
     assert (invoice["status"], invoice["balance"], invoice["paymentdate"]) == ("Paid", ZERO, date(2024, 12, 20))

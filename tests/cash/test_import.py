@@ -12,6 +12,7 @@ from engine.cash.imports import ImportFailed, import_payments, read_rows
 from booking.helpers import ZERO, D
 
 from .helpers import assert_cash_invariants, free_of
+from contexts import context
 
 
 def write(tmp_path: Path, text: str, name: str = "payments.csv") -> Path:
@@ -22,7 +23,7 @@ def write(tmp_path: Path, text: str, name: str = "payments.csv") -> Path:
 
 def run_import(books, path: Path):
     with books.engine.begin() as conn:
-        return import_payments(conn, books.model, path, run="test import")
+        return import_payments(conn, context(books.model), path, run="test import")
 
 
 GOOD = """Invoice,Account,Amount,Date,Type,Reference,TransactionNo

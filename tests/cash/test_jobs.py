@@ -15,6 +15,7 @@ from engine.storage.schema import JOB_SLOT
 
 from booking.helpers import load_model, org_variant
 from config.orgcopy import REPO_ROOT, Replace
+from contexts import context
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NIGHTLY = Schedule("Nightly", "AssignBalancesChain", "30 2 * * *", "Europe/Berlin", True)
@@ -27,7 +28,7 @@ def utc(text: str) -> datetime:
 
 def test_the_sample_schedules_are_read():
     model = load_model(REPO_ROOT)
-    by_name = {s.name: s for s in schedules(model)}
+    by_name = {s.name: s for s in schedules(context(model))}
     assert by_name["Nightly balance assignment"] == Schedule(
         "Nightly balance assignment", "AssignBalancesChain", "0 2 * * *", "Europe/Berlin", True)
     assert "AssignBalancesChain" in JOBS
@@ -62,7 +63,7 @@ def test_next_runs_over_all_schedules(tmp_path):
                                                 '    Cron: "30 2 * * *"\n    TimeZone: Europe/Berlin',
                                                 '    Cron: "30 2 * * *"\n    TimeZone: UTC'))
     model = load_model(org)
-    runs = [(m.isoformat(), s.name) for m, s in next_runs(model, utc("2024-01-10T00:00"), 3)]
+    runs = [(m.isoformat(), s.name) for m, s in next_runs(context(model), utc("2024-01-10T00:00"), 3)]
     assert runs == [
         ("2024-01-10T02:00:00+01:00", "Nightly balance assignment"),   # 01:00 UTC
         ("2024-01-10T02:30:00+00:00", "Daily payment booking data"),   # 02:30 UTC
@@ -78,9 +79,9 @@ def test_a_slot_runs_once_across_the_fall_back(engine, tmp_path):
     from engine.storage.migrate import apply_migration
 
     apply_migration(engine, model)
-    first = {r.schedule: r for r in tick(engine, model, utc("2024-10-27T00:31"))}   # 02:31 CEST
-    second = {r.schedule: r for r in tick(engine, model, utc("2024-10-27T01:31"))}  # 02:31 CET
-    third = {r.schedule: r for r in tick(engine, model, utc("2024-10-28T01:31"))}   # next day 02:31 CET
+    first = {r.schedule: r for r in tick(engine, context(model), utc("2024-10-27T00:31"))}   # 02:31 CEST
+    second = {r.schedule: r for r in tick(engine, context(model), utc("2024-10-27T01:31"))}  # 02:31 CET
+    third = {r.schedule: r for r in tick(engine, context(model), utc("2024-10-28T01:31"))}   # next day 02:31 CET
     name = "Nightly balance assignment"
     assert (first[name].slot, first[name].ran) == ("2024-10-27T02:30", True)
     assert (second[name].slot, second[name].ran, second[name].summary) == (
@@ -98,7 +99,7 @@ def test_a_missed_slot_runs_once_at_the_next_tick(engine):
 
     apply_migration(engine, model)
     name = "Nightly balance assignment"
-    results = [{r.schedule: r for r in tick(engine, model, utc(t))}[name] for t in
+    results = [{r.schedule: r for r in tick(engine, context(model), utc(t))}[name] for t in
                ("2024-12-05T09:00", "2024-12-05T10:00", "2024-12-06T00:59", "2024-12-06T01:00")]
     assert [(r.slot, r.ran) for r in results] == [
         ("2024-12-05T02:00", True), ("2024-12-05T02:00", False), ("2024-12-05T02:00", False),
@@ -107,7 +108,7 @@ def test_a_missed_slot_runs_once_at_the_next_tick(engine):
 
 def test_run_job_refuses_unknown_jobs(engine):
     with pytest.raises(JobError, match="unknown job 'Nope'"):
-        run_job(engine, load_model(REPO_ROOT), "Nope")
+        run_job(engine, context(load_model(REPO_ROOT)), "Nope")
 
 
 # --- validate-config -----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from engine.project import finalize as pipeline_finalize
 
 from booking.helpers import ZERO, Books
 from config.orgcopy import Replace
+from contexts import context
 
 CM_ON = Replace("custom_settings/GlobalSettings.yaml", "EnableCashManagementIntegration: false",
                 "EnableCashManagementIntegration: true")
@@ -43,7 +44,7 @@ class CMBooks(Books):
     """Books whose finalization is the product's: every stage of the pipeline."""
 
     def finalize(self, ids, today):
-        return pipeline_finalize(self.engine, self.model, list(ids), today=today)
+        return pipeline_finalize(self.engine, context(self.model), list(ids), today=today)
 
     def with_model(self, model, org_dir=None) -> "CMBooks":
         """The same database seen through another configuration (e.g. the integration switched on)."""
@@ -83,7 +84,7 @@ def pay_cm(books: Books, invoice: str, amount: str | Decimal, when: date = date(
     payment itself when the integration is on); returns the registration and
     the Payment record made from its balance (None when there is none)."""
     with books.engine.begin() as conn:
-        registered = register_payment(conn, books.model, invoice, Decimal(amount), when, **kwargs)
+        registered = register_payment(conn, context(books.model), invoice, Decimal(amount), when, **kwargs)
         payments = books.t("Payment")
         found = conn.execute(sa.select(payments).where(payments.c.balance == registered.balance_id)).mappings().first()
     return registered, dict(found) if found is not None else None

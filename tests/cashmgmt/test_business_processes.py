@@ -32,6 +32,7 @@ from booking.test_balanced_books import bill_orders, order_item
 from cash.helpers import assert_cash_invariants, assign, pay_account
 
 from .helpers import CMBooks, assert_entries_match, pay_cm
+from contexts import context
 
 D = Decimal
 
@@ -143,7 +144,7 @@ def test_a_registered_payment_settles_the_entry(billed):
     # calling the hook again records nothing twice
     invoice = billed.invoice("INV-2024-00004")
     with billed.engine.begin() as conn:
-        again = record_cash_payment(conn, billed.model, invoice, balance, D("892.50"), date(2024, 11, 4))
+        again = record_cash_payment(conn, context(billed.model), invoice, balance, D("892.50"), date(2024, 11, 4))
     assert again["id"] == payment["id"] and len(billed.payments()) == 1 and len(billed.items(entry)) == 1
     check(billed)
 
@@ -183,7 +184,7 @@ def test_prepaid_money_is_assigned_on_finalization(billed):
     with billed.engine.begin() as conn:
         balance = dict(conn.execute(sa.select(billed.t("Balance")).where(
             billed.t("Balance").c.id == account.balance_id)).mappings().one())
-        payment = record_cash_payment(conn, billed.model, None, balance, D("100.00"), date(2024, 11, 1))
+        payment = record_cash_payment(conn, context(billed.model), None, balance, D("100.00"), date(2024, 11, 1))
     assert billed.balances(billed.t("Balance").c.id == account.balance_id)[0]["origin"] == ORIGIN
     order_item(billed, "EXTRA-2", account="10002", price="40.00", effective=date(2024, 12, 10))
     step = billed.bill(ORDERS, date(2024, 12, 1), date(2024, 12, 31), date(2024, 12, 31))
@@ -239,7 +240,7 @@ def test_payment_plan_change_cancels_and_recreates_entries(billed):
     pay_cm(billed, "INV-2024-00002", "550.00", date(2024, 11, 4))
     (old,) = billed.entries("INV-2024-00002")
     with billed.engine.begin() as conn:
-        changes = change_payment_plan(conn, billed.model, "INV-2024-00002", "Bimonthly x4 + 120 days", date(2024, 11, 5))
+        changes = change_payment_plan(conn, context(billed.model), "INV-2024-00002", "Bimonthly x4 + 120 days", date(2024, 11, 5))
     assert (changes.entries_canceled, changes.entries_created, changes.installments_created) == (1, 6, 6)
     old = billed.select("Entry", billed.t("Entry").c.id == old["id"])[0]
     assert (old["status"], old["cancellationreason"]) == ("Canceled", "Payment plan changed")
@@ -253,7 +254,7 @@ def test_payment_plan_change_cancels_and_recreates_entries(billed):
     assert billed.invoice("INV-2024-00002")["installmenttype"] == "Bimonthly x4 + 120 days"
     # back to no plan: one entry again
     with billed.engine.begin() as conn:
-        change_payment_plan(conn, billed.model, "INV-2024-00002", None, date(2024, 11, 6))
+        change_payment_plan(conn, context(billed.model), "INV-2024-00002", None, date(2024, 11, 6))
     (entry,) = billed.entries("INV-2024-00002", live=True)
     assert (entry["statementtype"], entry["openamount"], entry["amount"]) == ("Invoice", D("1550.00"), D("1000.00"))
     assert billed.installments("INV-2024-00002") == []
@@ -264,7 +265,7 @@ def test_payment_plan_change_is_refused_for_a_paid_invoice(billed):
     pay_cm(billed, "INV-2024-00004", "892.50")
     with pytest.raises(CashManagementError, match="INV-2024-00004 is Paid"):
         with billed.engine.begin() as conn:
-            change_payment_plan(conn, billed.model, "INV-2024-00004", "Monthly x12", date(2024, 11, 5))
+            change_payment_plan(conn, context(billed.model), "INV-2024-00004", "Monthly x12", date(2024, 11, 5))
     assert len(billed.entries("INV-2024-00004")) == 1
 
 
@@ -279,7 +280,7 @@ def test_invoice_credit_offset_settles_the_entries(billed):
         "Credit", "Creditor", "Credit", D("-178.50"))
     account_before = billed.select("Account", billed.t("Account").c.accountnumber == "10004")[0]["balance"]
     with billed.engine.begin() as conn:
-        settled = settle_invoices(conn, billed.model, "INV-2024-00004", credit_no, None, date(2025, 1, 20))
+        settled = settle_invoices(conn, context(billed.model), "INV-2024-00004", credit_no, None, date(2025, 1, 20))
     assert settled == D("178.50")
     (debit_entry,) = billed.entries("INV-2024-00004")
     (credit_entry,) = billed.entries(credit_no)
@@ -294,7 +295,7 @@ def test_invoice_credit_offset_settles_the_entries(billed):
     assert billed.select("Account", billed.t("Account").c.accountnumber == "10004")[0]["balance"] == account_before
     with pytest.raises(CashManagementError, match="no open credit entry"):
         with billed.engine.begin() as conn:
-            settle_invoices(conn, billed.model, "INV-2024-00004", credit_no, D("1.00"), date(2025, 1, 21))
+            settle_invoices(conn, context(billed.model), "INV-2024-00004", credit_no, D("1.00"), date(2025, 1, 21))
     check(billed)
 
 
@@ -303,10 +304,10 @@ def test_offset_refuses_too_much_and_other_accounts(billed):
     (credit_no,) = step.numbers
     with pytest.raises(CashManagementError, match="exceeds"):
         with billed.engine.begin() as conn:
-            settle_invoices(conn, billed.model, "INV-2024-00004", credit_no, D("500.00"), date(2025, 1, 20))
+            settle_invoices(conn, context(billed.model), "INV-2024-00004", credit_no, D("500.00"), date(2025, 1, 20))
     with pytest.raises(CashManagementError, match="different accounts"):
         with billed.engine.begin() as conn:
-            settle_invoices(conn, billed.model, "INV-2024-00003", credit_no, None, date(2025, 1, 20))
+            settle_invoices(conn, context(billed.model), "INV-2024-00003", credit_no, None, date(2025, 1, 20))
     assert billed.balances(billed.t("Balance").c.type == "Settlement") == []
 
 
@@ -315,7 +316,7 @@ def test_offset_refuses_too_much_and_other_accounts(billed):
 
 def test_partial_credit_reduces_the_entry(billed):
     with billed.engine.begin() as conn:
-        draft = create_partial_credit(conn, billed.model, "INV-2024-00002", ["ILI-0000004"], "Service not rendered")
+        draft = create_partial_credit(conn, context(billed.model), "INV-2024-00002", ["ILI-0000004"], "Service not rendered")
     report = billed.finalize([draft], date(2024, 11, 10))
     assert not report.failures
     credit_no = report.finalized[0].number
@@ -347,7 +348,7 @@ def test_free_cm_money_paid_back_is_not_assigned_again(billed):
     pay_cm(billed, "INV-2024-00004", "1000.00", date(2024, 11, 4))          # 107.50 free CM money
     row = refund(billed, "107.50", date(2024, 11, 5), account_number="10004")  # paid back
     with billed.engine.begin() as conn:
-        payout = record_cash_payment(conn, billed.model, None, row, D("107.50"), date(2024, 11, 5))
+        payout = record_cash_payment(conn, context(billed.model), None, row, D("107.50"), date(2024, 11, 5))
     assert payout["amount"] == D("-107.50")
     order_item(billed, "EXTRA-3", account="10004", price="500.00", effective=date(2024, 12, 10))
     (number,) = billed.bill(ORDERS, date(2024, 12, 1), date(2024, 12, 31), date(2024, 12, 31)).numbers

@@ -8,6 +8,7 @@ import re
 
 from engine.cash.entries import create_entries
 from engine.project import all_checks, finalization_stages
+from contexts import context
 from engine.cash.checks import check_cash_management
 from engine.config.diagnostics import CODES
 from engine.project import load_project
@@ -52,4 +53,4 @@ def test_the_check_is_registered_and_documented():
 
 
 def test_the_entries_stage_is_the_last_stage_of_finalization(sample_model):
-    assert finalization_stages(sample_model)[-1] is create_entries
+    assert finalization_stages(context(sample_model))[-1] is create_entries

@@ -18,6 +18,7 @@ from engine.cli.main import cli
 from booking.helpers import ZERO
 from cash.helpers import assert_cash_invariants, pay, pay_account, write_off
 from config.orgcopy import REPO_ROOT
+from contexts import context
 
 from .helpers import CMBooks, assert_entries_match, pay_cm
 
@@ -27,7 +28,7 @@ WHEN = date(2024, 12, 1)
 
 def run(books: CMBooks, task, names=None):
     with books.engine.begin() as conn:
-        return task(conn, books.model, names, when=WHEN)
+        return task(conn, context(books.model), names, when=WHEN)
 
 
 @pytest.fixture

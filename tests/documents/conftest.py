@@ -21,6 +21,7 @@ from engine.storage.bulk import RowWriter
 
 from config.orgcopy import REPO_ROOT, copy_org
 from exports.conftest import Demo, demo, demo_sqlite, demo_templates, make_demo, sample_model  # noqa: F401
+from contexts import context
 
 
 def add_balance(demo: Demo, invoice_name: str, balance_type: str, amount: str, day: date, **extra) -> int:
@@ -36,9 +37,9 @@ def add_balance(demo: Demo, invoice_name: str, balance_type: str, amount: str, d
 def invoice_html(demo: Demo, name: str, model: OrgModel | None = None, org: Path = REPO_ROOT) -> str:
     model = model or demo.model
     with demo.engine.connect() as conn:
-        [(invoice_id, _)] = find_invoices(conn, model, names=[name])
-        [data] = read_documents(conn, model, [invoice_id], today=date(2024, 12, 31))
-    return render_html(org, model, data).html
+        [(invoice_id, _)] = find_invoices(conn, context(model), names=[name])
+        [data] = read_documents(conn, context(model), [invoice_id], today=date(2024, 12, 31))
+    return render_html(org, context(model), data).html
 
 
 def parse(text: str):

@@ -19,6 +19,7 @@ from config.orgcopy import REPO_ROOT
 
 from .conftest import add_balance, invoice_html, org_with, parse, row_texts
 from .seed import seed_invoice
+from contexts import context
 
 
 def _settings(model, name="Default Invoice (EN)", **changes):
@@ -238,7 +239,7 @@ def test_render_refuses_template_file_outside_templates(sample_model, tmp_path):
     bad = replace(record, values={**record.values, "file": "../metabill.yaml"})
     model = replace(sample_model, records={**sample_model.records, "template": (bad,)})
     with pytest.raises(DocumentError, match=r"relative path inside templates/"):
-        render_html(REPO_ROOT, model, data)
+        render_html(REPO_ROOT, context(model), data)
 
 
 def test_header_and_footer_placeholders(sample_model):

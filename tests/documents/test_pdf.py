@@ -21,6 +21,7 @@ from config.orgcopy import REPO_ROOT
 
 from .conftest import add_balance
 from .seed import seed_invoice
+from contexts import context
 
 
 def pdf_text(content: bytes) -> str:
@@ -66,9 +67,9 @@ def test_pdf_is_deterministic_with_pinned_metadata(sample_model):
 def test_demo_invoice_pdf(demo):
     add_balance(demo, "INV-2024-00005", "Payment", "-1249.19", date(2024, 10, 14))
     with demo.engine.connect() as conn:
-        [(invoice_id, _)] = find_invoices(conn, demo.model, names=["INV-2024-00005"])
-        [data] = read_documents(conn, demo.model, [invoice_id])
-    rendered = render_html(REPO_ROOT, demo.model, data)
+        [(invoice_id, _)] = find_invoices(conn, context(demo.model), names=["INV-2024-00005"])
+        [data] = read_documents(conn, context(demo.model), [invoice_id])
+    rendered = render_html(REPO_ROOT, context(demo.model), data)
     content = render_pdf(REPO_ROOT, rendered, data.invoice["Date"])
     text = " ".join(pdf_text(content).split())
     assert "Rechnung INV-2024-00005" in text

@@ -31,6 +31,7 @@ from engine.storage.records import load_records
 from engine.storage.schema import build_metadata
 
 from config.orgcopy import REPO_ROOT
+from contexts import context
 
 GOLDEN = Path(__file__).parent / "golden"
 #: "Erzeugt am" of every DATEV file the tests write.
@@ -60,16 +61,16 @@ def build_demo(engine: sa.Engine, model: OrgModel, data_dir: Path = REPO_ROOT / 
     """scripts/demo.sh steps 2-4 on ``engine``."""
     apply_migration(engine, model)
     for path in sorted(data_dir.glob("[0-9]*_*.csv")):
-        report = load_records(engine, model, path.stem.split("_", 1)[1], path)
+        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
         assert report.ok, report.render()
     for filters, start, end, invoice_date in DEMO_RUNS:
         request = RunRequest(filters=filters, period_start=start, period_end=end, invoice_date=invoice_date,
                              today=invoice_date)
         # Run 3 reports the final orders as record errors: they wait for their sub invoices.
-        report = run_invoices(engine, model, request)
+        report = run_invoices(engine, context(model), request)
         with engine.connect() as conn:
-            ids = draft_ids(conn, model, run_id=report.run_id)
-        finalized = finalize_invoices(engine, model, ids, today=invoice_date)
+            ids = draft_ids(conn, context(model), run_id=report.run_id)
+        finalized = finalize_invoices(engine, context(model), ids, today=invoice_date)
         assert not finalized.failures, finalized.failures
     invoices = build_metadata(model).tables[model.require("Invoice").table_name]
     with engine.connect() as conn:

@@ -11,6 +11,7 @@ from engine.exports.datev import DatevParams, DatevReport, export_datev
 from engine.exports.journal import journal_rows, write_journal_csv
 
 from .conftest import CREATED, GOLDEN, PARAMS, Demo
+from contexts import context
 
 UPDATE_ENV = "METABILL_UPDATE_GOLDEN"
 
@@ -18,14 +19,14 @@ UPDATE_ENV = "METABILL_UPDATE_GOLDEN"
 def journal_text(demo: Demo, **options) -> str:
     out = io.StringIO(newline="")
     with demo.engine.connect() as conn:
-        write_journal_csv(journal_rows(conn, demo.model, **options), out)
+        write_journal_csv(journal_rows(conn, context(demo.model), **options), out)
     return out.getvalue()
 
 
 def datev_export(demo: Demo, params: DatevParams = PARAMS, **options) -> tuple[bytes, DatevReport]:
     out = io.BytesIO()
     with demo.engine.begin() as conn:
-        report = export_datev(conn, demo.model, out, params, created=CREATED, **options)
+        report = export_datev(conn, context(demo.model), out, params, created=CREATED, **options)
     return out.getvalue(), report
 
 

@@ -22,6 +22,7 @@ from engine.exports.datev import (
 
 from .conftest import CREATED, PARAMS
 from .helpers import check_golden, datev_export, datev_lines, datev_records
+from contexts import context
 
 EXPORTED = 16  # 23 details: 6 interim revenue and the CHF invoice's revenue stay behind
 EXCLUDED = 7
@@ -130,7 +131,7 @@ def test_export_is_one_transaction(demo_sqlite):
 
     with pytest.raises(OSError, match="disk full"):
         with demo.engine.begin() as conn:
-            export_datev(conn, demo.model, Broken(), PARAMS, created=CREATED)
+            export_datev(conn, context(demo.model), Broken(), PARAMS, created=CREATED)
     detail = demo.table("BookingDetail")
     assert demo.rows("BookingDetail", detail.c.exported == sa.true()) == []
     assert demo.rows("AccountingDocument") == [] and demo.rows("AccountingDocumentItem") == []
@@ -199,13 +200,13 @@ def test_parameters():
 
 def test_parameters_from_setting(sample_model):
     # The sample org's DATEV export setting carries the parameters as product fields.
-    params = params_from_setting(sample_model)
+    params = params_from_setting(context(sample_model))
     assert (params.consultant, params.client, params.fiscal_year_start, params.account_length) == (
         29098, 55003, date(2024, 1, 1), 4)
-    assert params_from_setting(sample_model, "DATEV Booking Detail CSV", client=7).client == 7
+    assert params_from_setting(context(sample_model), "DATEV Booking Detail CSV", client=7).client == 7
     # A setting record without them, and no options: refused, naming the field.
     with pytest.raises(DatevParameterError, match="DatevConsultantNumber"):
-        params_from_setting(sample_model, "SEPA Credit")
-    given = params_from_setting(sample_model, "SEPA Credit", consultant=29098, client=55003,
+        params_from_setting(context(sample_model), "SEPA Credit")
+    given = params_from_setting(context(sample_model), "SEPA Credit", consultant=29098, client=55003,
                                 fiscal_year_start=date(2024, 1, 1), account_length=4)
     assert given.consultant == 29098 and given.account_length == 4

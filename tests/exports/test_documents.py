@@ -19,6 +19,7 @@ from config.orgcopy import InsertAfter, copy_org
 
 from .conftest import load_model
 from .helpers import datev_export, datev_records
+from contexts import context
 
 
 def test_documents_default_mapping(demo):
@@ -64,7 +65,7 @@ def test_transfer_documents_alone(demo_sqlite):
     with demo.engine.begin() as conn:
         details = [dict(r._mapping) for r in conn.execute(
             sa.select(table).where(table.c.invoiceno == "INV-2024-00005").order_by(table.c.id))]
-        result = transfer_documents(conn, demo.model, details)
+        result = transfer_documents(conn, context(demo.model), details)
     assert (result.documents, result.items) == (1, 4)
     # custom copy: PurchaseOrderNo__c is on BookingDetail but on neither document object
     detail_obj = demo.model.require("BookingDetail")
@@ -135,4 +136,4 @@ def test_copied_value_too_long_is_reported(tmp_path, make_demo):
     table = demo.table("BookingDetail")
     with demo.engine.begin() as conn, pytest.raises(DatevExportError, match="Note__c"):
         rows = [dict(r._mapping) for r in conn.execute(sa.select(table).where(table.c.id == long_note))]
-        transfer_documents(conn, demo.model, rows)
+        transfer_documents(conn, context(demo.model), rows)

@@ -11,6 +11,7 @@ from engine.booking.postings import sides
 from engine.exports.journal import JOURNAL_COLUMNS, journal_rows
 
 from .helpers import check_golden, datev_export, journal_text
+from contexts import context
 
 
 def _records(text: str) -> list[dict[str, str]]:
@@ -28,7 +29,7 @@ def test_journal_order_amounts_and_directions(demo_sqlite):
     demo = demo_sqlite
     details = {d["id"]: d for d in demo.rows("BookingDetail")}
     with demo.engine.connect() as conn:
-        rows = list(journal_rows(conn, demo.model))
+        rows = list(journal_rows(conn, context(demo.model)))
     keys = [(r.booking_date, r.invoice_no or "", r.detail_id) for r in rows]
     assert keys == sorted(keys)
     for row in rows:

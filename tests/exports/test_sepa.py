@@ -37,6 +37,7 @@ from config.orgcopy import REPO_ROOT, copy_org
 
 from .conftest import Demo, load_model
 from .helpers import check_golden
+from contexts import context
 
 CREATED = datetime(2024, 10, 1, 12, 0, 0)
 CREDIT_CREATED = datetime(2025, 1, 15, 9, 0, 0)
@@ -47,7 +48,7 @@ DEBITS = ("INV-2024-00008", "INV-2024-00010")  # Nordlicht Logistik, Direct Debi
 def sepa(demo: Demo, kind: str = DEBIT, *, apply: bool = True, **options):
     options.setdefault("created", CREDIT_CREATED if kind != DEBIT else CREATED)
     with demo.engine.begin() as conn:
-        return export_sepa(conn, demo.model, kind, business_entity="DE01", apply=apply, **options)
+        return export_sepa(conn, context(demo.model), kind, business_entity="DE01", apply=apply, **options)
 
 
 def invoices(demo: Demo) -> dict[str, dict]:
@@ -72,10 +73,10 @@ def bill_credit(demo: Demo) -> str:
     when = date(2025, 1, 15)
     request = RunRequest(filters=("Order Invoice",), period_start=date(2025, 1, 1), period_end=date(2025, 1, 31),
                          invoice_date=when, today=when)
-    report = run_invoices(demo.engine, demo.model, request)
+    report = run_invoices(demo.engine, context(demo.model), request)
     with demo.engine.connect() as conn:
-        ids = draft_ids(conn, demo.model, run_id=report.run_id)
-    finalized = finalize_invoices(demo.engine, demo.model, ids, today=when)
+        ids = draft_ids(conn, context(demo.model), run_id=report.run_id)
+    finalized = finalize_invoices(demo.engine, context(demo.model), ids, today=when)
     assert not finalized.failures and len(ids) == 1
     credit = invoices(demo)["CR-2025-00001"]
     assert (credit["class"], credit["status"], credit["balance"]) == ("Credit", "Open", Decimal("-178.50"))
@@ -319,14 +320,14 @@ def test_bad_creditor_data_refuses_the_export(demo_sqlite, tmp_path):
                     encoding="utf-8")
     model = load_model(org)
     with pytest.raises(SepaExportError) as error:
-        creditor_for(model, "DE01", DEBIT)
+        creditor_for(context(model), "DE01", DEBIT)
     assert "SEPACreditorId 'DE99ZZZ09999999999' is not a valid SEPA creditor identifier" in str(error.value)
     assert "BIC 'COBADEFF1' is not a valid BIC" in str(error.value)
     with pytest.raises(SepaExportError, match="no business entity named 'XX'"):
-        creditor_for(model, "XX", DEBIT)
+        creditor_for(context(model), "XX", DEBIT)
     with pytest.raises(SepaExportError):
         with demo_sqlite.engine.begin() as conn:
-            export_sepa(conn, model, DEBIT, business_entity="DE01", created=CREATED)
+            export_sepa(conn, context(model), DEBIT, business_entity="DE01", created=CREATED)
     assert demo_sqlite.rows("InvoiceExportHistory") == []
     assert {r["sepapaymenterror"] for r in demo_sqlite.rows("Invoice")} == {None}
 
@@ -338,7 +339,7 @@ def test_bad_creditor_data_refuses_the_export(demo_sqlite, tmp_path):
 def test_run_export_writes_atomically(demo_sqlite, tmp_path, monkeypatch):
     demo = demo_sqlite
     out = tmp_path / "out" / "debit.xml"
-    dry = run_export(demo.engine, demo.model, DEBIT, out, dry_run=True, business_entity="DE01", created=CREATED)
+    dry = run_export(demo.engine, context(demo.model), DEBIT, out, dry_run=True, business_entity="DE01", created=CREATED)
     assert len(dry.transactions) == 2 and not out.exists() and demo.rows("InvoiceExportHistory") == []
 
     # A message that fails XSD validation: no file, no history, no marks.
@@ -350,16 +351,16 @@ def test_run_export_writes_atomically(demo_sqlite, tmp_path, monkeypatch):
 
     monkeypatch.setattr("engine.exports.sepa.validate", broken)
     with pytest.raises(SepaXmlError, match="not valid against the ISO 20022 XSD"):
-        run_export(demo.engine, demo.model, DEBIT, out, business_entity="DE01", created=CREATED)
+        run_export(demo.engine, context(demo.model), DEBIT, out, business_entity="DE01", created=CREATED)
     assert not out.exists() and not out.with_name("debit.xml.part").exists()
     assert demo.rows("InvoiceExportHistory") == [] and {r["timesexported"] for r in demo.rows("Invoice")} == {0}
     monkeypatch.undo()
 
-    report = run_export(demo.engine, demo.model, DEBIT, out, business_entity="DE01", created=CREATED)
+    report = run_export(demo.engine, context(demo.model), DEBIT, out, business_entity="DE01", created=CREATED)
     assert out.read_bytes() == report.data and not out.with_name("debit.xml.part").exists()
     assert {h["filename"] for h in demo.rows("InvoiceExportHistory")} == {"debit.xml"}
     with pytest.raises(SepaExportError, match="never overwritten"):
-        run_export(demo.engine, demo.model, DEBIT, out, business_entity="DE01", created=CREATED, force=True)
+        run_export(demo.engine, context(demo.model), DEBIT, out, business_entity="DE01", created=CREATED, force=True)
 
 
 XXE = b"""<?xml version="1.0"?>
@@ -402,14 +403,14 @@ def test_concurrent_exports_do_not_export_twice(demo):
     PostgreSQL, the write lock on SQLite) and then sees its history."""
     holder = demo.engine.connect()
     first_transaction = holder.begin()
-    first = export_sepa(holder, demo.model, DEBIT, business_entity="DE01", created=CREATED)
+    first = export_sepa(holder, context(demo.model), DEBIT, business_entity="DE01", created=CREATED)
     assert len(first.transactions) == 2
     found: dict = {}
 
     def second() -> None:
         try:
             with demo.engine.begin() as conn:
-                found["report"] = export_sepa(conn, demo.model, DEBIT, business_entity="DE01", created=CREATED)
+                found["report"] = export_sepa(conn, context(demo.model), DEBIT, business_entity="DE01", created=CREATED)
         except Exception as error:  # noqa: BLE001 - reported to the test below
             found["error"] = error
 

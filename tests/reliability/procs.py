@@ -12,6 +12,7 @@ import traceback
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from contexts import context
 
 
 def _setup(org_dir: str, url: str):
@@ -30,7 +31,7 @@ def run_invoices_proc(org_dir: str, url: str, batch_size: int, barrier, queue) -
         request = RunRequest(filters=("Usage",), period_start=date(2024, 1, 1), period_end=date(2024, 12, 31),
                              batch_size=batch_size, today=date(2024, 12, 31))
         barrier.wait(timeout=120)
-        report = run_invoices(engine, model, request)
+        report = run_invoices(engine, context(model), request)
         queue.put(("run", (report.run_id, report.invoice_count, report.line_count)))
         engine.dispose()
     except BaseException:  # noqa: BLE001 - reported to the test
@@ -47,7 +48,7 @@ def run_workers_proc(org_dir: str, url: str, workers: int, barrier, queue) -> No
         request = RunRequest(filters=("Usage",), period_start=date(2024, 1, 1), period_end=date(2024, 12, 31),
                              batch_size=3, today=date(2024, 12, 31))
         barrier.wait(timeout=120)
-        report = run_invoices_parallel(url, Path(org_dir), model, request, workers)
+        report = run_invoices_parallel(url, Path(org_dir), context(model), request, workers)
         queue.put(("run", (report.run_id, report.invoice_count, report.line_count)))
     except BaseException:  # noqa: BLE001
         queue.put(("error", traceback.format_exc()))
@@ -59,7 +60,7 @@ def finalize_proc(org_dir: str, url: str, ids: list[int], barrier, queue) -> Non
     try:
         model, engine = _setup(org_dir, url)
         barrier.wait(timeout=120)
-        report = finalize_invoices(engine, model, ids, today=date(2024, 12, 31))
+        report = finalize_invoices(engine, context(model), ids, today=date(2024, 12, 31))
         queue.put(("finalized", ([(f.invoice_id, f.number) for f in report.finalized], report.failures)))
         engine.dispose()
     except BaseException:  # noqa: BLE001
@@ -74,7 +75,7 @@ def pay_proc(org_dir: str, url: str, invoice_name: str, amounts: list[str], barr
         model, engine = _setup(org_dir, url)
         barrier.wait(timeout=120)
         for amount in amounts:
-            run_in_transaction(engine, lambda conn: register_payment(conn, model, invoice_name, Decimal(amount),
+            run_in_transaction(engine, lambda conn: register_payment(conn, context(model), invoice_name, Decimal(amount),
                                                                      date(2024, 12, 31)))
         queue.put(("paid", len(amounts)))
         engine.dispose()

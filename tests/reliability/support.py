@@ -32,6 +32,7 @@ from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.retry import run_in_transaction
 from engine.storage.schema import CLAIM, META, SCHEMA_FIELD, build_metadata
+from contexts import context
 
 ACCOUNTS = ("S1", "S2", "S3")
 PERIOD = (date(2024, 1, 1), date(2024, 12, 31))
@@ -116,7 +117,7 @@ class World:
     def run(self, batch_size: int, engine: sa.Engine | None = None) -> RunReport:
         request = RunRequest(filters=(FILTER,), period_start=PERIOD[0], period_end=PERIOD[1],
                              batch_size=batch_size, today=TODAY)
-        return run_invoices(engine or self.engine, self.model, request)
+        return run_invoices(engine or self.engine, context(self.model), request)
 
     def drafts(self) -> list[int]:
         table = self.t("Invoice")
@@ -125,14 +126,14 @@ class World:
                         .scalars())
 
     def finalize(self, ids: list[int], engine: sa.Engine | None = None) -> FinalizeReport:
-        return finalize_invoices(engine or self.engine, self.model, ids, today=TODAY)
+        return finalize_invoices(engine or self.engine, context(self.model), ids, today=TODAY)
 
     def pay(self, invoice_name: str, amount: Decimal, engine: sa.Engine | None = None) -> Registered:
         return run_in_transaction(engine or self.engine,
-                                  lambda conn: register_payment(conn, self.model, invoice_name, amount, TODAY))
+                                  lambda conn: register_payment(conn, context(self.model), invoice_name, amount, TODAY))
 
     def cancel(self, invoice_name: str) -> FinalizeReport:
-        draft = run_in_transaction(self.engine, lambda conn: create_cancellation(conn, self.model, invoice_name, "test"))
+        draft = run_in_transaction(self.engine, lambda conn: create_cancellation(conn, context(self.model), invoice_name, "test"))
         return self.finalize([draft])
 
     # -- reading -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from engine.storage.retry import DatabaseBusyError, run_in_transaction
 
 from . import procs
 from .support import ACCOUNTS, ZERO, World, check_invariants
+from contexts import context
 
 CTX = multiprocessing.get_context("spawn")
 TIMEOUT = 300
@@ -135,7 +136,7 @@ def test_workers_bill_what_one_process_bills(world, reliability_org, reliability
     ids = [u["id"] for u in world.rows("Usage__c")]
     request = RunRequest(filters=("Usage",), period_start=date(2024, 1, 1),
                          period_end=date(2024, 12, 31), batch_size=2, today=date(2024, 12, 31))
-    report = run_invoices_parallel(world.url, reliability_org, reliability_model, request, 2)
+    report = run_invoices_parallel(world.url, reliability_org, context(reliability_model), request, 2)
     assert report.invoice_count == len(ACCOUNTS) and report.line_count == len(ids)
     assert _billed(world) == _expected(world, ids)
     check_invariants(world)
