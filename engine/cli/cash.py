@@ -1,12 +1,5 @@
 """Cash commands: ``metabill payment ...``, ``write-off``, ``collect-balances``, ``jobs ...``.
 
-Registered on the main command group by the last lines of
-``engine/cli/main.py`` (``import engine.cli.cash``): this module adds its
-commands to ``cli`` when it is imported. It imports main.py's helpers; when
-this module is imported first, main.py runs completely (its own import of
-this module then finds it partly loaded, which is fine: nothing is taken
-from it there), and the commands are added below.
-
 Every command that changes data is one transaction (``engine.begin()``; payment registrations
 through ``run_in_transaction``, which runs them again after a PostgreSQL serialization failure).
 """
@@ -20,7 +13,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_context
+from engine.cli.app import UserError, command, console, db_option, err_console, group, open_context, org_option
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -58,7 +51,7 @@ def _payment_options(function):
     return function
 
 
-@click.group("payment")
+@group("payment")
 def payment() -> None:
     """Payments received and paid back."""
 
@@ -68,8 +61,8 @@ def payment() -> None:
 @click.argument("amount")
 @click.option("--date", "when", type=_DATE, required=True, help="The date the money arrived.")
 @_payment_options
-@_org_option
-@_db_option
+@org_option
+@db_option
 def payment_register(invoice, amount, when, reference, method, provider, bank_account, transaction, org_dir, db_url):
     """Register AMOUNT received on INVOICE (its number): balance, bookings,
     overpayment policy (AllowOverpayments) and automatic write-off."""
@@ -78,7 +71,7 @@ def payment_register(invoice, amount, when, reference, method, provider, bank_ac
     from engine.storage.retry import run_in_transaction
 
     value = _amount(amount)
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     engine = open_engine(db_url)
     details = _details(reference, method, provider, bank_account, transaction, None)
     try:
@@ -104,8 +97,8 @@ def payment_register(invoice, amount, when, reference, method, provider, bank_ac
               show_default=True)
 @click.option("--assignment-key", "key", default=None, help="Balance assignment key: only invoices with this key take it.")
 @_payment_options
-@_org_option
-@_db_option
+@org_option
+@db_option
 def payment_on_account(account, amount, when, balance_type, key, reference, method, provider, bank_account,
                        transaction, org_dir, db_url):
     """Register AMOUNT received from ACCOUNT (its account number) without an
@@ -115,7 +108,7 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
     from engine.storage.retry import run_in_transaction
 
     value = _amount(amount)
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     engine = open_engine(db_url)
     details = _details(reference, method, provider, bank_account, transaction, key)
     try:
@@ -133,8 +126,8 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
 @click.option("--account", default=None, help="The account (number) whose free credit is paid back.")
 @click.option("--date", "when", type=_DATE, required=True, help="The date the money left.")
 @_payment_options
-@_org_option
-@_db_option
+@org_option
+@db_option
 def payment_refund(amount, invoice, account, when, reference, method, provider, bank_account, transaction, org_dir,
                    db_url):
     """Pay AMOUNT back to the customer: a Refund balance on --invoice or --account."""
@@ -142,7 +135,7 @@ def payment_refund(amount, invoice, account, when, reference, method, provider, 
     from engine.storage.db import open_engine
 
     value = _amount(amount)
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -156,8 +149,8 @@ def payment_refund(amount, invoice, account, when, reference, method, provider, 
 
 @payment.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@_org_option
-@_db_option
+@org_option
+@db_option
 def payment_import(file, org_dir, db_url):
     """Import payments from a CSV FILE (columns Invoice or Account, Amount,
     Date, optional Type, Reference, PaymentMethod, PaymentProvider,
@@ -165,7 +158,7 @@ def payment_import(file, org_dir, db_url):
     from engine.cash.imports import ImportFailed, import_payments
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     try:
@@ -183,21 +176,21 @@ def payment_import(file, org_dir, db_url):
                   f"{len(report.skipped)} skipped.")
 
 
-@click.command("write-off")
+@command("write-off")
 @click.argument("invoice")
 @click.argument("amount", required=False)
 @click.option("--reason", required=True, help="A Balance.WriteOffReason value, e.g. Uncollectible.")
 @click.option("--date", "when", type=_DATE, default=None, help="Write-off date (default today).")
 @click.option("--no-tax", is_flag=True, help="Book the gross amount without a tax correction (Calculate Tax off).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
     """Write off AMOUNT (default: everything open) of INVOICE, with a reason."""
     from engine.cash.payments import PaymentError, manual_write_off
     from engine.storage.db import open_engine
 
     value = _amount(amount) if amount is not None else None
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -208,19 +201,19 @@ def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
     console.print(f"Wrote off {-row['amount']} of {invoice} ({reason}) as {row['name']}.")
 
 
-@click.command("collect-balances")
+@command("collect-balances")
 @click.option("--business-entity", "entity", required=True, help="The BusinessEntity record whose balances are collected.")
 @click.option("--date", "when", type=_DATE, default=None, help="Today for the statute of limitations (default today).")
 @click.option("--dry-run", is_flag=True, help="List the collectable balances; change nothing.")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
     """Collect free Payment/Prepayment balances past the statute of
     limitations by writing them off (locked, with bookings)."""
     from engine.cash.collection import CollectionError, collect_balances
     from engine.storage.db import open_engine, transaction
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     today = when.date() if when else date.today()
@@ -244,7 +237,7 @@ def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
     console.print(f"{len(report.balances)} balance(s) {verb}, {report.total} in total.")
 
 
-@click.group("jobs")
+@group("jobs")
 def jobs() -> None:
     """Scheduled jobs (JobSchedule settings): run, list, next fire times, tick."""
 
@@ -252,14 +245,14 @@ def jobs() -> None:
 @jobs.command("run")
 @click.argument("job")
 @click.option("--date", "when", type=_DATE, default=None, help="The job's today (default today).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def jobs_run(job, when, org_dir, db_url):
     """Run JOB now (e.g. AssignBalancesChain), in one transaction."""
     from engine.cash.jobs import JobError, run_job
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     try:
@@ -283,15 +276,15 @@ def _parse_at(at: str | None) -> datetime:
 
 @jobs.command("list")
 @click.option("--at", default=None, help="Now, as an ISO date-time with offset (default: now).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def jobs_list(at, org_dir, db_url):
     """The job schedules with their next run and last executed slot."""
     from engine.cash.jobs import JOBS, JobError, executed_slots, fire_times, schedules
     from engine.storage.db import open_engine
 
     now = _parse_at(at)
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     last: dict[str, str] = {}
     if db_url is not None or Path("metabill.db").exists():
         try:
@@ -316,13 +309,13 @@ def jobs_list(at, org_dir, db_url):
 @jobs.command("next")
 @click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("--at", default=None, help="Start after this ISO date-time with offset (default: now).")
-@_org_option
+@org_option
 def jobs_next(count, at, org_dir):
     """The next COUNT fire times over all active schedules (one per slot:
     the repeated hour of a daylight-saving change fires once)."""
     from engine.cash.jobs import JobError, next_runs
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     try:
         upcoming = next_runs(ctx, _parse_at(at), count)
@@ -335,15 +328,15 @@ def jobs_next(count, at, org_dir):
 
 @jobs.command("tick")
 @click.option("--at", default=None, help="Now, as an ISO date-time with offset (default: now).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def jobs_tick(at, org_dir, db_url):
     """Run each active schedule's due slot that has not run yet (call this
     every few minutes from the system's scheduler)."""
     from engine.cash.jobs import JobError, tick
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     try:
         results = tick(open_engine(db_url), ctx, _parse_at(at))
@@ -354,5 +347,4 @@ def jobs_tick(at, org_dir, db_url):
         click.echo(f"{result.schedule} [{result.job}] slot {result.slot or '-'}: {state}: {result.summary}")
 
 
-for _command in (payment, write_off_cmd, collect_balances_cmd, jobs):
-    cli.add_command(_command)
+COMMANDS = (payment, write_off_cmd, collect_balances_cmd, jobs)

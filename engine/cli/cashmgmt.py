@@ -1,11 +1,6 @@
 """Cash-management commands: ``metabill fix-invoices``, ``payment-plan change``,
 ``entries list|settle`` and ``partial-credit``.
 
-Registered on the main command group by one line at the end of
-``engine/cli/main.py`` (``import engine.cli.cashmgmt``), which imports this
-module after main.py's helpers are defined; the module adds its commands to
-``cli`` when it is imported.
-
 Every command that changes data is one transaction; ``--dry-run`` runs the
 same work and rolls it back.
 
@@ -23,7 +18,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 import click
-from engine.cli.main import UserError, _db_option, _org_option, cli, console, err_console, load_context
+from engine.cli.app import UserError, command, console, db_option, err_console, group, open_context, org_option
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -45,7 +40,7 @@ def _render_changes(changes, dry_run: bool) -> None:
     console.print(f"{prefix}{summary}; {changes.total} change(s), {len(changes.errors)} error(s).", markup=False)
 
 
-@click.command("fix-invoices")
+@command("fix-invoices")
 @click.option("--task", "tasks", multiple=True, required=True,
               type=click.Choice(["create-or-fix-entries", "create-payments-and-migrate-balances"]),
               help="The fix task; repeat to run several, in the order given.")
@@ -54,8 +49,8 @@ def _render_changes(changes, dry_run: bool) -> None:
 @click.option("--date", "when", type=_DATE, default=None, help="Date of the records written (default today).")
 @click.option("--enable-integration", is_flag=True,
               help="Run as if GlobalSettings.EnableCashManagementIntegration were on (prepare a database before switching).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_url):
     """Prepare invoices for cash management: (re)generate entries, create payments from balances.
 
@@ -64,7 +59,7 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
     from engine.cash.fixtasks import TASK_ENTRIES, create_or_fix_entries, create_payments_and_migrate_balances
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     if enable_integration and not ctx.settings.cash_management_integration:
         ctx = ctx.with_settings(ctx.settings.with_cash_management(),
                                 "GlobalSettings.EnableCashManagementIntegration=true")
@@ -93,7 +88,7 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
         raise UserError(f"{failed} problem(s); see CM_IntegrationError__c of the invoices named above")
 
 
-@click.group("payment-plan")
+@group("payment-plan")
 def payment_plan() -> None:
     """Payment plans (installments) of finalized invoices."""
 
@@ -102,8 +97,8 @@ def payment_plan() -> None:
 @click.argument("invoice")
 @click.argument("plan")
 @click.option("--date", "when", type=_DATE, default=None, help="Date of the change (default today).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def payment_plan_change(invoice, plan, when, org_dir, db_url):
     """Give INVOICE the InstallmentPlan PLAN ('none' removes the plan): its entries
     are canceled and created anew, payments already received re-attached."""
@@ -111,7 +106,7 @@ def payment_plan_change(invoice, plan, when, org_dir, db_url):
     from engine.cash.cm_plans import change_payment_plan
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     try:
@@ -123,7 +118,7 @@ def payment_plan_change(invoice, plan, when, org_dir, db_url):
         console.print(line, markup=False)
 
 
-@click.group("entries")
+@group("entries")
 def entries() -> None:
     """Cash-management entries (open items)."""
 
@@ -131,8 +126,8 @@ def entries() -> None:
 @entries.command("list")
 @click.option("--invoice", "names", multiple=True, metavar="NO", help="Only this invoice's entries; repeat for several.")
 @click.option("--all", "show_all", is_flag=True, help="Also canceled entries.")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def entries_list(names, show_all, org_dir, db_url):
     """Show entries with their outstanding amounts, entry items and reductions."""
     import sqlalchemy as sa
@@ -140,7 +135,7 @@ def entries_list(names, show_all, org_dir, db_url):
     from engine.cash.cm_core import table
     from engine.storage.db import open_engine, transaction
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     with transaction(engine, readonly=True) as conn:
@@ -178,15 +173,15 @@ def _amount(text: str | None) -> Decimal | None:
 @click.argument("credit")
 @click.option("--amount", default=None, help="Amount to settle (default: as much as both allow).")
 @click.option("--date", "when", type=_DATE, default=None, help="Settlement date (default today).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def entries_settle(invoice, credit, amount, when, org_dir, db_url):
     """Offset INVOICE against the credit CREDIT of the same account (entry settlement)."""
     from engine.cash.cm_core import CashManagementError
     from engine.cash.cm_settlement import settle_invoices
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     try:
@@ -197,13 +192,13 @@ def entries_settle(invoice, credit, amount, when, org_dir, db_url):
     console.print(f"Settled {settled} of {invoice} against {credit}.", markup=False)
 
 
-@click.command("partial-credit")
+@command("partial-credit")
 @click.argument("invoice")
 @click.option("--line", "lines", multiple=True, metavar="NAME", help="A line of INVOICE to credit; repeat (default: all).")
 @click.option("--reason", default=None, help="The reason printed on the credit.")
 @click.option("--date", "when", type=_DATE, default=None, help="Credit date (default today).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     """Credit some lines of INVOICE; with cash management its entries are reduced."""
     from engine.cash.cm_core import CashManagementError
@@ -211,7 +206,7 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     from engine.project import finalize
     from engine.storage.db import open_engine
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     engine = open_engine(db_url)
     try:
@@ -226,5 +221,4 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     console.print(f"Credited {invoice} with {item.number} ({item.date}, {item.grand_total}).", markup=False)
 
 
-for _command in (fix_invoices, payment_plan, entries, partial_credit):
-    cli.add_command(_command)
+COMMANDS = (fix_invoices, payment_plan, entries, partial_credit)

@@ -1,15 +1,4 @@
-"""``metabill export ...``: the booking journal, the DATEV Buchungsstapel and the SEPA files.
-
-Registered on the main command group by ``engine/cli/main.py``::
-
-    from engine.cli.exports import export  # noqa: E402
-    cli.add_command(export)
-
-Those lines sit at the end of main.py, after the option helpers this module
-imports. The group below is defined *before* that import, so the two modules
-load in either order (importing this module first runs main.py, whose last
-lines then find ``export`` already defined).
-"""
+"""``metabill export ...``: the booking journal, the DATEV Buchungsstapel and the SEPA files."""
 
 from __future__ import annotations
 
@@ -19,16 +8,15 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.table import Table
+
+from engine.cli.app import UserError, console, db_option, err_console, group, open_context, org_option
 
 
-@click.group("export")
+@group("export")
 def export() -> None:
     """Export booking data (booking journal CSV, DATEV EXTF Buchungsstapel) and SEPA payment files."""
 
-
-from rich.table import Table  # noqa: E402
-
-from engine.cli.main import UserError, _db_option, _org_option, console, err_console, load_context  # noqa: E402
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -40,8 +28,8 @@ _DATE = click.DateTime(["%Y-%m-%d"])
 @click.option("--invoice", "invoice_numbers", multiple=True, metavar="NO",
               help="Only the booking details of this invoice number; repeat for several.")
 @click.option("--only-unexported", is_flag=True, help="Only booking details not exported yet.")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], only_unexported: bool,
              org_dir: Path, db_url: str | None) -> None:
     """Write the booking journal: one line per booking detail with its debit
@@ -53,7 +41,7 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
     from engine.storage.schema import build_metadata
 
     assert fmt == "csv"
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     model = ctx.model
     engine = open_engine(db_url)
     with transaction(engine, readonly=True) as conn:
@@ -91,8 +79,8 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
 @click.option("--from", "date_from", type=_DATE, default=None, help="First booking date (default: fiscal year start).")
 @click.option("--to", "date_to", type=_DATE, default=None, help="Last booking date (default: fiscal year end).")
 @click.option("--description", default=None, help="Bezeichnung of the batch (at most 30 characters).")
-@_org_option
-@_db_option
+@org_option
+@db_option
 def datev(out_file: Path | None, force: bool, setting_name: str | None, consultant: int | None,
           client: int | None, fiscal_year_start: datetime | None, account_length: int | None,
           chart_of_accounts: str | None, date_from: datetime | None, date_to: datetime | None,
@@ -103,7 +91,7 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
     from engine.exports.datev import DatevExportError, export_datev, params_from_setting
     from engine.storage.db import open_engine, transaction
 
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
 
     try:
         params = params_from_setting(
@@ -194,8 +182,8 @@ def _sepa_options(date_option: str, date_help: str):
                          help="Creation time of the message, YYYY-MM-DDTHH:MM:SS (default now); same input and "
                               "time give the same file."),
             click.option("--dry-run", is_flag=True, help="Check and list the orders; write neither file nor database."),
-            _org_option,
-            _db_option,
+            org_option,
+            db_option,
         ]):
             function = option(function)
         return function
@@ -212,7 +200,7 @@ def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: d
 
     if out_file is None and not dry_run:
         raise UserError("--out is required (or use --dry-run)")
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     engine = open_engine(db_url)
     try:
         report = run_export(engine, ctx, kind, out_file, dry_run=dry_run, business_entity=business_entity,
@@ -299,3 +287,6 @@ def sepa_balances(**options) -> None:
     Prepayment balances; each exported balance and its new reverse balance
     (type Payout) are locked."""
     _run_sepa("sepa-balances", force=False, **options)
+
+
+COMMANDS = (export,)

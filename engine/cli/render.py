@@ -1,9 +1,4 @@
-"""``metabill render``: invoice documents as HTML and/or PDF.
-
-Registered on the main command group by the last lines of
-``engine/cli/main.py`` (like ``export``): the command is defined before this
-module imports main's helpers, so the two modules load in either order.
-"""
+"""``metabill render``: invoice documents as HTML and/or PDF."""
 
 from __future__ import annotations
 
@@ -11,18 +6,18 @@ from pathlib import Path
 
 import click
 
+from engine.cli.app import UserError, command, console, db_option, err_console, open_context, org_option
 
-@click.command("render")
+
+@command("render")
 @click.argument("invoices", nargs=-1, metavar="INVOICE...")
 @click.option("--run", "run_name", default=None, help="Render the invoices of this invoice run (IR-000001 or id).")
 @click.option("--format", "formats", type=click.Choice(["html", "pdf"]), multiple=True, default=("pdf",),
               show_default=True, help="Output format; repeat for both (--format html --format pdf).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("invoices"),
               show_default=True, help="Folder for the files <invoice number>.<format> (created if missing).")
-@click.option("--org", "org_dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The org directory (holding metadata/, custom_settings/, templates/).")
-@click.option("--db", "db_url", default=None, envvar="METABILL_DB_URL",
-              help="Database URL; default sqlite:///metabill.db in the working directory (env METABILL_DB_URL).")
+@org_option
+@db_option
 def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, ...], out_dir: Path,
            org_dir: Path, db_url: str | None) -> None:
     """Render invoice documents with their templates (Invoice.Template, else
@@ -30,7 +25,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     <number>.html / <number>.pdf; the same invoice gives the same bytes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.cli.main import UserError, _run_id, console, err_console, load_context
+    from engine.cli.runs import _run_id
     from engine.documents import DocumentError, find_invoices, render_invoices
     from engine.documents.pdf import PdfUnavailable, load_weasyprint
     from engine.storage.db import open_engine
@@ -42,7 +37,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
             load_weasyprint()  # fail before any work when PDF output cannot work here
         except PdfUnavailable as error:
             raise UserError(str(error)) from None
-    ctx = load_context(org_dir)
+    ctx = open_context(org_dir)
     model = ctx.model
     engine = open_engine(db_url)
     with engine.connect() as conn:
@@ -71,3 +66,6 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     console.print(f"Rendered {rendered} invoice(s) to {out_dir}/ ({', '.join(formats)}): {len(report.written)} file(s).")
     if report.failures:
         raise UserError(f"{len(report.failures)} invoice(s) could not be rendered")
+
+
+COMMANDS = (render,)

@@ -1,0 +1,166 @@
+"""The ``metabill`` command group and what every command shares.
+
+Commands live in the modules of this package (``org``, ``runs``, ``cash``,
+``cashmgmt``, ``exports``, ``render``), each importing only this module;
+``main.py`` registers them and is the entry point. A command parses its
+arguments, opens the context (:func:`open_context`), calls one service
+function of a package and renders what comes back. It holds no SQL and no
+business rule.
+
+Errors are rendered in one place, :func:`render_problems`: every
+:class:`~engine.domain.errors.EngineError` a command raises reaches its
+:class:`MetabillCommand` (commands are declared with :func:`command` and
+:func:`group`), which prints its problems (as text, or as JSON with
+the global ``--json``) and exits with the error's exit code. Configuration
+errors print their diagnostics the way ``validate-config`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import click
+from rich.console import Console
+
+from engine.config.diagnostics import render_human, to_json_dict
+from engine.domain.errors import EngineError, Problem
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: Configuration errors shown before a command refuses to run.
+SHOWN_DIAGNOSTICS = 20
+
+
+class UserError(EngineError):
+    """The command was given something it cannot work with (an argument that
+    names nothing, a combination it cannot honour)."""
+
+    code = "R002"
+
+
+def json_output() -> bool:
+    """Whether the global ``--json`` option is on for this invocation."""
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context is not None else None
+    return bool(root is not None and (root.obj or {}).get("json"))
+
+
+def render_problem(problem: Problem) -> str:
+    """One problem for people: ``where: message [CODE]`` (``error: ...`` when
+    it concerns nothing in particular), then an indented hint."""
+    place = problem.where.render()
+    text = f"{place}: {problem.message}" if place else f"{problem.severity.value}: {problem.message}"
+    text += f" [{problem.code}]"
+    if problem.hint:
+        text += f"\n    hint: {problem.hint}"
+    return text
+
+
+def render_problems(error: EngineError) -> None:
+    """Print an error's problems on standard error, as text or JSON."""
+    from engine.project import ConfigurationInvalid
+
+    diagnostics = error.shown if isinstance(error, ConfigurationInvalid) else ()
+    if json_output():
+        document = {"error": {"code": error.code, "message": error.message},
+                    "problems": [p.to_dict() for p in error.problems]}
+        if diagnostics:
+            document["diagnostics"] = [to_json_dict(d) for d in diagnostics]
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False), err=True)
+        return
+    for diagnostic in diagnostics:
+        err_console.print(render_human(diagnostic), markup=False)
+    for problem in error.problems:
+        err_console.print(render_problem(problem), markup=False)
+
+
+class _Rendered(click.ClickException):
+    """An EngineError on its way out of click: already rendered by ``show``."""
+
+    def __init__(self, error: EngineError):
+        super().__init__(error.message)
+        self.error = error
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
+        render_problems(self.error)
+
+
+class MetabillCommand(click.Command):
+    """A command whose EngineErrors become their rendering and exit code,
+    however it is invoked (the console script, a group, a test's CliRunner)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EngineError as error:
+            raise _Rendered(error) from None
+
+
+class MetabillGroup(click.Group):
+    """A group whose commands and subgroups render their EngineErrors."""
+
+    command_class = MetabillCommand
+    group_class = type  # subgroups are MetabillGroups too
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EngineError as error:
+            raise _Rendered(error) from None
+
+
+def command(name: str | None = None, **attrs):
+    """``@click.command`` for metabill commands (errors rendered in one place)."""
+    return click.command(name, cls=MetabillCommand, **attrs)
+
+
+def group(name: str | None = None, **attrs):
+    """``@click.group`` for metabill command groups."""
+    return click.group(name, cls=MetabillGroup, **attrs)
+
+
+def org_option(function):
+    return click.option(
+        "--org",
+        "org_dir",
+        default=".",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The org directory (holding metadata/, custom_settings/, templates/).",
+    )(function)
+
+
+def db_option(function):
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        envvar="METABILL_DB_URL",
+        help="Database URL; default sqlite:///metabill.db in the working directory (env METABILL_DB_URL).",
+    )(function)
+
+
+def open_context(org_dir: Path):
+    """The runtime context of a valid org; its configuration errors otherwise
+    (rendered like validate-config's, first 20)."""
+    from engine.project import open_context as open_project_context
+
+    return open_project_context(org_dir)
+
+
+def echo_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+@click.group(cls=MetabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metabill")
+@click.option("--json", "as_json", is_flag=True, help="Print errors (and problems) as JSON on standard error.")
+@click.pass_context
+def cli(context: click.Context, as_json: bool) -> None:
+    """metabill: a declarative, metadata-driven billing engine."""
+    context.obj = {"json": as_json}

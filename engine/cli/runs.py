@@ -1,0 +1,237 @@
+"""The billing cycle's commands: ``invoice-run``, ``delete-drafts``, ``finalize``, ``cancel``, ``explain``."""
+
+from __future__ import annotations
+
+
+import click
+from rich.table import Table
+
+from engine.cli.app import UserError, command, console, db_option, err_console, open_context, org_option
+
+
+@command("invoice-run")
+@click.option("--filter", "filters", multiple=True, required=True, help="A Filter record name; repeat for several.")
+@click.option("--period-start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--period-end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--invoice-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: set at finalization.")
+@click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes sharing the run (split by account). Safe to start on several machines too; "
+                   "on SQLite the workers' writes take turns, use PostgreSQL to scale out.")
+@click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
+@click.option("--finalize", "finalize_after", is_flag=True, help="Finalize the run's drafts right after the run.")
+@org_option
+@db_option
+def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_size, workers, show_invoices,
+                finalize_after, org_dir, db_url):
+    """Bill the source records selected by the filters into draft invoices."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from engine.billing.run import RunError, RunRequest, run_invoices
+    from engine.storage.db import open_engine
+
+    ctx = open_context(org_dir)
+    engine = open_engine(db_url)
+    request = RunRequest(
+        filters=tuple(filters),
+        period_start=period_start.date(),
+        period_end=period_end.date(),
+        invoice_date=invoice_date.date() if invoice_date else None,
+        dry_run=dry_run,
+        batch_size=batch_size,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        from engine.billing.workers import WorkerError, run_invoices_parallel
+        from engine.storage.db import resolve_url
+        from engine.storage.retry import DatabaseBusyError
+
+        try:
+            if workers > 1:
+                report = run_invoices_parallel(resolve_url(db_url), org_dir, ctx, request, workers, progress)
+            else:
+                report = run_invoices(engine, ctx, request, progress)
+        except (RunError, DatabaseBusyError, WorkerError) as error:
+            raise UserError(str(error)) from None
+    title = "Dry run (nothing was written)" if dry_run else (
+        f"Invoice run {report.run_name}" + (" (joined the existing run)" if report.joined_existing else "")
+    )
+    table = Table(title=title)
+    for column in ("filter", "records read", "invoices", "lines", "errors"):
+        table.add_column(column, justify="left" if column == "filter" else "right")
+    for f in report.filters:
+        table.add_row(f.name, str(f.records_read), str(f.invoices), str(f.lines), str(len(f.failures)))
+    table.add_row("total", str(sum(f.records_read for f in report.filters)), str(report.invoice_count),
+                  str(report.line_count), str(report.failure_count), style="bold")
+    console.print(table)
+    if show_invoices or (show_invoices is None and dry_run):
+        listing = Table(title="Invoices")
+        for column in ("invoice", "account", "type", "lines", "net", "gross"):
+            listing.add_column(column, justify="right" if column in ("lines", "net", "gross") else "left")
+        for inv in report.invoices:
+            listing.add_row(inv.name, inv.account, inv.type, str(inv.lines), f"{inv.total_net} {inv.currency}",
+                            f"{inv.grand_total} {inv.currency}")
+        console.print(listing)
+    for f in report.filters:
+        for failure in f.failures[:20]:
+            err_console.print(f"{f.name}: {failure.object_name} {failure.record_id}: {failure.message}", markup=False)
+    console.print(f"{report.invoice_count} invoice(s), {report.line_count} line(s), "
+                  f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
+    if finalize_after and not dry_run:
+        from engine.billing.drafts import draft_ids
+        from engine.project import finalize as finalize_invoices
+
+        with engine.connect() as conn:
+            ids = draft_ids(conn, ctx, run_id=report.run_id)
+        finalized = finalize_invoices(engine, ctx, ids)
+        for item in finalized.finalized:
+            console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
+        for name, message in finalized.failures:
+            err_console.print(f"invoice {name}: {message}", markup=False)
+
+
+def _run_id(conn, model, run_name: str) -> int:
+    """The id of an invoice run given by name (IR-000001) or id."""
+    import sqlalchemy as sa
+
+    from engine.storage.schema import build_metadata
+
+    runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
+    condition = runs.c.name == run_name
+    if run_name.isdigit():
+        condition = sa.or_(condition, runs.c.id == int(run_name))
+    row = conn.execute(sa.select(runs.c.id).where(condition)).first()
+    if row is None:
+        raise UserError(f"no invoice run '{run_name}'")
+    return row.id
+
+
+@command("delete-drafts")
+@click.option("--run", "run_name", default=None, help="Delete the drafts of this invoice run (name like IR-000001, or id).")
+@click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
+@org_option
+@db_option
+def delete_drafts_cmd(run_name, names, org_dir, db_url):
+    """Delete draft invoices and release their source records for the next run."""
+
+    from engine.billing.drafts import DraftError, delete_drafts, draft_ids
+    from engine.storage.db import open_engine
+
+    if not run_name and not names:
+        raise click.UsageError("give --run or --invoice")
+    ctx = open_context(org_dir)
+    model = ctx.model
+    engine = open_engine(db_url)
+    with engine.begin() as conn:
+        run_id = _run_id(conn, model, run_name) if run_name else None
+        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
+        if names:
+            found = len(ids) if run_id is None else None
+            if found is not None and found != len(set(names)):
+                raise UserError("some of the named invoices are not drafts or do not exist; nothing was deleted")
+        try:
+            deleted = delete_drafts(conn, ctx, ids)
+        except DraftError as error:
+            raise UserError(str(error)) from None
+    console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
+
+
+@command("finalize")
+@click.option("--run", "run_name", default=None, help="Finalize the drafts of this invoice run (name or id).")
+@click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
+@click.option("--date", "today", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The finalization date (default: today); invoices without a date get it.")
+@org_option
+@db_option
+def finalize_cmd(run_name, names, today, org_dir, db_url):
+    """Finalize draft invoices: final numbers, Open status, invoice balances."""
+
+    from engine.billing.drafts import draft_ids
+    from engine.project import finalize as finalize_invoices
+    from engine.storage.db import open_engine
+
+    if not run_name and not names:
+        raise click.UsageError("give --run or --invoice")
+    ctx = open_context(org_dir)
+    model = ctx.model
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        run_id = _run_id(conn, model, run_name) if run_name else None
+        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
+    if not ids:
+        raise UserError("no draft invoices to finalize")
+    report = finalize_invoices(engine, ctx, ids, today=today.date() if today else None)
+    table = Table(title="Finalized invoices")
+    for column in ("draft", "invoice number", "date", "grand total"):
+        table.add_column(column, justify="right" if column == "grand total" else "left")
+    for item in report.finalized:
+        table.add_row(item.draft_name, item.number, item.date.isoformat(), str(item.grand_total))
+    console.print(table)
+    for name, message in report.failures:
+        err_console.print(f"invoice {name}: {message}", markup=False)
+    if report.failures:
+        raise UserError(f"{len(report.failures)} invoice(s) could not be finalized")
+
+
+@command("cancel")
+@click.argument("invoice")
+@click.option("--reason", default=None, help="The cancellation reason printed on the cancellation invoice.")
+@click.option("--date", "when", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Cancellation date (default today).")
+@click.option("--draft-only", is_flag=True, help="Create the cancellation invoice as a draft and stop.")
+@org_option
+@db_option
+def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
+    """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
+    cleared, its bookings reversed and its source records released."""
+    from engine.booking.cancel import CancelError, create_cancellation
+    from engine.project import finalize as finalize_invoices
+    from engine.storage.db import open_engine
+
+    ctx = open_context(org_dir)
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            draft_id = create_cancellation(conn, ctx, invoice, reason)
+    except CancelError as error:
+        raise UserError(str(error)) from None
+    if draft_only:
+        console.print(f"Created the cancellation draft DRAFT-{draft_id:06d} for {invoice}.")
+        return
+    report = finalize_invoices(engine, ctx, [draft_id], today=when.date() if when else None)
+    for name, message in report.failures:
+        raise UserError(f"the cancellation of {invoice} could not be finalized: {message}")
+    item = report.finalized[0]
+    console.print(f"Cancelled {invoice} with {item.number} ({item.date}, {item.grand_total}).")
+
+
+@command("explain")
+@click.argument("invoice")
+@org_option
+@db_option
+def explain_cmd(invoice, org_dir, db_url):
+    """Show, for every booking detail of INVOICE, the rule that chose its account,
+    the criteria compared and the rules that lost."""
+    from engine.booking.explain import ExplainError, explain_invoice
+    from engine.storage.db import open_engine
+
+    ctx = open_context(org_dir)
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            explanations = explain_invoice(conn, ctx, invoice)
+    except ExplainError as error:
+        raise UserError(str(error)) from None
+    for explanation in explanations:
+        for line in explanation.lines():
+            click.echo(line)
+
+
+COMMANDS = (invoice_run, delete_drafts_cmd, finalize_cmd, cancel_cmd, explain_cmd)
