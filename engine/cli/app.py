@@ -73,8 +73,13 @@ def render_problems(error: EngineError) -> None:
         return
     for diagnostic in diagnostics:
         err_console.print(render_human(diagnostic), markup=False)
-    for problem in error.problems:
+    problems = error.problems
+    for problem in problems:
         err_console.print(render_problem(problem), markup=False)
+    if len(problems) > 1 or (problems and problems[0].message != error.message):
+        # an error that lists several problems sums them up
+        err_console.print(render_problem(Problem(error.code, error.message.split("\n")[0], hint=error.hint)),
+                          markup=False)
 
 
 class _Rendered(click.ClickException):
@@ -89,6 +94,16 @@ class _Rendered(click.ClickException):
         render_problems(self.error)
 
 
+def _as_engine_error(error: Exception) -> EngineError | None:
+    """The user-facing error ``error`` is, or stands for (a database that is
+    locked, unreachable or not migrated); None for anything else (a bug)."""
+    if isinstance(error, EngineError):
+        return error
+    from engine.storage.environment import environment_error
+
+    return environment_error(error)
+
+
 class MetabillCommand(click.Command):
     """A command whose EngineErrors become their rendering and exit code,
     however it is invoked (the console script, a group, a test's CliRunner)."""
@@ -96,8 +111,13 @@ class MetabillCommand(click.Command):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EngineError as error:
-            raise _Rendered(error) from None
+        except click.ClickException:
+            raise
+        except Exception as error:  # noqa: BLE001 - only user-facing errors are caught; the rest re-raised
+            found = _as_engine_error(error)
+            if found is None:
+                raise
+            raise _Rendered(found) from None
 
 
 class MetabillGroup(click.Group):
@@ -109,8 +129,13 @@ class MetabillGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EngineError as error:
-            raise _Rendered(error) from None
+        except click.ClickException:
+            raise
+        except Exception as error:  # noqa: BLE001 - only user-facing errors are caught; the rest re-raised
+            found = _as_engine_error(error)
+            if found is None:
+                raise
+            raise _Rendered(found) from None
 
 
 def command(name: str | None = None, **attrs):

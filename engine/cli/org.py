@@ -94,7 +94,7 @@ def db_migrate(org_dir: Path, db_url: str | None, allow_data_loss: bool) -> None
         _render_plan(refused.plan)
         raise UserError(
             "these changes would lose data and were not applied (nothing was changed); "
-            "re-run with --allow-data-loss to apply them"
+            "re-run with --allow-data-loss to apply them", problems=refused.problems
         ) from None
     _render_plan(plan)
     if plan.changes:
@@ -110,19 +110,11 @@ def db_migrate(org_dir: Path, db_url: str | None, allow_data_loss: bool) -> None
 def load(object_name: str, file: Path, fmt: str | None, org_dir: Path, db_url: str | None) -> None:
     """Load records of OBJECT from a CSV or JSON FILE (all or nothing)."""
     from engine.storage.db import open_engine
-    from engine.storage.records import load_records
+    from engine.storage.records import load_file
 
     ctx = open_context(org_dir)
-    obj = ctx.model.object(object_name)
-    if obj is None or obj.is_setting:
-        raise UserError(f"'{object_name}' is not a data object of this org")
-    engine = open_engine(db_url)
-    report = load_records(engine, ctx, obj.name, file, fmt=fmt)
-    if report.errors:
-        for error in report.errors:
-            err_console.print(error.render(), markup=False)
-        raise UserError(f"{len(report.errors)} problem(s) in {file}; nothing was loaded")
-    console.print(f"Loaded {report.inserted} {obj.name} record(s) from {file}.")
+    report = load_file(open_engine(db_url), ctx, object_name, file, fmt=fmt)
+    console.print(f"Loaded {report.inserted} {report.object_name} record(s) from {file}.")
 
 
 @command("export-records")
@@ -133,20 +125,15 @@ def load(object_name: str, file: Path, fmt: str | None, org_dir: Path, db_url: s
 def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, db_url: str | None) -> None:
     """Write the records of OBJECT as CSV (text cells defused against formula injection)."""
     from engine.storage.db import open_engine
-    from engine.storage.records import export_records
+    from engine.storage.records import export_records, export_records_file
 
     ctx = open_context(org_dir)
-    obj = ctx.model.object(object_name)
-    if obj is None or obj.is_setting:
-        raise UserError(f"'{object_name}' is not a data object of this org")
     engine = open_engine(db_url)
     if out_file is None:
-        count = export_records(engine, ctx, obj.name, sys.stdout)
+        export_records(engine, ctx, object_name, sys.stdout)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        with out_file.open("w", encoding="utf-8", newline="") as handle:
-            count = export_records(engine, ctx, obj.name, handle)
-        err_console.print(f"Wrote {count} {obj.name} record(s) to {out_file}.")
+        report = export_records_file(engine, ctx, object_name, out_file)
+        err_console.print(f"Wrote {report.count} {report.object_name} record(s) to {out_file}.")
 
 
 COMMANDS = (validate_config, db, load, export_records_cmd)

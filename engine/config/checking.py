@@ -53,7 +53,9 @@ class CheckContext:
         return self._texts[file]
 
 
+#: A check: a small named function from what it sees to the diagnostics it finds.
 Check = Callable[[CheckContext], Iterable[Diagnostic]]
+
 
 def run_checks(model: OrgModel, resolution: Resolution, manifest: YamlDocument | None,
                checks: Sequence[Check]) -> list[Diagnostic]:

@@ -16,7 +16,10 @@ event stream:
 * limits on bytes, nesting depth and node count are checked while reading.
 
 The result is a :class:`YamlDocument`: the data plus a map from YAML path to
-``(line, column)`` for values and for keys.
+``(line, column)`` for values and for keys. :func:`locate_in_scalar` goes one
+step further, from an offset inside a scalar value to its line and column in
+the file, so a problem inside a formula or a filter condition points at the
+character, not at the start of the value.
 """
 
 from __future__ import annotations
@@ -398,7 +401,13 @@ class _Builder:
 
 def locate_in_scalar(text: str, base: Location, value: str, offset: int) -> Location:
     """Map a character offset inside a scalar's value to a line and column of
-    the file, for plain, single- and double-quoted and block scalars."""
+    the file, for plain, single- and double-quoted and block scalars.
+
+    ``text`` is the file and ``base`` the location of the value (from
+    :meth:`YamlDocument.location`); ``value``, the value as parsed, is not
+    needed (the walk reads the file text itself). When the offset cannot be
+    placed, ``base`` is returned. The loader uses it for formulas, the
+    billing checks for filter conditions."""
     lines = text.splitlines()
     line_index = (base.line or 1) - 1
     column = (base.column or 1) - 1

@@ -6,6 +6,10 @@ Every CSV the engine reads (record loads, payment imports) goes through
 journal, DATEV) through :func:`cell_text`, so a text starting with ``= + - @``
 TAB or CR is written with a leading ``'`` and a spreadsheet shows it as text
 instead of running it. Numbers and dates are written plain and never defused.
+
+A problem found in an input file is a :class:`RecordError` (file, row, field,
+message); a command that refuses a file raises :class:`InputFileRefused`
+carrying every problem as a :class:`~engine.domain.errors.Problem`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from engine.domain.errors import EngineError, Problem, Where
 
 #: Most data rows one file may hold.
 MAX_ROWS = 1_000_000
@@ -44,6 +50,29 @@ class RecordError:
 
     def __str__(self) -> str:
         return self.render()
+
+    @property
+    def problem(self) -> Problem:
+        """This problem as runtime-error data: code R120, the file, row and
+        column it concerns (``Where.render`` gives the same place as
+        :meth:`render`)."""
+        return Problem(InputFileRefused.code, self.message, Where(file=self.file, row=self.row, field=self.field))
+
+
+class InputFileRefused(EngineError, ValueError):
+    """An input file has problems (unreadable, malformed, or rows whose values
+    do not fit); nothing was taken from it.
+
+    Each of its problems is one :class:`RecordError` of the file, with the
+    same code.
+    """
+
+    code = "R120"
+
+    @classmethod
+    def of(cls, message: str, errors: Sequence[RecordError]) -> "InputFileRefused":
+        """The refusal of a file with these problems (the message sums them up)."""
+        return cls(message, problems=[error.problem for error in errors])
 
 
 class NotUtf8(Exception):

@@ -18,12 +18,16 @@ import sqlalchemy as sa
 
 from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel
 
+from .context import Context
 from .schema import ID
 from .types import from_db_converter
 
 
 class PathError(KeyError):
-    """A field path that does not resolve against the metadata."""
+    """A field path that does not resolve against the metadata.
+
+    Paths come from the validated model (formula references, filter fields),
+    so this is a bug in the engine, not a user error."""
 
 
 class RecordReader:
@@ -64,6 +68,12 @@ class RecordReader:
                     wanted.add((fdef.key,))
         for path in sorted(wanted, key=lambda p: (len(p), p)):
             self._add_path(tuple(path))
+
+    @classmethod
+    def of(cls, ctx: Context, obj: ObjectDef, paths: Iterable[Sequence[str]], dialect_name: str, *,
+           all_fields: bool = True) -> "RecordReader":
+        """The reader of ``obj`` over the command's tables (``ctx.metadata``)."""
+        return cls(ctx.model, ctx.metadata, obj, paths, dialect_name, all_fields=all_fields)
 
     def _join(self, prefix: tuple[str, ...]) -> tuple[sa.FromClause, ObjectDef]:
         if not prefix:

@@ -32,6 +32,8 @@ from typing import Callable, TypeVar
 
 import sqlalchemy as sa
 
+from engine.domain.errors import EngineError
+
 T = TypeVar("T")
 
 #: SQLSTATEs after which the whole transaction is run again.
@@ -47,8 +49,14 @@ BACKOFF_START = 0.02
 BACKOFF_CAP = 1.0
 
 
-class DatabaseBusyError(RuntimeError):
-    """SQLite's write lock stayed taken longer than the busy timeout."""
+class DatabaseBusyError(EngineError, RuntimeError):
+    """The SQLite database stayed locked by another metabill process longer
+    than the busy timeout.
+
+    Nothing of the transaction that waited was written; the command can be
+    run again when the other process has finished."""
+
+    code = "R901"
 
 
 def sqlstate(error: BaseException) -> str | None:

@@ -376,22 +376,13 @@ JOB_SLOT = sa.Table(
 )
 
 
-_BUILT: dict[int, tuple[OrgModel, sa.MetaData]] = {}
-
-
 def build_metadata(model: OrgModel) -> sa.MetaData:
     """A MetaData with one table per data object plus the internal tables.
 
-    TRANSITIONAL: shared per model until every layer takes the runtime
-    context (engine.storage.context), which builds it once per command."""
-    cached = _BUILT.get(id(model))
-    if cached is not None and cached[0] is model:
-        return cached[1]
-    metadata = metadata_from_specs(model_specs(model))
-    if len(_BUILT) >= 8:
-        _BUILT.clear()
-    _BUILT[id(model)] = (model, metadata)
-    return metadata
+    A fresh one per call: a command builds it once, in its runtime context
+    (``ctx.metadata``, :mod:`engine.storage.context`), and every layer uses
+    that one."""
+    return metadata_from_specs(model_specs(model))
 
 
 def metadata_from_specs(specs: Mapping[str, Iterable[ColumnSpec]]) -> sa.MetaData:

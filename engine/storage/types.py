@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
 from engine.config.model import FieldDef, FieldType
+from engine.domain.errors import EngineError, Where
 
 #: The widest precision the storage layer supports: 18 digits always fit a
 #: signed 64-bit integer (max ~9.22e18), which is what SQLite stores.
@@ -44,6 +45,22 @@ MAX_PRECISION = 18
 
 _UTC = timezone.utc
 _MULTI_SEPARATOR = ";"
+
+
+class ValueOutOfRange(EngineError, ValueError):
+    """A number does not fit the precision and scale of its field's column.
+
+    PostgreSQL would refuse it, and SQLite is made to refuse it as well."""
+
+    code = "R130"
+
+
+def _too_wide(value: object, precision: int, scale: int, field: FieldDef | None = None) -> ValueOutOfRange:
+    where = Where(object=field.object_name, field=field.name) if field is not None else None
+    return ValueOutOfRange(
+        f"{value} does not fit NUMERIC({precision}, {scale})", where=where,
+        hint=f"at most {precision - scale} digits before the decimal point fit; widen the field or check the amounts",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -86,7 +103,7 @@ def decimal_to_scaled(value: object, precision: int, scale: int) -> int:
     scaled = int(_as_decimal(value).quantize(quantum, ROUND_HALF_UP).scaleb(scale))
     if -bound < scaled < bound:
         return scaled
-    raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
+    raise _too_wide(value, precision, scale)
 
 
 def scaled_to_decimal(value: int, scale: int) -> Decimal:
@@ -124,7 +141,7 @@ class ExactDecimal(TypeDecorator):
         scaled = int(quantized.scaleb(self.scale))
         if not -self._bound < scaled < self._bound:
             # PostgreSQL would reject this; SQLite would store it. Refuse on both.
-            raise ValueError(f"{value} does not fit NUMERIC({self.precision}, {self.scale})")
+            raise _too_wide(value, self.precision, self.scale)
         return scaled if dialect.name == "sqlite" else quantized
 
     def process_literal_param(self, value: Any, dialect: sa.Dialect) -> str:
@@ -307,7 +324,7 @@ def to_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
                 # scaleb + integral rounding half-up == quantize to the scale, then shift.
                 scaled = int(decimal.scaleb(scale).to_integral_value(ROUND_HALF_UP))
                 if not -bound < scaled < bound:
-                    raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
+                    raise _too_wide(value, precision, scale, field)
                 return scaled
         else:
             # |quantized| < 10**(precision - scale) is the same test as the
@@ -319,7 +336,7 @@ def to_db_converter(field: FieldDef, dialect_name: str) -> Callable[[Any], Any]:
                     return None
                 quantized = _as_decimal(value).quantize(quantum, ROUND_HALF_UP)
                 if not (quantized.is_finite() and -limit < quantized < limit):
-                    raise ValueError(f"{value} does not fit NUMERIC({precision}, {scale})")
+                    raise _too_wide(value, precision, scale, field)
                 return quantized
 
         return number
@@ -368,7 +385,7 @@ def to_db_column_converter(field: FieldDef, dialect_name: str) -> Callable[[list
         present = [value for value in out if value is not None] if None in out else out
         if present and not (-limit < min(present) and max(present) < limit):
             wrong = next(v for v, x in zip(values, out) if x is not None and not -limit < x < limit)
-            raise ValueError(f"{wrong} does not fit NUMERIC({precision}, {scale})")
+            raise _too_wide(wrong, precision, scale, field)
         return out
 
     return column

@@ -8,7 +8,6 @@ their file and line, and ``db migrate`` then creates nothing at all.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa

@@ -26,6 +26,7 @@ from engine.storage.migrate import (
     read_meta,
 )
 
+from contexts import context
 from storage_models import T, add_field, billing_model, change_field, drop_field, drop_object, fld, make_model
 
 NOW = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
@@ -33,7 +34,7 @@ NOW = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
 
 def insert(engine, model, object_name, rows):
     """Insert rows through the model's tables; returns their ids."""
-    table = s.build_metadata(model).tables[object_name.lower()]
+    table = context(model).metadata.tables[object_name.lower()]
     with transaction(engine) as conn:
         ids = reserve_ids(conn, table.name, len(rows))
         blank = {c.name: (False if isinstance(c.type, sa.Boolean) else None) for c in table.columns}
@@ -43,7 +44,7 @@ def insert(engine, model, object_name, rows):
 
 
 def fetch(engine, model, object_name):
-    table = s.build_metadata(model).tables[object_name.lower()]
+    table = context(model).metadata.tables[object_name.lower()]
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
@@ -170,8 +171,8 @@ def test_adding_columns_that_need_a_table_rebuild_on_sqlite(populated, model):
     assert after["InvoiceLineItem"] == before["InvoiceLineItem"]
     # The new foreign key works: ON DELETE SET NULL.
     account_ids = [r["id"] for r in after["Account"]]
-    invoice = s.build_metadata(changed).tables["invoice"]
-    account = s.build_metadata(changed).tables["account"]
+    invoice = context(changed).metadata.tables["invoice"]
+    account = context(changed).metadata.tables["account"]
     with transaction(populated) as conn:
         conn.execute(invoice.update().values(billto__c=account_ids[1]))
         conn.execute(invoice.update().where(invoice.c.account == account_ids[1]).values(account=account_ids[0]))
@@ -189,7 +190,7 @@ def test_adding_columns_that_need_a_table_rebuild_on_sqlite(populated, model):
 def test_widening_text_keeps_values(populated, model):
     step1 = add_field(model, "Account", fld("Account", "BuCode__c", T.TEXT, length=20))
     apply_migration(populated, step1)
-    table = s.build_metadata(step1).tables["account"]
+    table = context(step1).metadata.tables["account"]
     with transaction(populated) as conn:
         conn.execute(table.update().values(bucode__c="X" * 20))
     step2 = change_field(step1, "Account", "BuCode__c", length=40)
@@ -220,7 +221,7 @@ def test_rescaling_a_number_keeps_values_exactly(populated, model):
     after = fetch(populated, changed, "Invoice")
     assert [r["grandtotal"] for r in after] == [r["grandtotal"] for r in before]
     assert [str(r["grandtotal"]) for r in after] == ["1234.5000", "-0.0500"]
-    table = s.build_metadata(changed).tables["invoice"]
+    table = context(changed).metadata.tables["invoice"]
     with populated.connect() as conn:
         assert conn.execute(sa.select(sa.func.sum(table.c.grandtotal))).scalar_one() == Decimal("1234.45")
         raw = conn.exec_driver_sql("SELECT grandtotal FROM invoice ORDER BY id").scalars().all()
@@ -231,7 +232,7 @@ def test_rescaling_a_number_keeps_values_exactly(populated, model):
 
 
 def test_fewer_decimals_is_data_loss_and_rounds_half_up(populated, model):
-    table = s.build_metadata(model).tables["invoicelineitem"]
+    table = context(model).metadata.tables["invoicelineitem"]
     with transaction(populated) as conn:
         conn.execute(table.update().where(table.c.name == "L1").values(quantity=Decimal("1.2550")))
         conn.execute(table.update().where(table.c.name == "L2").values(quantity=Decimal("-2.0050")))
@@ -339,7 +340,7 @@ def test_making_a_field_unique_adds_an_index_and_checks_duplicates(populated, mo
     assert plan.kinds == ("drop_index",) and plan[0].safe
     apply_migration(populated, model)
     # Duplicates make the unique index impossible: refused, nothing changed.
-    table = s.build_metadata(model).tables["account"]
+    table = context(model).metadata.tables["account"]
     with transaction(populated) as conn:
         conn.execute(table.update().values(email="same@example.com"))
     with pytest.raises(MigrationError, match="repeated values"):
@@ -367,7 +368,7 @@ def test_lookup_becoming_master_detail_changes_the_delete_rule(populated, model)
     plan = plan_migration(populated, changed)
     assert plan.kinds == (CHANGE_TYPE,) and plan[0].safe
     apply_migration(populated, changed)
-    account = s.build_metadata(changed).tables["account"]
+    account = context(changed).metadata.tables["account"]
     with transaction(populated) as conn:
         first = conn.execute(sa.select(sa.func.min(account.c.id))).scalar_one()
         conn.execute(account.delete().where(account.c.id == first))
@@ -437,7 +438,7 @@ def test_long_names_stay_within_63_characters(engine):
 
 def test_failed_migration_changes_nothing(populated, model):
     """One transaction: when a later step fails, earlier steps are undone."""
-    table = s.build_metadata(model).tables["account"]
+    table = context(model).metadata.tables["account"]
     with transaction(populated) as conn:
         conn.execute(table.update().values(email="same@example.com"))
     changed = add_field(model, "Account", fld("Account", "BuCode__c", T.TEXT, length=20))

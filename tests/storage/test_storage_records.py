@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from engine.storage import records
-from engine.storage import schema as s
 from engine.storage.migrate import apply_migration
 from engine.storage.csvio import RecordError
 from engine.storage.records import export_records, load_records
@@ -33,7 +32,7 @@ def write(tmp_path, name, text, *, encoding="utf-8"):
 
 
 def rows(engine, model, object_name):
-    table = s.build_metadata(model).tables[object_name.lower()]
+    table = context(model).metadata.tables[object_name.lower()]
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
@@ -91,7 +90,7 @@ def test_csv_load_with_external_id_lookups_autonumbers_and_every_type(engine, mo
 
     lines = "Name,Invoice,Quantity,Amount\nL1,1,1.5,100.00\nL2,2,,0.10\n"
     assert load_records(engine, context(model), "InvoiceLineItem", write(tmp_path, "lines.csv", lines)).ok
-    table = s.build_metadata(model).tables["invoicelineitem"]
+    table = context(model).metadata.tables["invoicelineitem"]
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.sum(table.c.amount))).scalar_one() == Decimal("100.10")
 
