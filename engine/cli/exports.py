@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -34,35 +33,14 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
              org_dir: Path, db_url: str | None) -> None:
     """Write the booking journal: one line per booking detail with its debit
     and credit account, ordered by booking date, invoice number and id."""
-    import sqlalchemy as sa
+    from engine.exports.service import export_journal
+    from engine.storage.db import open_engine
 
-    from engine.exports.journal import journal_rows, write_journal_csv
-    from engine.storage.db import open_engine, transaction
-    from engine.storage.schema import build_metadata
-
-    assert fmt == "csv"
     ctx = open_context(org_dir)
-    model = ctx.model
-    engine = open_engine(db_url)
-    with transaction(engine, readonly=True) as conn:
-        invoice_ids = None
-        if invoice_numbers:
-            invoices = build_metadata(model).tables[model.require("Invoice").table_name]
-            found = dict(conn.execute(
-                sa.select(invoices.c.name, invoices.c.id).where(invoices.c.name.in_(sorted(set(invoice_numbers))))
-            ).all())
-            unknown = [number for number in invoice_numbers if number not in found]
-            if unknown:
-                raise UserError(f"no invoice numbered {', '.join(repr(n) for n in unknown)}")
-            invoice_ids = list(found.values())
-        rows = journal_rows(conn, ctx, invoice_ids=invoice_ids, only_unexported=only_unexported)
-        if out_file is None:
-            count = write_journal_csv(rows, sys.stdout)
-        else:
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            with out_file.open("w", encoding="utf-8", newline="") as handle:
-                count = write_journal_csv(rows, handle)
-    err_console.print(f"Wrote {count} booking detail(s)" + (f" to {out_file}." if out_file else "."), markup=False)
+    written = export_journal(open_engine(db_url), ctx, out_file if out_file is not None else sys.stdout,
+                             invoice_numbers=invoice_numbers, only_unexported=only_unexported)
+    err_console.print(f"Wrote {written.rows} booking detail(s)" + (f" to {out_file}." if out_file else "."),
+                      markup=False)
 
 
 @export.command("datev")
@@ -88,54 +66,25 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
     """Export booking details to DATEV as an EXTF Buchungsstapel, create the
     accounting documents and mark the details exported (one transaction).
     Interim bookings of progress invoices are not exported; they are listed."""
-    from engine.exports.datev import DatevExportError, export_datev, params_from_setting
-    from engine.storage.db import open_engine, transaction
+    from engine.exports.datev import params_from_setting
+    from engine.exports.service import export_datev_file
+    from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-
-    try:
-        params = params_from_setting(
-            ctx,
-            setting_name,
-            consultant=consultant,
-            client=client,
-            fiscal_year_start=fiscal_year_start.date() if fiscal_year_start else None,
-            account_length=account_length,
-            chart_of_accounts=chart_of_accounts,
-            date_from=date_from.date() if date_from else None,
-            date_to=date_to.date() if date_to else None,
-            description=description,
-        )
-    except DatevExportError as error:
-        raise UserError(f"{error}; give them as options (see --help)") from None
-    created = datetime.now()
-    if out_file is None:
-        out_file = Path(f"EXTF_Buchungsstapel_{created:%Y%m%d_%H%M%S}.csv")
-    if out_file.exists():
-        raise UserError(f"{out_file} exists; an exported file is never overwritten (choose another --out)")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_file.with_name(out_file.name + ".part")
-    engine = open_engine(db_url)
-    try:
-        # The file is complete and on disk before the transaction commits; the
-        # commit is what marks the details exported. Only then it gets its name.
-        with transaction(engine) as conn:
-            with partial.open("xb") as handle:
-                report = export_datev(conn, ctx, handle, params, force=force, created=created)
-                handle.flush()
-                os.fsync(handle.fileno())
-    except FileExistsError:
-        raise UserError(f"{partial} exists: another export may be running; remove it if not") from None
-    except DatevExportError as error:
-        partial.unlink(missing_ok=True)
-        raise UserError(str(error)) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if report.exported:
-        os.replace(partial, out_file)
-    else:
-        partial.unlink(missing_ok=True)
+    params = params_from_setting(
+        ctx,
+        setting_name,
+        consultant=consultant,
+        client=client,
+        fiscal_year_start=fiscal_year_start.date() if fiscal_year_start else None,
+        account_length=account_length,
+        chart_of_accounts=chart_of_accounts,
+        date_from=date_from.date() if date_from else None,
+        date_to=date_to.date() if date_to else None,
+        description=description,
+    )
+    exported = export_datev_file(open_engine(db_url), ctx, out_file, params, force=force)
+    report, out_file = exported.report, exported.path
 
     summary = Table(title="DATEV export" + (" (forced: exported details included)" if force else ""))
     summary.add_column("")
@@ -156,7 +105,7 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
             listing.add_row(item.name or str(item.detail_id), item.type, item.invoice_no or "",
                             str(item.booking_date or ""), str(item.amount), item.reason)
         console.print(listing)
-    if report.exported:
+    if exported.written:
         console.print(f"Wrote {report.exported} booking detail(s) to {out_file}.")
     else:
         console.print("Nothing to export: no file written.")
@@ -194,20 +143,22 @@ def _sepa_options(date_option: str, date_help: str):
 def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: datetime | None,
               setting_name: str | None, created: datetime | None, dry_run: bool, force: bool, org_dir: Path,
               db_url: str | None) -> None:
-    from engine.exports.sepa import DUE_WINDOW_DAYS, SepaExportError, run_export
-    from engine.exports.sepa_xml import SepaXmlError
+    from engine.exports import service
+    from engine.exports.sepa import DUE_WINDOW_DAYS
     from engine.storage.db import open_engine
 
     if out_file is None and not dry_run:
-        raise UserError("--out is required (or use --dry-run)")
+        raise UserError("--out is required (or use --dry-run)", hint="give the XML file to write, or run with --dry-run")
     ctx = open_context(org_dir)
     engine = open_engine(db_url)
-    try:
-        report = run_export(engine, ctx, kind, out_file, dry_run=dry_run, business_entity=business_entity,
-                            when=when.date() if when else None, force=force, created=created,
-                            setting_name=setting_name)
-    except (SepaExportError, SepaXmlError) as error:
-        raise UserError(str(error)) from None
+    day = when.date() if when else None
+    common = dict(business_entity=business_entity, setting_name=setting_name, created=created, dry_run=dry_run)
+    if kind == "sepa-debit":
+        report = service.export_sepa_debit(engine, ctx, out_file, collection_date=day, force=force, **common)
+    elif kind == "sepa-credit":
+        report = service.export_sepa_credit(engine, ctx, out_file, execution_date=day, force=force, **common)
+    else:
+        report = service.export_sepa_balances(engine, ctx, out_file, execution_date=day, **common)
 
     what = {"sepa-debit": "direct debits", "sepa-credit": "credit transfers",
             "sepa-balances": "credit transfers of free balances"}[kind]

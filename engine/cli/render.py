@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli.app import UserError, command, console, db_option, err_console, open_context, org_option
+from engine.cli.app import command, console, db_option, err_console, open_context, org_option
 
 
 @command("render")
@@ -26,46 +26,32 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from engine.cli.runs import _run_id
-    from engine.documents import DocumentError, find_invoices, render_invoices
-    from engine.documents.pdf import PdfUnavailable, load_weasyprint
+    from engine.documents.service import render as render_documents
     from engine.storage.db import open_engine
 
     if not invoices and not run_name:
         raise click.UsageError("give invoice numbers or --run")
-    if "pdf" in formats:
-        try:
-            load_weasyprint()  # fail before any work when PDF output cannot work here
-        except PdfUnavailable as error:
-            raise UserError(str(error)) from None
     ctx = open_context(org_dir)
-    model = ctx.model
     engine = open_engine(db_url)
-    with engine.connect() as conn:
-        run_id = _run_id(conn, model, run_name) if run_name else None
-        try:
-            found = find_invoices(conn, ctx, names=invoices, run_id=run_id)
-        except LookupError as error:
-            raise UserError(str(error)) from None
-        if not found:
-            raise UserError(f"invoice run '{run_name}' has no invoices")
-        columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=err_console, transient=True) as progress:
-            task = progress.add_task("", total=len(found))
+    run_id = None
+    if run_name:
+        with engine.connect() as conn:
+            run_id = _run_id(conn, ctx.model, run_name)
+    columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("", total=None)
 
-            def advance(name: str) -> None:
-                progress.update(task, advance=1, description=name)
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name)
 
-            try:
-                report = render_invoices(conn, ctx, org_dir, found, formats, out_dir, progress=advance)
-            except DocumentError as error:
-                raise UserError(str(error)) from None
-    for name, message in report.failures:
-        err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
-    rendered = len(found) - len(report.failures)
-    console.print(f"Rendered {rendered} invoice(s) to {out_dir}/ ({', '.join(formats)}): {len(report.written)} file(s).")
-    if report.failures:
-        raise UserError(f"{len(report.failures)} invoice(s) could not be rendered")
+        report = render_documents(engine, ctx, org_dir, names=invoices, run_id=run_id, formats=formats,
+                                  out_dir=out_dir, progress=progress)
+    console.print(f"Rendered {report.rendered} invoice(s) to {out_dir}/ ({', '.join(formats)}): "
+                  f"{len(report.written)} file(s).")
+    failure = report.failure_error()
+    if failure is not None:
+        raise failure
 
 
 COMMANDS = (render,)

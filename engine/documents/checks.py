@@ -16,11 +16,12 @@ from engine.config.diagnostics import Diagnostic, Location, did_you_mean, make
 
 from .sample import check_template_record
 from .sandbox import template_path_problem
+from .template_records import default_template_records
 
 
 def check_templates(ctx: CheckContext) -> Iterator[Diagnostic]:
     """Every Template record names a file inside templates/ (the path rule of
-    templating.template_path_problem, which the renderer applies too)."""
+    :func:`.sandbox.template_path_problem`, which the renderer applies too)."""
     for record in ctx.model.setting_records("Template"):
         name = record.get("File")
         if not name:
@@ -58,7 +59,7 @@ def check_template_documents(ctx: CheckContext) -> Iterator[Diagnostic]:
     the built-in sample invoices in the sandbox; template errors point at the
     template's file:line (engine/documents/sandbox.py)."""
     records = ctx.model.setting_records("Template")
-    defaults = [r for r in records if r.get("Default")]
+    defaults = default_template_records(ctx.model)
     if records and len(defaults) != 1:
         where = (defaults[1] if len(defaults) > 1 else records[0])
         yield make(

@@ -2,9 +2,12 @@
 
 :func:`document_context` turns an invoice, its lines, balances, account and
 business entity (a :class:`DocumentInput`) into plain values with labels and
-formatted amounts; :func:`render_document` renders a template record's file
-with it in the sandbox. The real renderer (:mod:`.render`) and the sample
-invoice of validate-config (:mod:`.sample`) both go through here.
+formatted amounts; :func:`document_environment` is the sandbox for it (the
+template's locale, the invoice's currency), and :func:`render_document`
+renders a template record's file with both. The real renderer
+(:mod:`.render`) and the sample invoices of validate-config (:mod:`.sample`)
+both go through here. Everything here takes the model, not a runtime
+context: validate-config runs it before any database exists.
 """
 
 from __future__ import annotations
@@ -17,23 +20,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from engine.config.model import FieldType, OrgModel
+from engine.domain.money import ZERO
 
-from .formatting import Formatter, _decimal, round_money
+from .formatting import Formatter, as_decimal, round_money
 from .labels import build_labels
 from .sandbox import (
     MAX_OUTPUT_CHARS,
     MAX_SECONDS,
+    InvoiceSandbox,
     TemplateRefused,
     make_environment,
     render_template,
     template_path_problem,
 )
-from .template_records import (
-    _PLACEHOLDER,
-    BALANCE_TITLE,
-    DIRECT_DEBIT_METHODS,
-    TemplateSettings,
-)
+from .template_records import BALANCE_TITLE, DIRECT_DEBIT_METHODS, PLACEHOLDER, TemplateSettings
 
 
 @dataclass
@@ -54,6 +54,11 @@ class DocumentInput:
     sub_invoices: list[dict[str, Any]] = field(default_factory=list)
 
 
+def invoice_currency(invoice: Mapping[str, Any]) -> str:
+    """The currency an invoice's amounts are printed in (EUR when it names none)."""
+    return str(invoice.get("CurrencyIsoCode") or "EUR")
+
+
 def fill_placeholders(text: str, resolve: Callable[[str], str | None]) -> str:
     """Replace ``[Name]`` by ``resolve(Name)``; unknown names stay as written."""
 
@@ -61,7 +66,27 @@ def fill_placeholders(text: str, resolve: Callable[[str], str | None]) -> str:
         found = resolve(match.group(1))
         return match.group(0) if found is None else found
 
-    return _PLACEHOLDER.sub(one, text)
+    return PLACEHOLDER.sub(one, text)
+
+
+def setting_values(model: OrgModel, setting: str, name: str | None = None) -> dict[str, Any]:
+    """A setting record as templates see it, a dict by field API name with
+    every field present: the record named ``name``, else the one marked
+    Default; every value None (and no ``Name``) when there is neither."""
+    obj = model.object(setting)
+    values: dict[str, Any] = {f.name: None for f in obj.fields} if obj is not None else {}
+    record = model.setting_record(setting, name) if name else None
+    if record is None:
+        record = next((r for r in model.setting_records(setting) if r.get("Default")), None)
+    if record is not None and obj is not None:
+        values.update({f.name: record.get(f.name) for f in obj.fields})
+        values["Name"] = record.name
+    return values
+
+
+def _cents(value: Any) -> Decimal:
+    """An amount rounded to cents for sums; empty counts as zero."""
+    return round_money(value) or ZERO
 
 
 def balance_rows(model: OrgModel, settings: TemplateSettings, balances: Iterable[Mapping[str, Any]],
@@ -99,11 +124,11 @@ def balance_rows(model: OrgModel, settings: TemplateSettings, balances: Iterable
 def payment_amount(invoice: Mapping[str, Any], balances: Iterable[Mapping[str, Any]]) -> Decimal:
     """Grand total plus every balance on the invoice except its own Invoice
     balance and drafts: hidden types reduce the amount too (domain-spec §9.2)."""
-    total = round_money(invoice.get("GrandTotal")) or Decimal("0.00")
+    total = _cents(invoice.get("GrandTotal"))
     for record in balances:
         if record.get("Type") == "Invoice" or record.get("Draft"):
             continue
-        total += round_money(record.get("Amount")) or Decimal("0.00")
+        total += _cents(record.get("Amount"))
     return total
 
 
@@ -114,7 +139,7 @@ def document_context(model: OrgModel, settings: TemplateSettings, data: Document
     ``is_direct_debit``), ``account``, ``business_entity``, ``template``,
     ``labels``, ``texts`` (payment terms and SEPA text with placeholders
     filled) and ``locale``/``lang``."""
-    currency = str(data.invoice.get("CurrencyIsoCode") or "EUR")
+    currency = invoice_currency(data.invoice)
     fmt = Formatter(settings.locale, currency)
     invoice_obj = model.object("Invoice")
     entity_obj = model.object("BusinessEntity")
@@ -123,11 +148,11 @@ def document_context(model: OrgModel, settings: TemplateSettings, data: Document
     deductions = [dict(l) for l in lines if l.get("IsDeduction")]
     rates: dict[Decimal, dict[str, Decimal]] = {}
     for line in lines:
-        rate = _decimal(line.get("TaxRate")) or Decimal("0")
+        rate = as_decimal(line.get("TaxRate")) or Decimal("0")
         rate = rate.normalize() if rate else Decimal("0")
-        bucket = rates.setdefault(rate, {"rate": rate, "net": Decimal("0.00"), "tax": Decimal("0.00")})
-        bucket["net"] += round_money(line.get("PosTotalNet")) or Decimal("0.00")
-        bucket["tax"] += round_money(line.get("PosTotalTax")) or Decimal("0.00")
+        bucket = rates.setdefault(rate, {"rate": rate, "net": ZERO, "tax": ZERO})
+        bucket["net"] += _cents(line.get("PosTotalNet"))
+        bucket["tax"] += _cents(line.get("PosTotalTax"))
     amount = payment_amount(data.invoice, data.balances)
     is_direct_debit = str(data.invoice.get("PaymentMethod") or "") in DIRECT_DEBIT_METHODS
     iban = str(data.invoice.get("BankAccount") or "")
@@ -164,10 +189,8 @@ def document_context(model: OrgModel, settings: TemplateSettings, data: Document
         "is_credit": invoice.get("Class") == "Credit",
         "is_cancellation": invoice.get("Type") == "Cancelation",
         "is_direct_debit": is_direct_debit,
-        "positions_net": sum((round_money(l.get("PosTotalNet")) or Decimal("0.00") for l in positions),
-                             Decimal("0.00")),
-        "deductions_net": sum((round_money(l.get("PosTotalNet")) or Decimal("0.00") for l in deductions),
-                              Decimal("0.00")),
+        "positions_net": sum((_cents(l.get("PosTotalNet")) for l in positions), ZERO),
+        "deductions_net": sum((_cents(l.get("PosTotalNet")) for l in deductions), ZERO),
     })
     template = {
         "Name": settings.name,
@@ -197,13 +220,20 @@ def document_context(model: OrgModel, settings: TemplateSettings, data: Document
     }
 
 
+def document_environment(org_root: Path | str, settings: TemplateSettings, data: DocumentInput, *,
+                         max_output: int = MAX_OUTPUT_CHARS) -> InvoiceSandbox:
+    """The sandbox one invoice's document renders in: the org's templates,
+    formatting in the template's locale and the invoice's currency."""
+    return make_environment(org_root, locale=settings.locale, currency=invoice_currency(data.invoice),
+                            max_output=max_output)
+
+
 def render_document(org_root: Path | str, model: OrgModel, settings: TemplateSettings, data: DocumentInput,
                     *, max_output: int = MAX_OUTPUT_CHARS, seconds: float = MAX_SECONDS) -> str:
     """Render one invoice's HTML with its Template settings (raises the
-    template error; :func:`describe_error` locates it)."""
+    template error; :func:`~engine.documents.sandbox.describe_error` locates it)."""
     problem = template_path_problem(settings.file)
     if problem:
         raise TemplateRefused(f"template '{settings.name}': {problem}")
-    currency = str(data.invoice.get("CurrencyIsoCode") or "EUR")
-    env = make_environment(org_root, locale=settings.locale, currency=currency, max_output=max_output)
+    env = document_environment(org_root, settings, data, max_output=max_output)
     return render_template(env, settings.file, document_context(model, settings, data), seconds=seconds)

@@ -5,7 +5,7 @@ keyed by field API name (``Name``, ``GrandTotal``, ``Title``,
 ``DebtorNo__c``), formula fields are evaluated, and balances are simply the
 Balance rows whose ``Invoice`` is the invoice, whatever processes created them
 (payments today, the balance features later). The result is the
-:class:`engine.config.templating.DocumentInput` the templates render.
+:class:`~engine.documents.context.DocumentInput` the templates render.
 """
 
 from __future__ import annotations
@@ -17,26 +17,21 @@ import sqlalchemy as sa
 
 from engine.config.model import ObjectDef
 from engine.domain.batching import chunks
+from engine.domain.values import field_paths
+from engine.storage.context import Context
 from engine.storage.reader import RecordReader
 
-from .context import DocumentInput
-from engine.storage.context import Context
-
-#: Invoices read per query.
-CHUNK = 500
+from .context import DocumentInput, setting_values
+from .errors import InvoiceNotFound, invoice_where
 
 
-def _formula_paths(obj: ObjectDef) -> set[tuple[str, ...]]:
+def _reader(ctx: Context, obj: ObjectDef, dialect: str) -> RecordReader:
+    """A reader of ``obj``'s stored fields plus what its formula fields reference."""
     paths: set[tuple[str, ...]] = set()
     for fdef in obj.fields:
-        if fdef.formula is not None and fdef.formula.compiled is not None:
-            paths |= set(fdef.formula.compiled.references)
-    return paths
-
-
-def _reader(ctx: Context, tables: sa.MetaData, obj: ObjectDef, dialect: str) -> RecordReader:
-    model = ctx.model
-    return RecordReader(model, tables, obj, _formula_paths(obj), dialect)
+        if fdef.formula is not None:
+            paths |= field_paths(fdef)
+    return RecordReader.of(ctx, obj, paths, dialect)
 
 
 def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any]:
@@ -60,65 +55,44 @@ def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any
     return out
 
 
-
-
-def _setting_values(ctx: Context, setting: str, name: str | None) -> dict[str, Any]:
-    """A setting record as a dict by field name (every field present), the
-    record named ``name`` or else the default one; empty values when none."""
-    model = ctx.model
-    obj = model.object(setting)
-    values: dict[str, Any] = {f.name: None for f in obj.fields} if obj is not None else {}
-    record = model.setting_record(setting, name) if name else None
-    if record is None:
-        record = next((r for r in model.setting_records(setting) if r.get("Default")), None)
-    if record is not None and obj is not None:
-        values.update({f.name: record.get(f.name) for f in obj.fields})
-        values["Name"] = record.name
-    return values
-
-
 def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int], *,
                    today: date | None = None) -> list[DocumentInput]:
-    """The document data of the given invoices, in the order of ``invoice_ids``."""
-    model = ctx.model
+    """The document data of the given invoices, in the order of ``invoice_ids``
+    (ids of no invoice are left out). ``today`` is the date formulas see."""
     today = today or date.today()
-    tables = ctx.metadata
     dialect = conn.dialect.name
-    inv_obj = model.require("Invoice")
-    line_obj = model.require("InvoiceLineItem")
-    bal_obj = model.require("Balance")
-    acc_obj = model.require("Account")
-    inv_table = tables.tables[inv_obj.table_name]
-    line_table = tables.tables[line_obj.table_name]
-    bal_table = tables.tables[bal_obj.table_name]
-    acc_table = tables.tables[acc_obj.table_name]
+    objects = ("Invoice", "InvoiceLineItem", "Balance", "Account")
+    inv_obj, line_obj, bal_obj, acc_obj = (ctx.obj(name) for name in objects)
+    inv_table, line_table, bal_table, acc_table = (ctx.table(name) for name in objects)
     final_field = inv_obj.field("FinalInvoice")
+    inv_reader, line_reader, bal_reader, acc_reader = (
+        _reader(ctx, obj, dialect) for obj in (inv_obj, line_obj, bal_obj, acc_obj))
 
     out: dict[int, DocumentInput] = {}
     for chunk in chunks(list(invoice_ids)):
-        invoices = {r["id"]: to_api(inv_obj, r, today) for r in _reader(ctx, tables, inv_obj, dialect).read(
+        invoices = {r["id"]: to_api(inv_obj, r, today) for r in inv_reader.read(
             conn, where=inv_table.c.id.in_(chunk))}
         lines: dict[int, list[dict]] = {i: [] for i in invoices}
-        for r in _reader(ctx, tables, line_obj, dialect).read(
+        for r in line_reader.read(
                 conn, where=line_table.c[line_obj.field("Invoice").column_name].in_(chunk),
                 order_by=[line_table.c.id]):
             record = to_api(line_obj, r, today)
             lines.setdefault(record["Invoice"], []).append(record)
         balances: dict[int, list[dict]] = {i: [] for i in invoices}
-        for r in _reader(ctx, tables, bal_obj, dialect).read(
+        for r in bal_reader.read(
                 conn, where=bal_table.c[bal_obj.field("Invoice").column_name].in_(chunk),
                 order_by=[bal_table.c.id]):
             record = to_api(bal_obj, r, today)
             balances.setdefault(record["Invoice"], []).append(record)
         subs: dict[int, list[dict]] = {i: [] for i in invoices}
         if final_field is not None:
-            for r in _reader(ctx, tables, inv_obj, dialect).read(
+            for r in inv_reader.read(
                     conn, where=inv_table.c[final_field.column_name].in_(chunk),
                     order_by=[inv_table.c.date, inv_table.c.name, inv_table.c.id]):
                 record = to_api(inv_obj, r, today)
                 subs.setdefault(record["FinalInvoice"], []).append(record)
         account_ids = sorted({i["Account"] for i in invoices.values() if i.get("Account") is not None})
-        accounts = {r["id"]: to_api(acc_obj, r, today) for r in _reader(ctx, tables, acc_obj, dialect).read(
+        accounts = {r["id"]: to_api(acc_obj, r, today) for r in acc_reader.read(
             conn, where=acc_table.c.id.in_(account_ids))} if account_ids else {}
         # numbers of the invoices the balances and deduction lines point at
         related = {b.get("RelatedInvoice") for bs in balances.values() for b in bs}
@@ -137,7 +111,7 @@ def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]
                 lines=lines[invoice_id],
                 balances=balances[invoice_id],
                 account=account,
-                business_entity=_setting_values(ctx, "BusinessEntity", invoice.get("BusinessEntity")),
+                business_entity=setting_values(ctx.model, "BusinessEntity", invoice.get("BusinessEntity")),
                 sub_invoices=subs[invoice_id],
             )
     return [out[i] for i in invoice_ids if i in out]
@@ -146,22 +120,21 @@ def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]
 def find_invoices(conn: sa.Connection, ctx: Context, *, names: Iterable[str] = (),
                   run_id: int | None = None) -> list[tuple[int, str]]:
     """(id, number) of the named invoices and/or of the invoices of a run,
-    named ones in the given order, a run's by number. Raises LookupError
-    naming the invoices that do not exist."""
-    model = ctx.model
-    tables = ctx.metadata
-    inv_obj = model.require("Invoice")
-    inv_table = tables.tables[inv_obj.table_name]
+    named ones in the given order, a run's by number. Raises
+    :class:`InvoiceNotFound` (a LookupError) naming the invoices that do not
+    exist."""
+    inv_table = ctx.table("Invoice")
     found: list[tuple[int, str]] = []
     names = list(dict.fromkeys(names))
     if names:
         rows = dict(conn.execute(sa.select(inv_table.c.name, inv_table.c.id).where(inv_table.c.name.in_(names))).all())
         missing = [n for n in names if n not in rows]
         if missing:
-            raise LookupError(f"no invoice numbered {', '.join(repr(n) for n in missing)}")
+            raise InvoiceNotFound(f"no invoice numbered {', '.join(repr(n) for n in missing)}",
+                                  where=invoice_where(", ".join(missing)))
         found.extend((rows[n], n) for n in names)
     if run_id is not None:
-        run_field = inv_obj.field("InvoiceRun")
+        run_field = ctx.obj("Invoice").field("InvoiceRun")
         rows = conn.execute(sa.select(inv_table.c.id, inv_table.c.name)
                             .where(inv_table.c[run_field.column_name] == run_id)
                             .order_by(inv_table.c.name, inv_table.c.id)).all()

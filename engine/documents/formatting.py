@@ -9,14 +9,20 @@ rounding rule of the engine.
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from engine.config.model import FieldDef, FieldType
-from engine.domain.money import round_money as _round_cents
+from engine.domain import money
+
+#: Quantities and other plain numbers are shown to four decimals at most.
+QUANTITY_STEP = Decimal("0.0001")
 
 
-def _decimal(value: Any) -> Decimal | None:
+def as_decimal(value: Any) -> Decimal | None:
+    """A value shown as a number: Decimal (booleans as 0/1), None when empty;
+    ``TypeError`` for a float (money is never float) or for text that is not
+    a number."""
     if value is None or value == "":
         return None
     if isinstance(value, float):
@@ -30,9 +36,10 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def round_money(value: Any) -> Decimal | None:
-    """Round half up to cents (the only rounding before display)."""
-    amount = _decimal(value)
-    return None if amount is None else _round_cents(amount)
+    """:func:`engine.domain.money.round_money` (half up to cents, the one
+    rounding rule) for a value a template may hold; None when empty."""
+    amount = as_decimal(value)
+    return None if amount is None else money.round_money(amount)
 
 
 class Formatter:
@@ -77,20 +84,20 @@ class Formatter:
     def percent(self, value: Any) -> str:
         from babel.numbers import format_decimal
 
-        rate = _decimal(value)
+        rate = as_decimal(value)
         if rate is None:
             return ""
-        rate = _round_cents(rate)
+        rate = money.round_money(rate)
         text = format_decimal(rate, format="#,##0.00", locale=self.locale)
         return f"{text}\u00a0%" if self.locale.language == "de" else f"{text}%"
 
     def number(self, value: Any) -> str:
         from babel.numbers import format_decimal
 
-        number = _decimal(value)
+        number = as_decimal(value)
         if number is None:
             return ""
-        number = number.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+        number = money.round_money(number, QUANTITY_STEP)
         return format_decimal(number, format="#,##0.####", locale=self.locale)
 
     def value(self, fdef: FieldDef | None, value: Any) -> str:

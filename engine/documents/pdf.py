@@ -3,7 +3,8 @@
 * **Missing system libraries.** WeasyPrint needs Pango (and HarfBuzz,
   fontconfig) from the operating system; when they cannot be loaded the
   import fails with an ``OSError`` from cffi. :func:`load_weasyprint` turns that
-  into a :class:`PdfUnavailable` naming the library and how to install it.
+  into a :class:`~engine.documents.errors.PdfUnavailable` naming the library
+  and how to install it.
 * **No file or network access.** The document's resources (images, fonts,
   stylesheets, attachments) come only from ``templates/`` or ``data:`` URLs
   (:class:`ConfinedFetcher`); a template cannot embed ``/etc/passwd`` as a PDF
@@ -26,12 +27,8 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import PdfUnavailable
 from .sandbox import TemplateRefused, confined_path
-
-
-class PdfUnavailable(RuntimeError):
-    """WeasyPrint or one of its system libraries cannot be loaded."""
-
 
 _INSTALL_HINT = (
     "install the system libraries WeasyPrint needs: on Debian/Ubuntu "

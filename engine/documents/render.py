@@ -2,15 +2,16 @@
 
 An invoice's template is the Template record it names (``Invoice.Template``),
 else the org's default record; the record's ``File`` is a Jinja2 file in
-``templates/`` rendered in the sandbox of ``engine/config/templating.py``
-(the same code validate-config runs against its sample invoice). Every
-failure a user can fix becomes a :class:`DocumentError` whose message names
-the invoice, the template record and, for template errors, ``file:line``.
+``templates/`` rendered in the sandbox (:mod:`.sandbox`) with the document
+context (:mod:`.context`), the same code validate-config runs against its
+sample invoices. Every failure a user can fix is a
+:class:`~engine.documents.errors.DocumentError` whose message names the
+invoice, the template record and, for template errors, ``file:line``.
+Files are written whole or not at all (:func:`engine.storage.files.write_file`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,68 +20,82 @@ from typing import Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 
-from .context import DocumentInput, document_context
-from .sandbox import TEMPLATE_FOLDER, describe_error, make_environment, render_template, template_path_problem
+from engine.domain.batching import chunks
+from engine.storage.context import Context
+from engine.storage.files import write_file
+
+from .context import DocumentInput, document_context, document_environment
+from .data import read_documents
+from .errors import (
+    DocumentError,
+    InvoicesNotRendered,
+    PdfUnavailable,
+    TemplateFailed,
+    TemplateNotUsable,
+    invoice_where,
+)
+from .pdf import html_to_pdf
+from .sandbox import TEMPLATE_FOLDER, describe_error, render_template, template_path_problem
 from .template_records import TemplateSettings, parse_template_settings, select_template_record
 
-from .data import read_documents
-from .pdf import PdfUnavailable, html_to_pdf
-from engine.storage.context import Context
-
 FORMATS = ("html", "pdf")
-
-
-class DocumentError(Exception):
-    """An invoice document cannot be produced (a message for people)."""
+#: Invoices read from the database at a time.
+RENDER_BATCH = 200
 
 
 @dataclass(frozen=True)
 class Rendered:
+    """One invoice's HTML and the template record that made it."""
+
     invoice_name: str
     template: str
     html: str
 
 
+def invoice_label(invoice: dict) -> str:
+    """How messages name an invoice: its number, else ``#<id>``."""
+    return str(invoice.get("Name") or f"#{invoice.get('Id')}")
+
+
 def template_settings_for(ctx: Context, invoice: dict) -> TemplateSettings:
-    """The parsed Template record of an invoice (raises DocumentError)."""
+    """The parsed Template record of an invoice (:class:`TemplateNotUsable`
+    when it names none that can be used)."""
     model = ctx.model
-    name = invoice.get("Name") or f"#{invoice.get('Id')}"
+    name = invoice_label(invoice)
     try:
         record = select_template_record(model, invoice.get("Template"))
     except LookupError as error:
-        raise DocumentError(f"invoice {name} {error}") from None
+        raise TemplateNotUsable(f"invoice {name} {error}", where=invoice_where(name)) from None
     settings = parse_template_settings(model, record)
     problem = template_path_problem(settings.file)
     if problem:
-        raise DocumentError(f"invoice {name}: template '{settings.name}': {problem}")
+        raise TemplateNotUsable(f"invoice {name}: template '{settings.name}': {problem}", where=invoice_where(name))
     if settings.file.lower() not in model.templates:
-        raise DocumentError(f"invoice {name}: template '{settings.name}': templates/{settings.file} does not exist")
+        raise TemplateNotUsable(f"invoice {name}: template '{settings.name}': templates/{settings.file} does not exist",
+                                where=invoice_where(name))
     return settings
 
 
 def render_html(org_root: Path, ctx: Context, data: DocumentInput) -> Rendered:
-    """The HTML of one invoice (raises DocumentError with file:line for
-    template errors)."""
-    model = ctx.model
-    name = data.invoice.get("Name") or f"#{data.invoice.get('Id')}"
+    """The HTML of one invoice (:class:`TemplateFailed` with the template's
+    file:line when the template fails on this invoice's data)."""
+    name = invoice_label(data.invoice)
     settings = template_settings_for(ctx, data.invoice)
-    currency = str(data.invoice.get("CurrencyIsoCode") or "EUR")
-    env = make_environment(org_root, locale=settings.locale, currency=currency)
+    env = document_environment(org_root, settings, data)
     try:
-        html = render_template(env, settings.file, document_context(model, settings, data))
+        html = render_template(env, settings.file, document_context(ctx.model, settings, data))
     except Exception as error:  # noqa: BLE001 - any template failure is reported with its location
         info = describe_error(error, env, settings.file)
-        raise DocumentError(f"invoice {name}: template '{settings.name}' failed at {info.where}: {info.message}") \
-            from None
+        raise TemplateFailed(f"invoice {name}: template '{settings.name}' failed at {info.where}: {info.message}",
+                             where=invoice_where(name)) from None
     return Rendered(name, settings.name, html)
 
 
 def render_pdf(org_root: Path, rendered: Rendered, document_date: date | None) -> bytes:
-    try:
-        return html_to_pdf(rendered.html, Path(org_root) / TEMPLATE_FOLDER, document_date=document_date,
-                           title=rendered.invoice_name)
-    except PdfUnavailable as error:
-        raise DocumentError(str(error)) from None
+    """The PDF of rendered HTML, resources confined to templates/ (:mod:`.pdf`);
+    :class:`PdfUnavailable` when WeasyPrint cannot be loaded."""
+    return html_to_pdf(rendered.html, Path(org_root) / TEMPLATE_FOLDER, document_date=document_date,
+                       title=rendered.invoice_name)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -92,16 +107,24 @@ def file_stem(invoice_name: str) -> str:
     return stem[:120]
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(content)
-    os.replace(partial, path)
-
-
 @dataclass
 class RenderReport:
+    """What a render did: the invoices it was given, the files written, and
+    the invoices that failed (number and message; their errors in ``errors``)."""
+
+    invoices: int = 0
     written: list[Path] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (invoice, message)
+    errors: list[DocumentError] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> int:
+        return self.invoices - len(self.failures)
+
+    def failure_error(self) -> InvoicesNotRendered | None:
+        """The error to end the command with when invoices failed (one problem
+        per failed invoice), else None."""
+        return InvoicesNotRendered.of(self.errors) if self.errors else None
 
 
 def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices: Sequence[tuple[int, str]],
@@ -113,27 +136,27 @@ def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices:
     library stops everything (it would fail for every invoice)."""
     formats = [f for f in FORMATS if f in set(formats)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = RenderReport()
-    for chunk_start in range(0, len(invoices), 200):
-        chunk = invoices[chunk_start:chunk_start + 200]
-        for data in read_documents(conn, ctx, [i for i, _ in chunk], today=today):
-            name = str(data.invoice.get("Name") or f"#{data.invoice.get('Id')}")
+    report = RenderReport(invoices=len(invoices))
+    for batch in chunks(invoices, RENDER_BATCH):
+        for data in read_documents(conn, ctx, [i for i, _ in batch], today=today):
+            name = invoice_label(data.invoice)
             try:
                 rendered = render_html(org_root, ctx, data)
                 stem = file_stem(name)
                 if "html" in formats:
                     path = out_dir / f"{stem}.html"
-                    _write_atomic(path, rendered.html.encode("utf-8"))
+                    write_file(path, rendered.html.encode("utf-8"))
                     report.written.append(path)
                 if "pdf" in formats:
                     pdf = render_pdf(org_root, rendered, data.invoice.get("Date"))
                     path = out_dir / f"{stem}.pdf"
-                    _write_atomic(path, pdf)
+                    write_file(path, pdf)
                     report.written.append(path)
+            except PdfUnavailable:
+                raise
             except DocumentError as error:
-                if "WeasyPrint" in str(error):
-                    raise
                 report.failures.append((name, str(error)))
+                report.errors.append(error)
             if progress is not None:
                 progress(name)
     return report

@@ -14,25 +14,23 @@ from typing import Any, Mapping
 
 from engine.config.model import FieldDef, FieldType, OrgModel, SettingRecord
 
-from .context import DocumentInput, document_context
-from .sandbox import (
-    TemplateErrorInfo,
-    describe_error,
-    make_environment,
-    render_template,
-    template_path_problem,
-)
+from .context import DocumentInput, document_context, document_environment, setting_values
+from .sandbox import TemplateErrorInfo, describe_error, render_template, template_path_problem
 from .template_records import TemplateSettings, parse_template_settings
+
+#: The business entity of the sample invoices when the org marks none Default.
+SAMPLE_ENTITY = {"Name": "SAMPLE", "Company": "Sample GmbH", "Street": "Musterweg 1", "PostalCode": "10115",
+                 "City": "Berlin", "Country": "Deutschland"}
 
 
 def _sample_value(fdef: FieldDef) -> Any:
-    kind = fdef.type
-    if kind is FieldType.CHECKBOX:
-        return False
-    return None
+    """A field's value where a sample record gives none: unchecked for a
+    checkbox, else empty."""
+    return False if fdef.type is FieldType.CHECKBOX else None
 
 
 def _record(obj: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A sample record of ``obj``: every field present, ``values`` set."""
     record = {f.name: _sample_value(f) for f in obj.fields} if obj is not None else {}
     record.update(values)
     return record
@@ -48,15 +46,9 @@ def sample_inputs(model: OrgModel, settings: TemplateSettings) -> list[DocumentI
     line = model.object("InvoiceLineItem")
     bal = model.object("Balance")
     acc = model.object("Account")
-    ent = model.object("BusinessEntity")
-    entity_record = next((r for r in model.setting_records("BusinessEntity") if r.get("Default")), None)
-    entity_values = {f.name: None for f in ent.fields} if ent is not None else {}
-    if entity_record is not None and ent is not None:
-        entity_values.update({f.name: entity_record.get(f.name) for f in ent.fields})
-        entity_values["Name"] = entity_record.name
-    else:
-        entity_values.update({"Name": "SAMPLE", "Company": "Sample GmbH", "Street": "Musterweg 1",
-                              "PostalCode": "10115", "City": "Berlin", "Country": "Deutschland"})
+    entity_values = setting_values(model, "BusinessEntity")
+    if entity_values.get("Name") is None:
+        entity_values.update(SAMPLE_ENTITY)
     account = _record(acc, {"Name": "Sample Customer AG", "Id": 1})
     invoice_values = {
         "Id": 1, "Name": "INV-SAMPLE-0001", "Status": "Open", "Class": "Invoice", "Type": "Standard",
@@ -109,8 +101,7 @@ def check_template_record(org_root: Path | str, model: OrgModel, record: Setting
         return settings, errors
     seen: set[tuple] = set()
     for data in sample_inputs(model, settings):
-        currency = str(data.invoice.get("CurrencyIsoCode") or "EUR")
-        env = make_environment(org_root, locale=settings.locale, currency=currency)
+        env = document_environment(org_root, settings, data)
         try:
             render_template(env, settings.file, document_context(model, settings, data), seconds=5.0)
         except Exception as error:  # noqa: BLE001 - every template error is a finding

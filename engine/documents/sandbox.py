@@ -1,13 +1,12 @@
-"""The template contract: a sandboxed Jinja2 environment for invoice documents,
-the template settings it reads, and the data shape templates see.
+"""The sandboxed Jinja2 environment every invoice template runs in.
 
 Templates are treated as hostile user code. They come from the org directory
 (``templates/``), are written by whoever configures the org, and run inside
 the engine, so this module is the one place that decides what a template may
-do. It lives in ``config`` (not ``documents``) because ``validate-config``
-renders every template against a built-in sample invoice, and ``config`` must
-not import the packages below it; ``engine/documents`` reads the real invoice
-data and calls the same functions.
+do. validate-config renders every template against the sample invoices
+(:mod:`.sample`) and ``metabill render`` renders the real ones
+(:mod:`.render`), both here; the settings a template reads are in
+:mod:`.template_records`, the data it sees in :mod:`.context`.
 
 What the sandbox (:class:`InvoiceSandbox`) allows and refuses:
 

@@ -20,9 +20,13 @@ from engine.config.diagnostics import did_you_mean
 from engine.config.model import OrgModel, SettingRecord
 
 DEFAULT_BALANCE_COLUMNS = ("BalanceTitle", "Date", "Amount")
+#: The balance column holding the title of the balance's type (with placeholders filled).
 BALANCE_TITLE = "BalanceTitle"
 DIRECT_DEBIT_METHODS = frozenset({"Direct Debit", "SEPA"})
-_PLACEHOLDER = re.compile(r"\[([A-Za-z][A-Za-z0-9_]*)\]")
+#: A ``[Name]`` placeholder in a title, the payment terms, the header or the footer.
+PLACEHOLDER = re.compile(r"\[([A-Za-z][A-Za-z0-9_]*)\]")
+#: Placeholders of invoice texts that are computed, not fields.
+CALCULATED_PLACEHOLDERS = frozenset({"PaymentAmount", "BankAccountMasked"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def parse_template_settings(model: OrgModel, record: SettingRecord) -> TemplateS
                                                    did_you_mean(entry["type"], sorted(known))))
                     continue
                 title = entry.get("title", entry["type"])
-                for placeholder in _PLACEHOLDER.findall(title):
+                for placeholder in PLACEHOLDER.findall(title):
                     if not _balance_placeholder_known(balance, placeholder):
                         problems.append(SettingProblem("E127", "BalanceTypes",
                                                        f"template '{record.name}': the title of balance type "
@@ -134,7 +138,7 @@ def parse_template_settings(model: OrgModel, record: SettingRecord) -> TemplateS
     terms = str(record.get("PaymentTerms") or "")
     invoice = model.object("Invoice")
     for text_field in ("PaymentTerms", "Header", "Footer"):
-        for placeholder in _PLACEHOLDER.findall(str(record.get(text_field) or "")):
+        for placeholder in PLACEHOLDER.findall(str(record.get(text_field) or "")):
             if not _invoice_placeholder_known(model, invoice, placeholder):
                 problems.append(SettingProblem("E127", text_field,
                                                f"template '{record.name}': {text_field} uses the unknown "
@@ -156,6 +160,7 @@ def parse_template_settings(model: OrgModel, record: SettingRecord) -> TemplateS
 
 
 def default_template_records(model: OrgModel) -> list[SettingRecord]:
+    """The Template records marked Default (exactly one in a valid org)."""
     return [r for r in model.setting_records("Template") if r.get("Default")]
 
 
@@ -214,6 +219,3 @@ def _invoice_placeholder_known(model: OrgModel, invoice: Any, name: str) -> bool
         rest = name[len("BusinessEntity"):]
         return rest == "Name" or (entity is not None and entity.field(rest) is not None)
     return False
-
-
-CALCULATED_PLACEHOLDERS = frozenset({"PaymentAmount", "BankAccountMasked"})

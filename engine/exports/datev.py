@@ -5,7 +5,7 @@ yet exported (all of them with ``force=True``) as a DATEV-Format
 Buchungsstapel (header version 700, format category 21, format version 13),
 and in the same database transaction
 
-* creates the accounting documents (:func:`transfer_documents`): one
+* creates the accounting documents (:mod:`.accounting_documents`): one
   AccountingDocument per invoice and one AccountingDocumentItem per exported
   booking detail, with the default mapping of domain-spec §7.5 plus every
   custom field (``__c``) that exists with the same name and type on the
@@ -14,8 +14,9 @@ and in the same database transaction
   ``ExportDestination = 'DATEV'``.
 
 The caller owns the transaction: when anything fails, nothing is marked and
-no document exists, so the file must be discarded too (the CLI writes it to a
-temporary file and moves it into place after the commit).
+no document exists, so the file must be discarded too.
+:func:`engine.exports.service.export_datev_file` stages the file, syncs it
+before the commit and gives it its name after the commit.
 
 Some details cannot go to DATEV; they are left unexported and listed in the
 report (:class:`Excluded`) with the reason:
@@ -56,18 +57,22 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, BinaryIO, Iterable, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import sqlalchemy as sa
 
 from engine.booking.postings import counter_account, sides
-from engine.config.model import FieldDef, ObjectDef, SettingRecord
+from engine.config.model import SettingRecord
+from engine.domain.batching import chunks
+from engine.domain.errors import Where
 from engine.domain.money import CENT
-from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.bulk import update_by_id
+from engine.storage.context import Context
 from engine.storage.csvio import cell_text
 
+from .accounting_documents import DocumentTransfer
+from .errors import DatevExportError, DatevParameterError
 from .journal import detail_query, stream_details
-from engine.storage.context import Context
 
 #: Booking detail types whose details never go to DATEV (seed 003).
 INTERIM_TYPES = frozenset({"Interim Revenue", "Interim Payment", "Interim Payment Clearing", "Interim Tax"})
@@ -85,7 +90,6 @@ FORMAT_VERSION = 13
 ORIGIN = "MB"
 EXPORTED_BY = "metabill"
 DEFAULT_DESCRIPTION = "metabill Buchungsstapel"
-DOCUMENT_TYPE = "Accounts Receivable Ledger"
 
 #: Column headings of a Buchungsstapel, format version 13 (125 columns), as in
 #: DATEV's sample file.
@@ -133,7 +137,6 @@ BU_FIELD = "BuCode__c"
 BUCHUNGSTEXT_LENGTH = 60
 BELEGFELD_LENGTH = 36
 KOST_LENGTH = 36
-ITEM_BATCH = 1_000
 MARK_BATCH = 1_000
 SPOOL_BYTES = 8 * 2**20
 
@@ -143,14 +146,6 @@ _BELEGFELD = re.compile(r"[A-Za-z0-9$&%*+\-/]*")
 _BU_CODE = re.compile(r"[0-9]{1,4}")
 _AMOUNT = re.compile(r"[0-9]{1,10},[0-9]{2}")
 _CHART = re.compile(r"[0-9]{2}")
-
-
-class DatevExportError(ValueError):
-    """The export cannot be produced (nothing was written or marked)."""
-
-
-class DatevParameterError(DatevExportError):
-    """Missing or invalid DATEV parameters (consultant, client, fiscal year, ...)."""
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +219,8 @@ def params_from_setting(ctx: Context, setting_name: str | None = None, **overrid
     if setting_name is not None:
         record = model.setting_record("ExportSetting", setting_name)
         if record is None:
-            raise DatevParameterError(f"no ExportSetting record named {setting_name!r}")
+            raise DatevParameterError(f"no ExportSetting record named {setting_name!r}",
+                                      where=Where(object="ExportSetting", record=setting_name))
     else:
         for candidate in model.setting_records("ExportSetting"):
             if candidate.get("Active", True) and _setting_value(candidate, "consultant") is not None:
@@ -243,7 +239,11 @@ def params_from_setting(ctx: Context, setting_name: str | None = None, **overrid
     missing = [key for key in ("consultant", "client", "fiscal_year_start", "account_length") if key not in values]
     if missing:
         names = ", ".join(f"{key.replace('_', ' ')} (ExportSetting.{SETTING_FIELDS[key]})" for key in missing)
-        raise DatevParameterError(f"missing DATEV parameter(s): {names}")
+        raise DatevParameterError(
+            f"missing DATEV parameter(s): {names}",
+            where=Where(object="ExportSetting", record=record.name) if record is not None else None,
+            hint="set them on the ExportSetting record or give them as options (metabill export datev --help)",
+        )
     try:
         params = DatevParams(
             consultant=int(values["consultant"]),
@@ -297,6 +297,10 @@ class Excluded:
 
 @dataclass
 class DatevReport:
+    """What an export did: the booking dates of the file, the details exported,
+    skipped as already exported and excluded (with reasons), and the
+    accounting documents and items created."""
+
     created: datetime
     forced: bool
     date_from: date
@@ -306,157 +310,6 @@ class DatevReport:
     documents: int = 0
     items: int = 0
     excluded: list[Excluded] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TransferResult:
-    documents: int
-    items: int
-
-
-# ---------------------------------------------------------------------------
-# Accounting documents
-
-
-def custom_copies(source: ObjectDef, target: ObjectDef) -> tuple[tuple[str, FieldDef], ...]:
-    """(source key, target field) for every stored custom field of ``source``
-    that ``target`` has with the same API name and value type (seed 004).
-    ON fields belong to the ON mechanism of source records, not to this copy."""
-    out = []
-    for fdef in source.fields:
-        if not fdef.is_custom or fdef.name.lower().startswith("on_") or not fdef.is_stored:
-            continue
-        target_field = target.field(fdef.name)
-        if target_field is not None and target_field.is_stored and target_field.value_type == fdef.value_type:
-            out.append((fdef.key, target_field))
-    return tuple(out)
-
-
-class DocumentTransfer:
-    """Collects accounting documents and items for booking details and
-    inserts them in batches: one AccountingDocument per invoice (per
-    transfer), one AccountingDocumentItem per detail. A detail without an
-    invoice gets a document of its own."""
-
-    def __init__(self, conn: sa.Connection, ctx: Context, *, transferred_at: datetime):
-        model = ctx.model
-        detail_obj = model.require("BookingDetail")
-        self.document_obj = model.require("AccountingDocument")
-        self.item_obj = model.require("AccountingDocumentItem")
-        self.documents_writer = RowWriter(conn, self.document_obj)
-        self.items_writer = RowWriter(conn, self.item_obj)
-        self.document_copies = custom_copies(detail_obj, self.document_obj)
-        self.item_copies = custom_copies(detail_obj, self.item_obj)
-        self.transferred_at = transferred_at
-        self._documents: dict[object, dict] = {}
-        self._pending_documents: list[dict] = []
-        self._pending_items: list[tuple[dict, dict]] = []
-        self.documents = 0
-        self.items = 0
-
-    def problem(self, detail: Mapping[str, object]) -> str | None:
-        """Why ``detail`` cannot be transferred (a copied value that does not
-        fit its target field), or None."""
-        for key, target in self.document_copies + self.item_copies:
-            value = detail.get(key)
-            if isinstance(value, str) and target.length and len(value) > target.length:
-                return (
-                    f"{key} value {value!r} is longer than {target.object_name}.{target.name} "
-                    f"({target.length} characters)"
-                )
-        return None
-
-    def add(self, detail: Mapping[str, object]) -> None:
-        key = detail.get("invoice") or ("detail", detail["id"])
-        document = self._documents.get(key)
-        if document is None:
-            document = self._document(detail)
-            self._documents[key] = document
-            self._pending_documents.append(document)
-        item = {
-            "bookingdetail": detail["id"],
-            "amount": detail.get("amount"),
-            "accountno": detail.get("accountno"),
-            "contraaccountno": counter_account(detail),
-            "accountingdate": detail.get("bookingdate"),
-            "deliverydate": detail.get("deliverydate") or detail.get("originalbookingdate"),
-            "tax": detail.get("taxrate"),
-            "taxcode": detail.get("taxcode"),
-            "center": detail.get("center"),
-            "bookingtext": detail.get("bookingtext"),
-        }
-        for key_, target in self.item_copies:
-            item[target.key] = detail.get(key_)
-        self._pending_items.append((document, item))
-        if len(self._pending_items) >= ITEM_BATCH:
-            self.flush()
-
-    def _document(self, detail: Mapping[str, object]) -> dict:
-        document = {
-            "invoice": detail.get("invoice"),
-            "bookingperiod": detail.get("bookingperiod"),
-            "type": DOCUMENT_TYPE,
-            "invoiceid": detail.get("invoiceno"),
-            "documentdate": detail.get("bookingdate"),
-            "customername": detail.get("accountname"),
-            "customercity": detail.get("billingcity"),
-            "iban": detail.get("iban"),
-            "swiftcode": detail.get("bic"),
-            "vatid": detail.get("vatid"),
-            "currencyisocode": detail.get("currencyisocode"),
-            "status": "Transferred",
-            "locked": True,
-            "transferredat": self.transferred_at,
-        }
-        for key, target in self.document_copies:
-            document[target.key] = detail.get(key)
-        return document
-
-    def flush(self) -> None:
-        if self._pending_documents:
-            self.documents_writer.insert(self._pending_documents, timestamp=self.transferred_at)
-            self.documents += len(self._pending_documents)
-            for document in self._pending_documents:
-                # Later items of the same invoice only need the id.
-                ident = document["id"]
-                document.clear()
-                document["id"] = ident
-            self._pending_documents = []
-        if self._pending_items:
-            items = []
-            for document, item in self._pending_items:
-                item["accountingdocument"] = document["id"]
-                items.append(item)
-            self.items_writer.insert(items, timestamp=self.transferred_at)
-            self.items += len(items)
-            self._pending_items = []
-
-
-def transfer_documents(
-    conn: sa.Connection,
-    ctx: Context,
-    details: Iterable[Mapping[str, object]],
-    *,
-    transferred_at: datetime | None = None,
-) -> TransferResult:
-    """Create the accounting documents of ``details`` (booking detail records
-    keyed by lower-case field name): one AccountingDocument per invoice, one
-    AccountingDocumentItem per detail, default mapping of domain-spec §7.5
-    plus the custom fields shared with BookingDetail. Runs in the caller's
-    transaction; raises :class:`DatevExportError` for a detail whose copied
-    values do not fit (nothing is inserted then, once the caller rolls back)."""
-    transfer = DocumentTransfer(conn, ctx, transferred_at=transferred_at or _utc_now())
-    for detail in details:
-        problem = transfer.problem(detail)
-        if problem:
-            raise DatevExportError(f"booking detail {detail.get('name') or detail.get('id')}: {problem}")
-        transfer.add(detail)
-    transfer.flush()
-    return TransferResult(transfer.documents, transfer.items)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 # ---------------------------------------------------------------------------
@@ -624,17 +477,16 @@ def export_datev(
     exported are skipped unless ``force``. ``created`` is the "Erzeugt am"
     timestamp (local wall-clock time; default now), injected for
     reproducible files. Returns the report, including the excluded details."""
-    model = ctx.model
     params.validate()
     created = created or datetime.now()
     transferred_at = (created if created.tzinfo else created.astimezone()).astimezone(timezone.utc)
     first = max(params.fiscal_year_start, params.date_from or params.fiscal_year_start)
     last = min(params.fiscal_year_end, params.date_to or params.fiscal_year_end)
-    detail_obj = model.require("BookingDetail")
+    detail_obj = ctx.obj("BookingDetail")
     bu_field = detail_obj.field(BU_FIELD)
     bu_key = bu_field.key if bu_field is not None and bu_field.is_stored else None
 
-    item_table = ctx.metadata.tables[model.require("AccountingDocumentItem").table_name]
+    item_table = ctx.table("AccountingDocumentItem")
     table, query = detail_query(conn, ctx, only_unexported=not force)
     has_item = sa.exists().where(item_table.c.bookingdetail == table.c.id).label("_has_item")
     query = query.add_columns(has_item).where(table.c.bookingdate >= first, table.c.bookingdate <= last)
@@ -676,8 +528,7 @@ def export_datev(
             seen_first = when if seen_first is None or when < seen_first else seen_first
             seen_last = when if seen_last is None or when > seen_last else seen_last
         transfer.flush()
-        for start in range(0, len(exported_ids), MARK_BATCH):
-            chunk = exported_ids[start:start + MARK_BATCH]
+        for chunk in chunks(exported_ids, MARK_BATCH):
             update_by_id(conn, detail_obj, ["Exported", "ExportDestination"],
                          [(ident, (True, DESTINATION)) for ident in chunk], timestamp=transferred_at)
         report.exported = len(exported_ids)
@@ -692,3 +543,9 @@ def export_datev(
         body.seek(0)
         shutil.copyfileobj(body, out)
     return report
+
+
+__all__ = [
+    "COLUMNS", "INTERIM_TYPES", "DatevExportError", "DatevParameterError", "DatevParams", "DatevReport", "Excluded",
+    "columns_line", "detail_line", "export_datev", "header_line", "params_from_setting",
+]

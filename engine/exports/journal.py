@@ -31,9 +31,10 @@ from typing import Iterable, Iterator, Sequence, TextIO
 import sqlalchemy as sa
 
 from engine.booking.postings import sides
+from engine.domain.batching import chunks
 from engine.domain.money import CENT
-from engine.storage.csvio import cell_text
 from engine.storage.context import Context
+from engine.storage.csvio import cell_text
 
 #: Header of the journal CSV, in column order.
 JOURNAL_COLUMNS = (
@@ -55,7 +56,6 @@ JOURNAL_COLUMNS = (
 STREAM_BATCH = 1_000
 #: Invoice ids per ``IN (...)`` list (stays far below every driver's parameter limit).
 ID_CHUNK = 500
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +99,11 @@ def detail_query(
     """The BookingDetail table and a SELECT of its rows in journal order
     (booking date, invoice number, id). ``columns`` adds expressions to the
     selected columns (for example an EXISTS flag)."""
-    model = ctx.model
-    table = ctx.metadata.tables[model.require("BookingDetail").table_name]
+    table = ctx.table("BookingDetail")
     query = sa.select(table, *(columns or ()))
     if invoice_ids is not None:
         ids = sorted({int(i) for i in invoice_ids})
-        chunks = [ids[i:i + ID_CHUNK] for i in range(0, len(ids), ID_CHUNK)]
-        query = query.where(sa.or_(sa.false(), *(table.c.invoice.in_(chunk) for chunk in chunks)))
+        query = query.where(sa.or_(sa.false(), *(table.c.invoice.in_(chunk) for chunk in chunks(ids, ID_CHUNK))))
     if only_unexported:
         query = query.where(table.c.exported == sa.false())
     query = query.order_by(

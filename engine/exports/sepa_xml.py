@@ -30,7 +30,9 @@ from lxml import etree
 
 from engine.domain.money import CENT
 
-#: The two messages: name -> (XSD file, namespace).
+from .errors import SepaXmlError
+
+#: The two messages: name -> namespace (their XSDs are xsd/<name>.xsd).
 PAIN_008 = "pain.008.001.02"
 PAIN_001 = "pain.001.001.03"
 MESSAGES = {name: f"urn:iso:std:iso:20022:tech:xsd:{name}" for name in (PAIN_008, PAIN_001)}
@@ -43,10 +45,6 @@ _TRANSLITERATION = str.maketrans({
     "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss",
     "&": "+", "_": "-", "@": "(at)", "\n": " ", "\r": " ", "\t": " ",
 })
-
-
-class SepaXmlError(ValueError):
-    """An XML document is refused (unsafe or not valid against its XSD)."""
 
 
 def safe_parser() -> etree.XMLParser:

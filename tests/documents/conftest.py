@@ -20,23 +20,23 @@ from engine.documents import find_invoices, read_documents, render_html
 from engine.storage.bulk import RowWriter
 
 from config.orgcopy import REPO_ROOT, copy_org
-from exports.conftest import Demo, demo, demo_sqlite, demo_templates, make_demo, sample_model  # noqa: F401
+from exports.conftest import Demo, demo, demo_sqlite, make_demo, sample_model  # noqa: F401 (fixtures)
 from contexts import context
 
 
-def add_balance(demo: Demo, invoice_name: str, balance_type: str, amount: str, day: date, **extra) -> int:
+def add_balance(database: Demo, invoice_name: str, balance_type: str, amount: str, day: date, **extra) -> int:
     """Insert a Balance row on the invoice (negative amounts are credits)."""
-    invoice = demo.rows("Invoice", demo.table("Invoice").c.name == invoice_name)[0]
+    invoice = database.rows("Invoice", database.table("Invoice").c.name == invoice_name)[0]
     record = {"account": invoice["account"], "invoice": invoice["id"], "type": balance_type,
               "amount": Decimal(amount), "date": day, "currencyisocode": "EUR", **extra}
-    with demo.engine.begin() as conn:
-        RowWriter(conn, demo.model.require("Balance")).insert([record])
+    with database.engine.begin() as conn:
+        RowWriter(conn, database.model.require("Balance")).insert([record])
     return record["id"]
 
 
-def invoice_html(demo: Demo, name: str, model: OrgModel | None = None, org: Path = REPO_ROOT) -> str:
-    model = model or demo.model
-    with demo.engine.connect() as conn:
+def invoice_html(database: Demo, name: str, model: OrgModel | None = None, org: Path = REPO_ROOT) -> str:
+    model = model or database.model
+    with database.engine.connect() as conn:
         [(invoice_id, _)] = find_invoices(conn, context(model), names=[name])
         [data] = read_documents(conn, context(model), [invoice_id], today=date(2024, 12, 31))
     return render_html(org, context(model), data).html

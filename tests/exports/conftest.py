@@ -3,35 +3,31 @@
 load data/*.csv, the same invoice runs with the same dates, finalize with a
 fixed date), so the tests depend on neither ``out/`` nor the clock.
 
-On SQLite the demo database is built once per session per org and copied
+The database comes from the shared ``prepared`` fixture (tests/conftest.py):
+on SQLite it is built once per session per org and data folder and copied
 for every test; a PostgreSQL test builds it in its private schema.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from engine.billing.drafts import draft_ids
-from engine.booking.finalize import finalize_invoices
 from engine.billing.run import RunRequest, run_invoices
-from engine.project import load_project
+from engine.booking.finalize import finalize_invoices
 from engine.config.model import OrgModel
 from engine.exports.datev import DatevParams
 from engine.storage.bulk import RowWriter
-from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
-from engine.storage.records import load_records
-from engine.storage.schema import build_metadata
 
 from config.orgcopy import REPO_ROOT
 from contexts import context
+from databases import DATA_DIR, load_data, load_model
 
 GOLDEN = Path(__file__).parent / "golden"
 #: "Erzeugt am" of every DATEV file the tests write.
@@ -50,29 +46,21 @@ DEMO_RUNS = (
     (("UC1 Final Invoice",), date(2024, 6, 1), date(2024, 6, 30), date(2024, 6, 10)),
 )
 
-
-def load_model(org: Path) -> OrgModel:
-    result = load_project(org)
-    assert result.ok, [str(d) for d in result.errors]
-    return result.model
-
-
-def build_demo(engine: sa.Engine, model: OrgModel, data_dir: Path = REPO_ROOT / "data") -> None:
+def build_demo(engine: sa.Engine, model: OrgModel, data_dir: Path = DATA_DIR) -> None:
     """scripts/demo.sh steps 2-4 on ``engine``."""
     apply_migration(engine, model)
-    for path in sorted(data_dir.glob("[0-9]*_*.csv")):
-        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
-        assert report.ok, report.render()
+    load_data(engine, model, data_dir)
+    ctx = context(model)
     for filters, start, end, invoice_date in DEMO_RUNS:
         request = RunRequest(filters=filters, period_start=start, period_end=end, invoice_date=invoice_date,
                              today=invoice_date)
         # Run 3 reports the final orders as record errors: they wait for their sub invoices.
-        report = run_invoices(engine, context(model), request)
+        report = run_invoices(engine, ctx, request)
         with engine.connect() as conn:
-            ids = draft_ids(conn, context(model), run_id=report.run_id)
-        finalized = finalize_invoices(engine, context(model), ids, today=invoice_date)
+            ids = draft_ids(conn, ctx, run_id=report.run_id)
+        finalized = finalize_invoices(engine, ctx, ids, today=invoice_date)
         assert not finalized.failures, finalized.failures
-    invoices = build_metadata(model).tables[model.require("Invoice").table_name]
+    invoices = ctx.table("Invoice")
     with engine.connect() as conn:
         statuses = [r.status for r in conn.execute(sa.select(invoices.c.status))]
     assert len(statuses) == 11 and "Draft" not in statuses, statuses
@@ -87,7 +75,7 @@ class Demo:
     url: str
 
     def table(self, object_name: str) -> sa.Table:
-        return build_metadata(self.model).tables[self.model.require(object_name).table_name]
+        return context(self.model).table(object_name)
 
     def rows(self, object_name: str, *where) -> list[dict]:
         table = self.table(object_name)
@@ -105,45 +93,22 @@ class Demo:
         return [r["id"] for r in records]
 
 
-class _Templates:
-    def __init__(self, root: Path):
-        self.root = root
-        self.files: dict[str, Path] = {}
-
-    def file_for(self, model: OrgModel, data_dir: Path) -> Path:
-        key = f"{model.config_hash}:{data_dir}"
-        if key not in self.files:
-            path = self.root / f"demo-{len(self.files)}.db"
-            engine = open_engine(f"sqlite:///{path}")
-            try:
-                build_demo(engine, model, data_dir)
-            finally:
-                engine.dispose()
-            self.files[key] = path
-        return self.files[key]
-
-
-@pytest.fixture(scope="session")
-def demo_templates(tmp_path_factory) -> _Templates:
-    return _Templates(tmp_path_factory.mktemp("demo-templates"))
-
-
 @pytest.fixture(scope="session")
 def sample_model() -> OrgModel:
     return load_model(REPO_ROOT)
 
 
 @pytest.fixture
-def make_demo(demo_templates, engine_for):
-    """``make_demo(url, model, data_dir)``: the demo database at ``url``."""
+def make_demo(prepared):
+    """``make_demo(url, model, data_dir)``: the demo database at ``url``
+    (the shared ``prepared`` fixture with :func:`build_demo`; the data folder
+    tells preparations apart)."""
 
-    def make(url: str, model: OrgModel, data_dir: Path = REPO_ROOT / "data") -> Demo:
-        if url.startswith("sqlite"):
-            shutil.copyfile(demo_templates.file_for(model, data_dir), make_url(url).database)
-            return Demo(engine_for(url), model, url)
-        engine = engine_for(url)
-        build_demo(engine, model, data_dir)
-        return Demo(engine, model, url)
+    def make(url: str, model: OrgModel, data_dir: Path = DATA_DIR) -> Demo:
+        def build_demo_database(engine: sa.Engine, model: OrgModel) -> None:
+            build_demo(engine, model, data_dir)
+
+        return Demo(prepared(url, model, prepare=build_demo_database, key=str(data_dir)), model, url)
 
     return make
 

@@ -1,8 +1,5 @@
-"""``metabill export bookings`` and ``metabill export datev`` in-process.
-
-The group is invoked directly (main.py registers it with
-``cli.add_command(export)``); when it is registered, the same commands run
-as ``metabill export ...``."""
+"""``metabill export bookings`` and ``metabill export datev`` in-process,
+through the root group (which renders errors)."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.cli.exports import export
+from engine.cli.main import cli
 
 from config.orgcopy import REPO_ROOT
 
@@ -29,7 +26,7 @@ def invoke(*args: str, cwd: Path):
     old = Path.cwd()
     os.chdir(cwd)
     try:
-        return runner.invoke(export, list(args), catch_exceptions=False)
+        return runner.invoke(cli, ["export", *args], catch_exceptions=False)
     finally:
         os.chdir(old)
 

@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from engine.booking.postings import counter_account
-from engine.exports.datev import DatevExportError, custom_copies, transfer_documents
+from engine.exports.accounting_documents import custom_copies, transfer_documents
+from engine.exports.datev import DatevExportError
 
 from config.orgcopy import InsertAfter, copy_org
 
-from .conftest import load_model
 from .helpers import datev_export, datev_records
 from contexts import context
+from databases import load_model
 
 
 def test_documents_default_mapping(demo):

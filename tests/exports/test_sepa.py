@@ -19,7 +19,7 @@ from lxml import etree
 from engine.billing.drafts import draft_ids
 from engine.billing.run import RunRequest, run_invoices
 from engine.booking.finalize import finalize_invoices
-from engine.cli.exports import export
+from engine.cli.main import cli
 from engine.exports import sepa_xml
 from engine.exports.sepa import (
     BALANCES,
@@ -32,12 +32,14 @@ from engine.exports.sepa import (
 )
 from engine.exports.sepa_xml import PAIN_001, PAIN_008, SepaXmlError, amount_text, parse_xml, read_message, sepa_text
 from engine.storage.bulk import RowWriter
+from engine.storage.db import unit_of_work
 
 from config.orgcopy import REPO_ROOT, copy_org
 
-from .conftest import Demo, load_model
+from .conftest import Demo
 from .helpers import check_golden
 from contexts import context
+from databases import load_model
 
 CREATED = datetime(2024, 10, 1, 12, 0, 0)
 CREDIT_CREATED = datetime(2025, 1, 15, 9, 0, 0)
@@ -46,9 +48,11 @@ DEBITS = ("INV-2024-00008", "INV-2024-00010")  # Nordlicht Logistik, Direct Debi
 
 
 def sepa(demo: Demo, kind: str = DEBIT, *, apply: bool = True, **options):
+    """export_sepa in a unit of work; ``apply=False`` is the dry run (the same
+    code, rolled back)."""
     options.setdefault("created", CREDIT_CREATED if kind != DEBIT else CREATED)
-    with demo.engine.begin() as conn:
-        return export_sepa(conn, context(demo.model), kind, business_entity="DE01", apply=apply, **options)
+    with unit_of_work(demo.engine, dry_run=not apply) as conn:
+        return export_sepa(conn, context(demo.model), kind, business_entity="DE01", **options)
 
 
 def invoices(demo: Demo) -> dict[str, dict]:
@@ -349,7 +353,7 @@ def test_run_export_writes_atomically(demo_sqlite, tmp_path, monkeypatch):
         tree.find(".//{*}InstdAmt").text = "-1.00"  # below the XSD minimum
         real(tree, message)
 
-    monkeypatch.setattr("engine.exports.sepa.validate", broken)
+    monkeypatch.setattr("engine.exports.sepa_message.validate", broken)
     with pytest.raises(SepaXmlError, match="not valid against the ISO 20022 XSD"):
         run_export(demo.engine, context(demo.model), DEBIT, out, business_entity="DE01", created=CREATED)
     assert not out.exists() and not out.with_name("debit.xml.part").exists()
@@ -450,7 +454,7 @@ def test_text_and_amount_rules():
 
 def invoke(*args: str):
     runner = CliRunner(env={"METABILL_DB_URL": None, "COLUMNS": "250"})
-    return runner.invoke(export, list(args), catch_exceptions=False)
+    return runner.invoke(cli, ["export", *args], catch_exceptions=False)
 
 
 def test_cli_sepa_commands(demo, tmp_path):
