@@ -84,5 +84,70 @@ def finalize(engine, ctx: Context, invoice_ids: Sequence[int], *, today=None):
     return finalize_invoices(engine, ctx, invoice_ids, today=today, stages=finalization_stages(ctx))
 
 
-__all__ = ["ConfigurationInvalid", "Problem", "Where", "all_checks", "finalization_stages", "finalize",
+class NothingToFinalize(EngineError):
+    """There are no draft invoices to finalize among those asked for."""
+
+    code = "R003"
+
+
+class InvoicesNotFinalized(EngineError):
+    """Some invoices could not be finalized and stay drafts; the others were
+    finalized (one problem per invoice)."""
+
+    code = "R004"
+
+
+def finalize_drafts(engine, ctx: Context, *, run: str | int | None = None, names: Sequence[str] = (),
+                    today=None):
+    """``finalize``: the drafts of the invoice run ``run`` (name or id) and/or
+    named ``names``, finalized with the whole chain; returns the report (its
+    failures did not stop the others: :func:`finalization_failure` is the
+    error to end with). Raises RunNotFound, :class:`NothingToFinalize`."""
+    from engine.billing.service import find_drafts
+
+    ids = find_drafts(engine, ctx, run=run, names=names)
+    if not ids:
+        raise NothingToFinalize("no draft invoices to finalize")
+    return finalize(engine, ctx, ids, today=today)
+
+
+def finalization_failure(report) -> EngineError | None:
+    """The error a finalization report ends with: None when every invoice was
+    finalized, else :class:`InvoicesNotFinalized` with a problem per invoice."""
+    if not report.failures:
+        return None
+    return InvoicesNotFinalized(f"{len(report.failures)} invoice(s) could not be finalized",
+                                problems=report.problems)
+
+
+class CancellationNotFinalized(EngineError):
+    """The cancellation invoice was created but could not be finalized; it
+    stays a draft and the invoice is not cancelled."""
+
+    code = "R005"
+
+
+def cancel_invoice(engine, ctx: Context, invoice: str, *, reason: str | None = None, when=None,
+                   draft_only: bool = False):
+    """``cancel``: the cancellation invoice of the finalized ``invoice``
+    (created in one transaction), then finalized with the whole chain unless
+    ``draft_only``. Returns ``(draft id, finalized item or None)``. Raises
+    CancelError (the invoice cannot be cancelled), :class:`CancellationNotFinalized`."""
+    from engine.booking.cancel import create_cancellation
+    from engine.storage.db import unit_of_work
+
+    with unit_of_work(engine) as conn:
+        draft_id = create_cancellation(conn, ctx, invoice, reason)
+    if draft_only:
+        return draft_id, None
+    report = finalize(engine, ctx, [draft_id], today=when)
+    if report.failures:
+        message = report.failures[0][1]
+        raise CancellationNotFinalized(f"the cancellation of {invoice} could not be finalized: {message}",
+                                       where=Where(object="Invoice", record=invoice))
+    return draft_id, report.finalized[0]
+
+
+__all__ = ["CancellationNotFinalized", "InvoicesNotFinalized", "NothingToFinalize", "cancel_invoice",
+           "finalization_failure", "finalize_drafts", "ConfigurationInvalid", "Problem", "Where", "all_checks", "finalization_stages", "finalize",
            "load_project", "open_context"]

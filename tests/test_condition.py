@@ -1,6 +1,6 @@
 """Filter conditions: parsing and checking (engine.billing.condition) and
 compiling to SQLAlchemy, executed on SQLite and PostgreSQL
-(engine.billing.sqlcondition)."""
+(engine.billing.condition.sql)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.billing.sqlcondition import compile_condition
 from engine.billing.condition import (
     MAX_DEPTH,
     MAX_IN_ITEMS,
@@ -31,8 +30,8 @@ from engine.billing.condition import (
     Or,
     parse_condition,
 )
+from engine.billing.condition.sql import compile_condition
 from engine.config.model import FieldDef, FieldType, FormulaDef, ObjectDef, ObjectKind, OrgModel
-from engine.storage.schema import build_metadata
 from contexts import context
 
 T = FieldType
@@ -453,7 +452,7 @@ CREATED = datetime(2024, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def db(db_url, engine_for):
     engine = engine_for(db_url)
-    metadata = build_metadata(MODEL)
+    metadata = context(MODEL).metadata
     metadata.create_all(engine)
     with engine.begin() as conn:
         for table, rows in (("account", ACCOUNTS), ("order", ORDERS), ("partial_delivery__c", DELIVERIES)):
@@ -466,7 +465,7 @@ def select_ids(db, text: str, obj: ObjectDef = ORDER, today: date = TODAY) -> se
     engine, metadata = db
     condition = ok(text, obj)
     table = metadata.tables[obj.table_name]
-    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=today)
+    where, from_clause = compile_condition(condition, context(MODEL), table, today=today)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     with engine.connect() as conn:
         ids = [row[0] for row in conn.execute(statement)]
@@ -633,7 +632,7 @@ def test_base_may_be_an_alias(db):
     engine, metadata = db
     condition = ok("Account.Type = 'Customer' AND TotalAmount > 1000")
     base = metadata.tables["order"].alias("o")
-    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, base, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), base, today=TODAY)
     with engine.connect() as conn:
         assert conn.execute(sa.select(base.c.id).select_from(from_clause).where(where)).scalars().all() == [5]
 
@@ -660,7 +659,7 @@ def test_sql_in_text_values_is_only_ever_a_bound_parameter(db):
     condition = ok(HOSTILE_TEXT)
     assert condition.root.value == "'; DROP TABLE \"order\"; --"
     table = metadata.tables["order"]
-    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), table, today=TODAY)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         compiled = statement.compile(dialect=dialect)
@@ -677,9 +676,9 @@ def test_sql_in_text_values_is_only_ever_a_bound_parameter(db):
 def test_no_value_is_inlined_into_sql():
     condition = ok("Status = 'Activated' AND TotalAmount > 12.5 AND EffectiveDate = THIS_MONTH "
                    "AND Account.Name LIKE 'Ac%' AND Tags__c INCLUDES ('B') AND AccountId IN (7777, 8888)")
-    metadata = build_metadata(MODEL)
+    metadata = context(MODEL).metadata
     table = metadata.tables["order"]
-    where, from_clause = compile_condition(condition, context(MODEL), metadata.tables, table, today=TODAY)
+    where, from_clause = compile_condition(condition, context(MODEL), table, today=TODAY)
     statement = sa.select(table.c.id).select_from(from_clause).where(where)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         sql = str(statement.compile(dialect=dialect))

@@ -23,9 +23,10 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
-from engine.config.model import OrgModel, SettingRecord
-
+from engine.config.model import SettingRecord
+from engine.domain.errors import EngineError, Where
 from engine.domain.money import CENT, ZERO, allocate, net_of_gross, round_money, tax_of
+
 from .tax import TaxDecision, TaxError, TaxResolver
 
 SUB_TYPES = ("Partial", "Progress")
@@ -52,8 +53,15 @@ ACCOUNT_TO_INVOICE: tuple[tuple[str, str], ...] = (
 )
 
 
-class BuildError(ValueError):
-    """A group of source records cannot become an invoice (message for the user)."""
+class BuildError(EngineError, ValueError):
+    """A group of source records cannot become an invoice (no tax rule
+    decides a line, a sub invoice to deduct is still a draft).
+
+    The run reports it for every source record of the group and bills the
+    others (see :class:`engine.billing.report.RecordFailure`).
+    """
+
+    code = "R205"
 
 
 class InvariantError(AssertionError):
@@ -121,8 +129,11 @@ class DraftInvoice:
 
 
 @dataclass(frozen=True)
-class RunContext:
-    model: OrgModel
+class RunFacts:
+    """The facts of one invoice run every invoice it builds shares: its run
+    record, period and invoice date, the configuration's hash (provenance),
+    the rounding mode and the tax resolver."""
+
     run_id: int | None
     period_start: date
     period_end: date
@@ -142,7 +153,7 @@ def fill(target: dict, values: Mapping[str, object]) -> None:
 
 
 def build_invoice(
-    ctx: RunContext,
+    run: RunFacts,
     sources: Sequence[SourceHeader],
     account: Mapping[str, object],
     account_copies: Mapping[str, object],
@@ -158,9 +169,9 @@ def build_invoice(
         "currencyisocode": first.currency,
         "businessentity": first.business_entity,
         "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None,
-        "date": ctx.invoice_date,
-        "invoicerun": ctx.run_id,
-        "confighash": ctx.config_hash,
+        "date": run.invoice_date,
+        "invoicerun": run.run_id,
+        "confighash": run.config_hash,
     }
     for source in sources:
         fill(header, source.invoice_fields)
@@ -171,14 +182,14 @@ def build_invoice(
 
     lines: list[dict] = []
     ordered = sorted(chain.from_iterable(s.lines for s in sources), key=attrgetter("order"))
-    line_tax = ctx.tax.for_header(header)  # the header is complete: its fields are read once
+    line_tax = run.tax.for_header(header)  # the header is complete: its fields are read once
     for position, source_line in enumerate(ordered, start=1):
         # Defaults first, then the source's fields (which win), then the link
         # to the source record.
         line = {
             "sequence": _position(position),
-            "serviceperiodstart": ctx.period_start,
-            "serviceperiodend": ctx.period_end,
+            "serviceperiodstart": run.period_start,
+            "serviceperiodend": run.period_end,
             **source_line.fields,
             "sourceobject": source_line.object_name,
             "sourcerecordid": str(source_line.record_id),
@@ -186,12 +197,13 @@ def build_invoice(
         if line.get("quantity") is None:
             line["quantity"] = Decimal(1)
         if line.get("unitprice") is None:
-            raise BuildError(f"{source_line.object_name} {source_line.record_id}: no unit price")
+            raise BuildError(f"{source_line.object_name} {source_line.record_id}: no unit price",
+                             where=Where(object=source_line.object_name, record=str(source_line.record_id)))
         _apply_tax(line_tax, header, line)
         lines.append(line)
     if first.invoice_type == FINAL_TYPE:
-        lines.extend(deduction_lines(ctx, header, lines, subs))
-    _amounts(header, lines, ctx.rounding)
+        lines.extend(deduction_lines(run, header, lines, subs))
+    _amounts(header, lines, run.rounding)
     _totals(header, lines)
     check_invoice(header, lines)
     return DraftInvoice(header, lines, list(sources))
@@ -211,7 +223,7 @@ def _apply_tax(tax: Callable[[Mapping[str, object], date | None], TaxDecision], 
     try:
         decision = tax(line, when)  # type: ignore[arg-type]
     except TaxError as error:
-        raise BuildError(str(error)) from None
+        raise BuildError(str(error), where=error.where, hint=error.hint) from None
     line["taxrate"] = decision.rate
     if decision.code:
         line["taxcode"] = decision.code
@@ -222,7 +234,7 @@ def _apply_tax(tax: Callable[[Mapping[str, object], date | None], TaxDecision], 
 
 
 def deduction_lines(
-    ctx: RunContext, header: Mapping[str, object], main: Sequence[dict], subs: Sequence[SubInvoice]
+    run: RunFacts, header: Mapping[str, object], main: Sequence[dict], subs: Sequence[SubInvoice]
 ) -> list[dict]:
     """The lines of a final invoice that deduct its sub invoices (§3.8).
 

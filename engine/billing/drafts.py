@@ -14,20 +14,23 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.config.model import FieldType
-from engine.storage.schema import CLAIM
+from engine.domain.errors import EngineError, Where
 from engine.storage.context import Context
+from engine.storage.schema import CLAIM
 
 
-class DraftError(ValueError):
-    """The invoices cannot be deleted (not drafts, unknown)."""
+class DraftError(EngineError, ValueError):
+    """Draft invoices cannot be deleted: some are unknown or not drafts
+    (finalized invoices are corrected by cancellation); nothing was deleted."""
+
+    code = "R211"
 
 
 def invoice_backrefs(ctx: Context) -> list[tuple[str, str]]:
     """(table, column) of every lookup to Invoice named ON_Invoice<sfx>__c:
     the write-back fields of invoice-run sources."""
-    model = ctx.model
     refs = []
-    for obj in model.data_objects:
+    for obj in ctx.model.data_objects:
         for fdef in obj.fields:
             if (
                 fdef.type is FieldType.LOOKUP
@@ -43,25 +46,25 @@ def delete_drafts(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int])
     """Delete the given draft invoices inside the caller's transaction; return
     how many were deleted. Raises DraftError (nothing deleted) when one of them
     is unknown or not a draft."""
-    model = ctx.model
     if not invoice_ids:
         return 0
-    tables = ctx.metadata
-    invoice = tables.tables[model.require("Invoice").table_name]
+    invoice = ctx.table("Invoice")
     ids = sorted(set(invoice_ids))
     rows = conn.execute(sa.select(invoice.c.id, invoice.c.name, invoice.c.status).where(invoice.c.id.in_(ids))).all()
     found = {r.id: r for r in rows}
     missing = [i for i in ids if i not in found]
     if missing:
-        raise DraftError(f"no invoice with id {', '.join(map(str, missing))}")
+        raise DraftError(f"no invoice with id {', '.join(map(str, missing))}",
+                         where=Where(object="Invoice", record=str(missing[0])) if len(missing) == 1 else None)
     final = [r.name for r in rows if r.status != "Draft"]
     if final:
-        raise DraftError(f"only drafts can be deleted; {', '.join(final)} are finalized: cancel them instead")
+        raise DraftError(f"only drafts can be deleted; {', '.join(final)} are finalized: cancel them instead",
+                         where=Where(object="Invoice", record=final[0]) if len(final) == 1 else None)
     for table_name, column in invoice_backrefs(ctx):
-        table = tables.tables[table_name]
+        table = ctx.metadata.tables[table_name]
         conn.execute(sa.update(table).where(table.c[column].in_(ids)).values({column: None}))
     conn.execute(sa.delete(CLAIM).where(CLAIM.c.invoice_id.in_(ids)))
-    line = tables.tables[model.require("InvoiceLineItem").table_name]
+    line = ctx.table("InvoiceLineItem")
     conn.execute(sa.delete(line).where(line.c.invoice.in_(ids)))
     result = conn.execute(sa.delete(invoice).where(invoice.c.id.in_(ids)))
     return result.rowcount or 0
@@ -69,8 +72,7 @@ def delete_drafts(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int])
 
 def draft_ids(conn: sa.Connection, ctx: Context, *, run_id: int | None = None, names: Iterable[str] = ()) -> list[int]:
     """Ids of the drafts of a run and/or with the given names."""
-    model = ctx.model
-    invoice = ctx.metadata.tables[model.require("Invoice").table_name]
+    invoice = ctx.table("Invoice")
     clauses = []
     if run_id is not None:
         clauses.append(invoice.c.invoicerun == run_id)

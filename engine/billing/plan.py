@@ -16,17 +16,26 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Mapping
 
-from engine.billing.condition import Condition, parse_condition
 from engine.config.model import FieldDef, FieldType, ObjectDef, SettingRecord
 from engine.config.resolve import IMPLICIT_FIELDS
 from engine.config.values import coerce
+from engine.domain.errors import EngineError, Where
 from engine.domain.naming import CONTROLLING_FIELDS, controlling_name, on_copy_target
 from engine.domain.values import field_paths
 from engine.storage.context import Context
 
+from .condition import Condition, parse_condition
 
-class PlanError(ValueError):
-    """The filter cannot run with this metadata (validate-config says why too)."""
+
+class PlanError(EngineError, ValueError):
+    """A filter cannot run with this metadata (an unknown target, missing
+    controlling fields, an invalid condition); validate-config says why too."""
+
+    code = "R202"
+
+    def __init__(self, message: str, *, filter_name: str | None = None):
+        super().__init__(message, where=Where(object="Filter", record=filter_name) if filter_name else None,
+                         hint="run 'metabill validate-config' to see the problem where it is configured")
 
 
 @dataclass(frozen=True)
@@ -134,10 +143,12 @@ def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
     model = ctx.model
     target = model.object(str(record.get("Target") or ""))
     if target is None or target.is_setting:
-        raise PlanError(f"filter '{record.name}': unknown target object '{record.get('Target')}'")
+        raise PlanError(f"filter '{record.name}': unknown target object '{record.get('Target')}'",
+                        filter_name=record.name)
     use_case = record.get("UseCase")
     if use_case not in (None, "Generic"):
-        raise PlanError(f"filter '{record.name}' has use case '{use_case}'; the invoice run handles Generic filters")
+        raise PlanError(f"filter '{record.name}' has use case '{use_case}'; the invoice run handles Generic filters",
+                        filter_name=record.name)
     suffix = str(record.get("TransactionalSuffix") or "")
     relation_name = record.get("ChildRelation")
     condition = None
@@ -145,11 +156,13 @@ def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
     if text and str(text).strip():
         condition, problems = parse_condition(str(text), target, model.object)
         if problems or condition is None:
-            raise PlanError(f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}")
+            raise PlanError(f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}",
+                            filter_name=record.name)
     if relation_name:
         relation = target.child_relationship(str(relation_name))
         if relation is None:
-            raise PlanError(f"filter '{record.name}': {target.name} has no child relationship '{relation_name}'")
+            raise PlanError(f"filter '{record.name}': {target.name} has no child relationship '{relation_name}'",
+                            filter_name=record.name)
         child = model.require(relation.child_object)
         header = Level(target, _controls(target, suffix, HEADER_BASES), _copies(ctx, target, suffix, ("Invoice",)))
         line = Level(child, _controls(child, suffix, LINE_BASES), _copies(ctx, child, suffix, ("InvoiceLineItem",)))
@@ -168,10 +181,12 @@ def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
     missing = [controlling_name(b, suffix) for b in required if header.field(b) is None]
     missing += [controlling_name(b, suffix) for b in ("ON_Title", "ON_UnitPrice") if line.field(b) is None]
     if missing:
-        raise PlanError(f"filter '{record.name}': missing controlling fields {', '.join(missing)}")
+        raise PlanError(f"filter '{record.name}': missing controlling fields {', '.join(missing)}",
+                        filter_name=record.name)
     for base in ("ON_Invoice", "ON_LastInvoiceRun", "ON_InvoiceBuildError"):
         if header.field(base).type is FieldType.FORMULA:  # type: ignore[union-attr]
-            raise PlanError(f"filter '{record.name}': {header.field(base).name} must not be a formula")  # type: ignore[union-attr]
+            raise PlanError(f"filter '{record.name}': {header.field(base).name} must not be a formula",  # type: ignore[union-attr]
+                            filter_name=record.name)
     writeback = {b: header.field(b) for b in ("ON_Invoice", "ON_LastInvoiceRun", "ON_InvoiceBuildError")}
     return FilterPlan(record, suffix, header, line, lookup, condition, writeback)  # type: ignore[arg-type]
 

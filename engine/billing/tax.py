@@ -22,13 +22,20 @@ from datetime import date
 from decimal import Decimal
 from typing import Callable, Mapping
 
-
+from engine.domain.errors import EngineError, Where
 from engine.domain.rules import RuleDecision, criteria_of, decide
 from engine.storage.context import Context
 
 
-class TaxError(ValueError):
-    """No rule (or no unique rule) decides the tax of a line."""
+class TaxError(EngineError, ValueError):
+    """No tax rule, or no unique one, decides the tax of an invoice line.
+
+    The run reports it for the line's source records (see
+    :class:`~engine.billing.build.BuildError`): billing with a guessed rate
+    would be worse than not billing them.
+    """
+
+    code = "R206"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +51,14 @@ class TaxResolver:
     """:func:`determine_tax` with its setup done once and its decisions
     memoized per distinct context (a run sees few distinct contexts: region,
     product class, date...). Decisions are pure, so the cache cannot go stale
-    within one loaded model."""
+    within one loaded model: one resolver serves a whole command
+    (``ctx.service(TaxResolver)``)."""
 
     def __init__(self, ctx: Context):
-        model = ctx.model
-        self.ctx = ctx
-        self.model = model
-        setting = model.object("TaxRule")
-        self.records = model.setting_records("TaxRule")
-        self.criteria = criteria_of(model, setting) if setting is not None else ()
+        setting = ctx.model.object("TaxRule")
+        self.configured = setting is not None
+        self.records = ctx.model.setting_records("TaxRule")
+        self.criteria = criteria_of(ctx.model, setting) if setting is not None else ()
         self.types = sorted({str(r.get("Type") or "") for r in self.records})
         self._cache: dict[tuple, TaxDecision | TaxError] = {}
         # The context fields the cache key is made of, split by where they are
@@ -95,7 +101,7 @@ class TaxResolver:
         return decide
 
     def _decide(self, header: Mapping[str, object], line: Mapping[str, object], when: date | None) -> TaxDecision:
-        if self.model.object("TaxRule") is None or not self.records:
+        if not self.configured or not self.records:
             raise TaxError("no tax rules are configured and the line has no explicit tax rate")
         criteria, records = self.criteria, self.records
         explicit_code = line.get("taxcode")
@@ -124,11 +130,13 @@ class TaxResolver:
                 continue
             if decision.tie:
                 names = " and ".join(f"'{c.name}'" for c in decision.candidates[:2])
-                raise TaxError(f"ambiguous tax rules {names} match equally well")
+                raise TaxError(f"ambiguous tax rules {names} match equally well",
+                               where=Where(object="TaxRule", record=decision.candidates[0].name),
+                               hint="make one of the rules more specific, or their validity periods disjoint")
             rule = decision.winner
             rate = rule.get("TaxRate")
             if rate is None:
-                raise TaxError(f"tax rule '{rule.name}' has no TaxRate")
+                raise TaxError(f"tax rule '{rule.name}' has no TaxRate", where=Where(object="TaxRule", record=rule.name))
             return TaxDecision(rule.get("TaxCode"), Decimal(rate), rule.name, rule.get("VATCategoryCode"), decision)
         context_text = ", ".join(
             f"{c.context_object}.{c.context_field}={context(c)!r}" for c in criteria if context(c) is not None

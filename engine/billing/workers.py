@@ -12,7 +12,7 @@ each filter, in Sequence order:
    accounts (the account is part of the group key), and a final invoice
    finds its account's sub invoices in its own worker's earlier batches, so
    the invoices are exactly those of a single-process run. Each worker
-   writes its batches as :meth:`_FilterRun.bill` does, one transaction each.
+   writes its batches as :meth:`FilterRun.bill` does, one transaction each.
 
 Finally the coordinator closes the run record with the totals.
 
@@ -23,9 +23,10 @@ opens its own engine, and reuses both for every task.
 **Safety does not depend on the split.** The same command started on several
 machines splits the same way, and its workers meet the other machine's on the
 same accounts: on PostgreSQL a batch claims its accounts with advisory locks
-(see ``_FilterRun._claim_accounts``) and re-reads its records after the claim,
-the ``_mb_claim`` primary key is the backstop, and both commands join one run
-record (``_open_run`` locks per period and filters). On SQLite, workers take
+(see :meth:`FilterRun.claim_accounts`) and re-reads its records after the
+claim, the ``_mb_claim`` primary key is the backstop, and both commands join
+one run record (:func:`~engine.billing.runrecord.open_run_record` locks per
+period and filters). On SQLite, workers take
 turns: every write transaction starts with ``BEGIN IMMEDIATE``, so only
 pass 1 (reading and evaluating) really runs in parallel there; the batches
 are written one at a time. Use PostgreSQL to scale out.
@@ -40,34 +41,29 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-
-from .build import RunContext
-from .run import (
-    FilterReport,
-    InvoiceSummary,
-    Progress,
-    RecordFailure,
-    RunReport,
-    RunRequest,
-    _close_run,
-    _FilterRun,
-    _Session,
-    check_request,
-    open_run,
-    refresh_statistics,
-    run_context,
-    run_invoices,
-)
+from engine.domain.errors import EngineError
 from engine.storage.context import Context
+
+from .build import RunFacts
+from .filterrun import FilterRun
+from .report import FilterReport, InvoiceSummary, Progress, RecordFailure, RunReport
+from .run import RunRequest, check_request, filter_plans, open_run, refresh_statistics, run_facts, run_invoices
+from .runrecord import close_run_record
+from .session import RunSession
+
+#: What a user does after a worker failed.
+RERUN_HINT = "run the same command again: the batches committed so far stay, and it bills the rest"
 
 #: The multiprocessing start method: a fresh interpreter per worker, no
 #: inherited connections or locks (fork would copy the parent's pool).
 START_METHOD = "spawn"
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed; the run's committed batches stay, a re-run
-    bills the rest."""
+class WorkerError(EngineError, RuntimeError):
+    """A worker process of the invoice run failed; the batches it committed
+    stay, and running the same command again bills the rest."""
+
+    code = "R207"
 
 
 @dataclass
@@ -88,10 +84,9 @@ class _Pass2:
 def run_invoices_parallel(url: str, org_dir: Path, ctx: Context, request: RunRequest, workers: int,
                           progress: Progress | None = None) -> RunReport:
     """Run ``request`` with ``workers`` processes on the database at ``url``
-    (see the module docstring). ``model`` must be the org at ``org_dir``.
-    One worker, or a dry run (one transaction that is rolled back), runs in
-    this process as :func:`run_invoices` does."""
-    model = ctx.model
+    (see the module docstring). ``ctx`` must be the context of the org at
+    ``org_dir``. One worker, or a dry run (one transaction that is rolled
+    back), runs in this process as :func:`run_invoices` does."""
     from engine.storage.db import open_engine
 
     engine = open_engine(url)
@@ -103,15 +98,15 @@ def run_invoices_parallel(url: str, org_dir: Path, ctx: Context, request: RunReq
         today = request.today or date.today()
         request = replace(request, today=today)  # one "today" for every worker
         refresh_statistics(engine, ctx, plans)
-        session = _Session(engine, False)
+        session = RunSession(engine, False)
         report, run = open_run(session, ctx, request, plans)
         processes = multiprocessing.get_context(START_METHOD)
-        init = (url, str(Path(org_dir).resolve()), model.config_hash, request, run.run_id, run.invoice_date)
+        init = (url, str(Path(org_dir).resolve()), ctx.model.config_hash, request, run.run_id, run.invoice_date)
         with processes.Pool(workers, initializer=_init_worker, initargs=init) as pool:
             for plan in plans:
                 report.filters.append(_run_filter(pool, plan.name, workers, report, progress))
         report.seconds = time.perf_counter() - started
-        session.write(lambda conn: _close_run(conn, ctx, run.run_id, report))
+        session.write(lambda conn: close_run_record(conn, ctx, run.run_id, report))  # type: ignore[arg-type]
         return report
     finally:
         engine.dispose()
@@ -123,7 +118,8 @@ def _run_filter(pool, name: str, workers: int, report: RunReport, progress: Prog
     try:
         parts = pool.map(_evaluate, [(name, index, workers) for index in range(workers)])
     except Exception as error:
-        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}") from error
+        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}",
+                          hint=RERUN_HINT) from error
     for part in parts:
         keyed.extend(part.keyed)
         filter_report.records_read += part.records_read
@@ -143,7 +139,8 @@ def _run_filter(pool, name: str, workers: int, report: RunReport, progress: Prog
             if progress:
                 progress(name, done, len(keyed))
     except Exception as error:
-        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}") from error
+        raise WorkerError(f"a worker of filter {name} failed: {type(error).__name__}: {error}",
+                          hint=RERUN_HINT) from error
     return filter_report
 
 
@@ -170,21 +167,19 @@ def _init_worker(url: str, org_dir: str, config_hash: str, request: RunRequest, 
     engine = open_engine(url)
     _WORKER.update(
         ctx=ctx, engine=engine, request=request,
-        run=run_context(ctx, request, run_id, invoice_date),
+        run=run_facts(ctx, request, run_id, invoice_date),
     )
 
 
-def _runner(name: str) -> _FilterRun:
-    from .run import _plans
-
+def _runner(name: str) -> FilterRun:
     if "error" in _WORKER:
         raise WorkerError(_WORKER["error"])
     ctx: Context = _WORKER["ctx"]
     request: RunRequest = _WORKER["request"]
-    run: RunContext = _WORKER["run"]
-    plan = _plans(ctx, (name,))[0]
-    session = _Session(_WORKER["engine"], False)
-    return _FilterRun(session, ctx, ctx.metadata, plan, run, request.today, request.batch_size, None)
+    run: RunFacts = _WORKER["run"]
+    plan = filter_plans(ctx, (name,))[0]
+    session = RunSession(_WORKER["engine"], False)
+    return FilterRun(session, ctx, plan, run, request.today, request.batch_size, None)
 
 
 def _evaluate(task: tuple[str, int, int]) -> _Pass1:

@@ -25,7 +25,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     <number>.html / <number>.pdf; the same invoice gives the same bytes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.cli.runs import _run_id
+    from engine.billing.service import find_run
     from engine.documents.service import render as render_documents
     from engine.storage.db import open_engine
 
@@ -36,7 +36,7 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     run_id = None
     if run_name:
         with engine.connect() as conn:
-            run_id = _run_id(conn, ctx.model, run_name)
+            run_id = find_run(conn, ctx, run_name)
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-
 import click
 from rich.table import Table
 
-from engine.cli.app import UserError, command, console, db_option, err_console, open_context, org_option
+from engine.cli.app import (
+    command,
+    console,
+    db_option,
+    err_console,
+    open_context,
+    org_option,
+    render_problem,
+)
 
 
 @command("invoice-run")
@@ -28,11 +35,10 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
     """Bill the source records selected by the filters into draft invoices."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from engine.billing.run import RunError, RunRequest, run_invoices
-    from engine.storage.db import open_engine
+    from engine.billing.run import RunRequest
+    from engine.billing.service import invoice_run as run_invoices
 
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
     request = RunRequest(
         filters=tuple(filters),
         period_start=period_start.date(),
@@ -50,17 +56,7 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        from engine.billing.workers import WorkerError, run_invoices_parallel
-        from engine.storage.db import resolve_url
-        from engine.storage.retry import DatabaseBusyError
-
-        try:
-            if workers > 1:
-                report = run_invoices_parallel(resolve_url(db_url), org_dir, ctx, request, workers, progress)
-            else:
-                report = run_invoices(engine, ctx, request, progress)
-        except (RunError, DatabaseBusyError, WorkerError) as error:
-            raise UserError(str(error)) from None
+        report = run_invoices(db_url, org_dir, ctx, request, workers=workers, progress=progress)
     title = "Dry run (nothing was written)" if dry_run else (
         f"Invoice run {report.run_name}" + (" (joined the existing run)" if report.joined_existing else "")
     )
@@ -82,36 +78,19 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
         console.print(listing)
     for f in report.filters:
         for failure in f.failures[:20]:
-            err_console.print(f"{f.name}: {failure.object_name} {failure.record_id}: {failure.message}", markup=False)
+            err_console.print(f"{f.name}: " + render_problem(failure.problem), markup=False)
     console.print(f"{report.invoice_count} invoice(s), {report.line_count} line(s), "
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
     if finalize_after and not dry_run:
-        from engine.billing.drafts import draft_ids
-        from engine.project import finalize as finalize_invoices
+        from engine.project import finalization_failure, finalize_drafts
+        from engine.storage.db import open_engine
 
-        with engine.connect() as conn:
-            ids = draft_ids(conn, ctx, run_id=report.run_id)
-        finalized = finalize_invoices(engine, ctx, ids)
+        finalized = finalize_drafts(open_engine(db_url), ctx, run=report.run_id)
         for item in finalized.finalized:
             console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
-        for name, message in finalized.failures:
-            err_console.print(f"invoice {name}: {message}", markup=False)
-
-
-def _run_id(conn, model, run_name: str) -> int:
-    """The id of an invoice run given by name (IR-000001) or id."""
-    import sqlalchemy as sa
-
-    from engine.storage.schema import build_metadata
-
-    runs = build_metadata(model).tables[model.require("InvoiceRun").table_name]
-    condition = runs.c.name == run_name
-    if run_name.isdigit():
-        condition = sa.or_(condition, runs.c.id == int(run_name))
-    row = conn.execute(sa.select(runs.c.id).where(condition)).first()
-    if row is None:
-        raise UserError(f"no invoice run '{run_name}'")
-    return row.id
+        failure = finalization_failure(finalized)
+        if failure is not None:
+            raise failure
 
 
 @command("delete-drafts")
@@ -121,26 +100,13 @@ def _run_id(conn, model, run_name: str) -> int:
 @db_option
 def delete_drafts_cmd(run_name, names, org_dir, db_url):
     """Delete draft invoices and release their source records for the next run."""
-
-    from engine.billing.drafts import DraftError, delete_drafts, draft_ids
+    from engine.billing.service import delete_drafts_of
     from engine.storage.db import open_engine
 
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     ctx = open_context(org_dir)
-    model = ctx.model
-    engine = open_engine(db_url)
-    with engine.begin() as conn:
-        run_id = _run_id(conn, model, run_name) if run_name else None
-        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
-        if names:
-            found = len(ids) if run_id is None else None
-            if found is not None and found != len(set(names)):
-                raise UserError("some of the named invoices are not drafts or do not exist; nothing was deleted")
-        try:
-            deleted = delete_drafts(conn, ctx, ids)
-        except DraftError as error:
-            raise UserError(str(error)) from None
+    deleted = delete_drafts_of(open_engine(db_url), ctx, run=run_name, names=names)
     console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
 
 
@@ -153,32 +119,23 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
 @db_option
 def finalize_cmd(run_name, names, today, org_dir, db_url):
     """Finalize draft invoices: final numbers, Open status, invoice balances."""
-
-    from engine.billing.drafts import draft_ids
-    from engine.project import finalize as finalize_invoices
+    from engine.project import finalization_failure, finalize_drafts
     from engine.storage.db import open_engine
 
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     ctx = open_context(org_dir)
-    model = ctx.model
-    engine = open_engine(db_url)
-    with engine.connect() as conn:
-        run_id = _run_id(conn, model, run_name) if run_name else None
-        ids = draft_ids(conn, ctx, run_id=run_id, names=names)
-    if not ids:
-        raise UserError("no draft invoices to finalize")
-    report = finalize_invoices(engine, ctx, ids, today=today.date() if today else None)
+    report = finalize_drafts(open_engine(db_url), ctx, run=run_name, names=names,
+                             today=today.date() if today else None)
     table = Table(title="Finalized invoices")
     for column in ("draft", "invoice number", "date", "grand total"):
         table.add_column(column, justify="right" if column == "grand total" else "left")
     for item in report.finalized:
         table.add_row(item.draft_name, item.number, item.date.isoformat(), str(item.grand_total))
     console.print(table)
-    for name, message in report.failures:
-        err_console.print(f"invoice {name}: {message}", markup=False)
-    if report.failures:
-        raise UserError(f"{len(report.failures)} invoice(s) could not be finalized")
+    failure = finalization_failure(report)
+    if failure is not None:
+        raise failure
 
 
 @command("cancel")
@@ -191,24 +148,15 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
 def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     """Cancel a finalized INVOICE: a cancellation invoice mirrors it, balances are
     cleared, its bookings reversed and its source records released."""
-    from engine.booking.cancel import CancelError, create_cancellation
-    from engine.project import finalize as finalize_invoices
+    from engine.project import cancel_invoice
     from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            draft_id = create_cancellation(conn, ctx, invoice, reason)
-    except CancelError as error:
-        raise UserError(str(error)) from None
-    if draft_only:
+    draft_id, item = cancel_invoice(open_engine(db_url), ctx, invoice, reason=reason,
+                                    when=when.date() if when else None, draft_only=draft_only)
+    if item is None:
         console.print(f"Created the cancellation draft DRAFT-{draft_id:06d} for {invoice}.")
         return
-    report = finalize_invoices(engine, ctx, [draft_id], today=when.date() if when else None)
-    for name, message in report.failures:
-        raise UserError(f"the cancellation of {invoice} could not be finalized: {message}")
-    item = report.finalized[0]
     console.print(f"Cancelled {invoice} with {item.number} ({item.date}, {item.grand_total}).")
 
 
@@ -219,16 +167,12 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
 def explain_cmd(invoice, org_dir, db_url):
     """Show, for every booking detail of INVOICE, the rule that chose its account,
     the criteria compared and the rules that lost."""
-    from engine.booking.explain import ExplainError, explain_invoice
-    from engine.storage.db import open_engine
+    from engine.booking.explain import explain_invoice
+    from engine.storage.db import open_engine, transaction
 
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            explanations = explain_invoice(conn, ctx, invoice)
-    except ExplainError as error:
-        raise UserError(str(error)) from None
+    with transaction(open_engine(db_url), readonly=True) as conn:
+        explanations = explain_invoice(conn, ctx, invoice)
     for explanation in explanations:
         for line in explanation.lines():
             click.echo(line)

@@ -28,14 +28,11 @@ from sqlalchemy import event
 from engine.billing.run import RunReport, RunRequest, run_invoices
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
-from engine.storage.migrate import apply_migration
-from engine.storage.records import load_records
-from engine.storage.schema import CLAIM, build_metadata
+from engine.storage.schema import CLAIM
 
-from config.orgcopy import REPO_ROOT, InsertAfter, copy_org
+from config.orgcopy import InsertAfter, copy_org
 from contexts import context
 
-DATA_DIR = REPO_ROOT / "data"
 SAMPLE_FILTERS = ("UC1 Sub Invoice", "UC1 Final Invoice", "Order Sub Invoice", "Order Invoice")
 YEAR_2024 = (date(2024, 1, 1), date(2024, 12, 31))
 
@@ -92,19 +89,6 @@ def make_test_org(dest: Path) -> Path:
     InsertAfter("metadata/objects/Partial_Delivery__c.yaml", "fields:", criterion).apply(org)
     InsertAfter("metadata/objects/OrderItem.yaml", "fields:", criterion).apply(org)
     return org
-
-
-def prepare_database(engine: sa.Engine, model: OrgModel) -> None:
-    """Migrate an empty database to the org's schema and load the sample data."""
-    apply_migration(engine, model)
-    load_sample_data(engine, model)
-
-
-def load_sample_data(engine: sa.Engine, model: OrgModel) -> None:
-    """data/*.csv in file-name order, as data/README.md says."""
-    for path in sorted(DATA_DIR.glob("[0-9]*_*.csv")):
-        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
-        assert report.ok, report.render()
 
 
 # --- values ---------------------------------------------------------------------------
@@ -175,7 +159,7 @@ class Harness:
         self.model = model
         self.url = url
         self.org_dir = org_dir
-        self.tables = build_metadata(model)
+        self.tables = context(model).metadata
 
     @property
     def backend(self) -> str:

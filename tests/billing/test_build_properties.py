@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.billing.build import (
-    RunContext,
+    RunFacts,
     SourceHeader,
     SourceLine,
     SubInvoice,
@@ -45,14 +45,14 @@ def half_up(value: Decimal) -> Decimal:
 
 
 @pytest.fixture(scope="module")
-def contexts(sample_model):
-    def ctx(rounding: str) -> RunContext:
-        return RunContext(
-            model=sample_model, run_id=None, period_start=date(2024, 1, 1), period_end=date(2024, 1, 31),
-            invoice_date=None, config_hash="test", rounding=rounding, tax=TaxResolver(context(sample_model)),
+def run_facts(sample_model):
+    def facts(rounding: str) -> RunFacts:
+        return RunFacts(
+            run_id=None, period_start=date(2024, 1, 1), period_end=date(2024, 1, 31),
+            invoice_date=None, config_hash="test", rounding=rounding, tax=context(sample_model).service(TaxResolver),
         )
 
-    return {"PerLine": ctx("PerLine"), "PerTaxGroup": ctx("PerTaxGroup")}
+    return {"PerLine": facts("PerLine"), "PerTaxGroup": facts("PerTaxGroup")}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ ACCOUNT = {"accountname": "Muster GmbH", "billingcountrycode": "DE", "currencyis
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(values=st.lists(line_values, min_size=1, max_size=12), gross=st.booleans(),
        rounding=st.sampled_from(["PerLine", "PerTaxGroup"]))
-def test_totals_are_the_sum_of_the_lines(contexts, template, values, gross, rounding):
-    draft = build_invoice(contexts[rounding], [_source(template, values, gross)], ACCOUNT, {"region": "DE"})
+def test_totals_are_the_sum_of_the_lines(run_facts, template, values, gross, rounding):
+    draft = build_invoice(run_facts[rounding], [_source(template, values, gross)], ACCOUNT, {"region": "DE"})
     header, lines = draft.header, draft.lines
     assert len(lines) == len(values)
     for line, (quantity, price, rate) in zip(lines, values):
@@ -114,7 +114,7 @@ def test_totals_are_the_sum_of_the_lines(contexts, template, values, gross, roun
                                  st.sampled_from(RATES)), min_size=1, max_size=5),
     paid_share=st.decimals(min_value=Decimal("0"), max_value=Decimal("1.5"), places=3),
 )
-def test_progress_deductions_match_the_payment_received(contexts, template, sub_lines, paid_share):
+def test_progress_deductions_match_the_payment_received(run_facts, template, sub_lines, paid_share):
     """A progress invoice is deducted with what was received (capped at its
     total), split over its lines: the deduction lines' gross differs from
     the amount received by at most one cent per line (net is rounded from the
@@ -127,7 +127,7 @@ def test_progress_deductions_match_the_payment_received(contexts, template, sub_
     grand = sum(l["postotalgross"] for l in lines)
     received = round_money(grand * paid_share)
     sub = SubInvoice(7, "DRAFT-000007", "Progress", "Open", grand, received, lines)
-    out = deduction_lines(contexts["PerLine"], {"subinvoiceassignmentkey": "K"}, [{"title": "Abschlag"}], [sub])
+    out = deduction_lines(run_facts["PerLine"], {"subinvoiceassignmentkey": "K"}, [{"title": "Abschlag"}], [sub])
     deducted = min(received, grand)
     if deducted == 0:
         assert out == []

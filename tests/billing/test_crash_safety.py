@@ -27,10 +27,11 @@ import pytest
 
 from engine.storage.db import open_engine
 
+from databases import migrate_and_load
+
 from . import scenario
 from .helpers import (
-    Harness, InjectedFault, assert_invariants, count_statements, fault_after, prepare_database, snapshot,
-    writeback_state,
+    Harness, InjectedFault, assert_invariants, count_statements, fault_after, snapshot, writeback_state,
 )
 
 STRIDE = 3
@@ -79,8 +80,9 @@ class _Files:
 
 
 @pytest.fixture(scope="module")
-def files(sqlite_templates, test_model, test_org_dir, tmp_path_factory):
-    files = _Files(tmp_path_factory.mktemp("crash"), sqlite_templates.file_for(test_model), test_model, test_org_dir)
+def files(prepared_files, test_model, test_org_dir, tmp_path_factory):
+    template = prepared_files.file_for(test_model, migrate_and_load)
+    files = _Files(tmp_path_factory.mktemp("crash"), template, test_model, test_org_dir)
     yield files
     files.engine.dispose()
 
@@ -120,9 +122,8 @@ def test_crash_at_every_third_statement_then_rerun(files, reference, phase):
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("fraction", [0.1, 0.4, 0.7])
-def test_crash_and_rerun_on_postgresql(pg_schema_url, engine_for, test_model, test_org_dir, reference, fraction):
-    h = Harness(engine_for(pg_schema_url), test_model, pg_schema_url, test_org_dir)
-    prepare_database(h.engine, test_model)
+def test_crash_and_rerun_on_postgresql(pg_schema_url, prepared, test_model, test_org_dir, reference, fraction):
+    h = Harness(prepared(pg_schema_url, test_model), test_model, pg_schema_url, test_org_dir)
     scenario.phase1_data(h)
     total, expected = reference[1]
     k = int(total * fraction)

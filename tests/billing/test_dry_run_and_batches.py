@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 
 from engine.storage.db import open_engine
 
+from databases import migrate_and_load
+
 from . import scenario
 from .helpers import Harness, assert_invariants, db_summaries, snapshot, summaries, writeback_state
 
@@ -64,11 +66,11 @@ def test_dry_run_equals_the_real_run_and_changes_nothing(billing):
 
 
 @pytest.fixture(scope="module")
-def reference(sqlite_templates, test_model, test_org_dir, tmp_path_factory):
+def reference(prepared_files, test_model, test_org_dir, tmp_path_factory):
     """The scenario on SQLite with the default batch size: what every other
     batch size and backend must produce."""
     path = tmp_path_factory.mktemp("reference") / "reference.db"
-    shutil.copyfile(sqlite_templates.file_for(test_model), path)
+    shutil.copyfile(prepared_files.file_for(test_model, migrate_and_load), path)
     engine = open_engine(f"sqlite:///{path}")
     try:
         h = Harness(engine, test_model, f"sqlite:///{path}", test_org_dir)

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from engine.billing import run as run_module
+from engine.billing import writing as writing_module
 from engine.storage.retry import DatabaseBusyError, run_in_transaction
 
 from . import procs
@@ -237,11 +238,11 @@ def test_retry_runs_a_serialization_failure_again(pg_schema_url, engine_for):
 
 @pytest.mark.postgres
 def test_copy_path_writes_what_executemany_writes(pg_url, reliability_model, tmp_path, monkeypatch, request):
-    """The PostgreSQL COPY path for big line inserts (run._insert_many) gives
+    """The PostgreSQL COPY path for big line inserts (writing.insert_many) gives
     the same rows as executemany."""
     dumps = []
     for threshold in (10**9, 1):
-        monkeypatch.setattr(run_module, "COPY_MIN_ROWS", threshold)
+        monkeypatch.setattr(writing_module, "COPY_MIN_ROWS", threshold)
         url = request.getfixturevalue("pg_schema_url") if not dumps else _another_schema(pg_url, request)
         world = World(url, reliability_model, tmp_path)
         world.reset()

@@ -36,7 +36,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from engine.billing.condition import (
+from engine.config.model import FieldType, ObjectDef
+from engine.domain.errors import EngineError
+from engine.storage.context import Context
+
+from .tree import (
     EQ,
     EXCLUDES,
     GE,
@@ -60,8 +64,6 @@ from engine.billing.condition import (
     Not,
     Or,
 )
-from engine.config.model import FieldType, ObjectDef
-from engine.storage.context import Context
 
 __all__ = ["ConditionCompileError", "compile_condition"]
 
@@ -76,9 +78,11 @@ _ORDER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-class ConditionCompileError(ValueError):
-    """The condition does not fit the model or tables it is compiled against
-    (it was checked against another model)."""
+class ConditionCompileError(EngineError, ValueError):
+    """A filter condition does not fit the model it is compiled against (it
+    was checked against another model)."""
+
+    code = "R203"
 
 
 # ---------------------------------------------------------------------------
@@ -130,7 +134,6 @@ def _codepoint_order_sqlite(element: _codepoint_order, compiler: Any, **kw: Any)
 def compile_condition(
     condition: Condition,
     ctx: Context,
-    tables: Mapping[str, sa.Table],
     base: sa.FromClause,
     *,
     today: date,
@@ -139,14 +142,13 @@ def compile_condition(
     with one aliased table per relationship path used (joined on lookup
     column = target.id).
 
-    ``tables`` maps ``ObjectDef.table_name`` to Table (from
-    :func:`engine.storage.schema.build_metadata`); ``base`` is the table of
-    the condition's object, or an alias of it. Relative date literals are
-    evaluated against ``today``. Use it as
+    The joined tables are the context's (``ctx.metadata``); ``base`` is the
+    table of the condition's object, or an alias of it. Relative date
+    literals are evaluated against ``today``. Use it as
     ``select(...).select_from(from_clause).where(where)``."""
-    model = ctx.model
     if condition.root is None:
         return sa.true(), base
+    model = ctx.model
     root = model.object(condition.object_name)
     if root is None:
         raise ConditionCompileError(f"the condition's object {condition.object_name} is not in the model")
@@ -159,7 +161,7 @@ def compile_condition(
         target = model.object(lookup.reference_to) if lookup is not None and lookup.reference_to else None
         if lookup is None or target is None:
             raise ConditionCompileError(f"{parent.name} has no relationship {path[-1]} to a known object")
-        table = tables.get(target.table_name)
+        table = ctx.metadata.tables.get(target.table_name)
         if table is None:
             raise ConditionCompileError(f"no table for {target.name} (relationship {'.'.join(path)})")
         alias = table.alias()

@@ -1,0 +1,177 @@
+"""The accounts an invoice run bills: ``ON_Account`` values resolved to
+account records, with the account's ON fields copied to the invoice header.
+
+An ``ON_Account`` value names an account by record id first, then by its
+external id (the Global Settings' AccountExternalIdField, AccountNumber by
+default; the lowest id wins when it is not unique), domain-spec §3.2.
+:class:`AccountFields` is what the model says about accounts (a service of
+the runtime context); :class:`AccountCache` is one run's resolutions and
+account records, read in bulk.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from engine.config.formula import FormulaEvaluationError
+from engine.config.model import FieldDef, FieldType
+from engine.config.values import ValueProblem, coerce
+from engine.domain.batching import chunks
+from engine.domain.naming import on_copy_target
+from engine.domain.values import read_value
+from engine.storage.context import Context
+from engine.storage.reader import RecordReader
+
+#: Ids per ``IN (...)`` list.
+ID_CHUNK = 500
+
+
+class AccountFields:
+    """What the run reads of accounts, from the model (``ctx.service(AccountFields)``):
+    the external id field, and the account's ON fields copied to the invoice
+    header with their targets."""
+
+    def __init__(self, ctx: Context):
+        self.obj = ctx.obj("Account")
+        self.table = ctx.table("Account")
+        external = self.obj.field(ctx.settings.account_external_id_field)
+        #: The field named in messages ("no account with id or AccountNumber 'x'").
+        self.external_field = external.name if external else "AccountNumber"
+        self.external: FieldDef | None = external
+        invoice = ctx.obj("Invoice")
+        self.copy_plan: list[tuple[FieldDef, FieldDef]] = []
+        for fdef in self.obj.fields:
+            if fdef.is_custom and fdef.name.lower().startswith("on_"):
+                target = on_copy_target(fdef.name, "", invoice)
+                if target is not None and target.type not in (FieldType.FORMULA, FieldType.AUTONUMBER) and not target.system:
+                    self.copy_plan.append((fdef, target))
+
+    def reader_paths(self) -> set[tuple[str, ...]]:
+        """The record paths the copied fields' formulas read."""
+        paths: set[tuple[str, ...]] = set()
+        for fdef, _ in self.copy_plan:
+            if fdef.formula is not None and fdef.formula.compiled is not None:
+                paths |= set(fdef.formula.compiled.references)
+        return paths
+
+
+class AccountCache:
+    """One run's ``ON_Account`` resolutions and the account records with
+    their ON field copies for the invoice header (read once per account)."""
+
+    def __init__(self, ctx: Context, today: date):
+        self.ctx = ctx
+        self.today = today
+        self.fields = fields = ctx.service(AccountFields)
+        self.obj = fields.obj
+        self.table = fields.table
+        self.external = fields.external
+        self.external_field = fields.external_field
+        self._reader: RecordReader | None = None
+        self._records: dict[int, dict] = {}
+        self._copies: dict[int, dict] = {}
+        self._refs: dict[object, int | None] = {}
+
+    def resolve(self, conn: sa.Connection, raw: object) -> int | None:
+        """The account id an ``ON_Account`` value names, or None."""
+        if raw in (None, ""):
+            return None
+        if isinstance(raw, dict):
+            raw = raw.get("id")
+        if raw in self._refs:
+            return self._refs[raw]
+        found: int | None = None
+        text = str(raw).strip()
+        # The record id first, then the external id (domain-spec 3.2).
+        if text.isdigit() and text.isascii():
+            row = conn.execute(sa.select(self.table.c.id).where(self.table.c.id == int(text))).first()
+            found = row.id if row else None
+        if found is None and self.external is not None and not isinstance(raw, int):
+            column = self.table.c[self.external.column_name]
+            row = conn.execute(sa.select(self.table.c.id).where(column == text).order_by(self.table.c.id)).first()
+            found = row.id if row else None
+        if found is not None and found not in self._records:
+            self._load_many(conn, [found])
+        self._refs[raw] = found
+        return found
+
+    def prefetch(self, conn: sa.Connection, raws: Iterable[object]) -> None:
+        """Resolve many ON_Account values at once, exactly as :meth:`resolve`
+        would one by one (the record id first, then the external id, the
+        lowest id if it is not unique), but with one query per lookup kind
+        and chunk of values instead of up to three queries per account.
+        :meth:`resolve` then answers from its cache; values this method does
+        not handle (unusual types, a non-text external id field) are left to
+        it."""
+        pending: dict[object, str] = {}
+        for raw in raws:
+            if raw in (None, ""):
+                continue
+            if isinstance(raw, dict):
+                raw = raw.get("id")
+            if not isinstance(raw, (str, int, Decimal)) or isinstance(raw, bool):
+                continue
+            if raw not in self._refs and raw not in pending:
+                pending[raw] = str(raw).strip()
+        if not pending:
+            return
+        found: dict[object, int | None] = dict.fromkeys(pending)
+        # Record ids first (domain-spec 3.2) ...
+        numbers = {raw: int(text) for raw, text in pending.items() if text.isdigit() and text.isascii()}
+        existing: set[int] = set()
+        for chunk in chunks(sorted(set(numbers.values())), ID_CHUNK):
+            existing.update(conn.execute(sa.select(self.table.c.id).where(self.table.c.id.in_(chunk))).scalars())
+        for raw, number in numbers.items():
+            if number in existing:
+                found[raw] = number
+        # ... then the external id, for what is not a record id.
+        if self.external is not None:
+            if self.external.type not in (FieldType.TEXT, FieldType.AUTONUMBER):
+                return
+            column = self.table.c[self.external.column_name]
+            texts = sorted({text for raw, text in pending.items() if not isinstance(raw, int) and found[raw] is None})
+            by_text: dict[str, int] = {}
+            for chunk in chunks(texts, ID_CHUNK):  # type: ignore[arg-type]
+                query = sa.select(self.table.c.id, column).where(column.in_(chunk)).order_by(self.table.c.id)
+                for account_id, value in conn.execute(query):
+                    by_text.setdefault(value, account_id)
+            for raw, text in pending.items():
+                if not isinstance(raw, int) and found[raw] is None:
+                    found[raw] = by_text.get(text)
+        for raw, text in pending.items():
+            if found[raw] is None and text.isdigit() and not text.isascii():
+                del found[raw]  # int() of non-ASCII digits: resolve() shows what happens
+        self._load_many(conn, sorted({i for i in found.values() if i is not None and i not in self._records}))
+        self._refs.update(found)
+
+    def _load_many(self, conn: sa.Connection, account_ids: Sequence[int]) -> None:
+        if self._reader is None:
+            self._reader = RecordReader(self.ctx.model, self.ctx.metadata, self.obj, self.fields.reader_paths(),
+                                        conn.dialect.name)
+        for chunk in chunks(account_ids, ID_CHUNK):
+            for record in self._reader.read(conn, where=self.table.c.id.in_(chunk)):
+                self._remember(record)
+
+    def _remember(self, record: dict) -> None:
+        """Cache an account record and its ON field copies for the invoice."""
+        account_id = record["id"]
+        self._records[account_id] = record
+        copies = {}
+        for source, target in self.fields.copy_plan:
+            try:
+                value = read_value(source, record, self.today)
+                if value not in (None, ""):
+                    copies[target.key] = coerce(target, value)
+            except (FormulaEvaluationError, ValueProblem):
+                continue
+        self._copies[account_id] = copies
+
+    def record(self, account_id: int) -> dict:
+        return self._records[account_id]
+
+    def copies(self, account_id: int) -> dict:
+        return self._copies.get(account_id, {})

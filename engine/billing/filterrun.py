@@ -1,0 +1,357 @@
+"""One filter of an invoice run, in two passes.
+
+**Pass 1** (:meth:`FilterRun.evaluate`) selects the unbilled header records
+of the filter's target (``ON_Invoice<sfx>`` empty, the filter's condition
+compiled to SQL), reads them as plain records and evaluates them
+(:mod:`engine.billing.evaluate`); records that cannot be billed get their
+error written, the others are returned as ``(group key, record id)``
+sorted by key.
+
+**Pass 2** (:meth:`FilterRun.bill`) cuts the sorted records into batches
+without splitting a group; each batch re-reads its records inside its write
+transaction (so a record billed meanwhile is skipped; one whose row is
+unchanged keeps its evaluation from pass 1, one changed meanwhile is
+evaluated again), reads the line records, builds one invoice per group
+(:mod:`engine.billing.build`) and writes everything in that same
+transaction (:mod:`engine.billing.writing`). A crash loses at most the
+batch in flight, and the next run bills exactly what is left.
+
+The workers of ``invoice-run --workers`` run the same passes on parts of the
+records (:mod:`engine.billing.workers`).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import defaultdict
+from contextlib import contextmanager
+from datetime import date
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from engine.domain.batching import chunks
+from engine.storage.context import Context
+from engine.storage.reader import RecordReader
+
+from .accounts import AccountCache
+from .build import FINAL_TYPE, BuildError, DraftInvoice, RunFacts, SourceHeader, build_invoice
+from .condition.sql import compile_condition
+from .evaluate import SourceEvaluator, Unbillable, split_by_line_criterion
+from .plan import FilterPlan
+from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
+from .runrecord import lock_class
+from .session import RunSession
+from .subinvoices import open_sub_invoices
+from .writing import ID_CHUNK, BatchOutcome, BatchWriter
+
+# Header records whose accounts are resolved together (one query per kind of
+# lookup instead of up to three per account).
+ACCOUNT_PREFETCH = 2000
+# Advisory lock keys are 32-bit: account ids are folded into that range.
+_INT4 = 2**31 - 1
+
+T = TypeVar("T")
+
+
+class FilterRun:
+    """The run of one filter plan within an invoice run; see the module docstring."""
+
+    def __init__(self, session: RunSession, ctx: Context, plan: FilterPlan, run: RunFacts, today: date,
+                 batch_size: int, progress: Progress | None):
+        self.session = session
+        self.ctx = ctx
+        self.plan = plan
+        self.run = run
+        self.today = today
+        self.batch_size = max(1, batch_size)
+        self.progress = progress
+        self.report = FilterReport(plan.name)
+        self.summaries: list[InvoiceSummary] = []
+        self.header_table = ctx.table(plan.header.obj.name)
+        self.accounts = AccountCache(ctx, today)
+        self.sources = SourceEvaluator(ctx, plan, self.accounts, (run.period_start, run.period_end), today)
+        self.writer = BatchWriter(ctx, plan, run.run_id, self.sources.reference_targets())
+        # Pass 1's evaluated headers with the rows they came from (see
+        # _current_header), until their batch is built.
+        self._evaluated: dict[int, tuple[Sequence[object], SourceHeader]] = {}
+        # The account of each record to bill, from its group key (see bill()).
+        self._account_of: dict[int, int] = {}
+        # The run reads exactly the fields its getters and formulas need
+        # (plus the header's own CurrencyIsoCode, a currency fallback), not
+        # every column of the source objects.
+        dialect = session.dialect
+        header_paths = plan.header.paths()
+        currency_field = plan.header.obj.field("CurrencyIsoCode")
+        if currency_field is not None and currency_field.is_stored:
+            header_paths = header_paths | {(currency_field.key,)}
+        self._header_reader = RecordReader(ctx.model, ctx.metadata, plan.header.obj, header_paths, dialect,
+                                           all_fields=False)
+        self._child_reader: RecordReader | None = None
+        if not plan.single:
+            child_paths = plan.line.paths() | {(plan.child_lookup.key,)}  # type: ignore[union-attr]
+            self._child_reader = RecordReader(ctx.model, ctx.metadata, plan.line.obj, child_paths, dialect,
+                                              all_fields=False)
+
+    # -- selection ----------------------------------------------------------------
+
+    def _unbilled(self) -> sa.ColumnElement[bool]:
+        column = self.header_table.c[self.plan.header_writeback["ON_Invoice"].column_name]
+        return column.is_(None)
+
+    def _condition(self) -> sa.ColumnElement[bool] | None:
+        if self.plan.condition is None:
+            return None
+        where, source = compile_condition(self.plan.condition, self.ctx, self.header_table, today=self.today)
+        matching = sa.select(self.header_table.c.id).select_from(source).where(where)
+        return self.header_table.c.id.in_(matching.scalar_subquery())
+
+    # -- the passes -----------------------------------------------------------------
+
+    def execute(self) -> FilterReport:
+        """Both passes in this process."""
+        self.bill(self.evaluate())
+        return self.report
+
+    def evaluate(self, partition: tuple[int, int] | None = None) -> list[tuple[tuple, int]]:
+        """Pass 1: select and evaluate the unbilled header records; write the
+        errors of those that cannot be billed. Returns ``(group key, record
+        id)`` of the rest, sorted by key. ``partition=(i, n)`` evaluates only
+        the records with ``id % n == i`` (workers share pass 1 that way)."""
+        header_reader = self._header_reader
+        where = self._unbilled()
+        condition = self._condition()
+        if condition is not None:
+            where = sa.and_(where, condition)
+        if partition is not None:
+            index, count = partition
+            where = sa.and_(where, self.header_table.c.id % count == index)
+        keyed: list[tuple[tuple, int]] = []
+        failures: list[RecordFailure] = []
+        with self.session.read() as conn, cyclic_gc_paused():
+            rows = header_reader.read_with_rows(conn, where=where, order_by=[self.header_table.c.id])
+            for chunk in _batched(rows, ACCOUNT_PREFETCH):
+                self.accounts.prefetch(conn, (self.sources.raw_account(record) for _, record in chunk))
+                for row, record in chunk:
+                    try:
+                        source = self.sources.header(conn, record)
+                    except Unbillable as failed:
+                        self.report.records_read += 1
+                        failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
+                        continue
+                    if source is None:
+                        continue
+                    self.report.records_read += 1
+                    keyed.append((source.group_key(), record["id"]))
+                    self._evaluated[record["id"]] = (row, source)
+        if failures:
+            self._apply(self.session.write(lambda conn: self.writer.write_failures(conn, failures, BatchOutcome())))
+        keyed.sort()
+        return keyed
+
+    def bill(self, keyed: list[tuple[tuple, int]]) -> None:
+        """Pass 2: build and write the records of ``keyed`` (sorted by group
+        key) batch by batch, one transaction each.
+
+        On PostgreSQL, where other processes may bill the same data at the
+        same time, a batch first claims the accounts it bills (advisory locks,
+        see :meth:`claim_accounts`); records of an account another process
+        is billing right now are left out, so that both keep working, and
+        after the last batch they are tried once more, waiting for the other
+        process this time: by then it has billed them (the re-read skips
+        them), or it failed and they are billed here."""
+        self._account_of = {record_id: key[1] for key, record_id in keyed}
+        total = len(keyed)
+        done = 0
+        deferred: set[int] = set()
+        for wait, items in ((False, keyed), (True, None)):
+            if items is None:
+                if not deferred:
+                    break
+                items = [(key, record_id) for key, record_id in keyed if record_id in deferred]
+            for batch in self._batches(items):
+                outcome = self.session.write(lambda conn: self._process(conn, batch, wait))
+                self._apply(outcome)
+                deferred.update(outcome.skipped)
+                done += len(batch) - len(outcome.skipped)
+                if self.progress:
+                    self.progress(self.plan.name, done, total)
+        self._evaluated.clear()  # records billed by someone else meanwhile
+
+    def _apply(self, outcome: BatchOutcome) -> None:
+        """Record what a committed batch did."""
+        self.report.invoices += outcome.invoices
+        self.report.lines += outcome.lines
+        self.report.failures.extend(outcome.failures)
+        self.summaries.extend(outcome.summaries)
+
+    def claim_accounts(self, conn: sa.Connection, ids: list[int], wait: bool) -> tuple[list[int], list[int]]:
+        """PostgreSQL: take the transaction-scoped advisory lock of every
+        account the batch bills, so that no two processes bill one account at
+        the same time (a group, and so an invoice, never spans accounts).
+        Without ``wait`` accounts locked elsewhere are skipped
+        (``pg_try_advisory_xact_lock``); with it the batch queues for them.
+        Locks are taken in account order and before anything else of the
+        transaction, so queuing batches cannot deadlock. Returns the ids to
+        bill now and the ids skipped. SQLite needs none of this: its write
+        transactions run one at a time (BEGIN IMMEDIATE).
+
+        The ``_mb_claim`` primary key stays the backstop: a record whose
+        account changed since pass 1 may be billed under an account not
+        locked here; the loser of such a race fails on the claim, is retried,
+        and its re-read skips the record."""
+        if conn.dialect.name != "postgresql" or self.session.dry_run:
+            return ids, []
+        accounts = sorted({self._account_of.get(i) for i in ids} - {None})
+        if not accounts:
+            return ids, []
+        ordered = sa.select(sa.func.unnest(sa.literal(accounts, type_=ARRAY(sa.BigInteger))).label("a")) \
+            .order_by(sa.text("1")).subquery()
+        lock = sa.func.pg_advisory_xact_lock if wait else sa.func.pg_try_advisory_xact_lock
+        rows = conn.execute(
+            sa.select(ordered.c.a, lock(lock_class("account"), sa.cast(ordered.c.a % _INT4, sa.Integer)))
+        ).all()
+        if wait:
+            return ids, []
+        busy = {account for account, ok in rows if not ok}
+        if not busy:
+            return ids, []
+        return ([i for i in ids if self._account_of.get(i) not in busy],
+                [i for i in ids if self._account_of.get(i) in busy])
+
+    def _batches(self, keyed: list[tuple[tuple, int]]) -> Iterator[list[int]]:
+        """Consecutive groups of equal keys, cut into batches of about
+        ``batch_size`` records without splitting a group. Final invoices never
+        share a batch with other records: they must see the sub invoices the
+        earlier batches wrote."""
+        batch: list[int] = []
+        previous = None
+        for key, record_id in keyed:
+            phase_change = previous is not None and key[0] != previous[0]
+            if batch and key != previous and (len(batch) >= self.batch_size or phase_change):
+                yield batch
+                batch = []
+            batch.append(record_id)
+            previous = key
+        if batch:
+            yield batch
+
+    # -- one batch ----------------------------------------------------------------
+
+    def _current_header(self, conn: sa.Connection, row: Sequence[object], record: dict) -> SourceHeader | None:
+        """The header as evaluated in pass 1 when its row (joined records
+        included) is still the same, else evaluated afresh. Evaluation is a
+        function of the row (and of the run's cached accounts, shared by both
+        passes), so reusing it gives the same result without evaluating every
+        header twice; a record changed in between is evaluated again."""
+        remembered = self._evaluated.pop(record["id"], None)
+        if remembered is not None and remembered[0] == row:
+            return remembered[1]
+        return self.sources.header(conn, record)
+
+    def _process(self, conn: sa.Connection, ids: list[int], wait: bool = True) -> BatchOutcome:
+        """One batch, inside its transaction: what it did, for :meth:`_apply`
+        after the commit (the transaction may be run again)."""
+        out = BatchOutcome()
+        ids, out.skipped = self.claim_accounts(conn, ids, wait)
+        with cyclic_gc_paused():
+            self._build_and_write(conn, ids, out)
+        return out
+
+    def _read_batch(self, conn: sa.Connection, ids: list[int]) -> tuple[list, dict[int, list[dict]]]:
+        """The batch's header records still unbilled (with their rows), and
+        the line records of each (parent-child mode)."""
+        plan = self.plan
+        headers: list[tuple[Sequence[object], dict]] = []
+        for chunk in chunks(ids, ID_CHUNK):
+            headers.extend(
+                self._header_reader.read_with_rows(
+                    conn, where=sa.and_(self.header_table.c.id.in_(chunk), self._unbilled()),
+                    order_by=[self.header_table.c.id],
+                )
+            )
+        children: dict[int, list[dict]] = defaultdict(list)
+        if not plan.single and headers:
+            child_table = self.ctx.table(plan.line.obj.name)
+            fk = child_table.c[plan.child_lookup.column_name]  # type: ignore[union-attr]
+            child_reader = self._child_reader
+            assert child_reader is not None
+            parent_key = plan.child_lookup.key  # type: ignore[union-attr]
+            for chunk in chunks([record["id"] for _, record in headers], ID_CHUNK):
+                for child in child_reader.read(conn, where=fk.in_(chunk), order_by=[fk, child_table.c.id]):
+                    parent = child.get(parent_key)
+                    if isinstance(parent, dict):
+                        parent = parent.get("id")
+                    children[parent].append(child)
+        return headers, children
+
+    def _build_and_write(self, conn: sa.Connection, ids: list[int], out: BatchOutcome) -> None:
+        plan = self.plan
+        headers, children = self._read_batch(conn, ids)
+        failures: list[RecordFailure] = []
+        groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
+        for row, record in headers:
+            try:
+                source = self._current_header(conn, row, record)
+                if source is None:
+                    continue
+                self.sources.add_lines(source, record, children.get(record["id"], ()))
+                if not source.lines:
+                    raise Unbillable(f"{plan.header.obj.name} {record['id']} has no {plan.line.obj.name} records to bill")
+            except Unbillable as failed:
+                failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
+                continue
+            for part in split_by_line_criterion(source):
+                groups[part.group_key()].append(part)
+        finals = (s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE)
+        subs = open_sub_invoices(conn, self.ctx, finals)  # type: ignore[arg-type]
+        drafts: list[DraftInvoice] = []
+        for key in sorted(groups):
+            sources = groups[key]
+            first = sources[0]
+            try:
+                account = self.accounts.record(first.account_id)
+                related = list(subs.get((first.account_id, first.assignment_key), []))  # type: ignore[arg-type]
+                drafts.append(build_invoice(self.run, sources, account, self.accounts.copies(first.account_id),
+                                            related))
+            except (BuildError, Unbillable) as error:
+                message = str(error)
+                failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
+        drafts = self.writer.check_references(conn, drafts, failures)
+        self.writer.write(conn, drafts, out)
+        if failures:
+            self.writer.write_failures(conn, failures, out)
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """No automatic cyclic garbage collection inside the block.
+
+    A batch allocates hundreds of thousands of short-lived objects (records,
+    line dicts, Decimals) that reference counting frees; none of them form
+    cycles that need the collector. Yet every few hundred allocations CPython
+    would run the cyclic collector, and as the batch's live objects pile up
+    it keeps re-traversing them: about a sixth of the run's time went there.
+    The collector runs normally again between batches, so whatever cyclic
+    garbage a batch leaves (at most a batch's worth) is collected then. The
+    previous state is restored, also when the block raises."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
