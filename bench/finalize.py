@@ -2,7 +2,7 @@
 
 Builds the same database as ``bench.invoice_run`` (N order lines), runs the
 draft invoice run (not timed), then times the finalization chain
-(``engine.cash.pipeline.finalize``: numbers, invoice balances, line G/L
+(``engine.project.finalize``: numbers, invoice balances, line G/L
 accounts, booking details, write-offs, entries) over all its drafts and
 prints one JSON line with ``seconds`` and two yardsticks, each a plain
 ``sqlite3.executemany`` of rows of the same widths (``bench.invoice_run``):

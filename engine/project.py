@@ -120,34 +120,17 @@ def finalization_failure(report) -> EngineError | None:
                                 problems=report.problems)
 
 
-class CancellationNotFinalized(EngineError):
-    """The cancellation invoice was created but could not be finalized; it
-    stays a draft and the invoice is not cancelled."""
-
-    code = "R005"
-
-
 def cancel_invoice(engine, ctx: Context, invoice: str, *, reason: str | None = None, when=None,
                    draft_only: bool = False):
-    """``cancel``: the cancellation invoice of the finalized ``invoice``
-    (created in one transaction), then finalized with the whole chain unless
-    ``draft_only``. Returns ``(draft id, finalized item or None)``. Raises
-    CancelError (the invoice cannot be cancelled), :class:`CancellationNotFinalized`."""
-    from engine.booking.cancel import create_cancellation
-    from engine.storage.db import unit_of_work
+    """``cancel``: the cancellation invoice of the finalized ``invoice``,
+    finalized with the whole chain unless ``draft_only``
+    (:func:`engine.booking.services.cancel_invoice`). Raises CancelError."""
+    from engine.booking.services import cancel_invoice as cancel
 
-    with unit_of_work(engine) as conn:
-        draft_id = create_cancellation(conn, ctx, invoice, reason)
-    if draft_only:
-        return draft_id, None
-    report = finalize(engine, ctx, [draft_id], today=when)
-    if report.failures:
-        message = report.failures[0][1]
-        raise CancellationNotFinalized(f"the cancellation of {invoice} could not be finalized: {message}",
-                                       where=Where(object="Invoice", record=invoice))
-    return draft_id, report.finalized[0]
+    return cancel(engine, ctx, invoice, reason=reason, when=when, draft_only=draft_only,
+                  stages=finalization_stages(ctx))
 
 
-__all__ = ["CancellationNotFinalized", "InvoicesNotFinalized", "NothingToFinalize", "cancel_invoice",
+__all__ = ["InvoicesNotFinalized", "NothingToFinalize", "cancel_invoice",
            "finalization_failure", "finalize_drafts", "ConfigurationInvalid", "Problem", "Where", "all_checks", "finalization_stages", "finalize",
            "load_project", "open_context"]

@@ -25,8 +25,6 @@ def error_classes() -> list[type]:
     from engine.domain.errors import error_classes as walk
 
     for info in pkgutil.walk_packages(engine.__path__, "engine."):
-        if ".cli" in info.name:
-            continue
         importlib.import_module(info.name)
     return sorted(walk(), key=lambda cls: (cls.code, cls.__module__, cls.__qualname__))
 

@@ -11,13 +11,9 @@ import sqlalchemy as sa
 
 from engine.booking.finalize import FinalizeError, finalize_invoices, range_key, render_number
 from engine.billing.run import RunRequest, run_invoices
-from engine.project import load_project
 from engine.config.model import SettingRecord
-from engine.storage.db import open_engine
-from engine.storage.migrate import apply_migration
-from engine.storage.records import load_records
-from engine.storage.schema import build_metadata
 from contexts import context
+from databases import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,14 +43,10 @@ def test_range_key_follows_the_reset_period():
 
 
 @pytest.fixture
-def billed(tmp_path):
+def billed(sqlite_url, prepared):
     """The sample org and data in a fresh database, with the order filters run."""
-    model = load_project(ROOT).model
-    engine = open_engine(f"sqlite:///{tmp_path / 'f.db'}")
-    apply_migration(engine, model)
-    for path in sorted((ROOT / "data").glob("[0-9]*_*.csv")):
-        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
-        assert report.ok, report.render()
+    model = load_model(ROOT)
+    engine = prepared(sqlite_url, model)
     request = RunRequest(("Order Sub Invoice", "Order Invoice"), date(2024, 1, 1), date(2024, 12, 31))
     run_invoices(engine, context(model), request)
     return engine, model
@@ -62,8 +54,8 @@ def billed(tmp_path):
 
 def test_finalize_numbers_are_gapless_and_balances_match(billed):
     engine, model = billed
-    invoice = build_metadata(model).tables["invoice"]
-    balance = build_metadata(model).tables["balance"]
+    invoice = context(model).table("Invoice")
+    balance = context(model).table("Balance")
     with engine.connect() as conn:
         drafts = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().all()
     assert len(drafts) == 6
@@ -85,7 +77,7 @@ def test_finalize_numbers_are_gapless_and_balances_match(billed):
 
 def test_finalizing_twice_is_refused_and_draws_no_number(billed):
     engine, model = billed
-    invoice = build_metadata(model).tables["invoice"]
+    invoice = context(model).table("Invoice")
     with engine.connect() as conn:
         first = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().first()
     assert finalize_invoices(engine, context(model), [first], today=date(2025, 1, 1)).finalized[0].number == "INV-2025-00001"
@@ -98,7 +90,7 @@ def test_finalizing_twice_is_refused_and_draws_no_number(billed):
 
 def test_yearly_reset_starts_a_new_range(billed):
     engine, model = billed
-    invoice = build_metadata(model).tables["invoice"]
+    invoice = context(model).table("Invoice")
     with engine.connect() as conn:
         drafts = conn.execute(sa.select(invoice.c.id).where(invoice.c.status == "Draft").order_by(invoice.c.id)).scalars().all()
     numbers = [finalize_invoices(engine, context(model), [i], today=when).finalized[0].number
@@ -108,7 +100,7 @@ def test_yearly_reset_starts_a_new_range(billed):
 
 def test_final_invoice_is_built_once_its_sub_invoices_are_final(billed):
     engine, model = billed
-    invoice = build_metadata(model).tables["invoice"]
+    invoice = context(model).table("Invoice")
     with engine.connect() as conn:
         subs = conn.execute(
             sa.select(invoice.c.id).where(invoice.c.type.in_(("Partial", "Progress"))).order_by(invoice.c.id)

@@ -95,7 +95,9 @@ class TaxResolver:
                     found = error
                 cache[key] = found
             if isinstance(found, TaxError):
-                raise found
+                # a fresh error each time: re-raising the cached one would grow
+                # its traceback by the frames of every untaxable line
+                raise TaxError(found.message, where=found.where, hint=found.hint)
             return found
 
         return decide

@@ -11,7 +11,10 @@ and ``metabill explain``:
   (Tax, Interim Revenue, Payment, ...) from Collective Accounts; the rule's
   Type must equal the booking detail's type.
 
-Criteria, matching and precedence are those of :mod:`engine.domain.rules`.
+Criteria, matching and precedence are those of :mod:`engine.domain.rules`;
+which values a decision compares (the account question) is built by
+:mod:`engine.booking.questions`. A command shares one resolver:
+``ctx.service(AccountResolver)``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from engine.domain.rules import RuleDecision, criteria_of, decide
 from engine.config.model import SettingRecord
+from engine.domain.errors import Where
+from engine.domain.rules import RuleDecision, criteria_of, decide
 from engine.storage.context import Context
+
+from .errors import BookingError, invoice_where
 
 
 @dataclass(frozen=True)
@@ -37,17 +43,11 @@ class AccountChoice:
 
 
 class AccountResolver:
-    """The two decisions with their setup done once per model."""
-
-    @classmethod
-    def for_model(cls, ctx: Context) -> "AccountResolver":
-        """The command's resolver: its setup is the same for the whole command."""
-        return ctx.service(cls)
+    """The two decisions with their setup done once per command: a service of
+    the context (``ctx.service(AccountResolver)``), its decisions memoized."""
 
     def __init__(self, ctx: Context):
         model = ctx.model
-        self.ctx = ctx
-        self.model = model
         gl = model.object("GlAccountRule")
         collective = model.object("CollectiveAccount")
         self.gl_rules = model.setting_records("GlAccountRule")
@@ -108,6 +108,22 @@ class AccountResolver:
         values = (booking_type, *[context_values.get(key) for key in self._collective_keys])
         return _memoized(self._collective_cache, values,
                          lambda: self._decide_collective(booking_type, context_values))
+
+    def required_collective(self, booking_type: str, question: Mapping[str, object],
+                            subject: Mapping[str, object], where: Where | None = None) -> AccountChoice:
+        """:meth:`collective_account`, or :class:`BookingError` when no
+        collective account of the type matches: a posting to nowhere is worse
+        than no posting. ``subject`` is the invoice (or what stands for it)
+        the message names."""
+        choice = self.collective_account(booking_type, question)
+        if choice.account is None:
+            described = ", ".join(f"{k}={v!r}" for k, v in question.items() if v)
+            raise BookingError(
+                f"invoice {subject.get('name')}: no collective account of type {booking_type} matches ({described})",
+                where=where or invoice_where(subject.get("name")),
+                hint=f"add a Collective Accounts record of type {booking_type} that matches",
+            )
+        return choice
 
     def _decide_collective(self, booking_type: str, context_values: Mapping[str, object]) -> AccountChoice:
         def context(criterion):

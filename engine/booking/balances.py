@@ -12,9 +12,10 @@ Posting (§5.5): the booking detail of a balance moves the debtor (or the
 collective account's contra account) by exactly the balance amount; the
 other side is the collective account of the booking type (Payment → the
 bank, Write-off → the expense account, ...). The collective account is
-chosen from the balance's context: business entity, payment provider, bank
-account id, clearing reason, the invoice's tax code (when it has exactly
-one), and the balance's custom formula field ``CollectiveAccountRule__c``
+chosen from the balance's context (:func:`engine.booking.questions.balance_question`,
+the question ``metabill explain`` asks again): business entity, payment
+provider, bank account id, clearing reason, the invoice's tax code (when it
+has exactly one), and the balance's custom formula field ``CollectiveAccountRule__c``
 (seed 002). That criterion is declared first on Collective Accounts, so when
 the formula yields a value and a collective account carries it, that account
 wins over every other criterion; an empty value matches only accounts
@@ -48,21 +49,18 @@ from typing import Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from engine.domain.batching import chunks
+from engine.domain.errors import Where
 from engine.domain.money import CENT, ZERO, allocate, net_of_gross
-from engine.domain.values import read_value
+from engine.domain.settings import GlobalSettings
 from engine.storage.bulk import RowWriter
+from engine.storage.context import Context
 
 from .accounts import AccountResolver
-from .invoices import (
-    Booking,
-    BookingError,
-    _collective,
-    _common_fields,
-    copied_fields,
-    custom_values,
-)
-from .postings import check_postings, debit_credit_flag, sides
-from engine.storage.context import Context
+from .errors import BalanceError, BookingError, invoice_where
+from .invoices import common_fields, copied_fields, custom_values
+from .postings import Booking, BookingSet, debit_credit_flag, sides
+from .questions import balance_question, per_tax_group
+from .write import load_account, write_bookings
 
 #: Balance type -> booking detail type, for the balance types that are booked.
 BOOKED_TYPES: Mapping[str, str] = {
@@ -83,10 +81,6 @@ RULE_FINALIZATION = "FinalizationWriteOffAmount"
 NO_WRITE_OFF_TYPES = frozenset({"Progress", "Cancelation"})
 
 
-class BalanceError(ValueError):
-    """A balance cannot be created or booked (message for the user)."""
-
-
 @dataclass(frozen=True)
 class WriteOffSettings:
     """The automatic write-off settings of GlobalSettings (domain-spec §4.7)."""
@@ -98,16 +92,13 @@ class WriteOffSettings:
 
     @classmethod
     def of(cls, ctx: Context) -> "WriteOffSettings":
-        model = ctx.model
-        settings = model.hierarchy_default("GlobalSettings")
+        """The command's write-off settings (from ``ctx.settings``)."""
+        return cls.from_settings(ctx.settings)
 
-        def number(name: str) -> Decimal | None:
-            value = settings.get(name) if settings is not None else None
-            return Decimal(str(value)) if value not in (None, "") else None
-
-        currency = settings.get("WriteOffCurrency") if settings is not None else None
-        return cls(number("WriteOffThresholdPercent"), number("WriteOffCapAmount"),
-                   number("FinalizationWriteOffAmount"), str(currency).strip() or None if currency else None)
+    @classmethod
+    def from_settings(cls, settings: GlobalSettings) -> "WriteOffSettings":
+        return cls(settings.write_off_threshold_percent, settings.write_off_cap_amount,
+                   settings.finalization_write_off_amount, settings.write_off_currency)
 
     def payment_threshold(self, grand_total: Decimal, currency: str | None) -> Decimal | None:
         """The largest rest written off after a payment, or None for no
@@ -136,31 +127,15 @@ class WriteOffSettings:
         return self.finalization
 
 
-def _settings_flag(ctx: Context, name: str) -> bool:
-    model = ctx.model
-    settings = model.hierarchy_default("GlobalSettings")
-    return bool(settings is not None and settings.get(name))
-
-
 def payment_booking_enabled(ctx: Context) -> bool:
-    return _settings_flag(ctx, "CreateBookkeepingData") and _settings_flag(ctx, "EnablePaymentBookingData")
-
-
-def _table(ctx: Context, name: str) -> sa.Table:
-    model = ctx.model
-    return ctx.metadata.tables[model.require(name).table_name]
+    """Balances get booking details: CreateBookkeepingData and EnablePaymentBookingData."""
+    return ctx.settings.payment_bookings
 
 
 def invoice_lines(conn: sa.Connection, ctx: Context, invoice_id: int) -> list[dict]:
-    table = _table(ctx, "InvoiceLineItem")
+    table = ctx.table("InvoiceLineItem")
     query = sa.select(table).where(table.c.invoice == invoice_id).order_by(table.c.id)
     return [dict(r) for r in conn.execute(query).mappings()]
-
-
-def account_record(conn: sa.Connection, ctx: Context, account_id: int, today: date) -> dict:
-    from .write import load_account
-
-    return load_account(conn, ctx, account_id, today)
 
 
 def create_balance(conn: sa.Connection, ctx: Context, fields: Mapping[str, object], *,
@@ -170,17 +145,17 @@ def create_balance(conn: sa.Connection, ctx: Context, fields: Mapping[str, objec
     account, type, amount, date, ...) with provenance, and book it when
     payment bookkeeping is on. ``invoice`` is the invoice row it belongs or
     relates to (None for a free balance without one). Returns the row."""
-    model = ctx.model
     row = dict(fields)
+    where = invoice_where(invoice.get("name")) if invoice is not None else Where(object="Balance")
     if row.get("amount") is None or Decimal(row["amount"]) == 0:
-        raise BalanceError("a balance needs a non-zero amount")
+        raise BalanceError("a balance needs a non-zero amount", where=where)
     amount = Decimal(row["amount"])  # type: ignore[arg-type]
     if amount.quantize(CENT) != amount:
-        raise BalanceError(f"a balance amount has at most two decimals, got {amount}")
+        raise BalanceError(f"a balance amount has at most two decimals, got {amount}", where=where)
     row["amount"] = amount.quantize(CENT)
     when: date = row["date"]  # type: ignore[assignment]
     if account is None:
-        account = account_record(conn, ctx, int(row["account"]), when)  # type: ignore[arg-type]
+        account = load_account(conn, ctx, int(row["account"]), when)  # type: ignore[arg-type]
     if invoice is not None:
         row.setdefault("currencyisocode", invoice.get("currencyisocode"))
         row.setdefault("businessentity", invoice.get("businessentity"))
@@ -188,7 +163,7 @@ def create_balance(conn: sa.Connection, ctx: Context, fields: Mapping[str, objec
     if row.get("businessentity") is None:
         row["businessentity"] = account.get("on_businessentity__c")
     row.update(confighash=ctx.config_hash, rule=rule[:80], run=run[:64])
-    balance_obj = model.require("Balance")
+    balance_obj = ctx.obj("Balance")
     row = {k: v for k, v in row.items() if balance_obj.field(k) is not None or k == "id"}
     RowWriter(conn, balance_obj).insert([row])
     if payment_booking_enabled(ctx) and row["type"] in BOOKED_TYPES:
@@ -204,70 +179,45 @@ def _sign_for_counter(booking_type: str, part: Decimal) -> Decimal:
     return part if debit == "C" else -part
 
 
-def rule_value(ctx: Context, balance: Mapping[str, object], when: date) -> object:
-    """The balance's ``CollectiveAccountRule__c`` (a formula or a stored
-    field), or None when the org has no such field."""
-    model = ctx.model
-    fdef = model.require("Balance").field("CollectiveAccountRule__c")
-    if fdef is None:
-        return None
-    try:
-        value = read_value(fdef, balance, when)
-    except ValueError:
-        return None
-    return value if value not in ("",) else None
-
-
-def balance_context(ctx: Context, balance: Mapping[str, object], invoice: Mapping[str, object] | None,
-                    lines: Sequence[Mapping[str, object]]) -> dict:
-    """The collective-account context of a balance's bookings."""
-    codes = {line.get("taxcode") for line in lines if line.get("taxcode")}
-    return {
-        "taxcode": next(iter(codes)) if len(codes) == 1 else None,
-        "businessentity": balance.get("businessentity"),
-        "region": (invoice or {}).get("region"),
-        "paymentprovider": balance.get("paymentprovider"),
-        "bankaccountid": balance.get("bankaccountid"),
-        "clearingreason": balance.get("clearingreason"),
-        "collectiveaccountrule__c": rule_value(ctx, balance, balance["date"]),  # type: ignore[arg-type]
-    }
-
-
 def balance_bookings(ctx: Context, resolver: AccountResolver, balance: Mapping[str, object],
                      invoice: Mapping[str, object] | None, lines: Sequence[Mapping[str, object]],
                      account: Mapping[str, object], run: str) -> list[Booking]:
-    """The booking details of one balance (pure): see the module docstring."""
+    """The booking details of one balance (pure): see the module docstring.
+    The collective accounts are asked with
+    :func:`engine.booking.questions.balance_question`."""
     booking_type = BOOKED_TYPES[str(balance["type"])]
     subject = invoice or {"name": f"balance {balance.get('name')}", "account": balance.get("account")}
+    where = invoice_where(invoice.get("name")) if invoice is not None else Where(object="Balance",
+                                                                                 record=str(balance.get("name")))
     debtor = (invoice or {}).get("debtorno__c") or account.get("on_debtorno__c")
     when: date = balance["date"]  # type: ignore[assignment]
     amount = Decimal(balance["amount"])  # type: ignore[arg-type]
     source = invoice or {"account": balance.get("account"), "accountname": account.get("name"),
                          "currencyisocode": balance.get("currencyisocode"), "date": when}
-    base = _common_fields(source, account, str(debtor or ""), {"run": run, "confighash": ctx.config_hash})
+    base = common_fields(source, account, str(debtor or ""), {"run": run, "confighash": ctx.config_hash})
     base.update(bookingdate=when, originalbookingdate=when, paymentdate=when, balance=balance["id"],
                 businessentity=balance.get("businessentity"), paymentprovider=balance.get("paymentprovider"),
                 bankaccountid=balance.get("bankaccountid"), clearingreason=balance.get("clearingreason"),
                 currencyisocode=balance.get("currencyisocode"), _reference=balance.get("reference"))
     if invoice is not None:
         base.update(dict(custom_values(copied_fields(ctx), invoice, None)))
-    context = balance_context(ctx, balance, invoice, lines)
+    question = balance_question(ctx, balance, invoice, lines)
     details: list[Booking] = []
 
-    def add(kind: str, part: Decimal, ctx: Mapping[str, object], **extra) -> None:
-        choice = _collective(resolver, kind, ctx, subject)
+    def add(kind: str, part: Decimal, asked: Mapping[str, object], **extra) -> None:
+        choice = resolver.required_collective(kind, asked, subject, where)
         partner = choice.bp_account or debtor
         if not partner:
             raise BalanceError(
                 f"{subject.get('name')}: no debtor account to book the {balance['type']} balance against "
-                "(Account.ON_DebtorNo__c, or a BpAccount on the collective account)")
+                "(Account.ON_DebtorNo__c, or a BpAccount on the collective account)", where=where)
         fields = {**base, "type": kind, "amount": _sign_for_counter(kind, part), "accountno": choice.account,
                   "contraaccountno": choice.contra, "accountrule": choice.rule, "bpaccountno": partner, **extra}
         details.append(Booking(fields, choice))
 
     try:
         split_tax = (booking_type == "Write-off" and invoice is not None and balance.get("calculatetax", True)
-                     and not _settings_flag(ctx, "EnableAccountingInGrossValues"))
+                     and not ctx.settings.accounting_in_gross_values)
         groups = _tax_groups(lines) if split_tax else {}
         if groups and any(rate for (_, rate, _) in groups):
             keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
@@ -277,17 +227,17 @@ def balance_bookings(ctx: Context, resolver: AccountResolver, balance: Mapping[s
                 if part == 0:
                     continue
                 net = net_of_gross(part, rate)
-                ctx = {**context, "taxcode": code, "appliedtaxrule": applied}
-                add(booking_type, sign * net, ctx, taxcode=code, taxrate=rate, appliedtaxrule=applied, isgross=False)
+                asked = per_tax_group(question, code, applied)
+                add(booking_type, sign * net, asked, taxcode=code, taxrate=rate, appliedtaxrule=applied, isgross=False)
                 if part - net != 0:
-                    add("Tax", sign * (part - net), ctx, taxcode=code, taxrate=rate, appliedtaxrule=applied,
+                    add("Tax", sign * (part - net), asked, taxcode=code, taxrate=rate, appliedtaxrule=applied,
                         isgross=False)
         else:
-            add(booking_type, amount, context, isgross=booking_type == "Write-off")
+            add(booking_type, amount, question, isgross=booking_type == "Write-off")
         if booking_type == "Payment" and invoice is not None and invoice.get("type") == "Progress":
-            details.extend(_interim_bookings(resolver, base, context, invoice, lines, -amount))
+            details.extend(_interim_bookings(resolver, base, question, invoice, lines, -amount))
     except BookingError as error:
-        raise BalanceError(str(error)) from None
+        raise BalanceError(str(error), where=error.where, hint=error.hint) from None
     for booking in details:
         booking.fields["debitcredit"] = debit_credit_flag(booking.fields)
         booking.fields["invoicelineitems"] = None
@@ -302,7 +252,7 @@ def _tax_groups(lines: Sequence[Mapping[str, object]]) -> dict[tuple, Decimal]:
     return {k: v for k, v in groups.items() if v != 0}
 
 
-def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], context: Mapping[str, object],
+def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], question: Mapping[str, object],
                       invoice: Mapping[str, object], lines: Sequence[Mapping[str, object]],
                       received: Decimal) -> list[Booking]:
     """A payment on a progress invoice also books the received down payment
@@ -313,31 +263,38 @@ def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], con
     keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
     for (code, rate, rule), part in zip(keys, allocate(received, [groups[k] for k in keys])):
         net = net_of_gross(part, rate)
-        rate_context = {**context, "taxcode": code, "appliedtaxrule": rule}
+        asked = per_tax_group(question, code, rule)
         for booking_type, value in (("Interim Payment", net), ("Interim Tax", part - net)):
             if value == 0:
                 continue
-            interim = _collective(resolver, booking_type, rate_context, invoice)
+            interim = resolver.required_collective(booking_type, asked, invoice)
             out.append(Booking({**base, "type": booking_type, "amount": value, "accountno": interim.account,
                                 "contraaccountno": interim.contra, "accountrule": interim.rule, "taxcode": code,
                                 "taxrate": rate, "appliedtaxrule": rule, "isgross": False}, interim))
     return out
 
 
+#: Booking types of a balance's bookings that do not move its counter account
+#: (the down payment and tax of a payment on a progress invoice, §5.6).
+_INTERIM_TYPES = ("Interim Payment", "Interim Tax")
+
+
 def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object],
                  invoice: Mapping[str, object] | None, account: Mapping[str, object], run: str) -> list[dict]:
-    """Book one balance: details built, checked (debits == credits, the
-    counter account moves by the balance amount) and written."""
-    from .write import write_bookings
-
+    """Book one balance: details built and written; the writer checks them
+    (debits == credits, and the counter account moves by the balance amount
+    when the balance's own bookings share one)."""
     lines = invoice_lines(conn, ctx, int(invoice["id"])) if invoice is not None else []  # type: ignore[arg-type]
-    bookings = balance_bookings(ctx, AccountResolver.for_model(ctx), balance, invoice, lines, account, run)
-    check_postings([b.fields for b in bookings])
-    own = [b.fields for b in bookings if b.fields["type"] not in ("Interim Payment", "Interim Tax")]
-    counter = {str(b.get("contraaccountno") or b.get("bpaccountno")) for b in own}
+    bookings = balance_bookings(ctx, ctx.service(AccountResolver), balance, invoice, lines, account, run)
+    own = tuple(b for b in bookings if b.fields["type"] not in _INTERIM_TYPES)
+    interim = tuple(b for b in bookings if b.fields["type"] in _INTERIM_TYPES)
+    counter = {str(b.fields.get("contraaccountno") or b.fields.get("bpaccountno")) for b in own}
     if len(counter) == 1:
-        check_postings(own, debtor=counter.pop(), receivable=Decimal(balance["amount"]))  # type: ignore[arg-type]
-    return write_bookings(conn, ctx, bookings)
+        own_set = BookingSet(own, debtor=counter.pop(), receivable=Decimal(balance["amount"]))  # type: ignore[arg-type]
+    else:
+        own_set = BookingSet(own)
+    # The interim bookings come last (balance_bookings), so the details keep their order.
+    return write_bookings(conn, ctx, [own_set, BookingSet(interim)])
 
 
 # --- sums ---------------------------------------------------------------------------------
@@ -350,8 +307,8 @@ def refresh_invoices(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[in
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return
-    invoices = _table(ctx, "Invoice")
-    balances = _table(ctx, "Balance")
+    invoices = ctx.table("Invoice")
+    balances = ctx.table("Balance")
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.invoice == invoices.c.id).scalar_subquery())
     last = sa.select(sa.func.max(balances.c.date)).where(balances.c.invoice == invoices.c.id).scalar_subquery()
@@ -368,14 +325,12 @@ def refresh_invoices(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[in
 def refresh_accounts(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) -> None:
     """Account.Balance = Σ of all balances of the account (when the org's
     Account has a stored Balance field)."""
-    model = ctx.model
     ids = sorted({int(i) for i in account_ids if i is not None})
-    account_obj = model.require("Account")
-    field = account_obj.field("Balance")
+    field = ctx.obj("Account").field("Balance")
     if not ids or field is None or not field.is_stored:
         return
-    accounts = _table(ctx, "Account")
-    balances = _table(ctx, "Balance")
+    accounts = ctx.table("Account")
+    balances = ctx.table("Balance")
     total = (sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
              .where(balances.c.account == accounts.c.id).scalar_subquery())
     for chunk in chunks(ids):
@@ -392,10 +347,10 @@ def write_off(conn: sa.Connection, ctx: Context, invoice: Mapping[str, object], 
     """A Write off balance of ``-amount`` on the invoice (amount > 0 reduces
     a receivable; amount < 0 writes off a credit), booked; the caller
     refreshes the sums."""
-    model = ctx.model
-    reasons = model.require("Balance").field("WriteOffReason")
+    reasons = ctx.obj("Balance").field("WriteOffReason")
     if reasons is not None and reasons.values and reason not in reasons.values:
-        raise BalanceError(f"write-off reason {reason!r} is not one of: {', '.join(reasons.values)}")
+        raise BalanceError(f"write-off reason {reason!r} is not one of: {', '.join(reasons.values)}",
+                           where=invoice_where(invoice.get("name")))
     return create_balance(conn, ctx, {
         "account": invoice["account"], "invoice": invoice["id"], "type": WRITE_OFF, "amount": -amount,
         "date": when, "writeoffreason": reason, "calculatetax": calculate_tax,

@@ -26,11 +26,14 @@ from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
 
+from engine.billing.drafts import invoice_backrefs
 from engine.storage.bulk import RowWriter
+from engine.storage.context import Context
 from engine.storage.schema import CLAIM
 
-from engine.billing.drafts import invoice_backrefs
-from engine.storage.context import Context
+from .errors import CancelError, invoice_where
+from .postings import Booking, BookingSet, debit_credit_flag
+from .write import write_bookings
 
 # Header fields that describe the invoice rather than its own state or history.
 NOT_COPIED = {
@@ -42,29 +45,26 @@ NOT_COPIED = {
 _NEGATED_LINE_FIELDS = ("unitprice", "unitpricenet", "postotalnet", "postotaltax", "postotalgross")
 
 
-class CancelError(ValueError):
-    pass
-
-
 def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, reason: str | None) -> int:
     """The id of a new draft cancellation invoice for ``invoice_name``."""
-    model = ctx.model
-    tables = ctx.metadata.tables
-    invoice_table = tables[model.require("Invoice").table_name]
-    line_table = tables[model.require("InvoiceLineItem").table_name]
+    invoice_table = ctx.table("Invoice")
+    line_table = ctx.table("InvoiceLineItem")
+    where = invoice_where(invoice_name)
     original = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
     if original is None:
-        raise CancelError(f"no invoice {invoice_name}")
+        raise CancelError(f"no invoice {invoice_name}", where=where)
     if original["status"] not in ("Open", "Paid"):
-        raise CancelError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be cancelled")
+        raise CancelError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be cancelled",
+                          where=where)
     if original["type"] == "Cancelation":
-        raise CancelError(f"{invoice_name} is itself a cancellation; invoice anew instead")
+        raise CancelError(f"{invoice_name} is itself a cancellation; invoice anew instead", where=where)
     pending = conn.execute(
         sa.select(invoice_table.c.name).where(invoice_table.c.relatedinvoice == original["id"])
         .where(invoice_table.c.type == "Cancelation")
     ).first()
     if pending is not None:
-        raise CancelError(f"{invoice_name} already has the cancellation {pending.name}")
+        raise CancelError(f"{invoice_name} already has the cancellation {pending.name}", where=where,
+                          hint=f"finalize or delete the draft {pending.name}")
     header = {k: v for k, v in original.items() if k not in NOT_COPIED}
     header.update(
         type="Cancelation",
@@ -77,14 +77,19 @@ def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, re
         grandtotal=-original["grandtotal"],
         confighash=ctx.config_hash,
     )
-    writer = RowWriter(conn, model.require("Invoice"))
+    writer = RowWriter(conn, ctx.obj("Invoice"))
     writer.assign_ids([header])
-    header["name"] = f"DRAFT-{header['id']:06d}"
+    header["name"] = draft_name(header["id"])
     writer.insert([header])
     originals = conn.execute(sa.select(line_table).where(line_table.c.invoice == original["id"])
                              .order_by(line_table.c.id)).mappings()
-    RowWriter(conn, model.require("InvoiceLineItem")).insert(mirrored_lines(originals, header["id"]))
+    RowWriter(conn, ctx.obj("InvoiceLineItem")).insert(mirrored_lines(originals, header["id"]))
     return header["id"]
+
+
+def draft_name(draft_id: int) -> str:
+    """The name of the cancellation draft with id ``draft_id``."""
+    return f"DRAFT-{draft_id:06d}"
 
 
 def mirrored_lines(lines: Iterable[Mapping[str, Any]], invoice_id: int) -> list[dict]:
@@ -103,13 +108,12 @@ def mirrored_lines(lines: Iterable[Mapping[str, Any]], invoice_id: int) -> list[
 
 def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict, when: date, book: bool) -> None:
     """Complete a cancellation whose draft was just numbered and opened."""
-    model = ctx.model
-    tables = ctx.metadata.tables
-    invoice_table = tables[model.require("Invoice").table_name]
-    balance_table = tables[model.require("Balance").table_name]
+    invoice_table = ctx.table("Invoice")
+    balance_table = ctx.table("Balance")
     original = dict(conn.execute(sa.select(invoice_table).where(invoice_table.c.id == cancellation["relatedinvoice"])).mappings().one())
     if original["status"] not in ("Open", "Paid"):
-        raise CancelError(f"{original['name']} is {original['status']}: it cannot be cancelled")
+        raise CancelError(f"{original['name']} is {original['status']}: it cannot be cancelled",
+                          where=invoice_where(original["name"]))
     # 1. Payments on the original become free balances of the account.
     conn.execute(
         sa.update(balance_table).where(balance_table.c.invoice == original["id"])
@@ -117,7 +121,7 @@ def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict,
         .values(invoice=None)
     )
     total = original["grandtotal"] or Decimal("0.00")
-    writer = RowWriter(conn, model.require("Balance"))
+    writer = RowWriter(conn, ctx.obj("Balance"))
     clearing = {"type": "Clearing", "date": when, "account": original["account"],
                 "currencyisocode": original.get("currencyisocode"), "confighash": ctx.config_hash}
     # 2. Clearing balances: the original's invoice balance +G and the
@@ -142,7 +146,7 @@ def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict,
         conn.execute(sa.update(invoice_table).where(invoice_table.c.finalinvoice == original["id"]).values(finalinvoice=None))
     # 4. Release the billed source records.
     for table_name, column in invoice_backrefs(ctx):
-        table = tables[table_name]
+        table = ctx.metadata.tables[table_name]
         conn.execute(sa.update(table).where(table.c[column] == original["id"]).values({column: None}))
     conn.execute(sa.delete(CLAIM).where(CLAIM.c.invoice_id == original["id"]))
     # 5. Reverse the original's bookings.
@@ -151,12 +155,9 @@ def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict,
 
 
 def _reverse_bookings(conn: sa.Connection, ctx: Context, original: dict, cancellation: dict, when: date) -> None:
-    model = ctx.model
-    from engine.booking.invoices import Booking
-    from engine.booking.postings import check_postings, debit_credit_flag
-    from engine.booking.write import write_bookings
-
-    detail_table = ctx.metadata.tables[model.require("BookingDetail").table_name]
+    """Every booking detail of the original (but its payments'), negated on
+    the cancellation date: the same accounts, ``ReversalOf`` the original."""
+    detail_table = ctx.table("BookingDetail")
     reversals = []
     for detail in conn.execute(
         sa.select(detail_table)
@@ -176,5 +177,4 @@ def _reverse_bookings(conn: sa.Connection, ctx: Context, original: dict, cancell
         )
         fields["debitcredit"] = debit_credit_flag(fields)
         reversals.append(Booking(fields, None))
-    check_postings([r.fields for r in reversals])
-    write_bookings(conn, ctx, reversals)
+    write_bookings(conn, ctx, [BookingSet(tuple(reversals))])

@@ -2,33 +2,48 @@
 where it does.
 
 For every booking detail the account decision is made again with the same
-pure functions finalization used (:mod:`engine.booking.accounts`), from the
-stored invoice, line and booking values, and printed with the criteria the
-winning rule compared and why each other rule lost. When today's
-configuration would choose differently than the stored booking (the rules
-changed since), the explanation says so.
+pure functions finalization used (:mod:`engine.booking.accounts`), asked the
+same question (:mod:`engine.booking.questions`) from the stored invoice,
+line, balance and booking values, and printed with the criteria the winning
+rule compared and why each other rule lost. Which question a detail was
+booked with follows from the detail itself:
+
+* a reversal (``ReversalOf``) keeps the accounts of the detail it reverses:
+  that detail is explained;
+* a balance's detail (payment, write-off, ...): the balance question, per
+  tax group when the detail carries a tax rate;
+* an invoice's own detail: the G/L rules for revenue, else the collective
+  account asked with the line question of the first line it books;
+* the final invoice's clearing of a progress invoice's interim revenue: the
+  line question of the progress invoice's clearing line.
+
+When today's configuration would choose differently than the stored booking
+(the rules changed since), the explanation says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
 from engine.domain.rules import RuleDecision
-
-from .accounts import AccountResolver
-from .postings import sides
 from engine.storage.context import Context
 
+from .accounts import AccountChoice, AccountResolver
+from .errors import ExplainError, invoice_where
+from .postings import sides
+from .questions import balance_question, clearing_line, line_question, per_tax_group
 
-class ExplainError(ValueError):
-    pass
+__all__ = ["ExplainError", "Explanation", "explain", "explain_invoice"]
 
 
 @dataclass(frozen=True)
 class Explanation:
+    """One booking detail with its posting sides and the account decision
+    made again (``current_account``: what today's configuration chooses)."""
+
     detail: dict
     debit: str | None
     credit: str | None
@@ -59,53 +74,94 @@ class Explanation:
                    "the booking keeps the account of its finalization")
 
 
+def explain(engine: sa.Engine, ctx: Context, invoice_name: str) -> list[Explanation]:
+    """The service of ``metabill explain``: :func:`explain_invoice` on a
+    connection of its own (it reads only)."""
+    with engine.connect() as conn:
+        return explain_invoice(conn, ctx, invoice_name)
+
+
 def explain_invoice(conn: sa.Connection, ctx: Context, invoice_name: str) -> list[Explanation]:
-    model = ctx.model
-    tables = ctx.metadata.tables
-    invoice_table = tables[model.require("Invoice").table_name]
-    line_table = tables[model.require("InvoiceLineItem").table_name]
-    detail_table = tables[model.require("BookingDetail").table_name]
+    """One :class:`Explanation` per booking detail of the invoice, in booking
+    order; :class:`ExplainError` for an unknown invoice or one without
+    booking details."""
+    invoice_table = ctx.table("Invoice")
+    detail_table = ctx.table("BookingDetail")
+    where = invoice_where(invoice_name)
     invoice = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
     if invoice is None:
-        raise ExplainError(f"no invoice {invoice_name}")
-    invoice = dict(invoice)
-    lines = {str(r["name"]): dict(r) for r in conn.execute(sa.select(line_table).where(line_table.c.invoice == invoice["id"])).mappings()}
+        raise ExplainError(f"no invoice {invoice_name}", where=where)
     details = [dict(r) for r in conn.execute(
         sa.select(detail_table).where(detail_table.c.invoice == invoice["id"]).order_by(detail_table.c.bookingdate, detail_table.c.id)
     ).mappings()]
     if not details:
-        raise ExplainError(f"{invoice_name} has no booking details (is it finalized, and bookkeeping on?)")
-    resolver = AccountResolver(ctx)
-    codes = {line.get("taxcode") for line in lines.values() if line.get("taxcode")}
+        raise ExplainError(f"{invoice_name} has no booking details (is it finalized, and bookkeeping on?)", where=where,
+                           hint="only finalized invoices of an org with CreateBookkeepingData have booking details")
+    asker = _Asker(conn, ctx)
     out = []
     for detail in details:
         debit, credit = sides(detail)
-        first_line = next(
-            (lines[name.strip()] for name in str(detail.get("invoicelineitems") or "").split(",") if name.strip() in lines),
-            None,
-        )
-        if detail["type"] == "Revenue" and first_line is not None:
-            choice = resolver.gl_account(invoice, first_line)
-            source = f"Assignment Rules - G/L Account for line {first_line['name']} ('{first_line.get('title')}')"
-            if choice.account is None:
-                choice = resolver.collective_account("Revenue", _context(detail, codes))
-                source = "no G/L rule matched: collective account of type Revenue"
-        else:
-            choice = resolver.collective_account(str(detail["type"]), _context(detail, codes))
-            source = f"Collective Accounts of type {detail['type']}"
+        choice, source = asker.decide(detail)
         out.append(Explanation(detail, debit, credit, choice.decision, source, choice.account))
     return out
 
 
-def _context(detail: dict, invoice_codes: set) -> dict:
-    tax_code = detail.get("taxcode") or (next(iter(invoice_codes)) if len(invoice_codes) == 1 else None)
-    return {
-        "taxcode": tax_code,
-        "appliedtaxrule": detail.get("appliedtaxrule"),
-        "businessentity": detail.get("businessentity"),
-        "region": detail.get("region"),
-        "billingpractice": detail.get("billingpractice"),
-        "paymentprovider": detail.get("paymentprovider"),
-        "bankaccountid": detail.get("bankaccountid"),
-        "clearingreason": detail.get("clearingreason"),
-    }
+class _Asker:
+    """Asks, for a stored booking detail, the account question it was booked
+    with; reads the invoices, lines, balances and reversed details it needs
+    once."""
+
+    def __init__(self, conn: sa.Connection, ctx: Context):
+        self.conn = conn
+        self.ctx = ctx
+        self.resolver = ctx.service(AccountResolver)
+        self._invoices: dict[object, tuple[dict, list[dict]]] = {}
+
+    def decide(self, detail: Mapping[str, object]) -> tuple[AccountChoice, str]:
+        """The detail's account decision made again, and what was decided."""
+        booking_type = str(detail["type"])
+        if detail.get("reversalof") is not None:
+            original = self._row("BookingDetail", detail["reversalof"])
+            if original is not None:
+                choice, source = self.decide(original)
+                return choice, f"reversal of {original['name']} (same accounts); {source}"
+        invoice, lines = self._invoice(detail.get("invoice"))
+        if detail.get("balance") is not None:
+            balance = self._row("Balance", detail["balance"]) or {
+                **detail, "date": detail.get("paymentdate") or detail.get("bookingdate")}
+            question = balance_question(self.ctx, balance, invoice, lines)
+            if detail.get("taxrate") is not None:  # booked per tax group of the invoice
+                question = per_tax_group(question, detail.get("taxcode"), detail.get("appliedtaxrule"))
+            return self.resolver.collective_account(booking_type, question), f"Collective Accounts of type {booking_type}"
+        named = {str(line.get("name")): line for line in lines}
+        first_line = next((named[name.strip()] for name in str(detail.get("invoicelineitems") or "").split(",")
+                           if name.strip() in named), None)
+        if booking_type == "Revenue" and first_line is not None:
+            choice = self.resolver.gl_account(invoice, first_line)
+            if choice.account is not None:
+                return choice, (f"Assignment Rules - G/L Account for line {first_line['name']} "
+                                f"('{first_line.get('title')}')")
+            return (self.resolver.collective_account("Revenue", line_question(invoice, first_line)),
+                    "no G/L rule matched: collective account of type Revenue")
+        line = first_line if first_line is not None else clearing_line(lines)
+        return (self.resolver.collective_account(booking_type, line_question(invoice, line)),
+                f"Collective Accounts of type {booking_type}")
+
+    def _invoice(self, invoice_id: object) -> tuple[dict, list[dict]]:
+        """An invoice and its lines in line order ({} and [] for none)."""
+        found = self._invoices.get(invoice_id)
+        if found is None:
+            invoice = self._row("Invoice", invoice_id) if invoice_id is not None else None
+            lines: Sequence[dict] = []
+            if invoice is not None:
+                table = self.ctx.table("InvoiceLineItem")
+                lines = [dict(r) for r in self.conn.execute(
+                    sa.select(table).where(table.c.invoice == invoice_id).order_by(table.c.sequence, table.c.id)
+                ).mappings()]
+            found = self._invoices[invoice_id] = (invoice or {}, list(lines))
+        return found
+
+    def _row(self, object_name: str, record_id: object) -> dict | None:
+        table = self.ctx.table(object_name)
+        row = self.conn.execute(sa.select(table).where(table.c.id == record_id)).mappings().first()
+        return dict(row) if row is not None else None

@@ -21,55 +21,41 @@ By invoice type:
 The debtor (business partner account) is the invoice's ``DebtorNo__c``, else
 the account's ``ON_DebtorNo__c``. An invoice whose bookings would lack an
 account is not finalized: a posting to nowhere is worse than no posting.
+The collective accounts are asked with :func:`engine.booking.questions.line_question`,
+the question ``metabill explain`` asks again. :func:`invoice_booking_set` hands
+the details to the booking writer, which checks them (the debtor moves by
+exactly the grand total) before it writes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Mapping, Sequence
 
+from engine.config.model import FieldType
 from engine.domain.money import ZERO
-from engine.config.model import FieldType, OrgModel
-
-from .accounts import AccountChoice, AccountResolver
-from .postings import check_postings, debit_credit_flag
 from engine.storage.context import Context
 
+from .accounts import AccountChoice, AccountResolver
+from .errors import BookingError, invoice_where
+from .postings import Booking, BookingSet, debit_credit_flag
+from .questions import line_question
 
-class BookingError(ValueError):
-    """No account for a booking, or no debtor: the invoice cannot be booked."""
-
-
-@dataclass(frozen=True)
-class Booking:
-    """A booking detail to write, and the decision that chose its account."""
-
-    fields: dict
-    choice: AccountChoice | None
-
-
-_COPIED: dict[int, tuple[OrgModel, tuple[tuple[str, str], ...]]] = {}
+__all__ = ["Booking", "BookingError", "booking_date", "common_fields", "copied_fields", "custom_values", "debtor_of",
+           "find_copied_fields", "invoice_booking_set", "invoice_bookings", "line_fields"]
 
 
 def copied_fields(ctx: Context) -> tuple[tuple[str, str], ...]:
     """Custom fields carried to booking details: (source object, field key) for
     every ``__c`` field that exists with the same name and type on Invoice or
     InvoiceLineItem and on BookingDetail (seed 004). Line values win.
-    Memoized per (immutable) model."""
-    model = ctx.model
-    known = _COPIED.get(id(model))
-    if known is not None and known[0] is model:
-        return known[1]
-    if len(_COPIED) >= 8:
-        _COPIED.clear()
-    found = _copied_fields(ctx)
-    _COPIED[id(model)] = (model, found)
-    return found
+    Found once per command (a service of the context)."""
+    return ctx.service(find_copied_fields)
 
 
-def _copied_fields(ctx: Context) -> tuple[tuple[str, str], ...]:
+def find_copied_fields(ctx: Context) -> tuple[tuple[str, str], ...]:
+    """:func:`copied_fields`, found in the model (use that: it is memoized)."""
     model = ctx.model
     detail = model.object("BookingDetail")
     if detail is None:
@@ -126,6 +112,23 @@ def booking_date(invoice: Mapping[str, object]) -> date:
     return invoice.get("on_bookingdate__c") or invoice["date"]  # type: ignore[return-value]
 
 
+def debtor_of(invoice: Mapping[str, object], account: Mapping[str, object]) -> str | None:
+    """The invoice's debtor (business partner account): ``Invoice.DebtorNo__c``,
+    else the account's ``ON_DebtorNo__c``."""
+    return invoice.get("debtorno__c") or account.get("on_debtorno__c")  # type: ignore[return-value]
+
+
+def invoice_booking_set(ctx: Context, resolver: AccountResolver, invoice: Mapping[str, object],
+                        lines: Sequence[Mapping[str, object]], account: Mapping[str, object],
+                        sub_types: Mapping[int, str], provenance: Mapping[str, object], *,
+                        gl_choices: Sequence[AccountChoice] | None = None) -> BookingSet:
+    """:func:`invoice_bookings` as the set the booking writer takes: the
+    debtor must move by exactly the invoice's grand total."""
+    bookings = invoice_bookings(ctx, resolver, invoice, lines, account, sub_types, provenance, gl_choices=gl_choices)
+    return BookingSet(tuple(bookings), debtor=str(debtor_of(invoice, account)),
+                      receivable=Decimal(invoice["grandtotal"]))  # type: ignore[arg-type]
+
+
 def invoice_bookings(
     ctx: Context,
     resolver: AccountResolver,
@@ -140,29 +143,27 @@ def invoice_bookings(
     """``gl_choices``, when given, are the lines' G/L decisions already made
     (by finalization's line assignment), one per line in order. A "line" may
     stand for several alike lines that the caller summed (finalization sums
-    them in SQL): ``_names`` then lists their names."""
-    debtor = invoice.get("debtorno__c") or account.get("on_debtorno__c")
+    them in SQL): ``_names`` then lists their names.
+
+    Pure: nothing is checked or written here; the booking writer checks the
+    set (:func:`invoice_booking_set`) before it writes it."""
+    debtor = debtor_of(invoice, account)
     if not debtor:
         raise BookingError(
-            f"invoice {invoice.get('name')}: no debtor account (Invoice.DebtorNo__c or Account.ON_DebtorNo__c)"
+            f"invoice {invoice.get('name')}: no debtor account (Invoice.DebtorNo__c or Account.ON_DebtorNo__c)",
+            where=invoice_where(invoice.get("name")),
+            hint="set Invoice.DebtorNo__c or the account's ON_DebtorNo__c",
         )
     copies = copied_fields(ctx)
-    base = _common_fields(invoice, account, str(debtor), provenance)
+    base = common_fields(invoice, account, str(debtor), provenance)
     groups: dict[tuple, dict] = {}
     choices: dict[tuple, AccountChoice] = {}
     tax_groups: dict[tuple, dict] = {}
     progress = invoice.get("type") == "Progress"
-    entity, region = invoice.get("businessentity"), invoice.get("region")
 
-    def context_of(line: Mapping[str, object]) -> dict:
-        # Built only when a collective account is consulted (memoized there).
-        return {
-            "taxcode": line.get("taxcode"),
-            "appliedtaxrule": line.get("appliedtaxrule"),
-            "businessentity": entity,
-            "region": region,
-            "billingpractice": line.get("billingpractice"),
-        }
+    def collective(booking_type: str, line: Mapping[str, object]) -> AccountChoice:
+        # The question is built only when a collective account is consulted (memoized there).
+        return resolver.required_collective(booking_type, line_question(invoice, line), invoice)
 
     for index, line in enumerate(lines):
         custom = custom_values(copies, invoice, line) if copies else ()
@@ -171,15 +172,15 @@ def invoice_bookings(
         sub_type = sub_types.get(int(line["subinvoice"])) if line.get("isdeduction") and line.get("subinvoice") else None
         if progress:
             booking_type, amount, gross = "Interim Revenue", Decimal(line["postotalgross"]), True
-            choice = _collective(resolver, booking_type, context_of(line), invoice)
+            choice = collective(booking_type, line)
         elif sub_type == "Progress":
             booking_type, amount, gross = "Interim Payment Clearing", -Decimal(line["postotalnet"]), False
-            choice = _collective(resolver, booking_type, context_of(line), invoice)
+            choice = collective(booking_type, line)
         else:
             booking_type, amount, gross = "Revenue", Decimal(line["postotalnet"]), False
             choice = gl_choices[index] if gl_choices is not None else resolver.gl_account(invoice, line)
             if choice.account is None:
-                choice = _collective(resolver, "Revenue", context_of(line), invoice)
+                choice = collective("Revenue", line)
         key = (
             booking_type, choice.account, choice.contra, tax_code, rate, line.get("center"), line.get("costobject"),
             line.get("billingpractice"), gross, custom,
@@ -210,7 +211,7 @@ def invoice_bookings(
             tax_key = (tax_code, rate, line.get("appliedtaxrule"), custom)
             tax = tax_groups.get(tax_key)
             if tax is None:
-                tax_choice = _collective(resolver, "Tax", context_of(line), invoice)
+                tax_choice = collective("Tax", line)
                 tax = tax_groups[tax_key] = {
                     **base,
                     "type": "Tax",
@@ -236,7 +237,6 @@ def invoice_bookings(
         choice = tax.pop("_choice")
         if tax["amount"] != 0:
             bookings.append(Booking(_finish(tax), choice))
-    check_postings([b.fields for b in bookings], debtor=str(debtor), receivable=Decimal(invoice["grandtotal"]))
     return bookings
 
 
@@ -249,19 +249,10 @@ def _names(line: Mapping[str, object]) -> list[str]:
     return [str(line.get("name") or line.get("id"))]
 
 
-def _collective(resolver: AccountResolver, booking_type: str, context: Mapping[str, object],
-                invoice: Mapping[str, object]) -> AccountChoice:
-    choice = resolver.collective_account(booking_type, context)
-    if choice.account is None:
-        described = ", ".join(f"{k}={v!r}" for k, v in context.items() if v)
-        raise BookingError(
-            f"invoice {invoice.get('name')}: no collective account of type {booking_type} matches ({described})"
-        )
-    return choice
-
-
-def _common_fields(invoice: Mapping[str, object], account: Mapping[str, object], debtor: str,
-                   provenance: Mapping[str, object]) -> dict:
+def common_fields(invoice: Mapping[str, object], account: Mapping[str, object], debtor: str,
+                  provenance: Mapping[str, object]) -> dict:
+    """The fields every booking detail of an invoice (or of a balance on it)
+    takes from the invoice and its account, with provenance."""
     return {
         "bookingdate": booking_date(invoice),
         "originalbookingdate": booking_date(invoice),

@@ -10,8 +10,12 @@ one definition of direction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .accounts import AccountChoice
 
 # Types whose AccountNo is credited by a positive amount (the counter account is debited).
 _CREDIT_ACCOUNT_NO = frozenset(
@@ -26,6 +30,34 @@ _DEBIT_ACCOUNT_NO = frozenset(
 
 class BookingInvariantError(AssertionError):
     """Bookings that do not balance: a bug, never written."""
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A booking detail to write (fields keyed by lower-case BookingDetail
+    field), and the decision that chose its account (None for a reversal,
+    which keeps the accounts of the booking it reverses)."""
+
+    fields: dict
+    choice: AccountChoice | None
+
+
+@dataclass(frozen=True)
+class BookingSet:
+    """The booking details of one business event (an invoice, a balance, a
+    reversal), as the booking writer takes them: it checks every set with
+    :func:`check_postings` before it writes anything. ``debtor`` and
+    ``receivable`` state what the event must do to its counter account (the
+    debtor moves by exactly the invoice total or the balance amount)."""
+
+    bookings: Sequence[Booking]
+    debtor: str | None = None
+    receivable: Decimal | None = None
+
+    def check(self) -> None:
+        """:func:`check_postings` of this set (raises BookingInvariantError)."""
+        check_postings([booking.fields for booking in self.bookings], debtor=self.debtor,
+                       receivable=self.receivable)
 
 
 def counter_account(detail: Mapping[str, object]) -> str | None:

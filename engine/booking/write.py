@@ -1,4 +1,13 @@
-"""Writing booking details: booking periods, booking texts, rows.
+"""The booking writer: every booking detail the engine writes goes through
+:func:`write_bookings`, with its booking period and booking text.
+
+The writer is where the booking invariants are enforced: it takes booking
+details as :class:`~engine.booking.postings.BookingSet` values (one per
+business event: an invoice, a balance, a reversal) and checks every set with
+:func:`~engine.booking.postings.check_postings` before it inserts a row, so
+no caller can write details that do not balance or that move the debtor by
+the wrong amount (a :class:`~engine.booking.postings.BookingInvariantError`,
+a bug, and the caller's transaction is rolled back).
 
 Booking details are immutable once written; corrections are new details
 (reversals). A booking period is (business entity, year, month); a detail
@@ -11,16 +20,18 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping
 
 import sqlalchemy as sa
 
+from engine.domain.errors import Where
 from engine.domain.values import read_value
 from engine.storage.bulk import RowWriter
+from engine.storage.context import Context
 from engine.storage.reader import RecordReader
 
-from .invoices import Booking
-from engine.storage.context import Context
+from .errors import PeriodError
+from .postings import BookingSet
 
 _PLACEHOLDER = re.compile(r"\[([A-Za-z_]+)\]")
 MAX_PERIOD_HOPS = 240
@@ -41,9 +52,8 @@ def period_name(entity: str | None, when: date) -> str:
 def booking_period(conn: sa.Connection, ctx: Context, entity: str | None, when: date) -> int:
     """The id of the open booking period for ``when`` (creating it when
     missing; moving on to the next open month when it is closed)."""
-    model = ctx.model
-    obj = model.require("BookingPeriod")
-    table = ctx.metadata.tables[obj.table_name]
+    obj = ctx.obj("BookingPeriod")
+    table = ctx.table("BookingPeriod")
     month = _month_start(when)
     for _ in range(MAX_PERIOD_HOPS):
         name = period_name(entity, month)
@@ -63,14 +73,15 @@ def booking_period(conn: sa.Connection, ctx: Context, entity: str | None, when: 
         if row.status != "Closed":
             return row.id
         month = _next_month(month)
-    raise ValueError(f"no open booking period within {MAX_PERIOD_HOPS} months after {when}")
+    raise PeriodError(f"no open booking period within {MAX_PERIOD_HOPS} months after {when}",
+                      where=Where(object="BookingPeriod", record=period_name(entity, _month_start(when))),
+                      hint="open a booking period (BookingPeriod.Status) after the booking date")
 
 
 def render_text(ctx: Context, detail: Mapping[str, object]) -> str | None:
     """The Booking Text record of the detail's type with [Placeholders] filled
     from the detail (field names, plus BookingTaxRate/BookingType/...)."""
-    model = ctx.model
-    template = model.setting_record("BookingText", str(detail.get("type")))
+    template = ctx.model.setting_record("BookingText", str(detail.get("type")))
     text = template.get("Text") if template is not None else None
     if not text:
         return None
@@ -94,12 +105,16 @@ def render_text(ctx: Context, detail: Mapping[str, object]) -> str | None:
     return " ".join(_PLACEHOLDER.sub(fill, str(text)).split())[:255] or None
 
 
-def write_bookings(conn: sa.Connection, ctx: Context, bookings: Sequence[Booking]) -> list[dict]:
-    """Assign periods and texts, then insert; returns the written rows."""
-    model = ctx.model
+def write_bookings(conn: sa.Connection, ctx: Context, sets: Iterable[BookingSet]) -> list[dict]:
+    """Check every set (double entry, two decimals, the debtor's movement),
+    then assign periods and texts and insert all details in one statement;
+    returns the written rows. Nothing is written when one set fails."""
+    sets = list(sets)
+    for booking_set in sets:
+        booking_set.check()
     rows = []
     periods: dict[tuple, int] = {}  # (entity, month) -> period id, within this write
-    for booking in bookings:
+    for booking in (booking for booking_set in sets for booking in booking_set.bookings):
         row = dict(booking.fields)
         period_key = (row.get("businessentity"), _month_start(row["bookingdate"]))
         period = periods.get(period_key)
@@ -109,7 +124,8 @@ def write_bookings(conn: sa.Connection, ctx: Context, bookings: Sequence[Booking
         row["bookingtext"] = render_text(ctx, row)
         row.pop("_reference", None)
         rows.append(row)
-    RowWriter(conn, model.require("BookingDetail")).insert(rows)
+    if rows:
+        RowWriter(conn, ctx.obj("BookingDetail")).insert(rows)
     return rows
 
 
@@ -120,17 +136,16 @@ def load_account(conn: sa.Connection, ctx: Context, account_id: int, today: date
 
 def load_accounts(conn: sa.Connection, ctx: Context, account_ids: set[int], today: date) -> dict[int, dict]:
     """Account records by id, formula fields evaluated (for debtor and VAT id)."""
-    model = ctx.model
     found: dict[int, dict] = {}
     if not account_ids:
         return found
-    obj = model.require("Account")
-    table = ctx.metadata.tables[obj.table_name]
+    obj = ctx.obj("Account")
+    table = ctx.table("Account")
     formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
     paths = set()
     for fdef in formulas:
         paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
-    reader = RecordReader(model, ctx.metadata, obj, paths, conn.dialect.name)
+    reader = RecordReader(ctx.model, ctx.metadata, obj, paths, conn.dialect.name)
     ids = sorted(account_ids)
     for start in range(0, len(ids), 900):
         for record in reader.read(conn, where=table.c.id.in_(ids[start:start + 900])):

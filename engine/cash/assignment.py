@@ -43,12 +43,12 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from engine.booking.balances import refresh_accounts, refresh_invoices
 from engine.domain.money import ZERO
 from engine.domain.values import read_value
-from engine.booking.balances import refresh_accounts, refresh_invoices
 from engine.storage.bulk import RowWriter, update_by_id
-from engine.storage.schema import CREATED, ID, MODIFIED, NAME
 from engine.storage.context import Context
+from engine.storage.schema import CREATED, ID, MODIFIED, NAME
 
 JOB_NAME = "AssignBalancesChain"
 RULE_SPLIT = "AssignBalancesChain: split"
@@ -60,6 +60,8 @@ ACCOUNT_PAGE = 500
 
 @dataclass
 class AssignmentReport:
+    """What one run of the assignment job moved."""
+
     assigned: int = 0          # balances assigned whole
     split: int = 0             # balances split (one part assigned)
     amount: Decimal = ZERO     # total |amount| assigned
@@ -68,9 +70,11 @@ class AssignmentReport:
     moves: list[tuple[str, str, Decimal]] = field(default_factory=list)  # (balance, invoice, amount), first 200
 
 
-def _flag(ctx: Context, object_name: str, field_name: str, record: dict, today: date) -> bool:
-    model = ctx.model
-    fdef = model.require(object_name).field(field_name)
+def record_flag(ctx: Context, object_name: str, field_name: str, record: dict, today: date) -> bool:
+    """A yes/no field of a record (a formula such as ``Balance.Locked`` is
+    evaluated); False when the object has no such field or the value
+    cannot be read."""
+    fdef = ctx.obj(object_name).field(field_name)
     if fdef is None:
         return False
     try:
@@ -83,12 +87,8 @@ def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
                     account_ids: list[int] | None = None) -> AssignmentReport:
     """Run the assignment inside the caller's transaction (see the module
     docstring); ``account_ids`` limits it to those accounts."""
-    model = ctx.model
-    tables = ctx.metadata.tables
-    balances = tables[model.require("Balance").table_name]
-    invoices = tables[model.require("Invoice").table_name]
-    accounts = tables[model.require("Account").table_name]
-    account_obj = model.require("Account")
+    balances, invoices, accounts = ctx.table("Balance"), ctx.table("Invoice"), ctx.table("Account")
+    account_obj = ctx.obj("Account")
     report = AssignmentReport()
 
     eligible = [
@@ -119,7 +119,7 @@ def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
         query = (sa.select(balances).where(*eligible, balances.c.account.in_(ids))
                  .order_by(balances.c.account, balances.c.date, balances.c.name, balances.c.id))
         free = [dict(r) for r in conn.execute(query.with_for_update() if lock else query).mappings()]
-        free = [b for b in free if not _flag(ctx, "Balance", "Locked", b, today)]
+        free = [b for b in free if not record_flag(ctx, "Balance", "Locked", b, today)]
         invoice_query = (
             sa.select(invoices).where(
                 invoices.c.account.in_(ids), invoices.c.status == "Open",
@@ -129,11 +129,18 @@ def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
                        invoices.c.date, invoices.c.name))
         open_invoices = [dict(r) for r in conn.execute(
             invoice_query.with_for_update() if lock else invoice_query).mappings()]
-        open_invoices = [i for i in open_invoices if not _flag(ctx, "Invoice", "ON_NoAutoBalanceAssignment__c", i, today)]
+        open_invoices = [i for i in open_invoices
+                         if not record_flag(ctx, "Invoice", "ON_NoAutoBalanceAssignment__c", i, today)]
         _assign_page(conn, ctx, free, open_invoices, run, report)
     refresh_invoices(conn, ctx, report.invoices)
     refresh_accounts(conn, ctx, report.accounts)
     return report
+
+
+def same_assignment_key(invoice: dict, balance: dict) -> bool:
+    """May the balance go to the invoice by their balance assignment keys?
+    Both empty, or equal (a key on either side restricts it to that key)."""
+    return _key(invoice.get("balanceassignmentkey")) == _key(balance.get("balanceassignmentkey"))
 
 
 def _key(value: object) -> str:
@@ -143,7 +150,6 @@ def _key(value: object) -> str:
 def _assign_page(conn: sa.Connection, ctx: Context, free: list[dict], open_invoices: list[dict], run: str,
                  report: AssignmentReport) -> None:
     """Plan the page in memory, then write it in three bulk statements."""
-    model = ctx.model
     by_account: dict[int, list[dict]] = {}
     for invoice in open_invoices:
         invoice["_open"] = invoice["balance"]
@@ -151,7 +157,7 @@ def _assign_page(conn: sa.Connection, ctx: Context, free: list[dict], open_invoi
     assign: list[tuple[int, tuple]] = []      # (balance id, (invoice id,))
     amounts: list[tuple[int, tuple]] = []     # (balance id, (new amount,))
     parts: list[dict] = []
-    balance_obj = model.require("Balance")
+    balance_obj = ctx.obj("Balance")
     copied = [f.key for f in balance_obj.fields if f.is_stored and f.key not in
               (ID, NAME, CREATED, MODIFIED, "amount", "invoice", "splitfrom", "rule", "run", "confighash")]
     for balance in free:
@@ -165,7 +171,7 @@ def _assign_page(conn: sa.Connection, ctx: Context, free: list[dict], open_invoi
                 continue  # a credit pays a receivable, a debit pays a credit
             if invoice.get("currencyisocode") != balance.get("currencyisocode"):
                 continue
-            if _key(invoice.get("balanceassignmentkey")) != _key(balance.get("balanceassignmentkey")):
+            if not same_assignment_key(invoice, balance):
                 continue
             moved = rest if abs(rest) <= abs(need) else -need
             moves.append((invoice, moved))

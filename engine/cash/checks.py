@@ -8,7 +8,6 @@ payment, a job or a fix task fail is reported at its line first.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,30 +15,30 @@ from croniter import CroniterBadDateError, croniter
 
 from engine.config.checking import Check, CheckContext
 from engine.config.diagnostics import Diagnostic, Location, did_you_mean, make
+from engine.domain.settings import GlobalSettings
 
 
 def check_write_off_settings(ctx: CheckContext) -> Iterator[Diagnostic]:
     """The automatic write-off settings of GlobalSettings can work: absolute
     amounts need the write-off currency, nothing is negative, a percentage
     is at most 100."""
-    settings = ctx.model.hierarchy_default("GlobalSettings")
-    if settings is None:
+    settings = GlobalSettings.of(ctx.model)
+    row = settings.record
+    if row is None:
         return
-    currency = str(settings.get("WriteOffCurrency") or "").strip()
-    for name in ("WriteOffThresholdPercent", "WriteOffCapAmount", "FinalizationWriteOffAmount"):
-        value = settings.get(name)
-        if value in (None, ""):
-            continue
-        where = settings.where(name) or Location("?")
-        try:
-            number = Decimal(str(value))
-        except ArithmeticError:
-            continue
+    amounts = {"WriteOffThresholdPercent": settings.write_off_threshold_percent,
+               "WriteOffCapAmount": settings.write_off_cap_amount,
+               "FinalizationWriteOffAmount": settings.finalization_write_off_amount}
+    for name, number in amounts.items():
+        if number is None:
+            continue  # empty, or not a number (the value's type is checked with the record)
+        value = row.get(name)  # as written, for the message
+        where = row.where(name) or Location("?")
         if number < 0:
             yield make("E130", f"GlobalSettings.{name} is negative ({value})", where)
         elif name == "WriteOffThresholdPercent" and number > 100:
             yield make("E130", f"GlobalSettings.{name} is over 100 ({value})", where)
-        elif name != "WriteOffThresholdPercent" and not currency:
+        elif name != "WriteOffThresholdPercent" and settings.write_off_currency is None:
             yield make("E130", f"GlobalSettings.{name} is an absolute amount and needs WriteOffCurrency", where,
                        "set WriteOffCurrency to the ISO code of the amount, e.g. EUR")
 
@@ -73,15 +72,15 @@ def check_job_schedules(ctx: CheckContext) -> Iterator[Diagnostic]:
 def check_cash_management(ctx: CheckContext) -> Iterator[Diagnostic]:
     """With the cash-management integration on, the invoice fix tasks need
     the Invoice field CM_IntegrationError__c to report problems (seed 000)."""
-    settings = ctx.model.hierarchy_default("GlobalSettings")
-    if settings is None or not settings.get("EnableCashManagementIntegration"):
+    settings = GlobalSettings.of(ctx.model)
+    if settings.record is None or not settings.cash_management_integration:
         return
     invoice = ctx.model.object("Invoice")
     if invoice is None or invoice.field("CM_IntegrationError__c") is not None:
         return
     yield make("E150", "GlobalSettings.EnableCashManagementIntegration is on, but Invoice has no field "
                "CM_IntegrationError__c for the errors of the invoice fix tasks",
-               settings.where("EnableCashManagementIntegration") or Location("?"),
+               settings.record.where("EnableCashManagementIntegration") or Location("?"),
                "add CM_IntegrationError__c (Text, length 255) to metadata/objects/Invoice.yaml")
 
 

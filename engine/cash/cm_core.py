@@ -46,12 +46,16 @@ import sqlalchemy as sa
 
 from engine.booking.balances import refresh_invoices
 from engine.domain.batching import chunks
+from engine.domain.errors import Where
+from engine.domain.money import ZERO
 from engine.storage.bulk import RowWriter, fetch_records, update_by_id
-from engine.storage.schema import CREATED, ID, MODIFIED, NAME
 from engine.storage.context import Context
+from engine.storage.schema import CREATED, ID, MODIFIED, NAME
+
+from .assignment import same_assignment_key
+from .errors import CashManagementError
 
 ORIGIN = "JPAY1"
-ZERO = Decimal("0.00")
 #: Balance types that are money flows: CM payments and entry items.
 MONEY_TYPES = ("Payment", "Prepayment", "Prepaid", "Refund", "Payout")
 #: Balance types mirrored as reductions (no money moves).
@@ -69,20 +73,35 @@ PROCESS_MIGRATION = "Balance migration"
 PROCESS_REATTACH = "Entry re-creation"
 
 
-class CashManagementError(ValueError):
-    """A cash-management process cannot run for an invoice (message for the user)."""
-
-
 def enabled(ctx: Context) -> bool:
-    """GlobalSettings.EnableCashManagementIntegration."""
+    """GlobalSettings.EnableCashManagementIntegration (or a command's override
+    of it: ``fix-invoices --enable-integration``)."""
     return ctx.settings.cash_management_integration
 
 
-def table(ctx: Context, name: str) -> sa.Table:
-    model = ctx.model
-    return ctx.metadata.tables[model.require(name).table_name]
+def require_enabled(ctx: Context) -> None:
+    """Refuse a cash-management process while the integration is off."""
+    if not enabled(ctx):
+        raise CashManagementError("the cash-management integration is off: set "
+                                  "GlobalSettings.EnableCashManagementIntegration to true first")
 
 
+def invoice_where(name: object) -> Where:
+    """What an error about the invoice numbered ``name`` concerns."""
+    return Where(object="Invoice", record=None if name is None else str(name))
+
+
+def locked_invoice(conn: sa.Connection, ctx: Context, name: str) -> dict:
+    """The invoice numbered ``name``, row-locked for the change (``FOR
+    UPDATE`` on PostgreSQL; SQLite serialises writers anyway)."""
+    t = ctx.table("Invoice")
+    query = sa.select(t).where(t.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise CashManagementError(f"no invoice {name}", where=invoice_where(name))
+    return dict(row)
 
 
 def select_in(conn: sa.Connection, ctx: Context, name: str, column: str, values: Iterable, *where,
@@ -90,7 +109,7 @@ def select_in(conn: sa.Connection, ctx: Context, name: str, column: str, values:
     """Rows of object ``name`` whose ``column`` is in ``values`` (chunked IN
     lists); ``lock`` takes their row locks (``FOR UPDATE`` on PostgreSQL;
     SQLite serialises writers anyway)."""
-    t = table(ctx, name)
+    t = ctx.table(name)
     values = sorted({v for v in values if v is not None}, key=str)
     rows: list[dict] = []
     for chunk in chunks(values, _CHUNK):
@@ -111,8 +130,7 @@ def entry_key(invoice: dict, installment: dict | None) -> str:
 def bp_number(ctx: Context, invoice: dict, account: dict) -> str | None:
     """The business partner number: the invoice's debtor number when the org
     has DebtorNo__c, else the account number."""
-    model = ctx.model
-    value = invoice.get("debtorno__c") if model.require("Invoice").field("DebtorNo__c") is not None else None
+    value = invoice.get("debtorno__c") if ctx.obj("Invoice").field("DebtorNo__c") is not None else None
     if value in (None, ""):
         value = account.get("accountnumber")
     return None if value in (None, "") else str(value)[:20]
@@ -162,16 +180,16 @@ AMOUNT_FIELDS = ("account", "openamount", "currencyisocode", "installment", "ass
 
 
 def insert_entries(conn: sa.Connection, ctx: Context, entries: list[dict], run: str) -> list[dict]:
-    model = ctx.model
+    """Write new entries (from :func:`expected_entries`), with their provenance."""
     for entry in entries:
         entry.update(confighash=ctx.config_hash, run=run[:64])
-    RowWriter(conn, model.require("Entry")).insert(entries)
+    RowWriter(conn, ctx.obj("Entry")).insert(entries)
     return entries
 
 
 def live_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> dict[int, list[dict]]:
     """The invoices' Open and Settled entries, per invoice, oldest due first."""
-    t = table(ctx, "Entry")
+    t = ctx.table("Entry")
     out: dict[int, list[dict]] = defaultdict(list)
     for entry in select_in(conn, ctx, "Entry", "invoice", invoice_ids, t.c.status.in_(LIVE),
                            order=("invoice", "duedate", "id")):
@@ -186,17 +204,16 @@ def cancel_entries(conn: sa.Connection, ctx: Context, entries: list[dict], reaso
     entries get status Canceled, outstanding 0, the reason and, for an
     invoice cancellation, the cancellation invoice's number and id. Their
     AssignmentKey is suffixed so that a replacement entry can take it."""
-    model = ctx.model
     if not entries:
         return 0
     ids = [e["id"] for e in entries]
-    items = table(ctx, "EntryItem")
-    balances = table(ctx, "Balance")
+    items = ctx.table("EntryItem")
+    balances = ctx.table("Balance")
     for chunk in chunks(ids, _CHUNK):
         item_ids = sa.select(items.c.id).where(items.c.entry.in_(chunk))
         conn.execute(sa.update(balances).where(balances.c.entryitem.in_(item_ids)).values(entryitem=None))
         conn.execute(sa.delete(items).where(items.c.entry.in_(chunk)))
-    update_by_id(conn, model.require("Entry"),
+    update_by_id(conn, ctx.obj("Entry"),
                  ["Status", "Amount", "CancellationReason", "CancellationNo", "CancellationId", "AssignmentKey"],
                  [(e["id"], ("Canceled", ZERO, reason[:255],
                              cancellation.get("name") if cancellation else None,
@@ -210,7 +227,6 @@ def refresh_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int
     """Recompute the live entries of the invoices: outstanding amount and
     status; the installments' open amounts and paid dates; the invoice's
     next payment due (first installment still open)."""
-    model = ctx.model
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return
@@ -218,7 +234,7 @@ def refresh_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int
     if not entries:
         return
     entry_ids = [e["id"] for e in entries]
-    items, reductions = table(ctx, "EntryItem"), table(ctx, "Reduction")
+    items, reductions = ctx.table("EntryItem"), ctx.table("Reduction")
     sums: dict[int, Decimal] = defaultdict(lambda: ZERO)
     last_paid: dict[int, date] = {}
     for chunk in chunks(entry_ids, _CHUNK):
@@ -241,9 +257,9 @@ def refresh_entries(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int
         entry["amount"], entry["status"] = outstanding, status
         if entry.get("installment"):
             installments.append((entry["installment"], (outstanding, last_paid.get(entry["id"]) if outstanding == 0 else None)))
-    update_by_id(conn, model.require("Entry"), ["Amount", "Status"], changed)
-    update_by_id(conn, model.require("Installment"), ["OpenPaymentAmount", "PaymentDate"], installments)
-    invoice_obj = model.require("Invoice")
+    update_by_id(conn, ctx.obj("Entry"), ["Amount", "Status"], changed)
+    update_by_id(conn, ctx.obj("Installment"), ["OpenPaymentAmount", "PaymentDate"], installments)
+    invoice_obj = ctx.obj("Invoice")
     if invoice_obj.field("NextPaymentDue") is not None and invoice_obj.field("NextPaymentDueDate") is not None:
         next_due = []
         by_invoice: dict[int, list[dict]] = defaultdict(list)
@@ -307,15 +323,14 @@ def write_moves(conn: sa.Connection, ctx: Context, moves: list[Move], process: s
     in ``rests`` keeps the rest, free, and every move is split off it.
     ``payments`` maps a balance's TransactionNo to its CM payment;
     ``process`` None names the process by the balance type."""
-    model = ctx.model
     if not moves:
         return 0
     rests = rests or {}
-    balance_obj = model.require("Balance")
+    balance_obj = ctx.obj("Balance")
     copied = [f.key for f in balance_obj.fields if f.is_stored and f.key not in
               (ID, NAME, CREATED, MODIFIED, "amount", "invoice", "splitfrom", "rule", "run", "confighash",
                "entryitem")]
-    item_writer = RowWriter(conn, model.require("EntryItem"))
+    item_writer = RowWriter(conn, ctx.obj("EntryItem"))
     by_balance: dict[int, list[Move]] = defaultdict(list)
     for move in moves:
         by_balance[move.balance["id"]].append(move)
@@ -370,7 +385,7 @@ def mirror_balances(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int
         return 0, 0
     refresh_entries(conn, ctx, ids)
     entries = live_entries(conn, ctx, ids)
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     money = [r for r in select_in(conn, ctx, "Balance", "invoice", list(entries),
                                   b.c.origin == ORIGIN, b.c.entryitem.is_(None), b.c.type.in_(MONEY_TYPES),
                                   order=("date", "id"))]
@@ -407,10 +422,9 @@ def _reduction_reason(balance: dict) -> str | None:
 def _mirror_reductions(conn: sa.Connection, ctx: Context, entries: dict[int, list[dict]], when: date) -> int:
     """A reduction for every reducing balance of the invoices that no live
     entry mirrors yet (spread over the entries like money)."""
-    model = ctx.model
     if not entries:
         return 0
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     reducing = select_in(conn, ctx, "Balance", "invoice", list(entries), b.c.type.in_(REDUCING_TYPES),
                          order=("date", "id"))
     live_ids = [e["id"] for group in entries.values() for e in group]
@@ -425,7 +439,7 @@ def _mirror_reductions(conn: sa.Connection, ctx: Context, entries: dict[int, lis
                          "balance": balance["id"], "invoice": balance.get("relatedinvoice"),
                          "description": f"{balance['type']} {balance.get('name')}"[:255],
                          "confighash": ctx.config_hash})
-    RowWriter(conn, model.require("Reduction")).insert(rows)
+    RowWriter(conn, ctx.obj("Reduction")).insert(rows)
     return len(rows)
 
 
@@ -433,7 +447,7 @@ def free_money(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) ->
     """The accounts' free JPAY1 money balances (CM money not assigned to an
     entry: credits, and debits such as a payout of a free credit), oldest
     first, row-locked; locked, draft and no-auto-assignment ones are left."""
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     rows = select_in(conn, ctx, "Balance", "account", account_ids, b.c.origin == ORIGIN, b.c.invoice.is_(None),
                      b.c.type.in_(MONEY_TYPES), order=("account", "date", "name", "id"), lock=True)
     return [r for r in rows if not r.get("draft") and not r.get("noautoassignment") and not r.get("lockedreason")
@@ -448,15 +462,14 @@ def assign_free_money(conn: sa.Connection, ctx: Context, invoices: list[dict], r
     payout is not assigned again); not for invoices (or accounts) with
     ``ON_NoAutoBalanceAssignment__c``. Returns the number of entry items
     created."""
-    model = ctx.model
     eligible = [i for i in invoices if not i.get("on_noautobalanceassignment__c")]
     if not eligible:
         return 0
     entries = live_entries(conn, ctx, [i["id"] for i in eligible])
-    account_field = model.require("Account").field("ON_NoAutoBalanceAssignment__c")
+    account_field = ctx.obj("Account").field("ON_NoAutoBalanceAssignment__c")
     blocked: set[int] = set()
     if account_field is not None and account_field.is_stored:
-        a = table(ctx, "Account")
+        a = ctx.table("Account")
         blocked = {r["id"] for r in select_in(conn, ctx, "Account", "id", [i["account"] for i in eligible],
                                               a.c.on_noautobalanceassignment__c == sa.true())}
     by_account: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
@@ -490,7 +503,7 @@ def assign_free_money(conn: sa.Connection, ctx: Context, invoices: list[dict], r
                 break
             if entry["amount"] <= 0 or invoice.get("currencyisocode") != balance.get("currencyisocode"):
                 continue
-            if _key(invoice.get("balanceassignmentkey")) != _key(balance.get("balanceassignmentkey")):
+            if not same_assignment_key(invoice, balance):
                 continue
             moved = rest if -rest <= entry["amount"] else -entry["amount"]
             moves.append(Move(balance, entry, moved))
@@ -501,10 +514,6 @@ def assign_free_money(conn: sa.Connection, ctx: Context, invoices: list[dict], r
         if assigned != 0 and assigned != balance["amount"]:
             rests[balance["id"]] = balance["amount"] - assigned
     return write_moves(conn, ctx, moves, None, run, payments, rests)
-
-
-def _key(value: object) -> str:
-    return str(value).strip() if value not in (None, "") else ""
 
 
 @dataclass

@@ -28,27 +28,17 @@ from typing import Iterable
 
 import sqlalchemy as sa
 
-from engine.booking.balances import BalanceError, refresh_accounts
+from engine.booking.balances import refresh_accounts
+from engine.domain.batching import chunks
+from engine.domain.errors import Where
+from engine.domain.money import ZERO
 from engine.storage.bulk import RowWriter, update_by_id
-
-from .cm_core import (
-    MONEY_TYPES,
-    ORIGIN,
-    PROCESS_REGISTRATION,
-    ZERO,
-    enabled,
-    mirror_balances,
-    select_in,
-    table,
-)
 from engine.storage.context import Context
 
+from .cm_core import MONEY_TYPES, ORIGIN, PROCESS_REGISTRATION, enabled, mirror_balances, select_in
+from .errors import MigrationError
+
 END_TO_END_LENGTH = 35
-
-
-class MigrationError(BalanceError):
-    """A balance cannot become a CM payment (message for the user; a
-    BalanceError, so payment registration reports it like its own)."""
 
 
 def _flow_key(balance: dict) -> str:
@@ -68,7 +58,6 @@ def migrate_balances(conn: sa.Connection, ctx: Context, balances: list[dict], *,
     TransactionNo. Returns
     (payments created, balances migrated, refused (balance, message)).
     Entry items follow with :func:`engine.cash.cm_core.mirror_balances`."""
-    model = ctx.model
     refused: list[tuple[dict, str]] = []
     flows: dict[str, list[dict]] = defaultdict(list)
     for balance in balances:
@@ -84,7 +73,7 @@ def migrate_balances(conn: sa.Connection, ctx: Context, balances: list[dict], *,
         return 0, 0, refused
     existing = {p["endtoendid"]: p for p in select_in(
         conn, ctx, "Payment", "endtoendid", [b[0]["transactionno"] for b in flows.values() if b[0].get("transactionno")])}
-    writer = RowWriter(conn, model.require("Payment"))
+    writer = RowWriter(conn, ctx.obj("Payment"))
     new_payments: list[dict] = []
     updates: list[tuple[int, tuple]] = []
     for group in flows.values():
@@ -108,26 +97,24 @@ def migrate_balances(conn: sa.Connection, ctx: Context, balances: list[dict], *,
             balance.update(origin=ORIGIN, transactionno=reference)
             updates.append((balance["id"], (ORIGIN, reference)))
     writer.insert(new_payments)
-    update_by_id(conn, model.require("Balance"), ["Origin", "TransactionNo"], updates)
+    update_by_id(conn, ctx.obj("Balance"), ["Origin", "TransactionNo"], updates)
     refresh_payments(conn, ctx, [p for p in existing])
     return len(new_payments), len(updates), refused
 
 
 def refresh_payments(conn: sa.Connection, ctx: Context, references: Iterable[str]) -> None:
     """Payment.Amount = −Σ of its JPAY1 balances (by End-to-End Id)."""
-    model = ctx.model
     refs = sorted({r for r in references if r})
     if not refs:
         return
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     sums: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for start in range(0, len(refs), 900):
-        chunk = refs[start:start + 900]
+    for chunk in chunks(refs, 900):
         for row in conn.execute(sa.select(b.c.transactionno, b.c.amount).where(
                 b.c.transactionno.in_(chunk), b.c.origin == ORIGIN)):
             sums[row.transactionno] += row.amount
     payments = select_in(conn, ctx, "Payment", "endtoendid", refs)
-    update_by_id(conn, model.require("Payment"), ["Amount"],
+    update_by_id(conn, ctx.obj("Payment"), ["Amount"],
                  [(p["id"], (-sums[p["endtoendid"]],)) for p in payments if p["amount"] != -sums[p["endtoendid"]]])
 
 
@@ -139,7 +126,6 @@ def record_cash_payment(conn: sa.Connection, ctx: Context, invoice: dict | None,
     invoice's entries settled by entry items (installments oldest due first).
     Does nothing when the integration is off or the balance is a CM balance
     already (calling it twice records nothing twice). Returns the payment."""
-    model = ctx.model
     if not enabled(ctx):
         return None
     ids = [b["id"] for b in (balance, free) if b is not None]
@@ -152,11 +138,14 @@ def record_cash_payment(conn: sa.Connection, ctx: Context, invoice: dict | None,
     created, _, refused = migrate_balances(conn, ctx, [r for r in targets if r.get("origin") != ORIGIN],
                                            process=PROCESS_REGISTRATION, run="payment register", one_flow=True)
     if refused:
-        raise MigrationError(refused[0][1])
+        balance_name = refused[0][0].get("name")
+        raise MigrationError(refused[0][1], where=Where(object="Balance", record=balance_name),
+                             hint=f"a transaction number of at most {END_TO_END_LENGTH} characters can become "
+                                  "the payment's End-to-End Id")
     reference = targets[0]["transactionno"]
     payment = select_in(conn, ctx, "Payment", "endtoendid", [reference])[0]
     if payment["date"] != when:
-        update_by_id(conn, model.require("Payment"), ["Date"], [(payment["id"], (when,))])
+        update_by_id(conn, ctx.obj("Payment"), ["Date"], [(payment["id"], (when,))])
         payment["date"] = when
     invoice_ids = {r["invoice"] for r in targets if r.get("invoice") is not None}
     if invoice is not None and invoice.get("id") is not None:
@@ -173,7 +162,7 @@ def unmigrated_balances(conn: sa.Connection, ctx: Context, *, invoice_ids: list[
                         include_free: bool) -> list[dict]:
     """Money balances without Origin: on the given invoices (all invoices
     with None) and, with ``include_free``, the free ones (no invoice)."""
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     base = [sa.or_(b.c.origin.is_(None), b.c.origin != ORIGIN), b.c.type.in_(MONEY_TYPES),
             sa.or_(b.c.draft.is_(None), b.c.draft == sa.false())]
     if invoice_ids is not None:

@@ -23,45 +23,48 @@ from typing import Iterable
 import sqlalchemy as sa
 
 from engine.config.model import SettingRecord
+from engine.domain.batching import chunks
+from engine.domain.money import ZERO
 from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.context import Context
 
 from .cm_core import (
     PROCESS_REATTACH,
-    ZERO,
     Changes,
-    CashManagementError,
     cancel_entries,
     enabled,
     expected_entries,
     insert_entries,
+    invoice_where,
     live_entries,
+    locked_invoice,
     mirror_balances,
     select_in,
-    table,
 )
-from .installments import InstallmentError, plan_installments
-from engine.storage.context import Context
+from .errors import CashManagementError, InstallmentError
+from .installments import plan_installments
 
 
 def plan_record(ctx: Context, invoice: dict) -> SettingRecord | None:
     """The invoice's InstallmentPlan record; None without a plan."""
-    model = ctx.model
     name = invoice.get("installmenttype")
     if name in (None, ""):
         return None
-    record = model.setting_record("InstallmentPlan", str(name))
+    record = ctx.model.setting_record("InstallmentPlan", str(name))
     if record is None:
-        raise InstallmentError(f"Invoice.InstallmentType {name!r} names no InstallmentPlan record")
+        raise InstallmentError(f"Invoice.InstallmentType {name!r} names no InstallmentPlan record",
+                               where=invoice_where(invoice.get("name")),
+                               hint="name one of the InstallmentPlan records of custom_settings/")
     return record
 
 
 def open_amounts(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
     """Σ of each invoice's balances (its open amount), straight from the Balance table."""
-    b = table(ctx, "Balance")
+    b = ctx.table("Balance")
     ids = sorted({int(i) for i in invoice_ids})
     out: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for start in range(0, len(ids), 900):
-        for row in conn.execute(sa.select(b.c.invoice, b.c.amount).where(b.c.invoice.in_(ids[start:start + 900]))):
+    for chunk in chunks(ids, 900):
+        for row in conn.execute(sa.select(b.c.invoice, b.c.amount).where(b.c.invoice.in_(chunk))):
             out[row.invoice] += row.amount
     return out
 
@@ -76,7 +79,8 @@ def build_installments(ctx: Context, invoice: dict, open_amount: Decimal) -> lis
     reference = str(record.get("DateReference") or "Payment Due Date")
     base = invoice.get("date") if reference == "Invoice Date" else (invoice.get("paymentduedate") or invoice.get("date"))
     if base is None:
-        raise InstallmentError("the invoice has no date to base its installments on")
+        raise InstallmentError("the invoice has no date to base its installments on",
+                               where=invoice_where(invoice.get("name")))
     planned = plan_installments(total, str(record.get("Period") or ""), base, rates=record.get("Rates"),
                                 received=total - open_amount, invoice_date=invoice.get("date"))
     return [{"invoice": invoice["id"], "sequence": Decimal(p.sequence), "date": p.due, "amount": p.amount,
@@ -88,35 +92,29 @@ def change_payment_plan(conn: sa.Connection, ctx: Context, invoice_name: str, pl
                         when: date) -> Changes:
     """Give the Open invoice ``invoice_name`` the plan ``plan_name`` (None:
     no plan, one entry again); see the module docstring."""
-    model = ctx.model
-    invoices = table(ctx, "Invoice")
-    query = sa.select(invoices).where(invoices.c.name == invoice_name)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        raise CashManagementError(f"no invoice {invoice_name}")
-    invoice = dict(row)
+    invoice = locked_invoice(conn, ctx, invoice_name)
+    where = invoice_where(invoice_name)
     if invoice["status"] != "Open":
-        raise CashManagementError(f"{invoice_name} is {invoice['status']}: only an Open invoice can get a new payment plan")
+        raise CashManagementError(f"{invoice_name} is {invoice['status']}: only an Open invoice can get a new "
+                                  "payment plan", where=where)
     if invoice.get("type") == "Cancelation":
-        raise CashManagementError(f"{invoice_name} is a cancellation: it has no payment plan")
+        raise CashManagementError(f"{invoice_name} is a cancellation: it has no payment plan", where=where)
     invoice["installmenttype"] = plan_name or None
     try:
         plan_record(ctx, invoice)
     except InstallmentError as error:
-        raise CashManagementError(f"{invoice_name}: {error}") from None
+        raise CashManagementError(f"{invoice_name}: {error}", where=where, hint=error.hint) from None
     changes = Changes()
     old_entries = live_entries(conn, ctx, [invoice["id"]]).get(invoice["id"], [])
     changes.entries_canceled = cancel_entries(conn, ctx, old_entries, "Payment plan changed")
-    inst = table(ctx, "Installment")
+    inst = ctx.table("Installment")
     conn.execute(sa.delete(inst).where(inst.c.invoice == invoice["id"]))
-    update_by_id(conn, model.require("Invoice"), ["InstallmentType"], [(invoice["id"], (invoice["installmenttype"],))])
+    update_by_id(conn, ctx.obj("Invoice"), ["InstallmentType"], [(invoice["id"], (invoice["installmenttype"],))])
     try:
         rows = build_installments(ctx, invoice, open_amounts(conn, ctx, [invoice["id"]])[invoice["id"]])
     except InstallmentError as error:
-        raise CashManagementError(f"{invoice_name}: {error}") from None
-    RowWriter(conn, model.require("Installment")).insert(rows)
+        raise CashManagementError(f"{invoice_name}: {error}", where=where, hint=error.hint) from None
+    RowWriter(conn, ctx.obj("Installment")).insert(rows)
     changes.installments_created = len(rows)
     if enabled(ctx):
         account = select_in(conn, ctx, "Account", "id", [invoice["account"]])[0]

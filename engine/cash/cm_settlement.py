@@ -27,24 +27,15 @@ import sqlalchemy as sa
 
 from engine.booking.balances import BalanceError, create_balance, refresh_accounts, refresh_invoices
 from engine.booking.cancel import NOT_COPIED, mirrored_lines
+from engine.domain.money import CENT, ZERO
 from engine.storage.bulk import RowWriter, update_by_id
-
-from .cm_core import ORIGIN, ZERO, CashManagementError, enabled, live_entries, refresh_entries, spread, table
 from engine.storage.context import Context
+
+from .cm_core import ORIGIN, enabled, invoice_where, live_entries, locked_invoice, refresh_entries, spread
+from .errors import CashManagementError
 
 RULE_OFFSET = "cash management: entry settlement"
 RULE_PARTIAL_CREDIT = "cash management: partial credit"
-
-
-def _invoice(conn: sa.Connection, ctx: Context, name: str) -> dict:
-    t = table(ctx, "Invoice")
-    query = sa.select(t).where(t.c.name == name)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        raise CashManagementError(f"no invoice {name}")
-    return dict(row)
 
 
 def settle_invoices(conn: sa.Connection, ctx: Context, debit_name: str, credit_name: str,
@@ -53,33 +44,37 @@ def settle_invoices(conn: sa.Connection, ctx: Context, debit_name: str, credit_n
     """Offset invoice ``debit_name`` against credit ``credit_name`` (see the
     module docstring); returns the amount settled."""
     if not enabled(ctx):
-        raise CashManagementError("the cash-management integration is off (GlobalSettings.EnableCashManagementIntegration)")
-    debit, credit = _invoice(conn, ctx, debit_name), _invoice(conn, ctx, credit_name)
+        raise CashManagementError("the cash-management integration is off (GlobalSettings.EnableCashManagementIntegration)",
+                                  hint="entry settlement offsets cash-management entries; switch the integration on "
+                                       "in custom_settings/GlobalSettings.yaml")
+    debit, credit = locked_invoice(conn, ctx, debit_name), locked_invoice(conn, ctx, credit_name)
     return settle(conn, ctx, debit, credit, amount, when, rule=rule, reason=reason)
 
 
 def settle(conn: sa.Connection, ctx: Context, debit: dict, credit: dict, amount: Decimal | None, when: date,
            *, rule: str, reason: str) -> Decimal:
     """The settlement itself, for two invoice rows (locked by the caller)."""
-    model = ctx.model
     for invoice in (debit, credit):
         if invoice["status"] not in ("Open", "Paid"):
-            raise CashManagementError(f"{invoice['name']} is {invoice['status']}: only Open invoices can be settled")
+            raise CashManagementError(f"{invoice['name']} is {invoice['status']}: only Open invoices can be settled",
+                                      where=invoice_where(invoice["name"]))
     if debit["account"] != credit["account"]:
-        raise CashManagementError(f"{debit['name']} and {credit['name']} belong to different accounts")
+        raise CashManagementError(f"{debit['name']} and {credit['name']} belong to different accounts",
+                                  where=invoice_where(credit["name"]))
     if debit.get("currencyisocode") != credit.get("currencyisocode"):
-        raise CashManagementError(f"{debit['name']} and {credit['name']} are in different currencies")
+        raise CashManagementError(f"{debit['name']} and {credit['name']} are in different currencies",
+                                  where=invoice_where(credit["name"]))
     entries = live_entries(conn, ctx, [debit["id"], credit["id"]])
     receivable = sum((e["amount"] for e in entries.get(debit["id"], []) if e["amount"] > 0), ZERO)
     payable = -sum((e["amount"] for e in entries.get(credit["id"], []) if e["amount"] < 0), ZERO)
     if receivable <= 0:
-        raise CashManagementError(f"{debit['name']} has no open receivable entry")
+        raise CashManagementError(f"{debit['name']} has no open receivable entry", where=invoice_where(debit["name"]))
     if payable <= 0:
-        raise CashManagementError(f"{credit['name']} has no open credit entry")
+        raise CashManagementError(f"{credit['name']} has no open credit entry", where=invoice_where(credit["name"]))
     limit = min(receivable, payable)
     if amount is None:
         amount = limit
-    if not isinstance(amount, Decimal) or amount <= 0 or amount.quantize(Decimal("0.01")) != amount:
+    if not isinstance(amount, Decimal) or amount <= 0 or amount.quantize(CENT) != amount:
         raise CashManagementError(f"the settlement amount must be positive with at most two decimals, got {amount}")
     if amount > limit:
         raise CashManagementError(f"the settlement amount {amount} exceeds what {debit['name']} has open ({receivable}) "
@@ -92,14 +87,14 @@ def settle(conn: sa.Connection, ctx: Context, debit: dict, credit: dict, amount:
             "account": credit["account"], "invoice": credit["id"], "relatedinvoice": debit["id"], "type": "Settlement",
             "amount": amount, "date": when, "origin": ORIGIN}, invoice=credit, rule=rule, run="entry settlement")
     except BalanceError as error:
-        raise CashManagementError(str(error)) from None
+        raise CashManagementError(str(error), where=invoice_where(debit["name"])) from None
     rows = []
     for balance, own, other in ((on_debit, debit, credit), (on_credit, credit, debit)):
         for entry, part in spread(balance["amount"], [e for e in entries.get(own["id"], [])]):
             rows.append({"entry": entry["id"], "amount": part, "date": when, "reason": reason,
                          "balance": balance["id"], "invoice": credit["id"], "confighash": ctx.config_hash,
                          "description": f"{reason} {own['name']} / {other['name']}"[:255], "_side": own["id"]})
-    writer = RowWriter(conn, model.require("Reduction"))
+    writer = RowWriter(conn, ctx.obj("Reduction"))
     writer.assign_ids(rows)
     debit_side = [r for r in rows if r["_side"] == debit["id"]]
     credit_side = [r for r in rows if r["_side"] == credit["id"]]
@@ -108,7 +103,7 @@ def settle(conn: sa.Connection, ctx: Context, debit: dict, credit: dict, amount:
     for row in rows:
         row.pop("_side")
     writer.insert(rows)
-    update_by_id(conn, model.require("Reduction"), ["RelatedReduction"], links)  # both rows exist now
+    update_by_id(conn, ctx.obj("Reduction"), ["RelatedReduction"], links)  # both rows exist now
     refresh_entries(conn, ctx, [debit["id"], credit["id"]])
     refresh_invoices(conn, ctx, [debit["id"], credit["id"]])
     refresh_accounts(conn, ctx, [debit["account"]])
@@ -118,22 +113,23 @@ def settle(conn: sa.Connection, ctx: Context, debit: dict, credit: dict, amount:
 def create_partial_credit(conn: sa.Connection, ctx: Context, invoice_name: str, line_names: list[str],
                           reason: str | None) -> int:
     """A draft partial credit of the named lines of ``invoice_name``; returns its id."""
-    model = ctx.model
-    invoices, lines_t = table(ctx, "Invoice"), table(ctx, "InvoiceLineItem")
-    original = _invoice(conn, ctx, invoice_name)
+    lines_t = ctx.table("InvoiceLineItem")
+    original = locked_invoice(conn, ctx, invoice_name)
+    where = invoice_where(invoice_name)
     if original["status"] not in ("Open", "Paid"):
-        raise CashManagementError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be credited")
+        raise CashManagementError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be credited",
+                                  where=where)
     if original.get("type") == "Cancelation" or original.get("class") == "Credit":
-        raise CashManagementError(f"{invoice_name} is a credit or cancellation: it cannot be credited")
+        raise CashManagementError(f"{invoice_name} is a credit or cancellation: it cannot be credited", where=where)
     lines = [dict(r) for r in conn.execute(sa.select(lines_t).where(lines_t.c.invoice == original["id"])
                                            .order_by(lines_t.c.sequence, lines_t.c.id)).mappings()]
     wanted = list(dict.fromkeys(line_names))
     chosen = [line for line in lines if line["name"] in wanted] if wanted else lines
     unknown = sorted(set(wanted) - {line["name"] for line in lines})
     if unknown:
-        raise CashManagementError(f"{invoice_name} has no line(s) {', '.join(unknown)}")
+        raise CashManagementError(f"{invoice_name} has no line(s) {', '.join(unknown)}", where=where)
     if not chosen:
-        raise CashManagementError(f"{invoice_name} has no lines to credit")
+        raise CashManagementError(f"{invoice_name} has no lines to credit", where=where)
     header = {k: v for k, v in original.items() if k not in NOT_COPIED and not k.startswith("cm_")}
     header.update(
         type="Credit", status="Draft", relatedinvoice=original["id"], cancelationreason=reason,
@@ -143,11 +139,11 @@ def create_partial_credit(conn: sa.Connection, ctx: Context, invoice_name: str, 
         totaltax=-sum((line["postotaltax"] or ZERO for line in chosen), ZERO),
         grandtotal=-sum((line["postotalgross"] or ZERO for line in chosen), ZERO),
     )
-    writer = RowWriter(conn, model.require("Invoice"))
+    writer = RowWriter(conn, ctx.obj("Invoice"))
     writer.assign_ids([header])
     header["name"] = f"DRAFT-{header['id']:06d}"
     writer.insert([header])
-    RowWriter(conn, model.require("InvoiceLineItem")).insert(mirrored_lines(chosen, header["id"]))
+    RowWriter(conn, ctx.obj("InvoiceLineItem")).insert(mirrored_lines(chosen, header["id"]))
     return header["id"]
 
 
@@ -157,7 +153,7 @@ def apply_partial_credits(conn: sa.Connection, ctx: Context, credits: list[dict]
     open. Returns how many credits were applied."""
     applied = 0
     for credit in credits:
-        t = table(ctx, "Invoice")
+        t = ctx.table("Invoice")
         original = conn.execute(sa.select(t).where(t.c.id == credit["relatedinvoice"])).mappings().first()
         if original is None or original["status"] != "Open":
             continue

@@ -20,7 +20,9 @@ from), booked like every write-off, and locks both (LockedReason
 collected again, so a second run finds nothing (idempotent).
 
 Streaming: candidates are read in keyset pages by balance id; each page's
-write-offs are created in the caller's transaction.
+write-offs are created in the caller's transaction. A dry run is this same
+work in a transaction that is rolled back
+(:func:`engine.cash.service.collect_balances`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.domain.money import ZERO
 from engine.booking.balances import WRITE_OFF, create_balance, refresh_accounts
 from engine.booking.write import load_account
+from engine.domain.errors import Where
+from engine.domain.money import ZERO
 from engine.storage.bulk import update_by_id
-
-from .assignment import _flag
 from engine.storage.context import Context
+
+from .assignment import record_flag
+from .errors import CollectionError
 
 RULE_COLLECTION = "payment balance collection"
 COLLECTED = "Collected"
@@ -45,12 +49,10 @@ REASON = "Statute of limitations"
 PAGE = 1000
 
 
-class CollectionError(ValueError):
-    """Collection cannot run (message for the user)."""
-
-
 @dataclass(frozen=True)
 class Collectable:
+    """A balance that collection writes off."""
+
     balance_id: int
     name: str
     account_id: int
@@ -62,6 +64,9 @@ class Collectable:
 
 @dataclass
 class CollectionReport:
+    """The balances collected (or, in a dry run, that would be) and the
+    write-offs created (none in a dry run: they were rolled back)."""
+
     cutoff: date
     balances: list[Collectable] = field(default_factory=list)
     write_offs: list[int] = field(default_factory=list)
@@ -72,12 +77,13 @@ class CollectionReport:
 
 
 def cutoff_date(ctx: Context, today: date) -> date:
-    model = ctx.model
-    settings = model.hierarchy_default("GlobalSettings")
-    years = settings.get("StatuteOfLimitationsYears") if settings is not None else None
-    if years in (None, ""):
-        raise CollectionError("GlobalSettings.StatuteOfLimitationsYears is not set")
-    years = int(Decimal(str(years)))
+    """Today minus GlobalSettings.StatuteOfLimitationsYears: balances dated
+    before it are past the statute of limitations."""
+    setting = ctx.settings.statute_of_limitations_years
+    if setting is None:
+        raise CollectionError("GlobalSettings.StatuteOfLimitationsYears is not set",
+                              hint="set StatuteOfLimitationsYears in custom_settings/GlobalSettings.yaml")
+    years = int(setting)
     try:
         return today.replace(year=today.year - years)
     except ValueError:  # 29 February
@@ -85,21 +91,22 @@ def cutoff_date(ctx: Context, today: date) -> date:
 
 
 def collect_balances(conn: sa.Connection, ctx: Context, business_entity: str, today: date, *,
-                     dry_run: bool = False, run: str = "collect-balances") -> CollectionReport:
-    """List (``dry_run``) or collect the collectable balances of ``business_entity``."""
+                     run: str = "collect-balances") -> CollectionReport:
+    """Collect the collectable balances of ``business_entity`` (see the module
+    docstring) inside the caller's transaction."""
     model = ctx.model
+    entity_argument = Where(argument="--business-entity")
     if not business_entity:
-        raise CollectionError("name the business entity whose balances are collected")
+        raise CollectionError("name the business entity whose balances are collected", where=entity_argument)
     if model.setting_record("BusinessEntity", business_entity) is None:
         known = ", ".join(r.name for r in model.setting_records("BusinessEntity"))
-        raise CollectionError(f"no business entity {business_entity!r} (known: {known})")
-    reasons = model.require("Balance").field("WriteOffReason")
+        raise CollectionError(f"no business entity {business_entity!r} (known: {known})", where=entity_argument)
+    reasons = ctx.obj("Balance").field("WriteOffReason")
     if reasons is not None and reasons.values and REASON not in reasons.values:
-        raise CollectionError(f"the Balance.WriteOffReason picklist lacks the value {REASON!r} that collection writes")
+        raise CollectionError(f"the Balance.WriteOffReason picklist lacks the value {REASON!r} that collection writes",
+                              hint=f"add {REASON!r} to the values of Balance.WriteOffReason")
     report = CollectionReport(cutoff_date(ctx, today))
-    tables = ctx.metadata.tables
-    balances = tables[model.require("Balance").table_name]
-    accounts = tables[model.require("Account").table_name]
+    balances, accounts = ctx.table("Balance"), ctx.table("Account")
     entity = sa.func.coalesce(balances.c.businessentity, accounts.c.on_businessentity__c)
     last_id = 0
     credit: dict[tuple, Decimal] = {}
@@ -114,13 +121,13 @@ def collect_balances(conn: sa.Connection, ctx: Context, business_entity: str, to
         if not page:
             break
         last_id = page[-1]["id"]
-        chosen = [b for b in page if b["amount"] < 0 and not _flag(ctx, "Balance", "Locked", b, today)]
+        chosen = [b for b in page if b["amount"] < 0 and not record_flag(ctx, "Balance", "Locked", b, today)]
         chosen = _within_free_credit(conn, ctx, chosen, credit, today)
         for balance in chosen:
             report.balances.append(Collectable(balance["id"], balance["name"], balance["account"],
                                                balance["_account_name"], balance["type"], balance["date"],
                                                balance["amount"]))
-        if dry_run or not chosen:
+        if not chosen:
             continue
         for balance in chosen:
             account = load_account(conn, ctx, balance["account"], today)
@@ -131,7 +138,7 @@ def collect_balances(conn: sa.Connection, ctx: Context, business_entity: str, to
                 "reference": f"collects {balance['name']}",
             }, invoice=None, rule=RULE_COLLECTION, run=run, account=account)
             report.write_offs.append(row["id"])
-        update_by_id(conn, model.require("Balance"), ["LockedReason"], [(b["id"], (COLLECTED,)) for b in chosen])
+        update_by_id(conn, ctx.obj("Balance"), ["LockedReason"], [(b["id"], (COLLECTED,)) for b in chosen])
         refresh_accounts(conn, ctx, {b["account"] for b in chosen})
     return report
 
@@ -142,8 +149,7 @@ def _within_free_credit(conn: sa.Connection, ctx: Context, chosen: list[dict], c
     money that was paid back (a free Refund or Payout), which would turn the
     account into a debt. ``credit`` holds what is left per (account,
     currency) across pages: -Σ of the unlocked free balances."""
-    model = ctx.model
-    balances = ctx.metadata.tables[model.require("Balance").table_name]
+    balances = ctx.table("Balance")
     missing = sorted({b["account"] for b in chosen} - {key[0] for key in credit})
     if missing:
         rows = [dict(r) for r in conn.execute(
@@ -151,7 +157,7 @@ def _within_free_credit(conn: sa.Connection, ctx: Context, chosen: list[dict], c
         for account_id in missing:
             credit.setdefault((account_id, None), ZERO)  # marks the account as read
         for row in rows:
-            if not _flag(ctx, "Balance", "Locked", row, today):
+            if not record_flag(ctx, "Balance", "Locked", row, today):
                 key = (row["account"], row.get("currencyisocode"))
                 credit[key] = credit.get(key, ZERO) - row["amount"]
     kept = []

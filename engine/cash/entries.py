@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from engine.booking.balances import refresh_accounts, refresh_invoices
 from engine.booking.finalize import StageError
 from engine.storage.bulk import RowWriter
+from engine.storage.context import Context
 
 from .cm_core import (
     PROCESS_PREPAID,
@@ -49,21 +50,18 @@ from .cm_core import (
     mirror_balances,
     refresh_entries,
     select_in,
-    table,
     wants_entries,
 )
 from .cm_payments import migrate_balances, unmigrated_balances
 from .cm_plans import build_installments, open_amounts
 from .cm_settlement import apply_partial_credits
-from .installments import InstallmentError
-from engine.storage.context import Context
+from .errors import InstallmentError
 
 RUN = "finalization"
 
 
 def create_entries(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> None:
     """The stage (see the module docstring)."""
-    model = ctx.model
     if not enabled(ctx) or not invoices:
         return
     when = max((i.get("date") or date.today()) for i in invoices)
@@ -79,7 +77,7 @@ def create_entries(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> N
         ids = [i["id"] for i in regular]
         opened = open_amounts(conn, ctx, ids)
         accounts = {a["id"]: a for a in select_in(conn, ctx, "Account", "id", [i["account"] for i in regular])}
-        installment_writer = RowWriter(conn, model.require("Installment"))
+        installment_writer = RowWriter(conn, ctx.obj("Installment"))
         installments: list[dict] = []
         entries: list[dict] = []
         for invoice in regular:
@@ -104,7 +102,7 @@ def create_entries(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> N
     touched |= {i["relatedinvoice"] for i in invoices if i.get("relatedinvoice")}
     finals = [i["id"] for i in invoices if i.get("type") == "Final"]
     if finals:
-        t = table(ctx, "Invoice")
+        t = ctx.table("Invoice")
         touched |= {r["id"] for r in select_in(conn, ctx, "Invoice", "finalinvoice", finals,
                                                t.c.status.in_(("Open", "Paid")))}
     mirror_balances(conn, ctx, touched, when, process=None, run=RUN)

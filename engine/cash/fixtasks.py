@@ -31,29 +31,29 @@ from datetime import date
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_accounts
+from engine.domain.errors import Where
 from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.context import Context
 
 from .cm_core import (
     AMOUNT_FIELDS,
     DESCRIPTIVE,
+    ORIGIN,
     PROCESS_MIGRATION,
     PROCESS_REATTACH,
     Changes,
-    CashManagementError,
     cancel_entries,
-    enabled,
     expected_entries,
     insert_entries,
     live_entries,
     mirror_balances,
+    require_enabled,
     select_in,
-    table,
     wants_entries,
 )
 from .cm_payments import migrate_balances, unmigrated_balances
 from .cm_plans import build_installments, open_amounts
-from .installments import InstallmentError
-from engine.storage.context import Context
+from .errors import CashManagementError, InstallmentError
 
 TASK_ENTRIES = "create-or-fix-entries"
 TASK_PAYMENTS = "create-payments-and-migrate-balances"
@@ -64,20 +64,15 @@ RUN_ENTRIES = "fix: create or fix entries"
 RUN_PAYMENTS = "fix: create payments"
 
 
-def _require_enabled(ctx: Context) -> None:
-    if not enabled(ctx):
-        raise CashManagementError("the cash-management integration is off: set "
-                                  "GlobalSettings.EnableCashManagementIntegration to true first")
-
-
 def _pages(conn: sa.Connection, ctx: Context, names: list[str] | None, statuses: tuple[str, ...]):
     """The invoices in scope, page by page (keyset by id); unknown names are an error."""
-    t = table(ctx, "Invoice")
+    t = ctx.table("Invoice")
     if names:
         found = select_in(conn, ctx, "Invoice", "name", names)
         unknown = sorted(set(names) - {r["name"] for r in found})
         if unknown:
-            raise CashManagementError(f"no invoice numbered {', '.join(unknown)}")
+            raise CashManagementError(f"no invoice numbered {', '.join(unknown)}",
+                                      where=Where(object="Invoice", record=", ".join(unknown)))
         rows = [r for r in found if r["status"] in statuses]
         for start in range(0, len(rows), PAGE):
             yield rows[start:start + PAGE]
@@ -95,8 +90,7 @@ def _pages(conn: sa.Connection, ctx: Context, names: list[str] | None, statuses:
 def _write_errors(conn: sa.Connection, ctx: Context, invoices: list[dict], errors: dict[int, str]) -> None:
     """CM_IntegrationError__c: the message for failed invoices, cleared for
     the others (only what differs is written)."""
-    model = ctx.model
-    fdef = model.require("Invoice").field(ERROR_FIELD)
+    fdef = ctx.obj("Invoice").field(ERROR_FIELD)
     if fdef is None or not fdef.is_stored:
         return
     rows = []
@@ -106,13 +100,13 @@ def _write_errors(conn: sa.Connection, ctx: Context, invoices: list[dict], error
             message = message[:255]
         if invoice.get(fdef.key) != message:
             rows.append((invoice["id"], (message,)))
-    update_by_id(conn, model.require("Invoice"), [ERROR_FIELD], rows)
+    update_by_id(conn, ctx.obj("Invoice"), [ERROR_FIELD], rows)
 
 
 def create_or_fix_entries(conn: sa.Connection, ctx: Context, names: list[str] | None = None, *,
                           when: date | None = None) -> Changes:
     """The task "Create or Fix Entries" (see the module docstring)."""
-    _require_enabled(ctx)
+    require_enabled(ctx)
     when = when or date.today()
     changes = Changes()
     for page in _pages(conn, ctx, names, ("Open", "Paid", "Canceled")):
@@ -121,7 +115,6 @@ def create_or_fix_entries(conn: sa.Connection, ctx: Context, names: list[str] | 
 
 
 def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, changes: Changes) -> None:
-    model = ctx.model
     ids = [i["id"] for i in page]
     live = live_entries(conn, ctx, ids)
     canceled = [i for i in page if i["status"] == "Canceled" and live.get(i["id"])]
@@ -143,7 +136,7 @@ def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, c
             installments.setdefault(row["invoice"], []).append(row)
         opened = open_amounts(conn, ctx, [i["id"] for i in wanted])
         accounts = {a["id"]: a for a in select_in(conn, ctx, "Account", "id", [i["account"] for i in wanted])}
-        writer = RowWriter(conn, model.require("Installment"))
+        writer = RowWriter(conn, ctx.obj("Installment"))
         new_installments, new_entries, to_cancel, updates = [], [], [], []
         recreated: set[int] = set()
         for invoice in wanted:
@@ -188,8 +181,8 @@ def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, c
         changes.entries_canceled += cancel_entries(conn, ctx, to_cancel, "Outdated: replaced by the fix task")
         insert_entries(conn, ctx, new_entries, RUN_ENTRIES)
         changes.entries_created += len(new_entries)
-        entry_fields = {f.key: f.name for f in model.require("Entry").fields}
-        update_by_id(conn, model.require("Entry"), [entry_fields[f] for f in DESCRIPTIVE], updates)
+        entry_fields = {f.key: f.name for f in ctx.obj("Entry").fields}
+        update_by_id(conn, ctx.obj("Entry"), [entry_fields[f] for f in DESCRIPTIVE], updates)
         changes.entries_updated += len(updates)
         ok = [i["id"] for i in wanted if i["id"] not in errors]
         items, reductions = mirror_balances(conn, ctx, ok, when, process=PROCESS_REATTACH, run=RUN_ENTRIES)
@@ -206,7 +199,7 @@ def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, c
 def create_payments_and_migrate_balances(conn: sa.Connection, ctx: Context, names: list[str] | None = None, *,
                                          when: date | None = None) -> Changes:
     """The task "Create Payments and Migrate Balances" (see the module docstring)."""
-    _require_enabled(ctx)
+    require_enabled(ctx)
     when = when or date.today()
     changes = Changes()
     accounts: set[int] = set()
@@ -250,7 +243,7 @@ def _migrate(conn: sa.Connection, ctx: Context, balances: list[dict], changes: C
                                                   run=RUN_PAYMENTS)
     changes.balances_migrated += migrated
     accounts.update(b["account"] for b in balances)
-    invoice_ids = {b["invoice"] for b in balances if b.get("invoice") is not None and b.get("origin") == "JPAY1"}
+    invoice_ids = {b["invoice"] for b in balances if b.get("invoice") is not None and b.get("origin") == ORIGIN}
     items, reductions = mirror_balances(conn, ctx, invoice_ids, when, process=PROCESS_MIGRATION, run=RUN_PAYMENTS)
     changes.entry_items_created += items
     changes.reductions_created += reductions

@@ -32,26 +32,21 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from engine.config.values import ValueProblem, parse_decimal
+from engine.storage.context import Context
 from engine.storage.csvio import RecordError, csv_records
 
-from .payments import PaymentDetails, PaymentError, register_account_payment, register_payment, register_refund
-from engine.storage.context import Context
+from .errors import ImportFailed, PaymentError
+from .payments import PaymentDetails, register_account_payment, register_payment, register_refund
 
 COLUMNS = ("invoice", "account", "amount", "date", "type", "reference", "paymentmethod", "paymentprovider",
            "bankaccountid", "transactionno", "balanceassignmentkey")
 TYPES = ("Payment", "Prepayment", "Refund")
 
 
-class ImportFailed(ValueError):
-    """The file was not imported; ``errors`` says where and why."""
-
-    def __init__(self, errors: list[RecordError]):
-        super().__init__(f"{len(errors)} problem(s); nothing was imported")
-        self.errors = errors
-
-
 @dataclass(frozen=True)
 class PaymentRow:
+    """One checked row of the file, ready to register."""
+
     line: int
     header: dict[str, str]        # lower-case column -> the column as written
     invoice: str | None
@@ -64,6 +59,8 @@ class PaymentRow:
 
 @dataclass
 class ImportReport:
+    """What an import registered and which rows it skipped as registered already."""
+
     file: str
     registered: int = 0
     skipped: list[str] = field(default_factory=list)  # "file:row: why"
@@ -145,13 +142,12 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
 
 def import_payments(conn: sa.Connection, ctx: Context, path: Path, *, run: str = "payment import") -> ImportReport:
     """Import the file inside the caller's transaction (see the module docstring)."""
-    model = ctx.model
     rows, errors = read_rows(path)
     if errors:
         raise ImportFailed(errors)
     display = str(path)
     report = ImportReport(display)
-    balances = ctx.metadata.tables[model.require("Balance").table_name]
+    balances = ctx.table("Balance")
     for row in rows:
         transaction = row.details.transaction_no
         if transaction and conn.execute(sa.select(balances.c.id).where(balances.c.transactionno == transaction)

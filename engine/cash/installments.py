@@ -37,15 +37,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 
-from engine.domain.money import CENT
+from engine.domain.money import CENT, ZERO
 
-ZERO = Decimal("0.00")
+from .errors import InstallmentError
+
 _SEGMENT = re.compile(r"^\s*(?:(?P<fix>fix)|(?P<n>\d{1,4})\s*(?P<unit>[dDmM]))\s*(?:\(\s*(?P<count>\d{1,4})\s*\))?\s*$")
 MAX_INSTALLMENTS = 360
-
-
-class InstallmentError(ValueError):
-    """A payment plan cannot be applied (message for the user)."""
 
 
 @dataclass(frozen=True)

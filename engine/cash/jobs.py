@@ -30,24 +30,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from croniter import croniter
 
+from engine.domain.errors import Where
+from engine.storage.context import Context
+from engine.storage.db import transaction
 from engine.storage.schema import JOB_SLOT
 
 from .assignment import JOB_NAME as ASSIGN_BALANCES, assign_balances
-from engine.storage.context import Context
-
-
-class JobError(ValueError):
-    """A job cannot be run or a schedule cannot be read (message for the user)."""
+from .errors import JobError
 
 
 @dataclass(frozen=True)
 class Schedule:
+    """A JobSchedule setting record: which job, when (cron in a time zone)."""
+
     name: str
     job: str
     cron: str
@@ -59,7 +60,8 @@ class Schedule:
         try:
             return ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise JobError(f"schedule '{self.name}': unknown time zone {self.time_zone!r}") from None
+            raise JobError(f"schedule '{self.name}': unknown time zone {self.time_zone!r}",
+                           where=Where(object="JobSchedule", record=self.name, field="TimeZone")) from None
 
 
 def _assign(conn: sa.Connection, ctx: Context, today: date, run: str) -> str:
@@ -73,9 +75,9 @@ JOBS: dict[str, Callable[[sa.Connection, Context, date, str], str]] = {ASSIGN_BA
 
 
 def schedules(ctx: Context) -> list[Schedule]:
-    model = ctx.model
+    """The org's job schedules, in the order of the setting records."""
     out = []
-    for record in model.setting_records("JobSchedule"):
+    for record in ctx.model.setting_records("JobSchedule"):
         out.append(Schedule(record.name, str(record.get("Job") or ""), str(record.get("Cron") or "").strip(),
                             str(record.get("TimeZone") or "UTC"), bool(record.get("Active", True))))
     return out
@@ -114,7 +116,8 @@ def due_slot(schedule: Schedule, now: datetime) -> datetime | None:
 
 
 def ensure_slot_table(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
+    """Create ``_mb_job_slot`` when the database has none yet."""
+    with transaction(engine) as conn:
         JOB_SLOT.create(conn, checkfirst=True)
 
 
@@ -130,21 +133,30 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+class JobRun(NamedTuple):
+    """A job run now: its run id and what it did."""
+
+    run: str
+    summary: str
+
+
 def run_job(engine: sa.Engine, ctx: Context, job: str, *, today: date | None = None,
-            now: datetime | None = None) -> tuple[str, str]:
+            now: datetime | None = None) -> JobRun:
     """Run ``job`` now in one transaction; returns (run id, summary)."""
     function = JOBS.get(job)
     if function is None:
         raise JobError(f"unknown job {job!r}; this version runs: {', '.join(sorted(JOBS))}")
     now = now or _now()
     run = f"{job}@{now:%Y%m%dT%H%M%S}"
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         summary = function(conn, ctx, today or now.date(), run)
-    return run, summary
+    return JobRun(run, summary)
 
 
 @dataclass(frozen=True)
 class TickResult:
+    """What a tick did with one schedule: ran its slot, or why not."""
+
     schedule: str
     job: str
     slot: str | None
@@ -156,7 +168,6 @@ def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[T
     """Run every active schedule's due slot that has not run yet (see the
     module docstring). Each slot: one transaction holding its record and
     the job's work."""
-    model = ctx.model
     now = now or _now()
     ensure_slot_table(engine)
     results = []
@@ -174,7 +185,7 @@ def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[T
         key = slot_key(slot)
         run = f"{schedule.job}@{key}"[:64]
         try:
-            with engine.begin() as conn:
+            with transaction(engine) as conn:
                 taken = conn.execute(sa.select(JOB_SLOT.c.run).where(
                     JOB_SLOT.c.schedule == schedule.name, JOB_SLOT.c.slot == key)).first()
                 if taken is not None:
@@ -201,7 +212,8 @@ def next_runs(ctx: Context, after: datetime, count: int) -> list[tuple[datetime,
         except JobError:
             raise
         except Exception as error:  # noqa: BLE001
-            raise JobError(f"schedule '{schedule.name}': {error}") from None
+            raise JobError(f"schedule '{schedule.name}': {error}",
+                           where=Where(object="JobSchedule", record=schedule.name, field="Cron")) from None
         merged.extend((moment, schedule) for moment in times)
     merged.sort(key=lambda item: (item[0].astimezone(timezone.utc), item[1].name))
     return merged[:count]

@@ -34,8 +34,6 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from engine.domain.money import CENT, ZERO
-from engine.cash.cm_payments import record_cash_payment
 from engine.booking.balances import (
     NO_WRITE_OFF_TYPES,
     REASON_PAYMENT,
@@ -46,7 +44,12 @@ from engine.booking.balances import (
     refresh_invoices,
     write_off,
 )
+from engine.domain.errors import Where
+from engine.domain.money import CENT, ZERO
 from engine.storage.context import Context
+
+from .cm_payments import record_cash_payment
+from .errors import MigrationError, PaymentError, PaymentTargetNotFound
 
 RULE_PAYMENT = "payment"
 RULE_OVERPAYMENT_SPLIT = "AllowOverpayments=false: excess to the account"
@@ -56,12 +59,10 @@ RULE_MANUAL_WRITE_OFF = "manual write-off"
 PAYMENT_TYPES = ("Payment", "Prepayment")
 
 
-class PaymentError(ValueError):
-    """The payment cannot be registered (message for the user)."""
-
-
 @dataclass(frozen=True)
 class Registered:
+    """A payment registered on an invoice, and what it led to."""
+
     invoice_name: str
     amount: Decimal
     balance_id: int
@@ -103,56 +104,51 @@ def check_amount(amount: Decimal, what: str = "a payment amount") -> Decimal:
     return amount.quantize(CENT)
 
 
-def _tables(ctx: Context) -> tuple[sa.Table, sa.Table]:
-    model = ctx.model
-    tables = ctx.metadata.tables
-    return tables[model.require("Invoice").table_name], tables[model.require("Account").table_name]
-
-
-def lock_invoice(conn: sa.Connection, ctx: Context, invoice_name: str) -> dict:
-    invoices, _ = _tables(ctx)
-    query = sa.select(invoices).where(invoices.c.name == invoice_name)
+def _locked(conn: sa.Connection, query: sa.Select) -> dict | None:
+    """The row of ``query``, row-locked where the database has ``FOR UPDATE``
+    (SQLite serialises writers anyway)."""
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
-    if row is None:
-        raise PaymentError(f"no invoice {invoice_name}")
-    invoice = dict(row)
+    return dict(row) if row is not None else None
+
+
+def lock_invoice(conn: sa.Connection, ctx: Context, invoice_name: str) -> dict:
+    """The Open or Paid invoice numbered ``invoice_name``, locked for the change."""
+    invoices = ctx.table("Invoice")
+    invoice = _locked(conn, sa.select(invoices).where(invoices.c.name == invoice_name))
+    where = Where(object="Invoice", record=invoice_name)
+    if invoice is None:
+        raise PaymentTargetNotFound(f"no invoice {invoice_name}", where=where)
     if invoice["status"] not in ("Open", "Paid"):
-        raise PaymentError(f"{invoice_name} is {invoice['status']}: only Open or Paid invoices take payments")
+        raise PaymentError(f"{invoice_name} is {invoice['status']}: only Open or Paid invoices take payments",
+                           where=where)
     return invoice
 
 
 def lock_account(conn: sa.Connection, ctx: Context, account_number: str) -> dict:
-    _, accounts = _tables(ctx)
-    query = sa.select(accounts).where(accounts.c.accountnumber == account_number)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        raise PaymentError(f"no account with account number {account_number}")
-    return dict(row)
+    """The account with ``account_number``, locked for the change."""
+    accounts = ctx.table("Account")
+    account = _locked(conn, sa.select(accounts).where(accounts.c.accountnumber == account_number))
+    if account is None:
+        raise PaymentTargetNotFound(f"no account with account number {account_number}",
+                                    where=Where(object="Account", record=account_number))
+    return account
 
 
 def check_transaction(conn: sa.Connection, ctx: Context, details: PaymentDetails) -> None:
     """A transaction number is registered once (payments are idempotent by it)."""
-    model = ctx.model
     if not details.transaction_no:
         return
-    balances = ctx.metadata.tables[model.require("Balance").table_name]
+    balances = ctx.table("Balance")
     if conn.execute(sa.select(balances.c.name).where(balances.c.transactionno == details.transaction_no)
                     .limit(1)).first() is not None:
-        raise PaymentError(f"transaction {details.transaction_no} is registered already")
-
-
-def _allow_overpayments(ctx: Context) -> bool:
-    model = ctx.model
-    settings = model.hierarchy_default("GlobalSettings")
-    return bool(settings is not None and settings.get("AllowOverpayments"))
+        raise PaymentError(f"transaction {details.transaction_no} is registered already",
+                           hint="each bank transaction is registered once; check the transaction number")
 
 
 def _invoice_balance(conn: sa.Connection, ctx: Context, invoice_id: int) -> tuple[Decimal, str]:
-    invoices, _ = _tables(ctx)
+    invoices = ctx.table("Invoice")
     row = conn.execute(sa.select(invoices.c.balance, invoices.c.status).where(invoices.c.id == invoice_id)).one()
     return (row.balance if row.balance is not None else ZERO), row.status
 
@@ -166,7 +162,7 @@ def register_payment(conn: sa.Connection, ctx: Context, invoice_name: str, amoun
     invoice = lock_invoice(conn, ctx, invoice_name)
     check_transaction(conn, ctx, details)
     open_amount = invoice["balance"] if invoice["balance"] is not None else ZERO
-    if _allow_overpayments(ctx):
+    if ctx.settings.allow_overpayments:
         on_invoice = amount
     else:
         on_invoice = min(amount, max(open_amount, ZERO))
@@ -193,8 +189,9 @@ def register_payment(conn: sa.Connection, ctx: Context, invoice_name: str, amoun
                 refresh_invoices(conn, ctx, [invoice["id"]])
         # With cash management on: the Payment and its Entry Item (origin JPAY1); a no-op otherwise.
         record_cash_payment(conn, ctx, invoice, assigned or free, amount, when, free=free)
-    except BalanceError as error:
-        raise PaymentError(str(error)) from None
+    except (BalanceError, MigrationError) as error:
+        raise PaymentError(str(error), where=Where(object="Invoice", record=invoice_name),
+                           hint=getattr(error, "hint", None)) from None
     refresh_accounts(conn, ctx, [invoice["account"]])
     balance, status = _invoice_balance(conn, ctx, invoice["id"])
     return Registered(
@@ -207,6 +204,8 @@ def register_payment(conn: sa.Connection, ctx: Context, invoice_name: str, amoun
 
 @dataclass(frozen=True)
 class AccountPayment:
+    """A payment registered on an account (a free balance)."""
+
     account_number: str
     balance_id: int
     amount: Decimal
@@ -220,7 +219,8 @@ def register_account_payment(conn: sa.Connection, ctx: Context, account_number: 
     balance of ``-amount`` on the account (assigned later by the job)."""
     amount = check_amount(amount)
     if balance_type not in PAYMENT_TYPES:
-        raise PaymentError(f"a payment on an account is a Payment or Prepayment, not {balance_type!r}")
+        raise PaymentError(f"a payment on an account is a Payment or Prepayment, not {balance_type!r}",
+                           where=Where(object="Account", record=account_number))
     account = lock_account(conn, ctx, account_number)
     check_transaction(conn, ctx, details or PaymentDetails())
     try:
@@ -228,14 +228,14 @@ def register_account_payment(conn: sa.Connection, ctx: Context, account_number: 
                                            "date": when, **(details or PaymentDetails()).fields()},
                              invoice=None, rule=RULE_PAYMENT, run=run)
     except BalanceError as error:
-        raise PaymentError(str(error)) from None
+        raise PaymentError(str(error), where=Where(object="Account", record=account_number)) from None
     refresh_accounts(conn, ctx, [account["id"]])
     return AccountPayment(account_number, row["id"], amount, account_balance(conn, ctx, account["id"]))
 
 
 def account_balance(conn: sa.Connection, ctx: Context, account_id: int) -> Decimal:
-    model = ctx.model
-    balances = ctx.metadata.tables[model.require("Balance").table_name]
+    """Σ of all balances of the account (what it owes; negative: its credit)."""
+    balances = ctx.table("Balance")
     return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
                         .where(balances.c.account == account_id)).scalar_one()
 
@@ -243,8 +243,7 @@ def account_balance(conn: sa.Connection, ctx: Context, account_id: int) -> Decim
 def free_credit(conn: sa.Connection, ctx: Context, account_id: int) -> Decimal:
     """What the account may have paid back: -Σ of its free balances (those
     without an invoice), when that is a credit; else zero."""
-    model = ctx.model
-    balances = ctx.metadata.tables[model.require("Balance").table_name]
+    balances = ctx.table("Balance")
     total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
                          .where(balances.c.account == account_id, balances.c.invoice.is_(None))).scalar_one()
     return max(-total, ZERO)
@@ -259,13 +258,16 @@ def register_refund(conn: sa.Connection, ctx: Context, amount: Decimal, when: da
     amount = check_amount(amount, "a refund amount")
     if (invoice_name is None) == (account_number is None):
         raise PaymentError("a refund goes to an invoice or to an account (exactly one of them)")
+    where = (Where(object="Invoice", record=invoice_name) if invoice_name is not None
+             else Where(object="Account", record=account_number))
     base = {"type": "Refund", "amount": amount, "date": when, **(details or PaymentDetails()).fields()}
     try:
         if invoice_name is not None:
             invoice = lock_invoice(conn, ctx, invoice_name)
             credit = -(invoice["balance"] or ZERO)
             if amount > credit:
-                raise PaymentError(f"{invoice_name}: the refund {amount} exceeds the invoice's credit {max(credit, ZERO)}")
+                raise PaymentError(f"{invoice_name}: the refund {amount} exceeds the invoice's credit "
+                                   f"{max(credit, ZERO)}", where=where)
             row = create_balance(conn, ctx, {**base, "account": invoice["account"], "invoice": invoice["id"]},
                                  invoice=invoice, rule=RULE_REFUND, run=run)
             refresh_invoices(conn, ctx, [invoice["id"]])
@@ -274,12 +276,13 @@ def register_refund(conn: sa.Connection, ctx: Context, amount: Decimal, when: da
         account = lock_account(conn, ctx, account_number)  # type: ignore[arg-type]
         credit = free_credit(conn, ctx, account["id"])
         if amount > credit:
-            raise PaymentError(f"account {account_number}: the refund {amount} exceeds its free credit {credit}")
+            raise PaymentError(f"account {account_number}: the refund {amount} exceeds its free credit {credit}",
+                               where=where)
         row = create_balance(conn, ctx, {**base, "account": account["id"]}, invoice=None, rule=RULE_REFUND, run=run)
         refresh_accounts(conn, ctx, [account["id"]])
         return row
     except BalanceError as error:
-        raise PaymentError(str(error)) from None
+        raise PaymentError(str(error), where=where) from None
 
 
 def manual_write_off(conn: sa.Connection, ctx: Context, invoice_name: str, amount: Decimal | None, when: date,
@@ -289,24 +292,27 @@ def manual_write_off(conn: sa.Connection, ctx: Context, invoice_name: str, amoun
     and may not exceed the open amount; on a credit (negative balance) the
     write-off reduces the credit."""
     invoice = lock_invoice(conn, ctx, invoice_name)
+    where = Where(object="Invoice", record=invoice_name)
     if invoice.get("type") in NO_WRITE_OFF_TYPES:
-        raise PaymentError(f"{invoice_name} is a {invoice['type']} invoice: its rest is cleared by its final invoice")
+        raise PaymentError(f"{invoice_name} is a {invoice['type']} invoice: its rest is cleared by its final invoice",
+                           where=where)
     open_amount = invoice["balance"] or ZERO
     if open_amount == 0:
-        raise PaymentError(f"{invoice_name} has nothing open to write off")
+        raise PaymentError(f"{invoice_name} has nothing open to write off", where=where)
     if amount is None:
         amount = abs(open_amount)
     amount = check_amount(amount, "a write-off amount")
     if amount > abs(open_amount):
-        raise PaymentError(f"{invoice_name}: the write-off {amount} exceeds the open amount {abs(open_amount)}")
+        raise PaymentError(f"{invoice_name}: the write-off {amount} exceeds the open amount {abs(open_amount)}",
+                           where=where)
     if not reason:
-        raise PaymentError("a manual write-off needs a reason")
+        raise PaymentError("a manual write-off needs a reason", where=where)
     signed = amount if open_amount > 0 else -amount
     try:
         row = write_off(conn, ctx, invoice, signed, when, reason=reason, rule=RULE_MANUAL_WRITE_OFF, run=run,
                         calculate_tax=calculate_tax)
     except BalanceError as error:
-        raise PaymentError(str(error)) from None
+        raise PaymentError(str(error), where=where) from None
     refresh_invoices(conn, ctx, [invoice["id"]])
     refresh_accounts(conn, ctx, [invoice["account"]])
     return row

@@ -59,12 +59,13 @@ def render_problem(problem: Problem) -> str:
     return text
 
 
-def render_problems(error: EngineError) -> None:
-    """Print an error's problems on standard error, as text or JSON."""
+def render_problems(error: EngineError, as_json: bool | None = None) -> None:
+    """Print an error's problems on standard error, as text or JSON (by
+    default as the global ``--json`` of the running command says)."""
     from engine.project import ConfigurationInvalid
 
     diagnostics = error.shown if isinstance(error, ConfigurationInvalid) else ()
-    if json_output():
+    if as_json if as_json is not None else json_output():
         document = {"error": {"code": error.code, "message": error.message},
                     "problems": [p.to_dict() for p in error.problems]}
         if diagnostics:
@@ -89,9 +90,10 @@ class _Rendered(click.ClickException):
         super().__init__(error.message)
         self.error = error
         self.exit_code = error.exit_code
+        self.as_json = json_output()  # decided now: click shows the error after the context is gone
 
     def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
-        render_problems(self.error)
+        render_problems(self.error, self.as_json)
 
 
 def _as_engine_error(error: Exception) -> EngineError | None:
@@ -175,6 +177,20 @@ def open_context(org_dir: Path):
     from engine.project import open_context as open_project_context
 
     return open_project_context(org_dir)
+
+
+def parse_amount(text: str | None, argument: str = "amount"):
+    """A money amount given on the command line, exact (``100.00``, ``-5``);
+    None stays None. A text that is no amount is an error naming the argument."""
+    from engine.config.values import ValueProblem, parse_decimal
+    from engine.domain.errors import Where
+
+    if text is None:
+        return None
+    try:
+        return parse_decimal(text)
+    except ValueProblem as problem:
+        raise UserError(str(problem), where=Where(argument=argument)) from None
 
 
 def echo_lines(lines: Iterable[str]) -> None:

@@ -6,29 +6,30 @@ through ``run_in_transaction``, which runs them again after a PostgreSQL seriali
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
-from decimal import Decimal
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from engine.cli.app import UserError, command, console, db_option, err_console, group, open_context, org_option
+from engine.cli.app import (
+    UserError,
+    command,
+    console,
+    db_option,
+    err_console,
+    group,
+    open_context,
+    org_option,
+    parse_amount,
+)
+from engine.storage.db import open_engine
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
 
-def _amount(text: str, what: str = "amount") -> Decimal:
-    from engine.config.values import ValueProblem, parse_decimal
-
-    try:
-        return parse_decimal(text)
-    except ValueProblem as problem:
-        raise UserError(f"{what}: {problem}") from None
 
 
-def _run_id(command: str) -> str:
-    return f"{command}@{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
 
 
 def _details(reference, method, provider, bank_account, transaction, key):
@@ -66,20 +67,12 @@ def payment() -> None:
 def payment_register(invoice, amount, when, reference, method, provider, bank_account, transaction, org_dir, db_url):
     """Register AMOUNT received on INVOICE (its number): balance, bookings,
     overpayment policy (AllowOverpayments) and automatic write-off."""
-    from engine.cash.payments import PaymentError, register_payment
-    from engine.storage.db import open_engine
-    from engine.storage.retry import run_in_transaction
+    from engine.cash import service
 
-    value = _amount(amount)
+    value = parse_amount(amount)
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    details = _details(reference, method, provider, bank_account, transaction, None)
-    try:
-        # One transaction, run again when PostgreSQL aborts it for a concurrent change.
-        done = run_in_transaction(engine, lambda conn: register_payment(
-            conn, ctx, invoice, value, when.date(), run=_run_id("payment register"), details=details))
-    except PaymentError as error:
-        raise UserError(str(error)) from None
+    done = service.register_payment(open_engine(db_url), ctx, invoice, value, when.date(),
+                                    details=_details(reference, method, provider, bank_account, transaction, None))
     console.print(f"Registered {done.amount} on {done.invoice_name}: open amount {done.invoice_balance}, "
                   f"status {done.status}.")
     if done.free_amount:
@@ -103,20 +96,13 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
                        transaction, org_dir, db_url):
     """Register AMOUNT received from ACCOUNT (its account number) without an
     invoice: a free balance, for the assignment job."""
-    from engine.cash.payments import PaymentError, register_account_payment
-    from engine.storage.db import open_engine
-    from engine.storage.retry import run_in_transaction
+    from engine.cash import service
 
-    value = _amount(amount)
+    value = parse_amount(amount)
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    details = _details(reference, method, provider, bank_account, transaction, key)
-    try:
-        done = run_in_transaction(engine, lambda conn: register_account_payment(
-            conn, ctx, account, value, when.date(), balance_type=balance_type, run=_run_id("payment on-account"),
-            details=details))
-    except PaymentError as error:
-        raise UserError(str(error)) from None
+    done = service.register_account_payment(open_engine(db_url), ctx, account, value, when.date(),
+                                            balance_type=balance_type,
+                                            details=_details(reference, method, provider, bank_account, transaction, key))
     console.print(f"Registered {balance_type} {done.amount} on account {account}: account balance {done.account_balance}.")
 
 
@@ -131,20 +117,13 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
 def payment_refund(amount, invoice, account, when, reference, method, provider, bank_account, transaction, org_dir,
                    db_url):
     """Pay AMOUNT back to the customer: a Refund balance on --invoice or --account."""
-    from engine.cash.payments import PaymentError, register_refund
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
-    value = _amount(amount)
+    value = parse_amount(amount)
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            row = register_refund(conn, ctx, value, when.date(), invoice_name=invoice, account_number=account,
-                                  details=_details(reference, method, provider, bank_account, transaction, None),
-                                  run=_run_id("payment refund"))
-    except PaymentError as error:
-        raise UserError(str(error)) from None
-    console.print(f"Registered refund {row['name']} of {value} on {invoice or 'account ' + str(account)}.")
+    done = service.register_refund(open_engine(db_url), ctx, value, when.date(), invoice=invoice, account=account,
+                                   details=_details(reference, method, provider, bank_account, transaction, None))
+    console.print(f"Registered refund {done.name} of {value} on {done.target}.")
 
 
 @payment.command("import")
@@ -155,21 +134,10 @@ def payment_import(file, org_dir, db_url):
     """Import payments from a CSV FILE (columns Invoice or Account, Amount,
     Date, optional Type, Reference, PaymentMethod, PaymentProvider,
     BankAccountId, TransactionNo, BalanceAssignmentKey). All or nothing."""
-    from engine.cash.imports import ImportFailed, import_payments
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            report = import_payments(conn, ctx, file, run=_run_id("payment import"))
-    except ImportFailed as failure:
-        for error in failure.errors[:50]:
-            err_console.print(error.render(), markup=False)
-        more = len(failure.errors) - 50
-        raise UserError(f"{len(failure.errors)} problem(s) in {file}" + (f" ({more} more not shown)" if more > 0 else "")
-                        + "; nothing was imported") from None
+    report = service.import_payments(open_engine(db_url), ctx, file)
     for line in report.skipped:
         err_console.print(line, markup=False)
     console.print(f"Imported {report.registered} row(s) from {file} ({report.total} in total); "
@@ -186,19 +154,13 @@ def payment_import(file, org_dir, db_url):
 @db_option
 def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
     """Write off AMOUNT (default: everything open) of INVOICE, with a reason."""
-    from engine.cash.payments import PaymentError, manual_write_off
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
-    value = _amount(amount) if amount is not None else None
+    value = parse_amount(amount) if amount is not None else None
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            row = manual_write_off(conn, ctx, invoice, value, when.date() if when else date.today(), reason=reason,
-                                   calculate_tax=not no_tax, run=_run_id("write-off"))
-    except PaymentError as error:
-        raise UserError(str(error)) from None
-    console.print(f"Wrote off {-row['amount']} of {invoice} ({reason}) as {row['name']}.")
+    done = service.write_off(open_engine(db_url), ctx, invoice, value, reason=reason,
+                             when=when.date() if when else None, calculate_tax=not no_tax)
+    console.print(f"Wrote off {done.amount} of {invoice} ({reason}) as {done.name}.")
 
 
 @command("collect-balances")
@@ -210,22 +172,11 @@ def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
 def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
     """Collect free Payment/Prepayment balances past the statute of
     limitations by writing them off (locked, with bookings)."""
-    from engine.cash.collection import CollectionError, collect_balances
-    from engine.storage.db import open_engine, transaction
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    today = when.date() if when else date.today()
-    try:
-        if dry_run:
-            with transaction(engine, readonly=True) as conn:
-                report = collect_balances(conn, ctx, entity, today, dry_run=True)
-        else:
-            with engine.begin() as conn:
-                report = collect_balances(conn, ctx, entity, today, run=_run_id("collect-balances"))
-    except CollectionError as error:
-        raise UserError(str(error)) from None
+    report = service.collect_balances(open_engine(db_url), ctx, entity, today=when.date() if when else None,
+                                      dry_run=dry_run)
     table = Table(title=f"Balances of {entity} dated before {report.cutoff}"
                   + (" (dry run: nothing written)" if dry_run else " (collected)"))
     for column in ("balance", "account", "type", "date", "amount"):
@@ -249,16 +200,10 @@ def jobs() -> None:
 @db_option
 def jobs_run(job, when, org_dir, db_url):
     """Run JOB now (e.g. AssignBalancesChain), in one transaction."""
-    from engine.cash.jobs import JobError, run_job
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    try:
-        run, summary = run_job(engine, ctx, job, today=when.date() if when else None)
-    except JobError as error:
-        raise UserError(str(error)) from None
+    run, summary = service.run_job(open_engine(db_url), ctx, job, today=when.date() if when else None)
     console.print(f"{job} ({run}): {summary}.")
 
 
@@ -280,29 +225,23 @@ def _parse_at(at: str | None) -> datetime:
 @db_option
 def jobs_list(at, org_dir, db_url):
     """The job schedules with their next run and last executed slot."""
-    from engine.cash.jobs import JOBS, JobError, executed_slots, fire_times, schedules
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     now = _parse_at(at)
     ctx = open_context(org_dir)
-    last: dict[str, str] = {}
-    if db_url is not None or Path("metabill.db").exists():
-        try:
-            with open_engine(db_url).connect() as conn:
-                last = executed_slots(conn)
-        except Exception:  # noqa: BLE001 - no database yet: nothing executed
-            last = {}
+    engine = open_engine(db_url) if db_url is not None or Path("metabill.db").exists() else None
     table = Table(title="Job schedules")
     for column in ("name", "job", "cron", "time zone", "active", "next run", "last slot"):
         table.add_column(column)
-    for schedule in schedules(ctx):
-        try:
-            upcoming = fire_times(schedule, now, 1)[0].isoformat() if schedule.active else "-"
-        except (JobError, Exception) as error:  # noqa: BLE001
-            upcoming = f"invalid: {error}"
-        runnable = "" if schedule.job in JOBS else " (not available)"
+    for status in service.list_jobs(engine, ctx, now):
+        schedule = status.schedule
+        if status.invalid is not None:
+            upcoming = f"invalid: {status.invalid}"
+        else:
+            upcoming = status.next_run.isoformat() if status.next_run else "-"
+        runnable = "" if status.available else " (not available)"
         table.add_row(schedule.name, schedule.job + runnable, schedule.cron, schedule.time_zone,
-                      "yes" if schedule.active else "no", upcoming, last.get(schedule.name, "-"))
+                      "yes" if schedule.active else "no", upcoming, status.last_slot or "-")
     console.print(table)
 
 
@@ -313,15 +252,10 @@ def jobs_list(at, org_dir, db_url):
 def jobs_next(count, at, org_dir):
     """The next COUNT fire times over all active schedules (one per slot:
     the repeated hour of a daylight-saving change fires once)."""
-    from engine.cash.jobs import JobError, next_runs
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    try:
-        upcoming = next_runs(ctx, _parse_at(at), count)
-    except JobError as error:
-        raise UserError(str(error)) from None
-    for moment, schedule in upcoming:
+    for moment, schedule in service.next_runs(ctx, _parse_at(at), count):
         click.echo(f"{moment.isoformat()}  {moment.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}  "
                    f"{schedule.job}  ({schedule.name})")
 
@@ -333,16 +267,10 @@ def jobs_next(count, at, org_dir):
 def jobs_tick(at, org_dir, db_url):
     """Run each active schedule's due slot that has not run yet (call this
     every few minutes from the system's scheduler)."""
-    from engine.cash.jobs import JobError, tick
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    try:
-        results = tick(open_engine(db_url), ctx, _parse_at(at))
-    except JobError as error:
-        raise UserError(str(error)) from None
-    for result in results:
+    for result in service.tick(open_engine(db_url), ctx, _parse_at(at)):
         state = "ran" if result.ran else "skipped"
         click.echo(f"{result.schedule} [{result.job}] slot {result.slot or '-'}: {state}: {result.summary}")
 

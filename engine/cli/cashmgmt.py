@@ -15,10 +15,20 @@ configuration.
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
 
 import click
-from engine.cli.app import UserError, command, console, db_option, err_console, group, open_context, org_option
+
+from engine.cli.app import (
+    command,
+    console,
+    db_option,
+    err_console,
+    group,
+    open_context,
+    org_option,
+    parse_amount,
+)
+from engine.storage.db import open_engine
 
 _DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -55,37 +65,16 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
     """Prepare invoices for cash management: (re)generate entries, create payments from balances.
 
     Problems are written to the invoice field CM_IntegrationError__c; running a task again changes nothing."""
-    from engine.cash.cm_core import CashManagementError
-    from engine.cash.fixtasks import TASK_ENTRIES, create_or_fix_entries, create_payments_and_migrate_balances
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-    if enable_integration and not ctx.settings.cash_management_integration:
-        ctx = ctx.with_settings(ctx.settings.with_cash_management(),
-                                "GlobalSettings.EnableCashManagementIntegration=true")
-    engine = open_engine(db_url)
-    failed = 0
-    with engine.connect() as conn:
-        transaction = conn.begin()
-        try:
-            for task in tasks:
-                console.print(f"-- {task}", markup=False)
-                run = create_or_fix_entries if task == TASK_ENTRIES else create_payments_and_migrate_balances
-                changes = run(conn, ctx, list(names) or None, when=_day(when))
-                _render_changes(changes, dry_run)
-                failed += len(changes.errors)
-        except CashManagementError as error:
-            transaction.rollback()
-            raise UserError(str(error)) from None
-        except BaseException:
-            transaction.rollback()
-            raise
-        if dry_run:
-            transaction.rollback()
-        else:
-            transaction.commit()
-    if failed:
-        raise UserError(f"{failed} problem(s); see CM_IntegrationError__c of the invoices named above")
+    report = service.fix_invoices(open_engine(db_url), ctx, tasks, names, when=_day(when), dry_run=dry_run,
+                                  enable_integration=enable_integration)
+    for result in report.tasks:
+        console.print(f"-- {result.task}", markup=False)
+        _render_changes(result.changes, dry_run)
+    if report.failure is not None:
+        raise report.failure
 
 
 @group("payment-plan")
@@ -102,18 +91,10 @@ def payment_plan() -> None:
 def payment_plan_change(invoice, plan, when, org_dir, db_url):
     """Give INVOICE the InstallmentPlan PLAN ('none' removes the plan): its entries
     are canceled and created anew, payments already received re-attached."""
-    from engine.cash.cm_core import CashManagementError
-    from engine.cash.cm_plans import change_payment_plan
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            changes = change_payment_plan(conn, ctx, invoice, None if plan.lower() == "none" else plan, _day(when))
-    except CashManagementError as error:
-        raise UserError(str(error)) from None
+    changes = service.change_payment_plan(open_engine(db_url), ctx, invoice, plan, when=_day(when))
     for line in changes.lines:
         console.print(line, markup=False)
 
@@ -130,42 +111,20 @@ def entries() -> None:
 @db_option
 def entries_list(names, show_all, org_dir, db_url):
     """Show entries with their outstanding amounts, entry items and reductions."""
-    import sqlalchemy as sa
-
-    from engine.cash.cm_core import table
-    from engine.storage.db import open_engine, transaction
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    with transaction(engine, readonly=True) as conn:
-        e, i, r, inv = (table(ctx, n) for n in ("Entry", "EntryItem", "Reduction", "Invoice"))
-        query = sa.select(e).order_by(e.c.invoice, e.c.duedate, e.c.id)
-        if names:
-            query = query.where(e.c.invoice.in_(sa.select(inv.c.id).where(inv.c.name.in_(names))))
-        if not show_all:
-            query = query.where(e.c.status != "Canceled")
-        rows = [dict(x) for x in conn.execute(query).mappings()]
-        ids = [x["id"] for x in rows]
-        items = dict(conn.execute(sa.select(i.c.entry, sa.func.count()).where(i.c.entry.in_(ids)).group_by(i.c.entry)).all()) if ids else {}
-        reductions = dict(conn.execute(sa.select(r.c.entry, sa.func.count()).where(r.c.entry.in_(ids)).group_by(r.c.entry)).all()) if ids else {}
+    rows = service.list_entries(open_engine(db_url), ctx, names, include_canceled=show_all)
     # Plain fixed-width lines: readable in a terminal and in a log, never truncated.
     header = f"{'entry':<11} {'statement':<32} {'due':<10} {'open amount':>12} {'outstanding':>12} {'status':<8} items reductions"
     click.echo(header)
     for row in rows:
-        statement = f"{row['statementtype']} {row['statementno']}"
-        click.echo(f"{row['name']:<11} {statement:<32} {str(row['duedate'] or ''):<10} {row['openamount']!s:>12} "
-                   f"{row['amount']!s:>12} {row['status']:<8} {items.get(row['id'], 0):>5} {reductions.get(row['id'], 0):>10}")
+        statement = f"{row.statement_type} {row.statement_no}"
+        click.echo(f"{row.name:<11} {statement:<32} {str(row.due_date or ''):<10} {row.open_amount!s:>12} "
+                   f"{row.outstanding!s:>12} {row.status:<8} {row.entry_items:>5} {row.reductions:>10}")
     click.echo(f"{len(rows)} entr(y/ies).")
 
 
-def _amount(text: str | None) -> Decimal | None:
-    if text is None:
-        return None
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise click.BadParameter(f"{text!r} is not an amount such as 100.00") from None
 
 
 @entries.command("settle")
@@ -177,19 +136,11 @@ def _amount(text: str | None) -> Decimal | None:
 @db_option
 def entries_settle(invoice, credit, amount, when, org_dir, db_url):
     """Offset INVOICE against the credit CREDIT of the same account (entry settlement)."""
-    from engine.cash.cm_core import CashManagementError
-    from engine.cash.cm_settlement import settle_invoices
-    from engine.storage.db import open_engine
+    from engine.cash import service
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            settled = settle_invoices(conn, ctx, invoice, credit, _amount(amount), _day(when))
-    except CashManagementError as error:
-        raise UserError(str(error)) from None
-    console.print(f"Settled {settled} of {invoice} against {credit}.", markup=False)
+    done = service.settle(open_engine(db_url), ctx, invoice, credit, parse_amount(amount, "--amount"), when=_day(when))
+    console.print(f"Settled {done.amount} of {invoice} against {credit}.", markup=False)
 
 
 @command("partial-credit")
@@ -201,24 +152,13 @@ def entries_settle(invoice, credit, amount, when, org_dir, db_url):
 @db_option
 def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     """Credit some lines of INVOICE; with cash management its entries are reduced."""
-    from engine.cash.cm_core import CashManagementError
-    from engine.cash.cm_settlement import create_partial_credit
+    from engine.cash import service
     from engine.project import finalize
-    from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-
-    engine = open_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            draft = create_partial_credit(conn, ctx, invoice, list(lines), reason)
-    except CashManagementError as error:
-        raise UserError(str(error)) from None
-    report = finalize(engine, ctx, [draft], today=when.date() if when else None)
-    for _, message in report.failures:
-        raise UserError(f"the credit for {invoice} could not be finalized: {message}")
-    item = report.finalized[0]
-    console.print(f"Credited {invoice} with {item.number} ({item.date}, {item.grand_total}).", markup=False)
+    done = service.partial_credit(open_engine(db_url), ctx, invoice, lines, reason, finalize=finalize,
+                                  today=when.date() if when else None)
+    console.print(f"Credited {invoice} with {done.number} ({done.date}, {done.grand_total}).", markup=False)
 
 
 COMMANDS = (fix_invoices, payment_plan, entries, partial_credit)

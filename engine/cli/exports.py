@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from engine.cli.app import UserError, console, db_option, err_console, group, open_context, org_option
+from engine.cli.app import (
+    UserError,
+    console,
+    db_option,
+    err_console,
+    group,
+    open_context,
+    org_option,
+)
 
 
 @group("export")

@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from engine.cli.app import UserError, command, console, db_option, err_console, group, open_context, org_option
+from engine.cli.app import (
+    UserError,
+    command,
+    console,
+    db_option,
+    err_console,
+    group,
+    open_context,
+    org_option,
+)
 from engine.config.diagnostics import render_human, render_json, summary_line
 from engine.project import load_project
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from engine.cli.app import command, console, db_option, err_console, open_context, org_option
+from engine.cli.app import (
+    command,
+    console,
+    db_option,
+    err_console,
+    open_context,
+    org_option,
+)
 
 
 @command("render")
@@ -23,7 +30,13 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
     """Render invoice documents with their templates (Invoice.Template, else
     the default Template record): INVOICE numbers and/or --run. Writes
     <number>.html / <number>.pdf; the same invoice gives the same bytes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from engine.billing.service import find_run
     from engine.documents.service import render as render_documents

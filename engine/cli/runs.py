@@ -152,10 +152,11 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    draft_id, item = cancel_invoice(open_engine(db_url), ctx, invoice, reason=reason,
-                                    when=when.date() if when else None, draft_only=draft_only)
+    done = cancel_invoice(open_engine(db_url), ctx, invoice, reason=reason,
+                          when=when.date() if when else None, draft_only=draft_only)
+    item = done.finalized
     if item is None:
-        console.print(f"Created the cancellation draft DRAFT-{draft_id:06d} for {invoice}.")
+        console.print(f"Created the cancellation draft {done.draft_name} for {invoice}.")
         return
     console.print(f"Cancelled {invoice} with {item.number} ({item.date}, {item.grand_total}).")
 
@@ -167,12 +168,11 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
 def explain_cmd(invoice, org_dir, db_url):
     """Show, for every booking detail of INVOICE, the rule that chose its account,
     the criteria compared and the rules that lost."""
-    from engine.booking.explain import explain_invoice
-    from engine.storage.db import open_engine, transaction
+    from engine.booking.explain import explain
+    from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    with transaction(open_engine(db_url), readonly=True) as conn:
-        explanations = explain_invoice(conn, ctx, invoice)
+    explanations = explain(open_engine(db_url), ctx, invoice)
     for explanation in explanations:
         for line in explanation.lines():
             click.echo(line)

@@ -72,15 +72,6 @@ class Problem:
     def is_error(self) -> bool:
         return self.severity is Severity.ERROR
 
-    def render(self) -> str:
-        """``where: CODE severity: message`` (+ an indented hint), the shape of
-        configuration diagnostics."""
-        place = self.where.render()
-        text = f"{place + ': ' if place else ''}{self.code} {self.severity.value}: {self.message}"
-        if self.hint:
-            text += f"\n    hint: {self.hint}"
-        return text
-
     def to_dict(self) -> dict[str, object]:
         return {"code": self.code, "severity": self.severity.value, "message": self.message,
                 "where": self.where.to_dict(), "hint": self.hint}

@@ -34,17 +34,16 @@ from engine.booking.finalize import FinalizeReport, finalize_invoices
 from engine.billing.run import RunReport, RunRequest, run_invoices
 from engine.booking.postings import account_movements, check_postings, sides
 from engine.cash.payments import Registered, register_payment
-from engine.project import load_project
 from engine.config.model import OrgModel
 from engine.storage.bulk import RowWriter
-from engine.storage.migrate import apply_migration
-from engine.storage.records import load_records
-from engine.storage.schema import build_metadata
 
-from config.orgcopy import REPO_ROOT, copy_org
+from config.orgcopy import copy_org
 from contexts import context
+from databases import load_model
 
-DATA_DIR = REPO_ROOT / "data"
+__all__ = ["Books", "D", "ORDERS", "UC1_FINAL", "UC1_SUB", "ZERO", "assert_books_balance", "load_model", "month",
+           "org_variant"]
+
 ZERO = Decimal("0.00")
 UC1_SUB, UC1_FINAL = ("UC1 Sub Invoice",), ("UC1 Final Invoice",)
 ORDERS = ("Order Sub Invoice", "Order Invoice")
@@ -54,25 +53,12 @@ def D(text: str | int) -> Decimal:  # noqa: N802 - reads like a literal
     return Decimal(text)
 
 
-def load_model(org: Path) -> OrgModel:
-    result = load_project(org)
-    assert result.ok, [str(d) for d in result.errors]
-    return result.model
-
-
 def org_variant(dest: Path, *edits) -> Path:
     """A copy of the sample org with exact-text edits (config.orgcopy)."""
     org = copy_org(dest)
     for edit in edits:
         edit.apply(org)
     return org
-
-
-def prepare(engine: sa.Engine, model: OrgModel) -> None:
-    apply_migration(engine, model)
-    for path in sorted(DATA_DIR.glob("[0-9]*_*.csv")):
-        report = load_records(engine, context(model), path.stem.split("_", 1)[1], path)
-        assert report.ok, report.render()
 
 
 def month(year: int, number: int) -> tuple[date, date]:
@@ -109,7 +95,7 @@ class Books:
         self.model = model
         self.url = url
         self.org_dir = org_dir
-        self.tables = build_metadata(model).tables
+        self.tables = context(model).metadata.tables
 
     @property
     def backend(self) -> str:

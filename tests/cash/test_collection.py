@@ -10,7 +10,8 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from engine.cash.collection import CollectionError, collect_balances
+from engine.cash.collection import CollectionError
+from engine.cash.service import collect_balances
 
 from booking.helpers import ZERO, D
 
@@ -21,8 +22,7 @@ TODAY = date(2024, 12, 1)   # cut-off: 2021-12-01
 
 
 def collect(books, entity: str = "DE01", *, dry_run: bool = False, today: date = TODAY):
-    with books.engine.begin() as conn:
-        return collect_balances(conn, context(books.model), entity, today, dry_run=dry_run, run="test")
+    return collect_balances(books.engine, context(books.model), entity, today=today, dry_run=dry_run, run="test")
 
 
 def test_only_old_free_unlocked_payments_of_the_entity_are_collected(orders):

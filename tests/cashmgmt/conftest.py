@@ -1,4 +1,5 @@
-"""Fixtures of the cash-management tests, on SQLite and PostgreSQL (``db_url``).
+"""Fixtures of the cash-management tests, on SQLite and PostgreSQL (``db_url``),
+on the databases of the cash tests (``make_books``: tests/cash/conftest.py).
 
 ``cm_model`` is the sample org with ``EnableCashManagementIntegration: true``
 (a copy made once per session); ``cm`` a database of it with the sample data;
@@ -6,14 +7,19 @@
 (the sample org itself), the situation the fix tasks start from.
 """
 
-from booking.conftest import book_templates, books, books_sqlite, make_books, sample_model, sqlite_url  # noqa: F401
-
 import pytest
 
-from booking.helpers import load_model, org_variant
+from booking.helpers import org_variant
 from booking.test_balanced_books import bill_orders
+from cash import conftest as cash_fixtures
+from databases import load_model
 
 from .helpers import CM_ON, CMBooks
+
+# The cash tests' databases, as fixtures of this directory too.
+sample_model = cash_fixtures.sample_model
+make_books = cash_fixtures.make_books
+books = cash_fixtures.books
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Shared helpers of the cash-management tests: the sample org with the
 integration switched on (a copy whose GlobalSettings says
 ``EnableCashManagementIntegration: true``), books that finalize through the
-product's pipeline (:func:`engine.cash.pipeline.finalize`, every stage), and
+product's finalization chain (:func:`engine.project.finalize`, every stage), and
 the invariants that tie entries to invoices.
 
 :func:`assert_entries_match` checks, from the whole Entry, EntryItem,
@@ -41,7 +41,7 @@ CM_ON = Replace("custom_settings/GlobalSettings.yaml", "EnableCashManagementInte
 
 
 class CMBooks(Books):
-    """Books whose finalization is the product's: every stage of the pipeline."""
+    """Books whose finalization is the product's: every stage of the chain."""
 
     def finalize(self, ids, today):
         return pipeline_finalize(self.engine, context(self.model), list(ids), today=today)
