@@ -22,13 +22,29 @@ from pathlib import Path
 from typing import Iterable
 
 import click
-from rich.console import Console
 
 from engine.config.diagnostics import render_human, to_json_dict
 from engine.domain.errors import EngineError, Problem
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs more than a
+    command like ``--version`` or ``--help`` takes in all."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = _LazyConsole(highlight=False, soft_wrap=True)
+err_console = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 #: Configuration errors shown before a command refuses to run.
 SHOWN_DIAGNOSTICS = 20
@@ -198,7 +214,28 @@ def echo_lines(lines: Iterable[str]) -> None:
         click.echo(line)
 
 
-@click.group(cls=MetabillGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(MetabillGroup):
+    """The root group: commands are named here with the module that defines
+    them and imported only when used (or listed by ``--help``), so a command
+    pays for its own imports only."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.lazy and name not in self.commands:
+            import importlib
+
+            module_name, attribute = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="metabill")
 @click.option("--json", "as_json", is_flag=True, help="Print errors (and problems) as JSON on standard error.")
 @click.pass_context

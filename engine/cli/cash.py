@@ -275,4 +275,3 @@ def jobs_tick(at, org_dir, db_url):
         click.echo(f"{result.schedule} [{result.job}] slot {result.slot or '-'}: {state}: {result.summary}")
 
 
-COMMANDS = (payment, write_off_cmd, collect_balances_cmd, jobs)

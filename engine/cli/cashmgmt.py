@@ -161,4 +161,3 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     console.print(f"Credited {invoice} with {done.number} ({done.date}, {done.grand_total}).", markup=False)
 
 
-COMMANDS = (fix_invoices, payment_plan, entries, partial_credit)

@@ -248,4 +248,3 @@ def sepa_balances(**options) -> None:
     _run_sepa("sepa-balances", force=False, **options)
 
 
-COMMANDS = (export,)

@@ -1,8 +1,10 @@
 """The ``metabill`` entry point: the command group with every command.
 
 The group and what commands share live in :mod:`engine.cli.app`; each module
-of this package defines a few commands (``COMMANDS``) and imports only
-``app``. Nothing imports this module but the console script and tests.
+of this package defines a few commands and imports only ``app``. They are
+registered here by name and imported when a command is used, so
+``metabill --version`` and ``metabill validate-config`` pay only for what
+they run. Nothing imports this module but the console script and tests.
 """
 
 from __future__ import annotations
@@ -10,12 +12,31 @@ from __future__ import annotations
 import os
 import sys
 
-from engine.cli import cash, cashmgmt, exports, org, render, runs
 from engine.cli.app import cli, err_console
 
-for _module in (org, runs, cash, cashmgmt, exports, render):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
+#: Every command: its name and where it is defined (imported when used).
+COMMANDS = {
+    "validate-config": "engine.cli.org:validate_config",
+    "db": "engine.cli.org:db",
+    "load": "engine.cli.org:load",
+    "export-records": "engine.cli.org:export_records_cmd",
+    "invoice-run": "engine.cli.runs:invoice_run",
+    "delete-drafts": "engine.cli.runs:delete_drafts_cmd",
+    "finalize": "engine.cli.runs:finalize_cmd",
+    "cancel": "engine.cli.runs:cancel_cmd",
+    "explain": "engine.cli.runs:explain_cmd",
+    "payment": "engine.cli.cash:payment",
+    "write-off": "engine.cli.cash:write_off_cmd",
+    "collect-balances": "engine.cli.cash:collect_balances_cmd",
+    "jobs": "engine.cli.cash:jobs",
+    "fix-invoices": "engine.cli.cashmgmt:fix_invoices",
+    "payment-plan": "engine.cli.cashmgmt:payment_plan",
+    "entries": "engine.cli.cashmgmt:entries",
+    "partial-credit": "engine.cli.cashmgmt:partial_credit",
+    "export": "engine.cli.exports:export",
+    "render": "engine.cli.render:render",
+}
+cli.lazy.update(COMMANDS)
 
 
 def main() -> None:

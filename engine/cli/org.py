@@ -145,4 +145,3 @@ def export_records_cmd(object_name: str, out_file: Path | None, org_dir: Path, d
         err_console.print(f"Wrote {report.count} {report.object_name} record(s) to {out_file}.")
 
 
-COMMANDS = (validate_config, db, load, export_records_cmd)

@@ -67,4 +67,3 @@ def render(invoices: tuple[str, ...], run_name: str | None, formats: tuple[str, 
         raise failure
 
 
-COMMANDS = (render,)

@@ -178,4 +178,3 @@ def explain_cmd(invoice, org_dir, db_url):
             click.echo(line)
 
 
-COMMANDS = (invoice_run, delete_drafts_cmd, finalize_cmd, cancel_cmd, explain_cmd)
