@@ -16,12 +16,14 @@ Packages below never import this module; it imports them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from engine.config.checking import Check
 from engine.config.loader import LoadResult, load_org
 from engine.domain.errors import EngineError, Problem, Where
-from engine.storage.context import Context
+
+if TYPE_CHECKING:  # the context pulls in the database layer: validate-config never needs it
+    from engine.storage.context import Context
 
 
 def all_checks() -> tuple[Check, ...]:
@@ -31,8 +33,9 @@ def all_checks() -> tuple[Check, ...]:
     from engine.cash.checks import CHECKS as cash
     from engine.documents.checks import CHECKS as documents
     from engine.domain.checks import CHECKS as rules
+    from engine.exports.checks import CHECKS as exports
 
-    return (*billing, *booking, *documents, *rules, *cash)
+    return (*billing, *booking, *documents, *rules, *cash, *exports)
 
 
 def load_project(path: str | Path) -> LoadResult:
@@ -60,6 +63,8 @@ class ConfigurationInvalid(EngineError):
 
 def open_context(org_dir: str | Path) -> Context:
     """The runtime context of a valid org, or :class:`ConfigurationInvalid`."""
+    from engine.storage.context import Context
+
     result = load_project(org_dir)
     if not result.ok:
         raise ConfigurationInvalid(org_dir, result)
@@ -67,13 +72,23 @@ def open_context(org_dir: str | Path) -> Context:
 
 
 def finalization_stages(ctx: Context) -> tuple:
-    """The stages after booking, in order: the finalization write-off of small
-    invoices (it also refreshes Account.Balance), then cash-management entries
-    and installments (a no-op with the integration off)."""
+    """The stages after booking, in order (domain-spec §4.2): the Prepaid
+    balances of PP_ fields, the assignment of free balances to the new
+    invoices (without cash management), the finalization write-off of small
+    invoices (after the assignment, so it sees the real open amount; it also
+    refreshes Account.Balance), the installments of payment plans, the
+    cash-management entries (a no-op with the integration off), and last the
+    issued documents (rendered and stored, with the invoice's fingerprint).
+    First of all, the subscription items' NextServicePeriodStart follows
+    the periods the invoices bill (set back by a cancellation)."""
+    from engine.billing.subscription_state import advance_service_periods
     from engine.booking.balances import apply_finalization_write_offs
     from engine.cash.entries import create_entries
+    from engine.cash.finalization import assign_free_balances, create_installments, create_prepaid_balances
+    from engine.documents.finalization import issue_documents
 
-    return (apply_finalization_write_offs, create_entries)
+    return (advance_service_periods, create_prepaid_balances, assign_free_balances, apply_finalization_write_offs, create_installments,
+            create_entries, issue_documents)
 
 
 def finalize(engine, ctx: Context, invoice_ids: Sequence[int], *, today=None):
@@ -117,7 +132,7 @@ def finalization_failure(report) -> EngineError | None:
     if not report.failures:
         return None
     return InvoicesNotFinalized(f"{len(report.failures)} invoice(s) could not be finalized",
-                                problems=report.problems)
+                                problems=report.problems, partly_done=bool(report.finalized))
 
 
 def cancel_invoice(engine, ctx: Context, invoice: str, *, reason: str | None = None, when=None,

@@ -32,6 +32,14 @@ from .tax import TaxDecision, TaxError, TaxResolver
 SUB_TYPES = ("Partial", "Progress")
 FINAL_TYPE = "Final"
 STANDARD_TYPE = "Standard"
+#: A deposit invoice (domain-spec §4.10): a down payment requested before the
+#: final invoice, which deducts what was paid on it; booked like a progress
+#: invoice (interim, not revenue), and closed by its final invoice.
+DEPOSIT_TYPE = "Deposit"
+#: Invoice types a final invoice deducts.
+DEDUCTED_TYPES = SUB_TYPES + (DEPOSIT_TYPE,)
+#: Invoice types grouped and associated by their sub-invoice assignment key.
+KEYED_TYPES = DEDUCTED_TYPES + (FINAL_TYPE,)
 
 # Account data copied to the invoice (target <- account field), before the
 # account's ON fields. Only address and currency data: an account's own Type
@@ -95,7 +103,7 @@ class SourceHeader:
         """Records with equal keys become one invoice. The first element puts
         final invoices after everything else, so that a run billing a sub
         invoice and its final invoice builds (and refuses) the final last."""
-        key = self.assignment_key if self.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None
+        key = self.assignment_key if self.invoice_type in KEYED_TYPES else None
         return (
             1 if self.invoice_type == FINAL_TYPE else 0,
             self.account_id,
@@ -168,7 +176,7 @@ def build_invoice(
         "template": first.template.name,
         "currencyisocode": first.currency,
         "businessentity": first.business_entity,
-        "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in SUB_TYPES + (FINAL_TYPE,) else None,
+        "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in KEYED_TYPES else None,
         "date": run.invoice_date,
         "invoicerun": run.run_id,
         "confighash": run.config_hash,
@@ -203,6 +211,8 @@ def build_invoice(
         lines.append(line)
     if first.invoice_type == FINAL_TYPE:
         lines.extend(deduction_lines(run, header, lines, subs))
+    if first.invoice_type == DEPOSIT_TYPE:
+        deposit_share(header, lines)
     _amounts(header, lines, run.rounding)
     _totals(header, lines)
     check_invoice(header, lines)
@@ -233,13 +243,45 @@ def _apply_tax(tax: Callable[[Mapping[str, object], date | None], TaxDecision], 
         line.setdefault("vatcategorycode", decision.category)
 
 
+def deposit_share(header: Mapping[str, object], lines: list[dict]) -> None:
+    """The lines of a deposit invoice (domain-spec §4.10): each line bills
+    its share of the deposit, as quantity 1 at that net price. The share is
+    ``Invoice.DepositRate`` percent of the line's net (half up to cents), or
+    ``Invoice.DepositAmount`` split over the lines in proportion to their net
+    (exactly, :func:`engine.domain.money.allocate`); both come from the
+    source's ON fields (``ON_DepositRate``, ``ON_DepositAmount``). Neither
+    set: the lines as priced (the source prices the deposit itself). Both
+    set: a :class:`BuildError` (which one is meant?)."""
+    rate, amount = header.get("depositrate"), header.get("depositamount")
+    if rate is not None and amount is not None:
+        raise BuildError("a deposit invoice takes ON_DepositRate or ON_DepositAmount, not both")
+    if rate is None and amount is None:
+        return
+    nets = [round_money(Decimal(line["quantity"]) * Decimal(line["unitprice"])) for line in lines]
+    if rate is not None:
+        if not ZERO < Decimal(rate) <= 100:  # type: ignore[arg-type]
+            raise BuildError(f"ON_DepositRate {rate} is not a percentage above 0 and at most 100")
+        shares = [round_money(net * Decimal(rate) / 100) for net in nets]  # type: ignore[arg-type]
+    else:
+        total = sum(nets, ZERO)
+        if total == 0 or Decimal(amount) == 0 or (Decimal(amount) > 0) != (total > 0) \
+                or abs(Decimal(amount)) > abs(total):  # type: ignore[arg-type]
+            raise BuildError(f"ON_DepositAmount {amount} does not fit the lines' net total {total}")
+        shares = allocate(Decimal(amount), nets)  # type: ignore[arg-type]
+    for line, share in zip(lines, shares):
+        line["quantity"] = Decimal(1)
+        line["unitprice"] = share
+
+
 def deduction_lines(
-    run: RunFacts, header: Mapping[str, object], main: Sequence[dict], subs: Sequence[SubInvoice]
+    run: RunFacts | None, header: Mapping[str, object], main: Sequence[dict], subs: Sequence[SubInvoice]
 ) -> list[dict]:
     """The lines of a final invoice that deduct its sub invoices (§3.8).
+    (``run`` is not read: the deductions depend on the invoice and its sub
+    invoices only, which lets finalization rebuild them without a run.)
 
     Partial invoices are complete invoices: each of their lines is deducted
-    with its full net. Progress invoices are deducted with what was received
+    with its full net. Progress and deposit invoices are deducted with what was received
     on them, net of the line's tax rate (received gross split over the lines
     in proportion to their gross). A deduction keeps the sub-invoice line's
     title when a main line has the same title (the position is disclosed);
@@ -295,6 +337,52 @@ def deduction_lines(
                 }
             )
     return out
+
+
+#: The line fields that make a deduction what it is: two deductions alike in
+#: these are the same deduction (:func:`rebuild_final_invoice` compares them).
+DEDUCTION_FIELDS = ("subinvoice", "title", "unitprice", "taxrate", "taxcode")
+
+
+def deduction_signature(lines: Iterable[Mapping[str, object]]) -> list[tuple]:
+    """The deductions of a final invoice as comparable tuples, in line order."""
+    out = []
+    for line in lines:
+        if not line.get("isdeduction"):
+            continue
+        values = []
+        for key in DEDUCTION_FIELDS:
+            value = line.get(key)
+            if isinstance(value, Decimal):
+                value = value.normalize()
+            elif key == "subinvoice" and value is not None:
+                value = int(value)  # type: ignore[call-overload]
+            values.append(value)
+        out.append(tuple(values))
+    return out
+
+
+def rebuild_final_invoice(header: Mapping[str, object], lines: Sequence[Mapping[str, object]],
+                          subs: Sequence[SubInvoice], rounding: str) -> tuple[dict, list[dict]]:
+    """A final invoice draft as it is to be finalized *now* (domain-spec §3.8
+    step 5): its main lines as they are, and the deductions of its sub
+    invoices as they stand at this moment (payments received since the draft
+    was built are deducted too; a sub invoice cancelled meanwhile is not).
+
+    Pure: returns a copy of the header with new totals and the lines (main
+    lines first, in their order, then the deductions), amounts recomputed
+    exactly as the run computes them and checked (:func:`check_invoice`).
+    The caller compares :func:`deduction_signature` of old and new lines and
+    writes only when they differ. Raises :class:`BuildError` when a sub
+    invoice of the project is still a draft."""
+    fresh = dict(header)
+    main = [dict(line) for line in sorted((line for line in lines if not line.get("isdeduction")),
+                                          key=lambda line: (line.get("sequence") or 0, line.get("id") or 0))]
+    rebuilt = main + deduction_lines(None, fresh, main, subs)
+    _amounts(fresh, rebuilt, rounding)
+    _totals(fresh, rebuilt)
+    check_invoice(fresh, rebuilt)
+    return fresh, rebuilt
 
 
 def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str) -> None:

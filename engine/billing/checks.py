@@ -16,6 +16,7 @@ from engine.config.checking import Check, CheckContext
 from engine.config.diagnostics import Diagnostic, Location, did_you_mean, make
 from engine.config.model import FieldDef, FieldType, ObjectDef, ObjectKind, SettingRecord
 from engine.config.yamlsrc import locate_in_scalar
+from engine.domain.settings import GlobalSettings
 from engine.domain.naming import (
     CONTROLLING_FIELDS,
     HEADER_OPTIONAL,
@@ -33,6 +34,7 @@ from engine.domain.naming import (
 )
 
 from .condition import parse_condition
+from .subscription_checks import CHECKS as USE_CASE_CHECKS
 
 
 def check_filters(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -224,6 +226,15 @@ def check_on_copies(ctx: CheckContext) -> Iterator[Diagnostic]:
             continue
         suffix = str(record.get("TransactionalSuffix") or "")
         relation = record.get("ChildRelation")
+        use_case = record.get("UseCase")
+        if use_case in ("SubscriptionBuilder", "Continuous", "Continuous Daily"):
+            continue  # the build copies to subscriptions (subscription_checks.py); usage records copy nothing
+        if use_case == "Subscription":  # subscription -> invoice, its items -> lines
+            items = ctx.model.object("SubscriptionItem")
+            plans[(target.key, "")] = (target, (invoice,))
+            if items is not None:
+                plans[(items.key, "")] = (items, (line,))
+            continue
         if relation:
             plans[(target.key, suffix)] = (target, (invoice,))
             rel = target.child_relationship(str(relation))
@@ -258,9 +269,52 @@ def check_on_copies(ctx: CheckContext) -> Iterator[Diagnostic]:
                     )
 
 
+def _can_bill_deposits(fdef: FieldDef) -> bool:
+    """Does an ON_Type field say, in the configuration itself, that it can
+    give ``Deposit``: a picklist with that value, a formula naming it, or a
+    default of it? (A plain text field decides by its data; finalization
+    refuses such a deposit then, with the same reason.)"""
+    if fdef.formula is not None and "deposit" in fdef.formula.expression.lower():
+        return True
+    if "Deposit" in (fdef.values or ()):
+        return True
+    return str(fdef.default or "").strip() == "Deposit"
+
+
+def check_deposit_bookkeeping(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """With bookkeeping on, deposit invoices are booked only with
+    CreateBookkeepingDataForDeposit (as down payments, never as revenue;
+    domain-spec §4.10, §5.1): without it a deposit invoice could not be
+    booked so that its payments reconcile, and finalization refuses it. A
+    filter whose ON_Type can give ``Deposit`` is reported at that field."""
+    settings = GlobalSettings.of(ctx.model)
+    if not settings.create_bookkeeping_data or settings.create_bookkeeping_data_for_deposit:
+        return
+    seen: set[tuple[str, str]] = set()
+    for record in ctx.model.setting_records("Filter"):
+        target = ctx.model.object(str(record.get("Target") or ""))
+        if target is None or record.get("UseCase") not in (None, "Generic"):
+            continue
+        fdef = target.field(controlling_name("ON_Type", str(record.get("TransactionalSuffix") or "")))
+        if fdef is None or (target.name, fdef.name) in seen or not _can_bill_deposits(fdef):
+            continue
+        seen.add((target.name, fdef.name))
+        yield make(
+            "E094",
+            f"filter '{record.name}': {target.name}.{fdef.name} can give Deposit invoices, but with "
+            "CreateBookkeepingData on they are booked only with CreateBookkeepingDataForDeposit "
+            "(finalization would refuse them)",
+            ctx.field_location(target, fdef),
+            "set GlobalSettings.CreateBookkeepingDataForDeposit to true (deposits are then booked as down "
+            "payments, like progress invoices), or let the field give another invoice type",
+        )
+
+
 #: The invoice run's checks, in the order their findings read best.
 CHECKS: tuple[Check, ...] = (
+    *USE_CASE_CHECKS,
     check_filters,
     check_filter_conditions,
     check_on_copies,
+    check_deposit_bookkeeping,
 )

@@ -29,7 +29,7 @@ from engine.config.values import ValueProblem
 from engine.storage.context import Context
 
 from .accounts import AccountCache
-from .build import FINAL_TYPE, STANDARD_TYPE, SUB_TYPES, SourceHeader, SourceLine
+from .build import KEYED_TYPES, STANDARD_TYPE, SourceHeader, SourceLine
 from .plan import FilterPlan, Level, coercer, getter
 
 #: Invoice types the run never creates (they come from cancellation, credits, dunning).
@@ -178,7 +178,7 @@ class SourceEvaluator:
             raise Unbillable(f"ON_Type '{invoice_type}' is not an invoice type the run creates")
         key = self.value(level, "ON_SubInvoiceAssignmentKey", record)
         key = str(key).strip() if key not in (None, "") else None
-        if invoice_type in SUB_TYPES + (FINAL_TYPE,) and not key:
+        if invoice_type in KEYED_TYPES and not key:
             raise Unbillable(f"a {invoice_type} invoice needs ON_SubInvoiceAssignmentKey")
         criterion = self.value(level, "ON_InvoiceCriterion", record)
         invoice_fields = self._copies(level, record, "Invoice")

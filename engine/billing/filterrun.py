@@ -22,6 +22,7 @@ records (:mod:`engine.billing.workers`).
 
 from __future__ import annotations
 
+import decimal
 import gc
 from collections import defaultdict
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from .accounts import AccountCache
 from .build import FINAL_TYPE, BuildError, DraftInvoice, RunFacts, SourceHeader, build_invoice
 from .condition.sql import compile_condition
 from .evaluate import SourceEvaluator, Unbillable, split_by_line_criterion
+from .keyorder import SortedKeys
 from .plan import FilterPlan
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
@@ -49,6 +51,19 @@ from .writing import ID_CHUNK, BatchOutcome, BatchWriter
 # Header records whose accounts are resolved together (one query per kind of
 # lookup instead of up to three per account).
 ACCOUNT_PREFETCH = 2000
+#: Decimal digits while a batch is built: the product of two 18-digit column
+#: values and a tax rate is exact, so only the column checks decide what fits.
+BUILD_PRECISION = 60
+#: Evaluated headers pass 1 keeps for pass 2 (about 1 kB each); beyond, pass 2
+#: evaluates a header again. Bounds the run's memory (issue 19).
+EVALUATED_KEPT = 25_000
+#: Account records cached before the cache is emptied and refilled as
+#: needed (each is read again at most once per prefetch chunk or batch).
+ACCOUNTS_KEPT = 20_000
+#: Invoices a filter's run lists in its report (``RunReport.invoices``, the
+#: ``--show-invoices`` table); the counts always cover all. About 400 bytes
+#: per invoice listed: the last part of a run's memory that grew with its size.
+LISTED_INVOICES = 10_000
 # Advisory lock keys are 32-bit: account ids are folded into that range.
 _INT4 = 2**31 - 1
 
@@ -74,10 +89,8 @@ class FilterRun:
         self.sources = SourceEvaluator(ctx, plan, self.accounts, (run.period_start, run.period_end), today)
         self.writer = BatchWriter(ctx, plan, run.run_id, self.sources.reference_targets())
         # Pass 1's evaluated headers with the rows they came from (see
-        # _current_header), until their batch is built.
+        # _current_header), until their batch is built; at most EVALUATED_KEPT.
         self._evaluated: dict[int, tuple[Sequence[object], SourceHeader]] = {}
-        # The account of each record to bill, from its group key (see bill()).
-        self._account_of: dict[int, int] = {}
         # The run reads exactly the fields its getters and formulas need
         # (plus the header's own CurrencyIsoCode, a currency fallback), not
         # every column of the source objects.
@@ -111,14 +124,21 @@ class FilterRun:
 
     def execute(self) -> FilterReport:
         """Both passes in this process."""
-        self.bill(self.evaluate())
+        with self.evaluate() as keyed:
+            self.bill(keyed)
         return self.report
 
-    def evaluate(self, partition: tuple[int, int] | None = None) -> list[tuple[tuple, int]]:
+    def evaluate(self, partition: tuple[int, int] | None = None) -> SortedKeys:
         """Pass 1: select and evaluate the unbilled header records; write the
         errors of those that cannot be billed. Returns ``(group key, record
-        id)`` of the rest, sorted by key. ``partition=(i, n)`` evaluates only
-        the records with ``id % n == i`` (workers share pass 1 that way)."""
+        id)`` of the rest, iterated sorted by key (close it when done).
+        ``partition=(i, n)`` evaluates only the records with ``id % n == i``
+        (workers share pass 1 that way).
+
+        Memory stays bounded: the records stream from the database, the
+        keys spill to a scratch file beyond :data:`keyorder.KEYS_IN_MEMORY`,
+        at most :data:`EVALUATED_KEPT` evaluations are kept for pass 2 and
+        the account cache is emptied beyond :data:`ACCOUNTS_KEPT`."""
         header_reader = self._header_reader
         where = self._unbilled()
         condition = self._condition()
@@ -127,11 +147,13 @@ class FilterRun:
         if partition is not None:
             index, count = partition
             where = sa.and_(where, self.header_table.c.id % count == index)
-        keyed: list[tuple[tuple, int]] = []
+        keyed = SortedKeys()
         failures: list[RecordFailure] = []
-        with self.session.read() as conn, cyclic_gc_paused():
+        with self.session.read() as conn, cyclic_gc_paused(), exact_arithmetic():
             rows = header_reader.read_with_rows(conn, where=where, order_by=[self.header_table.c.id])
             for chunk in _batched(rows, ACCOUNT_PREFETCH):
+                if len(self.accounts) > ACCOUNTS_KEPT:
+                    self.accounts.forget()
                 self.accounts.prefetch(conn, (self.sources.raw_account(record) for _, record in chunk))
                 for row, record in chunk:
                     try:
@@ -140,19 +162,32 @@ class FilterRun:
                         self.report.records_read += 1
                         failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
                         continue
+                    except ArithmeticError as error:
+                        self.report.records_read += 1
+                        failures.append(RecordFailure(self.plan.header.obj.name, record["id"], _incomputable(error)))
+                        continue
                     if source is None:
                         continue
                     self.report.records_read += 1
-                    keyed.append((source.group_key(), record["id"]))
-                    self._evaluated[record["id"]] = (row, source)
+                    keyed.add(source.group_key(), record["id"])
+                    if len(self._evaluated) < EVALUATED_KEPT:
+                        self._evaluated[record["id"]] = (row, source)
+                if len(failures) >= ACCOUNT_PREFETCH:
+                    self._write_failures(failures)
+                    failures = []
         if failures:
-            self._apply(self.session.write(lambda conn: self.writer.write_failures(conn, failures, BatchOutcome())))
-        keyed.sort()
+            self._write_failures(failures)
         return keyed
 
-    def bill(self, keyed: list[tuple[tuple, int]]) -> None:
+    def _write_failures(self, failures: list[RecordFailure]) -> None:
+        """Pass 1's record errors, in a write transaction of their own."""
+        self._apply(self.session.write(lambda conn: self.writer.write_failures(conn, failures, BatchOutcome())))
+
+    def bill(self, keyed: Iterable[tuple[tuple, int]], total: int | None = None) -> None:
         """Pass 2: build and write the records of ``keyed`` (sorted by group
-        key) batch by batch, one transaction each.
+        key; iterated once, so it may stream) batch by batch, one
+        transaction each; ``total`` is the number of records, for progress
+        (default: ``len(keyed)`` when it has a length).
 
         On PostgreSQL, where other processes may bill the same data at the
         same time, a batch first claims the accounts it bills (advisory locks,
@@ -161,22 +196,28 @@ class FilterRun:
         after the last batch they are tried once more, waiting for the other
         process this time: by then it has billed them (the re-read skips
         them), or it failed and they are billed here."""
-        self._account_of = {record_id: key[1] for key, record_id in keyed}
-        total = len(keyed)
+        if total is None and hasattr(keyed, "__len__"):
+            total = len(keyed)  # type: ignore[arg-type]
         done = 0
-        deferred: set[int] = set()
+        # The records of accounts another process was billing (few: only
+        # contended accounts), tried again at the end.
+        deferred: list[tuple[tuple, int]] = []
         for wait, items in ((False, keyed), (True, None)):
             if items is None:
                 if not deferred:
                     break
-                items = [(key, record_id) for key, record_id in keyed if record_id in deferred]
+                items = deferred
             for batch in self._batches(items):
+                if len(self.accounts) > ACCOUNTS_KEPT:
+                    self.accounts.forget()
                 outcome = self.session.write(lambda conn: self._process(conn, batch, wait))
                 self._apply(outcome)
-                deferred.update(outcome.skipped)
+                if outcome.skipped and not wait:
+                    skipped = set(outcome.skipped)
+                    deferred.extend(item for item in batch if item[1] in skipped)
                 done += len(batch) - len(outcome.skipped)
                 if self.progress:
-                    self.progress(self.plan.name, done, total)
+                    self.progress(self.plan.name, done, total if total is not None else done)
         self._evaluated.clear()  # records billed by someone else meanwhile
 
     def _apply(self, outcome: BatchOutcome) -> None:
@@ -184,9 +225,12 @@ class FilterRun:
         self.report.invoices += outcome.invoices
         self.report.lines += outcome.lines
         self.report.failures.extend(outcome.failures)
-        self.summaries.extend(outcome.summaries)
+        room = LISTED_INVOICES - len(self.summaries)
+        if room > 0:
+            self.summaries.extend(outcome.summaries[:room])
 
-    def claim_accounts(self, conn: sa.Connection, ids: list[int], wait: bool) -> tuple[list[int], list[int]]:
+    def claim_accounts(self, conn: sa.Connection, ids: list[int], wait: bool,
+                       account_of: dict[int, int]) -> tuple[list[int], list[int]]:
         """PostgreSQL: take the transaction-scoped advisory lock of every
         account the batch bills, so that no two processes bill one account at
         the same time (a group, and so an invoice, never spans accounts).
@@ -203,7 +247,7 @@ class FilterRun:
         and its re-read skips the record."""
         if conn.dialect.name != "postgresql" or self.session.dry_run:
             return ids, []
-        accounts = sorted({self._account_of.get(i) for i in ids} - {None})
+        accounts = sorted({account_of.get(i) for i in ids} - {None})
         if not accounts:
             return ids, []
         ordered = sa.select(sa.func.unnest(sa.literal(accounts, type_=ARRAY(sa.BigInteger))).label("a")) \
@@ -217,10 +261,10 @@ class FilterRun:
         busy = {account for account, ok in rows if not ok}
         if not busy:
             return ids, []
-        return ([i for i in ids if self._account_of.get(i) not in busy],
-                [i for i in ids if self._account_of.get(i) in busy])
+        return ([i for i in ids if account_of.get(i) not in busy],
+                [i for i in ids if account_of.get(i) in busy])
 
-    def _batches(self, keyed: list[tuple[tuple, int]]) -> Iterator[list[int]]:
+    def _batches(self, keyed: Iterable[tuple[tuple, int]]) -> Iterator[list[tuple[tuple, int]]]:
         """Consecutive groups of equal keys, cut into batches of about
         ``batch_size`` records without splitting a group. Final invoices never
         share a batch with other records: they must see the sub invoices the
@@ -232,7 +276,7 @@ class FilterRun:
             if batch and key != previous and (len(batch) >= self.batch_size or phase_change):
                 yield batch
                 batch = []
-            batch.append(record_id)
+            batch.append((key, record_id))
             previous = key
         if batch:
             yield batch
@@ -250,12 +294,14 @@ class FilterRun:
             return remembered[1]
         return self.sources.header(conn, record)
 
-    def _process(self, conn: sa.Connection, ids: list[int], wait: bool = True) -> BatchOutcome:
-        """One batch, inside its transaction: what it did, for :meth:`_apply`
-        after the commit (the transaction may be run again)."""
+    def _process(self, conn: sa.Connection, batch: list[tuple[tuple, int]], wait: bool = True) -> BatchOutcome:
+        """One batch of ``(group key, record id)``, inside its transaction:
+        what it did, for :meth:`_apply` after the commit (the transaction may
+        be run again)."""
         out = BatchOutcome()
-        ids, out.skipped = self.claim_accounts(conn, ids, wait)
-        with cyclic_gc_paused():
+        account_of = {record_id: key[1] for key, record_id in batch}
+        ids, out.skipped = self.claim_accounts(conn, [record_id for _, record_id in batch], wait, account_of)
+        with cyclic_gc_paused(), exact_arithmetic():
             self._build_and_write(conn, ids, out)
         return out
 
@@ -289,6 +335,9 @@ class FilterRun:
     def _build_and_write(self, conn: sa.Connection, ids: list[int], out: BatchOutcome) -> None:
         plan = self.plan
         headers, children = self._read_batch(conn, ids)
+        # The accounts of the batch, in bulk (the cache may have been emptied
+        # since pass 1, see ACCOUNTS_KEPT).
+        self.accounts.prefetch(conn, (self.sources.raw_account(record) for _, record in headers))
         failures: list[RecordFailure] = []
         groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
         for row, record in headers:
@@ -302,8 +351,12 @@ class FilterRun:
             except Unbillable as failed:
                 failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
                 continue
+            except ArithmeticError as error:
+                failures.append(RecordFailure(plan.header.obj.name, record["id"], _incomputable(error)))
+                continue
             for part in split_by_line_criterion(source):
                 groups[part.group_key()].append(part)
+        self.accounts.load(conn, (sources[0].account_id for sources in groups.values()))
         finals = (s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE)
         subs = open_sub_invoices(conn, self.ctx, finals)  # type: ignore[arg-type]
         drafts: list[DraftInvoice] = []
@@ -318,10 +371,33 @@ class FilterRun:
             except (BuildError, Unbillable) as error:
                 message = str(error)
                 failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
+            except ArithmeticError as error:
+                failures.extend(RecordFailure(s.object_name, s.record_id, _incomputable(error)) for s in sources)
         drafts = self.writer.check_references(conn, drafts, failures)
-        self.writer.write(conn, drafts, out)
+        self.writer.write_fitting(conn, drafts, out, failures)
         if failures:
             self.writer.write_failures(conn, failures, out)
+
+
+@contextmanager
+def exact_arithmetic() -> Iterator[None]:
+    """Decimal arithmetic at :data:`BUILD_PRECISION` digits inside the block.
+
+    With the default 28 digits, a quantity times a price of values that each
+    fit their columns can already be rounded, and rounding a formula result
+    of 30 digits to its field's scale fails: the record then crashed the
+    batch instead of being refused. At 60 digits everything a record can
+    hold is computed exactly, and the column checks (the ON copy's
+    coercion, the batch writer) refuse what does not fit, per record, naming
+    the field. Results that fit are the same at either precision."""
+    with decimal.localcontext() as context:
+        context.prec = BUILD_PRECISION
+        yield
+
+
+def _incomputable(error: ArithmeticError) -> str:
+    """The record error of arithmetic that failed even at :data:`BUILD_PRECISION`."""
+    return f"its amounts cannot be computed ({type(error).__name__}): check the record's numbers and formulas"
 
 
 @contextmanager

@@ -32,6 +32,13 @@ class RecordNotBilled(EngineError):
     code = "R204"
 
 
+class RecordsNotBilled(EngineError):
+    """Some source records of an invoice run could not be billed; the others
+    were (one problem per record, the reason is also on the record)."""
+
+    code = "R212"
+
+
 @dataclass(frozen=True)
 class RecordFailure:
     """A source record the run could not bill, and why."""
@@ -83,6 +90,8 @@ class RunReport:
     filters: list[FilterReport] = field(default_factory=list)
     invoices: list[InvoiceSummary] = field(default_factory=list)
     seconds: float = 0.0
+    #: The dead processes this run was recovered from (descriptions).
+    recovered: tuple[str, ...] = ()
 
     @property
     def invoice_count(self) -> int:
@@ -100,3 +109,13 @@ class RunReport:
     def problems(self) -> tuple[Problem, ...]:
         """Every record failure as a problem, in report order (filter by filter)."""
         return tuple(failure.problem for f in self.filters for failure in f.failures)
+
+    def failure_error(self) -> RecordsNotBilled | None:
+        """The error the command ends with when records failed (exit code 4:
+        the command ran, the other records were billed, or would be in a dry
+        run), else None."""
+        if not self.failure_count:
+            return None
+        done = "would be" if self.dry_run else "were"
+        return RecordsNotBilled(f"{self.failure_count} source record(s) could not be billed; the others {done}",
+                                problems=self.problems, partly_done=True)

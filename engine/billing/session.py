@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from engine.storage.db import unit_of_work
 from engine.storage.retry import run_in_transaction
 
+from .runrecord import RunOwner, touch_owner
+
 T = TypeVar("T")
 
 
@@ -32,6 +34,11 @@ class RunSession:
     def __init__(self, engine: sa.Engine, dry_run: bool):
         self.engine = engine
         self.dry_run = dry_run
+        #: The process's ownership of the run, once opened: every committed
+        #: write of a real run carries its heartbeat.
+        self.owner: RunOwner | None = None
+        #: The owner the run record is opened with (before it heartbeats).
+        self.pending_owner: RunOwner | None = None
         self._unit: ExitStack | None = None
         self._conn: sa.Connection | None = None
 
@@ -59,7 +66,16 @@ class RunSession:
         if self._conn is not None:
             with self._conn.begin_nested():
                 return work(self._conn)
-        return run_in_transaction(self.engine, work)
+        owner = self.owner
+        if owner is None:
+            return run_in_transaction(self.engine, work)
+
+        def with_heartbeat(conn: sa.Connection) -> T:
+            result = work(conn)
+            touch_owner(conn, owner)
+            return result
+
+        return run_in_transaction(self.engine, with_heartbeat)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -1,8 +1,8 @@
 """The sub invoices a final invoice deducts (domain-spec §3.8).
 
 A final invoice of an account and assignment key deducts that account's
-Partial and Progress invoices of the same key that are not canceled,
-settled, or already deducted by another final invoice. This module reads
+Partial, Progress and Deposit invoices of the same key that are not
+canceled, settled, or already deducted by another final invoice. This module reads
 them, with their lines and the payments received on them, for the pure
 builder (:func:`engine.billing.build.deduction_lines`).
 """
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from engine.domain.batching import chunks
 from engine.storage.context import Context
 
-from .build import SUB_TYPES, SubInvoice
+from .build import DEDUCTED_TYPES, SubInvoice
 
 #: Ids per ``IN (...)`` list.
 ID_CHUNK = 500
@@ -39,7 +39,7 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
         sa.select(invoice.c.id, invoice.c.name, invoice.c.type, invoice.c.status, invoice.c.grandtotal,
                   invoice.c.account, invoice.c.subinvoiceassignmentkey)
         .where(invoice.c.subinvoiceassignmentkey.in_(keys))
-        .where(invoice.c.type.in_(SUB_TYPES))
+        .where(invoice.c.type.in_(DEDUCTED_TYPES))
         .where(invoice.c.status.not_in(("Canceled", "Settled")))
         .where(invoice.c.finalinvoice.is_(None))
         .order_by(invoice.c.id)

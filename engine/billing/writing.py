@@ -19,13 +19,15 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
-from engine.config.model import FieldDef
+from engine.config.model import FieldDef, ObjectDef
 from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, insert_tuples, now_utc, update_by_id
 from engine.storage.context import Context
 from engine.storage.db import copy_rows
+from engine.storage.guards import insert_lines_checked
 from engine.storage.ids import next_autonumbers
 from engine.storage.schema import CLAIM
+from engine.storage.types import TextTooLong, ValueOutOfRange
 
 from .build import DraftInvoice
 from .plan import FilterPlan
@@ -109,19 +111,7 @@ class BatchWriter:
         write back to the sources; count it all in ``out``."""
         if not drafts:
             return
-        invoices = RowWriter(conn, self.invoice_obj)
-        lines = RowWriter(conn, self.line_obj)
-        headers = [d.header for d in drafts]
-        invoices.assign_ids(headers)
-        for header in headers:
-            header["name"] = f"DRAFT-{header['id']:06d}"
-        all_lines = []
-        for draft in drafts:
-            for line in draft.lines:
-                line["invoice"] = draft.header["id"]
-                all_lines.append(line)
-        invoices.insert(headers)
-        insert_many(conn, lines, all_lines)
+        headers, all_lines = insert_drafts(conn, self.invoice_obj, self.line_obj, drafts)
         suffix = self.plan.suffix
         source_table = self.plan.header.obj.table_name
         # A header record whose lines were split by a line-level invoice
@@ -155,6 +145,51 @@ class BatchWriter:
                 )
             )
 
+    def write_fitting(self, conn: sa.Connection, drafts: list[DraftInvoice], out: BatchOutcome,
+                      failures: list[RecordFailure]) -> None:
+        """:meth:`write`, except that drafts with a value that does not fit
+        its column are left out and become record errors of their sources
+        (added to ``failures``)."""
+        keys = [(record, set(record)) for draft in drafts for record in (draft.header, *draft.lines)]
+        savepoint = conn.begin_nested()
+        try:
+            self.write(conn, drafts, out)
+        except (ValueOutOfRange, TextTooLong):
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+            return
+        # (Any other failure leaves the savepoint to the batch's rollback: no
+        # statement is sent after it.)
+        # Take back what the rolled-back write gave the drafts (ids, names,
+        # links, timestamps): they were reserved in the savepoint, which is gone.
+        for record, before in keys:
+            for key in set(record) - before:
+                del record[key]
+        kept = []
+        for draft in drafts:
+            problem = self.unfit(conn, draft)
+            if problem is None:
+                kept.append(draft)
+            else:
+                failures.extend(RecordFailure(s.object_name, s.record_id, problem) for s in draft.sources)
+        self.write(conn, kept, out)
+
+    def unfit(self, conn: sa.Connection, draft: DraftInvoice) -> str | None:
+        """Why ``draft`` cannot be stored (the first value that does not fit
+        its column, naming the field), or None."""
+        try:
+            # Lines first: a line amount is where a too large quantity or price shows.
+            RowWriter(conn, self.line_obj).rows(draft.lines)
+            RowWriter(conn, self.invoice_obj).rows([draft.header])
+        except (ValueOutOfRange, TextTooLong) as error:
+            where = error.where
+            field_name = f"{where.object}.{where.field}: " if where.field and str(error)[:len(where.object or "")] \
+                != where.object else ""
+            hint = f"; {error.hint}" if error.hint else ""
+            return f"{field_name}{error}{hint}"[:ERROR_LENGTH]
+        return None
+
     def write_failures(self, conn: sa.Connection, failures: list[RecordFailure], out: BatchOutcome) -> BatchOutcome:
         """Write each failure's message and the run to its source record."""
         wb = self.plan.header_writeback
@@ -166,6 +201,29 @@ class BatchWriter:
         )
         out.failures.extend(failures)
         return out
+
+
+def insert_drafts(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef,
+                  drafts: list[DraftInvoice]) -> tuple[list[dict], list[dict]]:
+    """Insert draft invoices (named ``DRAFT-<id>``) and their lines; returns
+    the headers and lines as written. Every kind of run writes its drafts
+    here, so the guard that no line goes under a finalized invoice is checked
+    once per set (:func:`engine.storage.guards.insert_lines_checked`)."""
+    invoices = RowWriter(conn, invoice_obj)
+    lines = RowWriter(conn, line_obj)
+    headers = [d.header for d in drafts]
+    invoices.assign_ids(headers)
+    for header in headers:
+        header["name"] = f"DRAFT-{header['id']:06d}"
+    all_lines = []
+    for draft in drafts:
+        for line in draft.lines:
+            line["invoice"] = draft.header["id"]
+            all_lines.append(line)
+    invoices.insert(headers)
+    insert_lines_checked(conn, invoice_obj.table_name, (h["id"] for h in headers),
+                         lambda: insert_many(conn, lines, all_lines))
+    return headers, all_lines
 
 
 def insert_many(conn: sa.Connection, writer: RowWriter, records: list[dict]) -> None:

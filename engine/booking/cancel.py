@@ -31,7 +31,10 @@ from engine.storage.bulk import RowWriter
 from engine.storage.context import Context
 from engine.storage.schema import CLAIM
 
+from .balances import refresh_invoices
+from .dues import refresh_installments
 from .errors import CancelError, invoice_where
+from .final_invoices import deducting_final_invoice
 from .postings import Booking, BookingSet, debit_credit_flag
 from .write import write_bookings
 
@@ -40,24 +43,67 @@ NOT_COPIED = {
     "id", "name", "createddate", "lastmodifieddate", "status", "class", "type", "date", "paymentduedate",
     "paymentdate", "balance", "balancedifference", "nextpaymentdue", "nextpaymentduedate", "relatedinvoice",
     "canceledwith", "cancelationreason", "finalinvoice", "exported", "timesexported", "pdf", "invoicerun",
-    "sepapaymenterror", "totalnet", "totaltax", "grandtotal", "confighash",
+    "sepapaymenterror", "totalnet", "totaltax", "grandtotal", "confighash", "documenthash", "issuedfingerprint",
 }
 _NEGATED_LINE_FIELDS = ("unitprice", "unitpricenet", "postotalnet", "postotaltax", "postotalgross")
 
 
-def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, reason: str | None) -> int:
-    """The id of a new draft cancellation invoice for ``invoice_name``."""
+def _locked_original(conn: sa.Connection, ctx: Context, invoice_name: str) -> dict:
+    """The invoice to cancel, row-locked (``FOR UPDATE`` on PostgreSQL;
+    SQLite's write transaction holds the database): a concurrent
+    cancellation or payment of the same invoice waits for this transaction,
+    and under REPEATABLE READ then fails with a serialization failure and is
+    run again (:func:`engine.storage.retry.run_in_transaction`), seeing what
+    this one did."""
+    invoice_table = ctx.table("Invoice")
+    query = sa.select(invoice_table).where(invoice_table.c.name == invoice_name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    original = conn.execute(query).mappings().first()
+    if original is None:
+        raise CancelError(f"no invoice {invoice_name}", where=invoice_where(invoice_name))
+    return dict(original)
+
+
+def pending_cancellation(conn: sa.Connection, ctx: Context, original_id: int) -> int | None:
+    """The id of the original's cancellation draft, when one waits."""
+    invoice_table = ctx.table("Invoice")
+    return conn.execute(
+        sa.select(invoice_table.c.id).where(invoice_table.c.relatedinvoice == original_id)
+        .where(invoice_table.c.type == "Cancelation").where(invoice_table.c.status == "Draft")
+        .order_by(invoice_table.c.id)
+    ).scalar()
+
+
+def cancellation_draft(conn: sa.Connection, ctx: Context, invoice_name: str, reason: str | None) -> int:
+    """The cancellation draft of ``invoice_name`` for ``metabill cancel``:
+    the one already waiting (left by ``--draft-only``), else a new one. The
+    original is locked first, so two cancellations of one invoice never make
+    two drafts."""
+    original = _locked_original(conn, ctx, invoice_name)
+    if original["status"] in ("Open", "Paid"):
+        waiting = pending_cancellation(conn, ctx, original["id"])
+        if waiting is not None:
+            refuse_deducted_sub_invoice(conn, ctx, original)
+            return waiting
+    return create_cancellation(conn, ctx, invoice_name, reason, original=original)
+
+
+def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, reason: str | None, *,
+                        original: Mapping[str, Any] | None = None) -> int:
+    """The id of a new draft cancellation invoice for ``invoice_name``
+    (``original``: its row, already locked by the caller)."""
     invoice_table = ctx.table("Invoice")
     line_table = ctx.table("InvoiceLineItem")
     where = invoice_where(invoice_name)
-    original = conn.execute(sa.select(invoice_table).where(invoice_table.c.name == invoice_name)).mappings().first()
     if original is None:
-        raise CancelError(f"no invoice {invoice_name}", where=where)
+        original = _locked_original(conn, ctx, invoice_name)
     if original["status"] not in ("Open", "Paid"):
         raise CancelError(f"{invoice_name} is {original['status']}: only Open or Paid invoices can be cancelled",
                           where=where)
     if original["type"] == "Cancelation":
         raise CancelError(f"{invoice_name} is itself a cancellation; invoice anew instead", where=where)
+    refuse_deducted_sub_invoice(conn, ctx, original)
     pending = conn.execute(
         sa.select(invoice_table.c.name).where(invoice_table.c.relatedinvoice == original["id"])
         .where(invoice_table.c.type == "Cancelation")
@@ -87,6 +133,19 @@ def create_cancellation(conn: sa.Connection, ctx: Context, invoice_name: str, re
     return header["id"]
 
 
+def refuse_deducted_sub_invoice(conn: sa.Connection, ctx: Context, original: Mapping[str, Any]) -> None:
+    """A sub invoice that a finalized final invoice deducts cannot be
+    cancelled on its own: its payments would become free credit while the
+    final invoice still deducts them, and its cleared interim revenue would
+    never clear again (docs/decisions.md, "cancelling a final invoice")."""
+    final = deducting_final_invoice(conn, ctx, original)
+    if final is not None:
+        name = original.get("name")
+        raise CancelError(f"{name} is deducted by the final invoice {final['name']}: cancel the final invoice first",
+                          where=invoice_where(name),
+                          hint=f"cancel {final['name']} first (that unlinks its sub invoices), then {name}")
+
+
 def draft_name(draft_id: int) -> str:
     """The name of the cancellation draft with id ``draft_id``."""
     return f"DRAFT-{draft_id:06d}"
@@ -114,6 +173,7 @@ def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict,
     if original["status"] not in ("Open", "Paid"):
         raise CancelError(f"{original['name']} is {original['status']}: it cannot be cancelled",
                           where=invoice_where(original["name"]))
+    refuse_deducted_sub_invoice(conn, ctx, original)
     # 1. Payments on the original become free balances of the account.
     conn.execute(
         sa.update(balance_table).where(balance_table.c.invoice == original["id"])
@@ -140,10 +200,17 @@ def finalize_cancellation(conn: sa.Connection, ctx: Context, cancellation: dict,
                  .values(status="Canceled", canceledwith=cancellation["id"], balance=Decimal("0.00")))
     conn.execute(sa.update(invoice_table).where(invoice_table.c.id == cancellation["id"])
                  .values(status="Settled", balance=Decimal("0.00"), paymentdate=when))
+    refresh_installments(conn, ctx, [original["id"]])  # nothing is due on a cancelled invoice
     # A cancelled final invoice gives its sub invoices back to the project: the
     # next final invoice deducts them again (what was cleared stays cleared).
     if original.get("type") == "Final":
+        unlinked = [r.id for r in conn.execute(sa.select(invoice_table.c.id)
+                                               .where(invoice_table.c.finalinvoice == original["id"]))]
         conn.execute(sa.update(invoice_table).where(invoice_table.c.finalinvoice == original["id"]).values(finalinvoice=None))
+        # Its deposit invoices are no longer closed: Open or Paid again, by their balance.
+        conn.execute(sa.update(invoice_table).where(invoice_table.c.id.in_(unlinked or [-1]),
+                                                    invoice_table.c.status == "Closed").values(status="Paid"))
+        refresh_invoices(conn, ctx, unlinked)
     # 4. Release the billed source records.
     for table_name, column in invoice_backrefs(ctx):
         table = ctx.metadata.tables[table_name]

@@ -143,7 +143,7 @@ class _Asker:
                                 f"('{first_line.get('title')}')")
             return (self.resolver.collective_account("Revenue", line_question(invoice, first_line)),
                     "no G/L rule matched: collective account of type Revenue")
-        line = first_line if first_line is not None else clearing_line(lines)
+        line = first_line if first_line is not None else clearing_line(lines, detail)
         return (self.resolver.collective_account(booking_type, line_question(invoice, line)),
                 f"Collective Accounts of type {booking_type}")
 

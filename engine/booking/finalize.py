@@ -52,14 +52,15 @@ from engine.storage.retry import run_in_transaction
 from .accounts import AccountChoice, AccountResolver
 from .cancel import finalize_cancellation
 from .errors import BookingError, CancelError, FinalizeError, StageError, invoice_where
-from .final_invoices import settle_sub_invoices
+from .final_invoices import refresh_final_invoice, settle_sub_invoices
 from .invoices import invoice_booking_set, line_fields
 from .numbering import choose_counter, draw_numbers, range_key, render_number
 from .postings import BookingSet
 from .write import load_accounts, write_bookings
 
 __all__ = ["BATCH_INVOICES", "BATCH_LINES", "Failure", "FinalizationStage", "FinalizeError", "FinalizeReport",
-           "Finalized", "StageError", "choose_counter", "finalize_invoices", "range_key", "render_number"]
+           "Finalized", "StageError", "choose_counter", "finalize_in_transaction", "finalize_invoices", "range_key",
+           "render_number"]
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,20 @@ def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int
     return report
 
 
+def finalize_in_transaction(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int], *, today: date,
+                            stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
+    """Finalize the given drafts inside the caller's transaction, as one
+    batch (for a command that must finalize together with its other changes,
+    such as ``metabill cancel``). Invoices that fail before anything is
+    written are reported; a failure after writing (a cancellation or final
+    invoice that cannot be completed, a stage refusing an invoice) raises
+    :class:`FinalizeError`, and the caller must roll its transaction back."""
+    try:
+        return _finalize_set(conn, ctx, sorted(set(invoice_ids)), today, stages)
+    except _SoloFailure as failure:
+        raise failure.error from None
+
+
 @dataclass(frozen=True)
 class _Shape:
     invoice_id: int
@@ -367,6 +382,27 @@ class _Pending:
     draft_name: str = ""
 
 
+def _refresh_final_invoices(conn: sa.Connection, ctx: Context, ids: list[int], invoices: dict[int, dict],
+                            outcome: FinalizeReport) -> tuple[list[int], bool]:
+    """Final invoice drafts deduct what their sub invoices received up to
+    now (domain-spec §3.8 step 5): their deductions are rebuilt before
+    anything is decided. Returns the ids still to finalize (a final invoice
+    whose project still has a draft sub invoice is reported and dropped) and
+    whether any invoice changed."""
+    changed = False
+    remaining = []
+    for invoice_id in ids:
+        invoice = invoices.get(invoice_id)
+        try:
+            if invoice is not None:
+                changed |= refresh_final_invoice(conn, ctx, invoice)
+        except FinalizeError as error:
+            outcome.failures.append(Failure.of(invoice_id, error))
+            continue
+        remaining.append(invoice_id)
+    return remaining, changed
+
+
 def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date,
                   stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
     outcome = FinalizeReport()
@@ -375,6 +411,10 @@ def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date
 
     invoices = {row["id"]: dict(row) for row in conn.execute(
         sa.select(invoice_table).where(invoice_table.c.id.in_(ids))).mappings()}
+    ids, refreshed = _refresh_final_invoices(conn, ctx, ids, invoices, outcome)
+    if refreshed:  # deductions rebuilt: read the invoices' new totals
+        invoices = {row["id"]: dict(row) for row in conn.execute(
+            sa.select(invoice_table).where(invoice_table.c.id.in_(ids))).mappings()}
     lines_of = _line_groups(conn, ctx, ids)
     accounts = _accounts(conn, ctx, {inv["account"] for inv in invoices.values() if inv.get("account")}, today, book)
     sub_types = _sub_types(conn, ctx, lines_of) if book else {}
@@ -402,6 +442,11 @@ def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date
             except InvariantError as error:
                 raise FinalizeError(f"{invoice['name']}: {error}", where=where,
                                     hint="a draft changed since its run: delete it and run again") from None
+            if book and invoice.get("type") == "Deposit" and not ctx.settings.create_bookkeeping_data_for_deposit:
+                raise FinalizeError(
+                    f"{invoice['name']} is a deposit invoice: with bookkeeping on, deposits are booked only with "
+                    "GlobalSettings.CreateBookkeepingDataForDeposit (as down payments, not revenue)", where=where,
+                    hint="turn on CreateBookkeepingDataForDeposit, or bill the deposit as an invoice of another type")
             counter_key = (invoice.get("template"), invoice.get("businessentity"), invoice.get("class"))
             counter = counters.get(counter_key)
             if counter is None:

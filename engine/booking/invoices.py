@@ -11,12 +11,13 @@ By invoice type:
 * standard, partial and final main lines: ``Revenue`` on the line's G/L
   account (G/L rules; else the collective account of type Revenue), plus
   ``Tax`` on the collective account of type Tax;
-* progress invoices: ``Interim Revenue`` with the gross amount and no tax
-  booking, since tax arises when the payment is received;
+* progress and deposit invoices (:data:`INTERIM_INVOICE_TYPES`): ``Interim
+  Revenue`` with the gross amount and no tax booking, since tax arises when
+  the payment is received;
 * deduction lines of a final invoice: for a Partial sub invoice they post to
   revenue like any line (so revenue nets to the not-yet-billed part); for a
-  Progress sub invoice they are ``Interim Payment Clearing`` with the deducted
-  net amount.
+  Progress or Deposit invoice they are ``Interim Payment Clearing`` with the
+  deducted net amount.
 
 The debtor (business partner account) is the invoice's ``DebtorNo__c``, else
 the account's ``ON_DebtorNo__c``. An invoice whose bookings would lack an
@@ -42,7 +43,13 @@ from .errors import BookingError, invoice_where
 from .postings import Booking, BookingSet, debit_credit_flag
 from .questions import line_question
 
-__all__ = ["Booking", "BookingError", "booking_date", "common_fields", "copied_fields", "custom_values", "debtor_of",
+#: Invoices whose amount is a down payment, not revenue (domain-spec §5.6, §4.10):
+#: booked gross as Interim Revenue when finalized, tax arising on each payment
+#: (Interim Payment, Interim Tax), deducted by the final invoice through
+#: Interim Payment Clearing. Deposit invoices only with CreateBookkeepingDataForDeposit.
+INTERIM_INVOICE_TYPES = ("Progress", "Deposit")
+
+__all__ = ["INTERIM_INVOICE_TYPES", "Booking", "BookingError", "booking_date", "common_fields", "copied_fields", "custom_values", "debtor_of",
            "find_copied_fields", "invoice_booking_set", "invoice_bookings", "line_fields"]
 
 
@@ -159,7 +166,7 @@ def invoice_bookings(
     groups: dict[tuple, dict] = {}
     choices: dict[tuple, AccountChoice] = {}
     tax_groups: dict[tuple, dict] = {}
-    progress = invoice.get("type") == "Progress"
+    progress = invoice.get("type") in INTERIM_INVOICE_TYPES
 
     def collective(booking_type: str, line: Mapping[str, object]) -> AccountChoice:
         # The question is built only when a collective account is consulted (memoized there).
@@ -173,7 +180,7 @@ def invoice_bookings(
         if progress:
             booking_type, amount, gross = "Interim Revenue", Decimal(line["postotalgross"]), True
             choice = collective(booking_type, line)
-        elif sub_type == "Progress":
+        elif sub_type in INTERIM_INVOICE_TYPES:
             booking_type, amount, gross = "Interim Payment Clearing", -Decimal(line["postotalnet"]), False
             choice = collective(booking_type, line)
         else:
@@ -267,6 +274,7 @@ def common_fields(invoice: Mapping[str, object], account: Mapping[str, object], 
         "bic": invoice.get("bankcode"),
         "bankaccountowner": invoice.get("bankaccountowner"),
         "region": invoice.get("region"),
+        "subscription": invoice.get("subscription"),
         "vatid": account.get("on_vatnumber__c") or account.get("taxnumber"),
         "currencyisocode": invoice.get("currencyisocode"),
         "exported": False,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Mapping, Protocol, Sequence
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from engine.config.model import SettingRecord
-from engine.storage.bulk import RowWriter
-from engine.storage.context import Context
+
+if TYPE_CHECKING:  # the pattern functions serve validate-config, which needs no database layer
+    import sqlalchemy as sa
+
+    from engine.storage.context import Context
 
 from .errors import FinalizeError, invoice_where
 
@@ -98,12 +99,50 @@ def render_number(pattern: str, value: int, when: date, account_number: str | No
     return f"{head}{value:0{len(mask.group(1))}d}{tail}"
 
 
+#: What DATEV takes as Belegfeld 1 (the document number every booking of an
+#: invoice carries): at most 36 of these characters, not starting with + or -
+#: (DATEV-Format, Buchungsstapel; engine/exports/datev.py applies the same rule).
+DATEV_NUMBER_LENGTH = 36
+_DATEV_NUMBER = re.compile(r"[A-Za-z0-9$&%*+\-/]*")
+
+
+def datev_number_problem(number: str) -> str | None:
+    """Why an invoice number cannot be DATEV's Belegfeld 1, or None."""
+    if len(number) > DATEV_NUMBER_LENGTH:
+        return f"longer than {DATEV_NUMBER_LENGTH} characters"
+    if number[:1] in ("+", "-"):
+        return "starts with + or -"
+    bad = sorted({c for c in number if not _DATEV_NUMBER.fullmatch(c)})
+    if bad:
+        return "contains " + ", ".join(repr(c) for c in bad) + " (only A-Z a-z 0-9 $ & % * + - /)"
+    return None
+
+
+def pattern_problems(pattern: str) -> list[str]:
+    """What is wrong with a counter pattern before any number is drawn (the
+    checks validate-config runs at the Counter record): no digit mask, or
+    numbers that DATEV cannot take as Belegfeld 1, shown on a sample number
+    (a 31 December date, account number 10001, the mask full of nines so the
+    widest number is seen)."""
+    mask = _MASK.search(pattern)
+    if mask is None:
+        return ["has no digit mask like {00000}: the counter's value has nowhere to go"]
+    widest = 10 ** len(mask.group(1)) - 1
+    sample = render_number(pattern, widest, date(2024, 12, 31), "10001")
+    problem = datev_number_problem(sample)
+    return [f"gives numbers like {sample!r} that DATEV cannot take as Belegfeld 1: {problem}"] if problem else []
+
+
 def reserve(conn: sa.Connection, ctx: Context, counter: SettingRecord, when: date, account_id: int | None,
             count: int, last_invoice_id: int) -> int:
     """Advance the number range of (counter, period, account) by ``count``
     and return the first value reserved. The UPDATE takes the row lock
     (PostgreSQL) inside the batch's transaction (SQLite: ``BEGIN IMMEDIATE``),
     so two finalizations never draw the same value."""
+    import sqlalchemy as sa
+
+    from engine.storage.bulk import RowWriter
+
     obj = ctx.obj("NumberRange")
     table = ctx.table("NumberRange")
     key, parts = range_key(counter, when, account_id)
@@ -140,6 +179,8 @@ def draw_numbers(conn: sa.Connection, ctx: Context, pending: Sequence[Numbering]
                  accounts: Mapping[int, Mapping[str, object]]) -> None:
     """Number every pending invoice: one reservation per number range, values
     handed out in id order; sets name/status/dates on the invoice dicts."""
+    import sqlalchemy as sa
+
     by_range: dict[str, list[Numbering]] = {}
     for item in pending:
         key = range_key(item.counter, item.when, item.invoice["account"])[0]

@@ -18,6 +18,7 @@ themselves (:meth:`~engine.booking.accounts.AccountResolver.gl_account`).
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Mapping, Sequence
 
 from engine.domain.values import read_value
@@ -44,9 +45,17 @@ def line_question(invoice: Mapping[str, object], line: Mapping[str, object]) -> 
     }
 
 
-def clearing_line(lines: Sequence[Mapping[str, object]]) -> Mapping[str, object]:
-    """The line (in line order) whose tax values the clearing of a progress
-    invoice's unpaid interim revenue is booked with: the first with a tax code."""
+def clearing_line(lines: Sequence[Mapping[str, object]],
+                  group: Mapping[str, object] | None = None) -> Mapping[str, object]:
+    """The line (in line order) whose values the clearing of a progress
+    invoice's unpaid interim revenue is asked with: the first line of the
+    tax group ``group`` (its ``taxcode``, ``taxrate``, ``appliedtaxrule``;
+    the clearing is booked per tax group), else the first with a tax code."""
+    if group is not None:
+        wanted = (group.get("taxcode"), Decimal(group.get("taxrate") or 0), group.get("appliedtaxrule"))
+        for line in lines:
+            if (line.get("taxcode"), Decimal(line.get("taxrate") or 0), line.get("appliedtaxrule")) == wanted:
+                return line
     return next((line for line in lines if line.get("taxcode")), {})
 
 

@@ -18,9 +18,9 @@ Left alone: draft balances, locked balances (the ``Locked`` formula),
 balances with ``NoAutoAssignment``, cash-management balances (``Origin``
 JPAY1), Invoice and Prepaid balances; accounts with
 ``ON_NoAutoBalanceAssignment__c``; invoices with
-``ON_NoAutoBalanceAssignment__c``, and Progress and cancellation invoices
-(a progress invoice's payments carry interim bookings that an assignment,
-which books nothing, could not make).
+``ON_NoAutoBalanceAssignment__c``, and Progress, Deposit and cancellation
+invoices (a progress or deposit invoice's payments carry interim bookings
+that an assignment, which books nothing, could not make).
 
 A balance larger than what the invoice still needs is split: a new balance
 of the needed amount, on the invoice, with ``SplitFrom`` = the original (its
@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Collection
 
 import sqlalchemy as sa
 
@@ -54,8 +55,10 @@ JOB_NAME = "AssignBalancesChain"
 RULE_SPLIT = "AssignBalancesChain: split"
 CASH_MANAGEMENT_ORIGIN = "JPAY1"
 NOT_ASSIGNED_TYPES = ("Invoice", "Prepaid")
-NO_ASSIGNMENT_INVOICE_TYPES = ("Progress", "Cancelation")
+NO_ASSIGNMENT_INVOICE_TYPES = ("Progress", "Deposit", "Cancelation")
 ACCOUNT_PAGE = 500
+#: Invoice ids given as one IN list (more are filtered after reading).
+ID_LIST = 400
 
 
 @dataclass
@@ -84,9 +87,12 @@ def record_flag(ctx: Context, object_name: str, field_name: str, record: dict, t
 
 
 def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
-                    account_ids: list[int] | None = None) -> AssignmentReport:
+                    account_ids: list[int] | None = None,
+                    invoice_ids: Collection[int] | None = None) -> AssignmentReport:
     """Run the assignment inside the caller's transaction (see the module
-    docstring); ``account_ids`` limits it to those accounts."""
+    docstring); ``account_ids`` limits it to those accounts, ``invoice_ids``
+    to those invoices (finalization assigns free balances to the invoices
+    it just finalized, §4.6)."""
     balances, invoices, accounts = ctx.table("Balance"), ctx.table("Invoice"), ctx.table("Account")
     account_obj = ctx.obj("Account")
     report = AssignmentReport()
@@ -127,8 +133,12 @@ def assign_balances(conn: sa.Connection, ctx: Context, today: date, *, run: str,
                 sa.or_(invoices.c.type.is_(None), invoices.c.type.not_in(NO_ASSIGNMENT_INVOICE_TYPES)),
             ).order_by(invoices.c.account, invoices.c.paymentduedate.is_(None), invoices.c.paymentduedate,
                        invoices.c.date, invoices.c.name))
+        if invoice_ids is not None and len(invoice_ids) <= ID_LIST:
+            invoice_query = invoice_query.where(invoices.c.id.in_(sorted(invoice_ids)))  # lock only those
         open_invoices = [dict(r) for r in conn.execute(
             invoice_query.with_for_update() if lock else invoice_query).mappings()]
+        if invoice_ids is not None:
+            open_invoices = [i for i in open_invoices if i["id"] in invoice_ids]
         open_invoices = [i for i in open_invoices
                          if not record_flag(ctx, "Invoice", "ON_NoAutoBalanceAssignment__c", i, today)]
         _assign_page(conn, ctx, free, open_invoices, run, report)

@@ -11,9 +11,9 @@ Otherwise, for the whole batch at once:
    cancels (reason = the cancellation reason, Cancellation No./Id = the
    cancellation invoice; their entry items are deleted, so the payments
    behind them are free CM money again) and gets no entry of its own;
-2. every other invoice with a non-zero total gets its installments when it
-   has a payment plan (``InstallmentType``; what is already settled becomes
-   a deposit installment) and one entry per installment, else one entry;
+2. every other invoice with a non-zero total gets one entry per installment
+   (made by the stage before, :func:`engine.cash.finalization.create_installments`,
+   with or without cash management), else one entry;
 3. a partial credit (type Credit with a related Open invoice) reduces that
    invoice's entries (:mod:`engine.cash.cm_settlement`);
 4. money already on the invoices (e.g. Prepaid balances) becomes CM
@@ -22,9 +22,6 @@ Otherwise, for the whole batch at once:
 5. free CM money of the accounts is assigned to the new entries (payment and
    prepaid entry assignment on finalization).
 
-A payment plan that cannot be applied refuses its invoice
-(:class:`~engine.booking.finalize.StageError`): the batch is finalized again
-without it and it stays a draft, with the reason in the finalization report.
 Writes are bulk inserts and executemany updates for the whole batch.
 """
 
@@ -35,8 +32,6 @@ from datetime import date
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_accounts, refresh_invoices
-from engine.booking.finalize import StageError
-from engine.storage.bulk import RowWriter
 from engine.storage.context import Context
 
 from .cm_core import (
@@ -53,9 +48,7 @@ from .cm_core import (
     wants_entries,
 )
 from .cm_payments import migrate_balances, unmigrated_balances
-from .cm_plans import build_installments, open_amounts
 from .cm_settlement import apply_partial_credits
-from .errors import InstallmentError
 
 RUN = "finalization"
 
@@ -75,20 +68,15 @@ def create_entries(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> N
     regular = [i for i in invoices if wants_entries(i)]
     if regular:
         ids = [i["id"] for i in regular]
-        opened = open_amounts(conn, ctx, ids)
         accounts = {a["id"]: a for a in select_in(conn, ctx, "Account", "id", [i["account"] for i in regular])}
-        installment_writer = RowWriter(conn, ctx.obj("Installment"))
-        installments: list[dict] = []
+        # The installments were made by the stage before (engine.cash.finalization.create_installments).
+        installments: dict[int, list[dict]] = {}
+        for row in select_in(conn, ctx, "Installment", "invoice", ids, order=("invoice", "sequence", "id")):
+            installments.setdefault(row["invoice"], []).append(row)
         entries: list[dict] = []
         for invoice in regular:
-            try:
-                own = build_installments(ctx, invoice, opened[invoice["id"]])
-            except InstallmentError as error:
-                raise StageError(invoice["id"], f"{invoice.get('name')}: payment plan: {error}") from None
-            installments.extend(own)
-            installment_writer.assign_ids(own)
-            entries.extend(expected_entries(ctx, invoice, own, accounts.get(invoice["account"], {})))
-        installment_writer.insert(installments)
+            entries.extend(expected_entries(ctx, invoice, installments.get(invoice["id"], []),
+                                            accounts.get(invoice["account"], {})))
         insert_entries(conn, ctx, entries, RUN)
 
         # Money put on the drafts before finalization (prepaid) becomes CM payments.

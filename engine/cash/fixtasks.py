@@ -31,6 +31,7 @@ from datetime import date
 import sqlalchemy as sa
 
 from engine.booking.balances import refresh_accounts
+from engine.booking.dues import refresh_installments
 from engine.domain.errors import Where
 from engine.storage.bulk import RowWriter, update_by_id
 from engine.storage.context import Context
@@ -177,6 +178,7 @@ def _fix_page(conn: sa.Connection, ctx: Context, page: list[dict], when: date, c
                     changes.lines.append(f"{invoice['name']}: updated {', '.join(differing)} of entry "
                                          f"{current[key]['name']}")
         writer.insert(new_installments)
+        refresh_installments(conn, ctx, {row["invoice"] for row in new_installments})
         changes.installments_created += len(new_installments)
         changes.entries_canceled += cancel_entries(conn, ctx, to_cancel, "Outdated: replaced by the fix task")
         insert_entries(conn, ctx, new_entries, RUN_ENTRIES)

@@ -19,7 +19,16 @@ back and nothing is written.
 Idempotent with transaction numbers: a row whose ``TransactionNo`` is
 already on a balance is skipped (reported), so importing the same bank
 statement twice registers it once. A transaction number twice in one file
-is an error.
+is an error, and so is a row without one that repeats an earlier row of the
+file cell for cell: a bank statement exported twice into one file would
+otherwise be registered twice (give each payment a ``TransactionNo`` or a
+``Reference`` to import two identical payments).
+
+Every cell is checked where it enters, against the Balance field it fills
+(:func:`engine.config.values.coerce`): amounts of any length, dates outside
+the business dates (:data:`engine.config.values.BUSINESS_DATES`) and texts
+longer than their column are refused as ``file:row:column`` problems instead
+of failing in the database.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine.config.values import ValueProblem, parse_decimal
+from engine.config.model import FieldDef, ObjectDef
+from engine.config.values import ValueProblem, check_business_date, check_number_shape, coerce, parse_decimal
 from engine.storage.context import Context
 from engine.storage.csvio import RecordError, csv_records
 
@@ -41,6 +51,10 @@ from .payments import PaymentDetails, register_account_payment, register_payment
 COLUMNS = ("invoice", "account", "amount", "date", "type", "reference", "paymentmethod", "paymentprovider",
            "bankaccountid", "transactionno", "balanceassignmentkey")
 TYPES = ("Payment", "Prepayment", "Refund")
+#: The Balance field each optional text column fills (its length is checked).
+TEXT_FIELDS = {"reference": "Reference", "paymentmethod": "PaymentMethod", "paymentprovider": "PaymentProvider",
+               "bankaccountid": "BankAccountId", "transactionno": "TransactionNo",
+               "balanceassignmentkey": "BalanceAssignmentKey"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,10 @@ class ImportReport:
     total: Decimal = Decimal("0.00")
 
 
-def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
-    """Parse and check every row (no database)."""
+def read_rows(path: Path, balance: ObjectDef | None = None) -> tuple[list[PaymentRow], list[RecordError]]:
+    """Parse and check every row (no database). With ``balance`` (the
+    Balance object of the org), amounts and texts are checked against the
+    fields they fill, too."""
     display = str(path)
     errors: list[RecordError] = []
     rows: list[PaymentRow] = []
@@ -77,6 +93,8 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
     header: dict[str, str] = {}
     positions: dict[str, int] = {}
     seen_transactions: dict[str, int] = {}
+    seen_rows: dict[tuple[str, ...], int] = {}
+    fields = _balance_fields(balance)
     for line, cells in csv_records(path, display, errors.append):
         if not header:
             for index, cell in enumerate(cells):
@@ -112,24 +130,41 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
         try:
             amount = parse_decimal(cell("amount"))
             if amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-                bad("amount", f"must be positive with at most two decimals, got {cell('amount')}")
+                bad("amount", f"must be positive with at most two decimals, got {cell('amount')[:40]}")
+            elif "amount" in fields:
+                check_number_shape(amount, fields["amount"].precision, fields["amount"].scale)
         except ValueProblem as problem:
             bad("amount", str(problem) if cell("amount") else "required")
-        when = date.min
+        when = date(2000, 1, 1)
         try:
-            when = date.fromisoformat(cell("date"))
+            when = check_business_date(date.fromisoformat(cell("date")))
+        except ValueProblem as problem:
+            bad("date", str(problem))
         except ValueError:
-            bad("date", f"expected YYYY-MM-DD, got {cell('date')!r}" if cell("date") else "required")
+            bad("date", f"expected YYYY-MM-DD, got {_shown(cell('date'))}" if cell("date") else "required")
         kind = cell("type") or "Payment"
         if kind not in TYPES:
-            bad("type", f"{kind!r} is not one of {', '.join(TYPES)}")
+            bad("type", f"{_shown(kind)} is not one of {', '.join(TYPES)}")
         elif kind == "Prepayment" and invoice is not None:
             bad("type", "a prepayment goes to an account, not an invoice")
+        for column in TEXT_FIELDS:
+            value = cell(column)
+            if value and column in fields:
+                try:
+                    coerce(fields[column], value)
+                except ValueProblem as problem:
+                    bad(column, str(problem))
         transaction = cell("transactionno")
         if transaction:
             if transaction in seen_transactions:
-                bad("transactionno", f"{transaction!r} is also on row {seen_transactions[transaction]}")
+                bad("transactionno", f"{_shown(transaction)} is also on row {seen_transactions[transaction]}")
             seen_transactions.setdefault(transaction, line)
+        else:
+            same = tuple(cell(column) for column in COLUMNS)
+            if same in seen_rows:
+                bad(None, f"repeats row {seen_rows[same]} cell for cell and has no TransactionNo; a payment is "
+                          "imported once (give each payment a TransactionNo or Reference to import both)")
+            seen_rows.setdefault(same, line)
         if len(errors) == before:
             rows.append(PaymentRow(line, header, invoice, account, amount, when, kind, PaymentDetails(
                 reference=cell("reference") or None, payment_method=cell("paymentmethod") or None,
@@ -140,9 +175,23 @@ def read_rows(path: Path) -> tuple[list[PaymentRow], list[RecordError]]:
     return rows, errors
 
 
+def _balance_fields(balance: ObjectDef | None) -> dict[str, FieldDef]:
+    """The Balance fields the columns fill (those the org has)."""
+    if balance is None:
+        return {}
+    names = {"amount": "Amount", **TEXT_FIELDS}
+    found = {column: balance.field(name) for column, name in names.items()}
+    return {column: fdef for column, fdef in found.items() if fdef is not None and fdef.is_stored}
+
+
+def _shown(text: str) -> str:
+    """A cell in a message: quoted, cut when long."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
+
+
 def import_payments(conn: sa.Connection, ctx: Context, path: Path, *, run: str = "payment import") -> ImportReport:
     """Import the file inside the caller's transaction (see the module docstring)."""
-    rows, errors = read_rows(path)
+    rows, errors = read_rows(path, ctx.obj("Balance"))
     if errors:
         raise ImportFailed(errors)
     display = str(path)

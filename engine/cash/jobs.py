@@ -39,6 +39,7 @@ from croniter import croniter
 from engine.domain.errors import Where
 from engine.storage.context import Context
 from engine.storage.db import transaction
+from engine.storage.retry import run_in_transaction
 from engine.storage.schema import JOB_SLOT
 
 from .assignment import JOB_NAME as ASSIGN_BALANCES, assign_balances
@@ -54,6 +55,7 @@ class Schedule:
     cron: str
     time_zone: str
     active: bool
+    parameters: str = ""  # JSON, read by jobs that take parameters (InvoiceRun)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -79,7 +81,8 @@ def schedules(ctx: Context) -> list[Schedule]:
     out = []
     for record in ctx.model.setting_records("JobSchedule"):
         out.append(Schedule(record.name, str(record.get("Job") or ""), str(record.get("Cron") or "").strip(),
-                            str(record.get("TimeZone") or "UTC"), bool(record.get("Active", True))))
+                            str(record.get("TimeZone") or "UTC"), bool(record.get("Active", True)),
+                            str(record.get("Parameters") or "")))
     return out
 
 
@@ -116,9 +119,15 @@ def due_slot(schedule: Schedule, now: datetime) -> datetime | None:
 
 
 def ensure_slot_table(engine: sa.Engine) -> None:
-    """Create ``_mb_job_slot`` when the database has none yet."""
-    with transaction(engine) as conn:
-        JOB_SLOT.create(conn, checkfirst=True)
+    """Create ``_mb_job_slot`` when the database has none yet (two schedulers
+    ticking for the first time may race to create it: the loser finds it)."""
+    try:
+        with transaction(engine) as conn:
+            JOB_SLOT.create(conn, checkfirst=True)
+    except sa.exc.DBAPIError:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(JOB_SLOT.name):
+                raise
 
 
 def executed_slots(conn: sa.Connection) -> dict[str, str]:
@@ -148,8 +157,8 @@ def run_job(engine: sa.Engine, ctx: Context, job: str, *, today: date | None = N
         raise JobError(f"unknown job {job!r}; this version runs: {', '.join(sorted(JOBS))}")
     now = now or _now()
     run = f"{job}@{now:%Y%m%dT%H%M%S}"
-    with transaction(engine) as conn:
-        summary = function(conn, ctx, today or now.date(), run)
+    # Retried as a whole when PostgreSQL aborts it for a lost race (the job locks what it changes).
+    summary = run_in_transaction(engine, lambda conn: function(conn, ctx, today or now.date(), run))
     return JobRun(run, summary)
 
 
@@ -164,15 +173,21 @@ class TickResult:
     summary: str
 
 
-def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[TickResult]:
+def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None, finalize=None) -> list[TickResult]:
     """Run every active schedule's due slot that has not run yet (see the
     module docstring). Each slot: one transaction holding its record and
-    the job's work."""
+    the job's work; a scheduled invoice run commits batch by batch instead
+    (:mod:`engine.cash.scheduled_runs`, which ``finalize`` serves)."""
+    from .scheduled_runs import JOB_NAME as INVOICE_RUN, tick_invoice_run
+
     now = now or _now()
     ensure_slot_table(engine)
     results = []
     for schedule in schedules(ctx):
         if not schedule.active:
+            continue
+        if schedule.job == INVOICE_RUN:
+            results.append(tick_invoice_run(engine, ctx, schedule, now, finalize))
             continue
         function = JOBS.get(schedule.job)
         if function is None:
@@ -184,17 +199,23 @@ def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[T
             continue
         key = slot_key(slot)
         run = f"{schedule.job}@{key}"[:64]
+
+        def run_slot(conn: sa.Connection, schedule=schedule, key=key, run=run, slot=slot, function=function):
+            taken = conn.execute(sa.select(JOB_SLOT.c.run).where(
+                JOB_SLOT.c.schedule == schedule.name, JOB_SLOT.c.slot == key)).first()
+            if taken is not None:
+                return None
+            conn.execute(sa.insert(JOB_SLOT).values(schedule=schedule.name, slot=key, job=schedule.job, run=run,
+                                                    started_at=now.isoformat()))
+            return function(conn, ctx, slot.date(), run)
+
         try:
-            with transaction(engine) as conn:
-                taken = conn.execute(sa.select(JOB_SLOT.c.run).where(
-                    JOB_SLOT.c.schedule == schedule.name, JOB_SLOT.c.slot == key)).first()
-                if taken is not None:
-                    results.append(TickResult(schedule.name, schedule.job, key, False, "slot already executed"))
-                    continue
-                conn.execute(sa.insert(JOB_SLOT).values(schedule=schedule.name, slot=key, job=schedule.job, run=run,
-                                                        started_at=now.isoformat()))
-                summary = function(conn, ctx, slot.date(), run)
+            # A concurrent tick that claimed the slot first makes the insert fail (unique key): the
+            # transaction is run again, finds the slot taken and does nothing.
+            summary = run_in_transaction(engine, run_slot)
         except sa.exc.IntegrityError:
+            summary = None
+        if summary is None:
             results.append(TickResult(schedule.name, schedule.job, key, False, "slot already executed"))
             continue
         results.append(TickResult(schedule.name, schedule.job, key, True, summary))

@@ -9,13 +9,13 @@ typed result for the CLI to render. Failures are the
 
 Transactions:
 
-* payment registrations, refunds and write-offs run in
-  :func:`engine.storage.retry.run_in_transaction`: concurrent registrations
-  race for the same invoice or account, and PostgreSQL's answer to a lost
-  race is to run the transaction again;
-* everything else that writes is one :func:`engine.storage.db.unit_of_work`;
-  ``dry_run`` (``collect-balances --dry-run``, ``fix-invoices --dry-run``)
-  runs exactly the same work in a unit of work that is rolled back;
+* everything that writes runs in :func:`write`: one transaction per
+  command, retried by :func:`engine.storage.retry.run_in_transaction`
+  (concurrent commands race for the same invoice or account, and
+  PostgreSQL's answer to a lost race is to run the transaction again; the
+  work locks the rows it changes); ``dry_run`` (``collect-balances
+  --dry-run``, ``fix-invoices --dry-run``) runs exactly the same work in a
+  :func:`engine.storage.db.unit_of_work` that is rolled back;
 * listings read a consistent snapshot (``transaction(readonly=True)``).
 
 Run ids (the ``Run`` provenance of the balances written) default to
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -43,9 +43,23 @@ from .cm_core import Changes, invoice_where
 from .errors import CashManagementError, FixTasksIncomplete
 from .payments import AccountPayment, PaymentDetails, Registered
 
+T = TypeVar("T")
+
 #: The configuration change ``fix-invoices --enable-integration`` runs under
 #: (it goes into the config hash of the records written that way).
 ENABLE_INTEGRATION = "GlobalSettings.EnableCashManagementIntegration=true"
+
+
+def write(engine: sa.Engine, work: Callable[[sa.Connection], T], *, dry_run: bool = False) -> T:
+    """``work(conn)`` as one write transaction of a command: retried as a
+    whole when PostgreSQL aborts it for a lost race
+    (:func:`engine.storage.retry.run_in_transaction`; the work takes the row
+    locks it needs), or, for a dry run, in a unit of work that is rolled
+    back (:func:`engine.storage.db.unit_of_work`)."""
+    if dry_run:
+        with unit_of_work(engine, dry_run=True) as conn:
+            return work(conn)
+    return run_in_transaction(engine, work)
 
 
 def run_id(command: str, now: datetime | None = None) -> str:
@@ -132,8 +146,8 @@ def import_payments(engine: sa.Engine, ctx: Context, path: Path, *, run: str | N
     """``metabill payment import``: the payments of a CSV file, all or
     nothing. :class:`~engine.cash.errors.ImportFailed` (one problem per bad
     row) when anything is wrong; nothing is written then."""
-    with unit_of_work(engine) as conn:
-        return imports.import_payments(conn, ctx, Path(path), run=run or run_id("payment import"))
+    run = run or run_id("payment import")
+    return write(engine, lambda conn: imports.import_payments(conn, ctx, Path(path), run=run))
 
 
 def collect_balances(engine: sa.Engine, ctx: Context, business_entity: str, *, today: date | None = None,
@@ -142,9 +156,9 @@ def collect_balances(engine: sa.Engine, ctx: Context, business_entity: str, *, t
     payments past the statute of limitations. A dry run does the same and
     rolls it back; its report lists the balances and no write-offs (they
     were not kept). :class:`~engine.cash.errors.CollectionError`."""
-    with unit_of_work(engine, dry_run=dry_run) as conn:
-        report = collection.collect_balances(conn, ctx, business_entity, today or date.today(),
-                                             run=run or run_id("collect-balances"))
+    run = run or run_id("collect-balances")
+    report = write(engine, lambda conn: collection.collect_balances(conn, ctx, business_entity, today or date.today(),
+                                                                    run=run), dry_run=dry_run)
     if dry_run:
         report.write_offs.clear()  # rolled back: those ids name nothing
     return report
@@ -194,7 +208,8 @@ def list_jobs(engine: sa.Engine | None, ctx: Context, now: datetime | None = Non
                 upcoming = jobs.fire_times(schedule, now, 1)[0]
             except Exception as error:  # noqa: BLE001 - croniter raises several kinds; shown as the schedule's state
                 invalid = str(error)
-        out.append(ScheduleStatus(schedule, schedule.job in jobs.JOBS, upcoming, invalid, last.get(schedule.name)))
+        available = schedule.job in jobs.JOBS or schedule.job == "InvoiceRun"
+        out.append(ScheduleStatus(schedule, available, upcoming, invalid, last.get(schedule.name)))
     return out
 
 
@@ -205,10 +220,11 @@ def next_runs(ctx: Context, after: datetime | None = None, count: int = 5) -> li
     return jobs.next_runs(ctx, after or datetime.now(timezone.utc).replace(microsecond=0), count)
 
 
-def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None) -> list[jobs.TickResult]:
+def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None, finalize=None) -> list[jobs.TickResult]:
     """``metabill jobs tick``: run every active schedule's due slot that has
-    not run yet. :class:`~engine.cash.errors.JobError`."""
-    return jobs.tick(engine, ctx, now)
+    not run yet; ``finalize`` (``engine.project.finalize_drafts``) finalizes
+    scheduled invoice runs that ask for it. :class:`~engine.cash.errors.JobError`."""
+    return jobs.tick(engine, ctx, now, finalize)
 
 
 # --- cash management -----------------------------------------------------------------------
@@ -240,7 +256,8 @@ class FixReport:
         some invoices could not be prepared (the others were)."""
         if not self.problems:
             return None
-        return FixTasksIncomplete(f"{self.problems} problem(s); see CM_IntegrationError__c of the invoices named above")
+        return FixTasksIncomplete(f"{self.problems} problem(s); see CM_IntegrationError__c of the invoices named above",
+                                  partly_done=not self.dry_run)
 
 
 _FIX_TASKS: dict[str, Callable[..., Changes]] = {
@@ -265,11 +282,14 @@ def fix_invoices(engine: sa.Engine, ctx: Context, tasks: Sequence[str], names: I
         ctx = ctx.with_settings(ctx.settings.with_cash_management(), ENABLE_INTEGRATION)
     day = when or date.today()
     scope = list(names) or None
-    report = FixReport(dry_run)
-    with unit_of_work(engine, dry_run=dry_run) as conn:
+
+    def work(conn: sa.Connection) -> FixReport:
+        report = FixReport(dry_run)  # made anew by each attempt
         for task in tasks:
             report.tasks.append(TaskResult(task, _FIX_TASKS[task](conn, ctx, scope, when=day)))
-    return report
+        return report
+
+    return write(engine, work, dry_run=dry_run)
 
 
 def change_payment_plan(engine: sa.Engine, ctx: Context, invoice: str, plan: str | None, *,
@@ -279,8 +299,8 @@ def change_payment_plan(engine: sa.Engine, ctx: Context, invoice: str, plan: str
     created anew, the payments received re-attached.
     :class:`~engine.cash.errors.CashManagementError`."""
     plan_name = None if plan is None or plan.strip().lower() == "none" else plan
-    with unit_of_work(engine) as conn:
-        return cm_plans.change_payment_plan(conn, ctx, invoice, plan_name, when or date.today())
+    return write(engine, lambda conn: cm_plans.change_payment_plan(conn, ctx, invoice, plan_name,
+                                                                  when or date.today()))
 
 
 @dataclass(frozen=True)
@@ -337,8 +357,8 @@ def settle(engine: sa.Engine, ctx: Context, invoice: str, credit: str, amount: D
     """``metabill entries settle``: offset the invoice numbered ``invoice``
     against the credit ``credit`` of the same account, by ``amount`` (None:
     as much as both allow). :class:`~engine.cash.errors.CashManagementError`."""
-    with unit_of_work(engine) as conn:
-        settled = cm_settlement.settle_invoices(conn, ctx, invoice, credit, amount, when or date.today())
+    settled = write(engine, lambda conn: cm_settlement.settle_invoices(conn, ctx, invoice, credit, amount,
+                                                                       when or date.today()))
     return Settlement(invoice, credit, settled)
 
 
@@ -365,8 +385,7 @@ def partial_credit(engine: sa.Engine, ctx: Context, invoice: str, lines: Iterabl
     cash management its finalization reduces the invoice's entries.
     :class:`~engine.cash.errors.CashManagementError`, also when the credit
     was created but could not be finalized (it stays a draft)."""
-    with unit_of_work(engine) as conn:
-        draft = cm_settlement.create_partial_credit(conn, ctx, invoice, list(lines), reason)
+    draft = write(engine, lambda conn: cm_settlement.create_partial_credit(conn, ctx, invoice, list(lines), reason))
     report = finalize(engine, ctx, [draft], today=today)
     for _, message in report.failures:
         raise CashManagementError(f"the credit for {invoice} could not be finalized: {message}",

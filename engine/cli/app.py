@@ -35,12 +35,52 @@ class _LazyConsole:
         self._options = options
         self._console = None
 
-    def __getattr__(self, name: str):
+    @property
+    def real(self):
+        """The rich Console itself (for rich objects that take a console)."""
         if self._console is None:
+            import os
+            import sys
+
             from rich.console import Console
 
-            self._console = Console(**self._options)
-        return getattr(self._console, name)
+            stream = sys.stderr if self._options.get("stderr") else sys.stdout
+            options = dict(self._options)
+            if not stream.isatty() and not os.environ.get("COLUMNS"):
+                # piped or redirected: never cut an invoice number or a reason
+                # to an 80-column guess; tables take the width they need
+                options["width"] = 10_000
+            self._console = Console(**options)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self.real.__enter__()
+
+    def __exit__(self, *exc):
+        return self.real.__exit__(*exc)
+
+
+_FOLDING_TABLE = None
+
+
+def Table(*args, **kwargs):  # noqa: N802 - stands for the rich class
+    """A rich Table whose columns fold a long value onto further lines
+    instead of cutting it with an ellipsis: an invoice number or a reason is
+    never shortened, however narrow the terminal (rich imported on first use)."""
+    global _FOLDING_TABLE
+    if _FOLDING_TABLE is None:
+        from rich.table import Table as RichTable
+
+        class FoldingTable(RichTable):
+            def add_column(self, *column_args, **column_kwargs):
+                column_kwargs.setdefault("overflow", "fold")
+                return super().add_column(*column_args, **column_kwargs)
+
+        _FOLDING_TABLE = FoldingTable
+    return _FOLDING_TABLE(*args, **kwargs)
 
 
 console = _LazyConsole(highlight=False, soft_wrap=True)
@@ -48,6 +88,8 @@ err_console = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 #: Configuration errors shown before a command refuses to run.
 SHOWN_DIAGNOSTICS = 20
+#: Problems of one error shown as text (JSON shows every one).
+SHOWN_PROBLEMS = 50
 
 
 class UserError(EngineError):
@@ -91,8 +133,10 @@ def render_problems(error: EngineError, as_json: bool | None = None) -> None:
     for diagnostic in diagnostics:
         err_console.print(render_human(diagnostic), markup=False)
     problems = error.problems
-    for problem in problems:
+    for problem in problems[:SHOWN_PROBLEMS]:
         err_console.print(render_problem(problem), markup=False)
+    if len(problems) > SHOWN_PROBLEMS:
+        err_console.print(f"... and {len(problems) - SHOWN_PROBLEMS} more (all of them with --json)", markup=False)
     if len(problems) > 1 or (problems and problems[0].message != error.message):
         # an error that lists several problems sums them up
         err_console.print(render_problem(Problem(error.code, error.message.split("\n")[0], hint=error.hint)),
@@ -195,6 +239,30 @@ def open_context(org_dir: Path):
     return open_project_context(org_dir)
 
 
+class BusinessDate(click.DateTime):
+    """A date argument (``YYYY-MM-DD``, or other ``formats``) within the
+    engine's supported business dates (``engine.config.values.BUSINESS_DATES``):
+    9999-12-31 or 0001-01-01 is a usage error naming the option, never a
+    booking period for year 1 or an internal error later."""
+
+    def __init__(self, formats=("%Y-%m-%d",)):
+        super().__init__(list(formats))
+
+    def convert(self, value, param, ctx):
+        from engine.config.values import ValueProblem, check_business_date
+
+        moment = super().convert(value, param, ctx)
+        try:
+            check_business_date(moment)
+        except ValueProblem as problem:
+            self.fail(str(problem), param, ctx)
+        return moment
+
+
+#: The date type of every date option of the CLI.
+DATE = BusinessDate()
+
+
 def parse_amount(text: str | None, argument: str = "amount"):
     """A money amount given on the command line, exact (``100.00``, ``-5``);
     None stays None. A text that is no amount is an error naming the argument."""
@@ -212,6 +280,56 @@ def parse_amount(text: str | None, argument: str = "amount"):
 def echo_lines(lines: Iterable[str]) -> None:
     for line in lines:
         click.echo(line)
+
+
+#: The version of the JSON documents result commands print (docs/cli-json.md).
+JSON_VERSION = 1
+
+
+def jsonable(value):
+    """``value`` as JSON data (docs/cli-json.md): amounts as decimal strings
+    (exact, never a float), dates and times ISO 8601, a dataclass as an
+    object of its public fields, a mapping as an object, any other
+    collection as a list, a path or anything else as its text."""
+    import dataclasses
+    from datetime import date, datetime, time
+    from decimal import Decimal
+    from enum import Enum
+
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):  # never a money value: those are Decimal
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.name.startswith("_")}
+    if hasattr(value, "_asdict"):  # named tuples, SQLAlchemy rows
+        return {str(k): jsonable(v) for k, v in value._asdict().items()}
+    if hasattr(value, "items"):
+        return {str(k): jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v) for v in items]
+    return str(value)
+
+
+def emit(command_name: str, result) -> bool:
+    """With the global ``--json``, print the result document of a command
+    (``{"metabill": 1, "command": ..., "result": ...}``, see
+    docs/cli-json.md) on standard output and return True: the caller then
+    prints nothing else. Without it return False (the caller prints its
+    table or lines)."""
+    if not json_output():
+        return False
+    document = {"metabill": JSON_VERSION, "command": command_name, "result": jsonable(result)}
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    return True
 
 
 class LazyGroup(MetabillGroup):
@@ -237,7 +355,8 @@ class LazyGroup(MetabillGroup):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="metabill")
-@click.option("--json", "as_json", is_flag=True, help="Print errors (and problems) as JSON on standard error.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print results as JSON on standard output and errors as JSON on standard error.")
 @click.pass_context
 def cli(context: click.Context, as_json: bool) -> None:
     """metabill: a declarative, metadata-driven billing engine."""

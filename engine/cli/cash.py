@@ -10,22 +10,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from engine.cli.app import (
+    Table,
+    DATE,
     UserError,
     command,
     console,
     db_option,
+    emit,
     err_console,
     group,
+    jsonable,
     open_context,
     org_option,
     parse_amount,
 )
 from engine.storage.db import open_engine
 
-_DATE = click.DateTime(["%Y-%m-%d"])
+_DATE = DATE
 
 
 
@@ -71,8 +74,10 @@ def payment_register(invoice, amount, when, reference, method, provider, bank_ac
 
     value = parse_amount(amount)
     ctx = open_context(org_dir)
-    done = service.register_payment(open_engine(db_url), ctx, invoice, value, when.date(),
+    done = service.register_payment(open_engine(db_url, create=False), ctx, invoice, value, when.date(),
                                     details=_details(reference, method, provider, bank_account, transaction, None))
+    if emit("payment register", done):
+        return
     console.print(f"Registered {done.amount} on {done.invoice_name}: open amount {done.invoice_balance}, "
                   f"status {done.status}.")
     if done.free_amount:
@@ -100,9 +105,11 @@ def payment_on_account(account, amount, when, balance_type, key, reference, meth
 
     value = parse_amount(amount)
     ctx = open_context(org_dir)
-    done = service.register_account_payment(open_engine(db_url), ctx, account, value, when.date(),
+    done = service.register_account_payment(open_engine(db_url, create=False), ctx, account, value, when.date(),
                                             balance_type=balance_type,
                                             details=_details(reference, method, provider, bank_account, transaction, key))
+    if emit("payment on-account", done):
+        return
     console.print(f"Registered {balance_type} {done.amount} on account {account}: account balance {done.account_balance}.")
 
 
@@ -121,8 +128,10 @@ def payment_refund(amount, invoice, account, when, reference, method, provider, 
 
     value = parse_amount(amount)
     ctx = open_context(org_dir)
-    done = service.register_refund(open_engine(db_url), ctx, value, when.date(), invoice=invoice, account=account,
+    done = service.register_refund(open_engine(db_url, create=False), ctx, value, when.date(), invoice=invoice, account=account,
                                    details=_details(reference, method, provider, bank_account, transaction, None))
+    if emit("payment refund", done):
+        return
     console.print(f"Registered refund {done.name} of {value} on {done.target}.")
 
 
@@ -137,7 +146,9 @@ def payment_import(file, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    report = service.import_payments(open_engine(db_url), ctx, file)
+    report = service.import_payments(open_engine(db_url, create=False), ctx, file)
+    if emit("payment import", report):
+        return
     for line in report.skipped:
         err_console.print(line, markup=False)
     console.print(f"Imported {report.registered} row(s) from {file} ({report.total} in total); "
@@ -158,8 +169,10 @@ def write_off_cmd(invoice, amount, reason, when, no_tax, org_dir, db_url):
 
     value = parse_amount(amount) if amount is not None else None
     ctx = open_context(org_dir)
-    done = service.write_off(open_engine(db_url), ctx, invoice, value, reason=reason,
+    done = service.write_off(open_engine(db_url, create=False), ctx, invoice, value, reason=reason,
                              when=when.date() if when else None, calculate_tax=not no_tax)
+    if emit("write-off", done):
+        return
     console.print(f"Wrote off {done.amount} of {invoice} ({reason}) as {done.name}.")
 
 
@@ -175,8 +188,10 @@ def collect_balances_cmd(entity, when, dry_run, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    report = service.collect_balances(open_engine(db_url), ctx, entity, today=when.date() if when else None,
+    report = service.collect_balances(open_engine(db_url, create=False), ctx, entity, today=when.date() if when else None,
                                       dry_run=dry_run)
+    if emit("collect-balances", {"dry_run": dry_run, **jsonable(report)}):
+        return
     table = Table(title=f"Balances of {entity} dated before {report.cutoff}"
                   + (" (dry run: nothing written)" if dry_run else " (collected)"))
     for column in ("balance", "account", "type", "date", "amount"):
@@ -203,7 +218,9 @@ def jobs_run(job, when, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    run, summary = service.run_job(open_engine(db_url), ctx, job, today=when.date() if when else None)
+    run, summary = service.run_job(open_engine(db_url, create=False), ctx, job, today=when.date() if when else None)
+    if emit("jobs run", {"job": job, "run": run, "summary": summary}):
+        return
     console.print(f"{job} ({run}): {summary}.")
 
 
@@ -229,11 +246,14 @@ def jobs_list(at, org_dir, db_url):
 
     now = _parse_at(at)
     ctx = open_context(org_dir)
-    engine = open_engine(db_url) if db_url is not None or Path("metabill.db").exists() else None
+    engine = open_engine(db_url, create=False) if db_url is not None or Path("metabill.db").exists() else None
+    statuses = service.list_jobs(engine, ctx, now)
+    if emit("jobs list", {"schedules": statuses}):
+        return
     table = Table(title="Job schedules")
     for column in ("name", "job", "cron", "time zone", "active", "next run", "last slot"):
         table.add_column(column)
-    for status in service.list_jobs(engine, ctx, now):
+    for status in statuses:
         schedule = status.schedule
         if status.invalid is not None:
             upcoming = f"invalid: {status.invalid}"
@@ -255,7 +275,11 @@ def jobs_next(count, at, org_dir):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    for moment, schedule in service.next_runs(ctx, _parse_at(at), count):
+    upcoming = service.next_runs(ctx, _parse_at(at), count)
+    if emit("jobs next", {"next": [{"at": moment, "job": schedule.job, "schedule": schedule.name}
+                                   for moment, schedule in upcoming]}):
+        return
+    for moment, schedule in upcoming:
         click.echo(f"{moment.isoformat()}  {moment.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}  "
                    f"{schedule.job}  ({schedule.name})")
 
@@ -268,9 +292,13 @@ def jobs_tick(at, org_dir, db_url):
     """Run each active schedule's due slot that has not run yet (call this
     every few minutes from the system's scheduler)."""
     from engine.cash import service
+    from engine.project import finalize_drafts
 
     ctx = open_context(org_dir)
-    for result in service.tick(open_engine(db_url), ctx, _parse_at(at)):
+    results = list(service.tick(open_engine(db_url, create=False), ctx, _parse_at(at), finalize=finalize_drafts))
+    if emit("jobs tick", {"schedules": results}):
+        return
+    for result in results:
         state = "ran" if result.ran else "skipped"
         click.echo(f"{result.schedule} [{result.job}] slot {result.slot or '-'}: {state}: {result.summary}")
 

@@ -19,9 +19,11 @@ from datetime import date, datetime
 import click
 
 from engine.cli.app import (
+    DATE,
     command,
     console,
     db_option,
+    emit,
     err_console,
     group,
     open_context,
@@ -30,7 +32,7 @@ from engine.cli.app import (
 )
 from engine.storage.db import open_engine
 
-_DATE = click.DateTime(["%Y-%m-%d"])
+_DATE = DATE
 
 
 def _day(value: datetime | None) -> date:
@@ -68,11 +70,12 @@ def fix_invoices(tasks, names, dry_run, when, enable_integration, org_dir, db_ur
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    report = service.fix_invoices(open_engine(db_url), ctx, tasks, names, when=_day(when), dry_run=dry_run,
+    report = service.fix_invoices(open_engine(db_url, create=False), ctx, tasks, names, when=_day(when), dry_run=dry_run,
                                   enable_integration=enable_integration)
-    for result in report.tasks:
-        console.print(f"-- {result.task}", markup=False)
-        _render_changes(result.changes, dry_run)
+    if not emit("fix-invoices", {"dry_run": dry_run, "tasks": report.tasks}):
+        for result in report.tasks:
+            console.print(f"-- {result.task}", markup=False)
+            _render_changes(result.changes, dry_run)
     if report.failure is not None:
         raise report.failure
 
@@ -94,7 +97,9 @@ def payment_plan_change(invoice, plan, when, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    changes = service.change_payment_plan(open_engine(db_url), ctx, invoice, plan, when=_day(when))
+    changes = service.change_payment_plan(open_engine(db_url, create=False), ctx, invoice, plan, when=_day(when))
+    if emit("payment-plan change", changes):
+        return
     for line in changes.lines:
         console.print(line, markup=False)
 
@@ -114,7 +119,9 @@ def entries_list(names, show_all, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    rows = service.list_entries(open_engine(db_url), ctx, names, include_canceled=show_all)
+    rows = service.list_entries(open_engine(db_url, create=False), ctx, names, include_canceled=show_all)
+    if emit("entries list", {"entries": rows}):
+        return
     # Plain fixed-width lines: readable in a terminal and in a log, never truncated.
     header = f"{'entry':<11} {'statement':<32} {'due':<10} {'open amount':>12} {'outstanding':>12} {'status':<8} items reductions"
     click.echo(header)
@@ -139,7 +146,9 @@ def entries_settle(invoice, credit, amount, when, org_dir, db_url):
     from engine.cash import service
 
     ctx = open_context(org_dir)
-    done = service.settle(open_engine(db_url), ctx, invoice, credit, parse_amount(amount, "--amount"), when=_day(when))
+    done = service.settle(open_engine(db_url, create=False), ctx, invoice, credit, parse_amount(amount, "--amount"), when=_day(when))
+    if emit("entries settle", done):
+        return
     console.print(f"Settled {done.amount} of {invoice} against {credit}.", markup=False)
 
 
@@ -156,8 +165,10 @@ def partial_credit(invoice, lines, reason, when, org_dir, db_url):
     from engine.project import finalize
 
     ctx = open_context(org_dir)
-    done = service.partial_credit(open_engine(db_url), ctx, invoice, lines, reason, finalize=finalize,
+    done = service.partial_credit(open_engine(db_url, create=False), ctx, invoice, lines, reason, finalize=finalize,
                                   today=when.date() if when else None)
+    if emit("partial-credit", done):
+        return
     console.print(f"Credited {invoice} with {done.number} ({done.date}, {done.grand_total}).", markup=False)
 
 

@@ -7,14 +7,18 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from engine.cli.app import (
+    Table,
+    DATE,
+    BusinessDate,
     UserError,
     console,
     db_option,
+    emit,
     err_console,
     group,
+    jsonable,
     open_context,
     org_option,
 )
@@ -25,7 +29,7 @@ def export() -> None:
     """Export booking data (booking journal CSV, DATEV EXTF Buchungsstapel) and SEPA payment files."""
 
 
-_DATE = click.DateTime(["%Y-%m-%d"])
+_DATE = DATE
 
 
 @export.command("bookings")
@@ -45,8 +49,10 @@ def bookings(fmt: str, out_file: Path | None, invoice_numbers: tuple[str, ...], 
     from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    written = export_journal(open_engine(db_url), ctx, out_file if out_file is not None else sys.stdout,
+    written = export_journal(open_engine(db_url, create=False), ctx, out_file if out_file is not None else sys.stdout,
                              invoice_numbers=invoice_numbers, only_unexported=only_unexported)
+    if out_file is not None and emit("export bookings", {"file": out_file, "rows": written.rows}):
+        return  # (written to standard output, the journal itself is the result)
     err_console.print(f"Wrote {written.rows} booking detail(s)" + (f" to {out_file}." if out_file else "."),
                       markup=False)
 
@@ -91,9 +97,17 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
         date_to=date_to.date() if date_to else None,
         description=description,
     )
-    exported = export_datev_file(open_engine(db_url), ctx, out_file, params, force=force)
+    exported = export_datev_file(open_engine(db_url, create=False), ctx, out_file, params, force=force)
     report, out_file = exported.report, exported.path
+    if not emit("export datev", {"file": out_file if exported.written else None, "forced": force,
+                                 "recovered": getattr(exported, "recovered", ()), **jsonable(report)}):
+        _show_datev(exported, report, out_file, force)
+    failure = report.failure_error()
+    if failure is not None:
+        raise failure
 
+
+def _show_datev(exported, report, out_file: Path | None, force: bool) -> None:
     summary = Table(title="DATEV export" + (" (forced: exported details included)" if force else ""))
     summary.add_column("")
     summary.add_column("", justify="right")
@@ -113,6 +127,9 @@ def datev(out_file: Path | None, force: bool, setting_name: str | None, consulta
             listing.add_row(item.name or str(item.detail_id), item.type, item.invoice_no or "",
                             str(item.booking_date or ""), str(item.amount), item.reason)
         console.print(listing)
+    for batch in getattr(exported, "recovered", ()):
+        console.print(f"Recovered the file of an earlier export: {batch.path} ({batch.details} detail(s), {batch.how}).",
+                      markup=False)
     if exported.written:
         console.print(f"Wrote {report.exported} booking detail(s) to {out_file}.")
     else:
@@ -135,7 +152,7 @@ def _sepa_options(date_option: str, date_help: str):
             click.option(date_option, "when", type=_DATE, default=None, help=date_help),
             click.option("--setting", "setting_name", default=None,
                          help="The ExportSetting record (default: the first active one of the format)."),
-            click.option("--created", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]), default=None,
+            click.option("--created", type=BusinessDate(("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")), default=None,
                          help="Creation time of the message, YYYY-MM-DDTHH:MM:SS (default now); same input and "
                               "time give the same file."),
             click.option("--dry-run", is_flag=True, help="Check and list the orders; write neither file nor database."),
@@ -152,13 +169,12 @@ def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: d
               setting_name: str | None, created: datetime | None, dry_run: bool, force: bool, org_dir: Path,
               db_url: str | None) -> None:
     from engine.exports import service
-    from engine.exports.sepa import DUE_WINDOW_DAYS
     from engine.storage.db import open_engine
 
     if out_file is None and not dry_run:
         raise UserError("--out is required (or use --dry-run)", hint="give the XML file to write, or run with --dry-run")
     ctx = open_context(org_dir)
-    engine = open_engine(db_url)
+    engine = open_engine(db_url, create=False)
     day = when.date() if when else None
     common = dict(business_entity=business_entity, setting_name=setting_name, created=created, dry_run=dry_run)
     if kind == "sepa-debit":
@@ -167,6 +183,17 @@ def _run_sepa(kind: str, *, business_entity: str, out_file: Path | None, when: d
         report = service.export_sepa_credit(engine, ctx, out_file, execution_date=day, force=force, **common)
     else:
         report = service.export_sepa_balances(engine, ctx, out_file, execution_date=day, **common)
+    document = {key: value for key, value in jsonable(report).items() if key != "data"}
+    if not emit(f"export {kind}", {"file": out_file if report.data is not None and not dry_run else None,
+                                   "dry_run": dry_run, "business_entity": business_entity, **document}):
+        _show_sepa(kind, report, business_entity, out_file, dry_run)
+    failure = report.failure_error()
+    if failure is not None:
+        raise failure
+
+
+def _show_sepa(kind: str, report, business_entity: str, out_file: Path | None, dry_run: bool) -> None:
+    from engine.exports.sepa import DUE_WINDOW_DAYS
 
     what = {"sepa-debit": "direct debits", "sepa-credit": "credit transfers",
             "sepa-balances": "credit transfers of free balances"}[kind]
@@ -248,3 +275,21 @@ def sepa_balances(**options) -> None:
     _run_sepa("sepa-balances", force=False, **options)
 
 
+@export.command("recover")
+@org_option
+@db_option
+def recover(org_dir: Path, db_url: str | None) -> None:
+    """Write the file of every export (DATEV, SEPA) whose process died after
+    it was recorded but before the file got its name."""
+    from engine.exports.service import recover_export_files
+    from engine.storage.db import open_engine
+
+    ctx = open_context(org_dir)
+    written = recover_export_files(open_engine(db_url, create=False), ctx)
+    if emit("export recover", {"files": written}):
+        return
+    for batch in written:
+        console.print(f"Wrote {batch.path} ({batch.destination}, {batch.details} record(s), {batch.how}).",
+                      markup=False)
+    if not written:
+        console.print("Every export's file is in place: nothing to recover.")

@@ -16,6 +16,7 @@ from engine.cli.app import cli, err_console
 
 #: Every command: its name and where it is defined (imported when used).
 COMMANDS = {
+    "init": "engine.cli.org:init",
     "validate-config": "engine.cli.org:validate_config",
     "db": "engine.cli.org:db",
     "load": "engine.cli.org:load",
@@ -25,6 +26,8 @@ COMMANDS = {
     "finalize": "engine.cli.runs:finalize_cmd",
     "cancel": "engine.cli.runs:cancel_cmd",
     "explain": "engine.cli.runs:explain_cmd",
+    "runs": "engine.cli.runs:runs_cmd",
+    "build-subscriptions": "engine.cli.subscriptions:build_subscriptions_cmd",
     "payment": "engine.cli.cash:payment",
     "write-off": "engine.cli.cash:write_off_cmd",
     "collect-balances": "engine.cli.cash:collect_balances_cmd",
@@ -33,8 +36,12 @@ COMMANDS = {
     "payment-plan": "engine.cli.cashmgmt:payment_plan",
     "entries": "engine.cli.cashmgmt:entries",
     "partial-credit": "engine.cli.cashmgmt:partial_credit",
+    "bank": "engine.cli.bank:bank",
+    "instrument": "engine.cli.bank:instrument",
     "export": "engine.cli.exports:export",
     "render": "engine.cli.render:render",
+    "einvoice": "engine.cli.einvoice:einvoice",
+    "audit": "engine.cli.audit:audit",
 }
 cli.lazy.update(COMMANDS)
 

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from engine.cli.app import (
+    Table,
+    DATE,
     command,
     console,
     db_option,
+    emit,
     err_console,
+    jsonable,
     open_context,
     org_option,
-    render_problem,
+    render_problems,
 )
 
 
 @command("invoice-run")
 @click.option("--filter", "filters", multiple=True, required=True, help="A Filter record name; repeat for several.")
-@click.option("--period-start", type=click.DateTime(["%Y-%m-%d"]), required=True)
-@click.option("--period-end", type=click.DateTime(["%Y-%m-%d"]), required=True)
-@click.option("--invoice-date", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: set at finalization.")
+@click.option("--period-start", type=DATE, required=True)
+@click.option("--period-end", type=DATE, required=True)
+@click.option("--invoice-date", type=DATE, default=None, help="Default: set at finalization.")
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -37,8 +40,10 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
 
     from engine.billing.run import RunRequest
     from engine.billing.service import invoice_run as run_invoices
+    from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
+    open_engine(db_url, create=False).dispose()  # a missing database is named before the run starts
     request = RunRequest(
         filters=tuple(filters),
         period_start=period_start.date(),
@@ -47,7 +52,7 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
         dry_run=dry_run,
         batch_size=batch_size,
     )
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console.real,
                   transient=True) as bar:
         tasks: dict[str, int] = {}
 
@@ -57,6 +62,26 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
             bar.update(tasks[name], completed=done, total=total)
 
         report = run_invoices(db_url, org_dir, ctx, request, workers=workers, progress=progress)
+    finalized = None
+    if finalize_after and not dry_run:
+        from engine.project import finalize_drafts
+
+        finalized = finalize_drafts(open_engine(db_url, create=False), ctx, run=report.run_id)
+    if not emit("invoice-run", {"run": report, "finalization": finalized}):
+        _show_run(report, dry_run, show_invoices, finalized)
+    failures = [report.failure_error()]
+    if finalized is not None:
+        from engine.project import finalization_failure
+
+        failures.append(finalization_failure(finalized))
+    failures = [failure for failure in failures if failure is not None]
+    for failure in failures[:-1]:
+        render_problems(failure)
+    if failures:
+        raise failures[-1]
+
+
+def _show_run(report, dry_run: bool, show_invoices: bool | None, finalized) -> None:
     title = "Dry run (nothing was written)" if dry_run else (
         f"Invoice run {report.run_name}" + (" (joined the existing run)" if report.joined_existing else "")
     )
@@ -76,21 +101,10 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
             listing.add_row(inv.name, inv.account, inv.type, str(inv.lines), f"{inv.total_net} {inv.currency}",
                             f"{inv.grand_total} {inv.currency}")
         console.print(listing)
-    for f in report.filters:
-        for failure in f.failures[:20]:
-            err_console.print(f"{f.name}: " + render_problem(failure.problem), markup=False)
     console.print(f"{report.invoice_count} invoice(s), {report.line_count} line(s), "
                   f"{report.failure_count} record error(s) in {report.seconds:.2f} s.")
-    if finalize_after and not dry_run:
-        from engine.project import finalization_failure, finalize_drafts
-        from engine.storage.db import open_engine
-
-        finalized = finalize_drafts(open_engine(db_url), ctx, run=report.run_id)
-        for item in finalized.finalized:
-            console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
-        failure = finalization_failure(finalized)
-        if failure is not None:
-            raise failure
+    for item in finalized.finalized if finalized is not None else ():
+        console.print(f"finalized {item.draft_name} as {item.number} ({item.date}, {item.grand_total})")
 
 
 @command("delete-drafts")
@@ -106,14 +120,16 @@ def delete_drafts_cmd(run_name, names, org_dir, db_url):
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     ctx = open_context(org_dir)
-    deleted = delete_drafts_of(open_engine(db_url), ctx, run=run_name, names=names)
+    deleted = delete_drafts_of(open_engine(db_url, create=False), ctx, run=run_name, names=names)
+    if emit("delete-drafts", {"deleted": deleted}):
+        return
     console.print(f"Deleted {deleted} draft invoice(s); their source records will be billed by the next run.")
 
 
 @command("finalize")
 @click.option("--run", "run_name", default=None, help="Finalize the drafts of this invoice run (name or id).")
 @click.option("--invoice", "names", multiple=True, help="A draft invoice name (DRAFT-000001); repeat for several.")
-@click.option("--date", "today", type=click.DateTime(["%Y-%m-%d"]), default=None,
+@click.option("--date", "today", type=DATE, default=None,
               help="The finalization date (default: today); invoices without a date get it.")
 @org_option
 @db_option
@@ -125,14 +141,15 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
     if not run_name and not names:
         raise click.UsageError("give --run or --invoice")
     ctx = open_context(org_dir)
-    report = finalize_drafts(open_engine(db_url), ctx, run=run_name, names=names,
+    report = finalize_drafts(open_engine(db_url, create=False), ctx, run=run_name, names=names,
                              today=today.date() if today else None)
-    table = Table(title="Finalized invoices")
-    for column in ("draft", "invoice number", "date", "grand total"):
-        table.add_column(column, justify="right" if column == "grand total" else "left")
-    for item in report.finalized:
-        table.add_row(item.draft_name, item.number, item.date.isoformat(), str(item.grand_total))
-    console.print(table)
+    if not emit("finalize", report):
+        table = Table(title="Finalized invoices")
+        for column in ("draft", "invoice number", "date", "grand total"):
+            table.add_column(column, justify="right" if column == "grand total" else "left")
+        for item in report.finalized:
+            table.add_row(item.draft_name, item.number, item.date.isoformat(), str(item.grand_total))
+        console.print(table)
     failure = finalization_failure(report)
     if failure is not None:
         raise failure
@@ -141,7 +158,7 @@ def finalize_cmd(run_name, names, today, org_dir, db_url):
 @command("cancel")
 @click.argument("invoice")
 @click.option("--reason", default=None, help="The cancellation reason printed on the cancellation invoice.")
-@click.option("--date", "when", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Cancellation date (default today).")
+@click.option("--date", "when", type=DATE, default=None, help="Cancellation date (default today).")
 @click.option("--draft-only", is_flag=True, help="Create the cancellation invoice as a draft and stop.")
 @org_option
 @db_option
@@ -152,8 +169,10 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
     from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    done = cancel_invoice(open_engine(db_url), ctx, invoice, reason=reason,
+    done = cancel_invoice(open_engine(db_url, create=False), ctx, invoice, reason=reason,
                           when=when.date() if when else None, draft_only=draft_only)
+    if emit("cancel", done):
+        return
     item = done.finalized
     if item is None:
         console.print(f"Created the cancellation draft {done.draft_name} for {invoice}.")
@@ -167,14 +186,63 @@ def cancel_cmd(invoice, reason, when, draft_only, org_dir, db_url):
 @db_option
 def explain_cmd(invoice, org_dir, db_url):
     """Show, for every booking detail of INVOICE, the rule that chose its account,
-    the criteria compared and the rules that lost."""
+    the criteria compared and the rules that lost; for lines billing a
+    subscription item, the item, the service period and its proration."""
+    from engine.billing.subscription_explain import explain_service_periods
     from engine.booking.explain import explain
     from engine.storage.db import open_engine
 
     ctx = open_context(org_dir)
-    explanations = explain(open_engine(db_url), ctx, invoice)
+    engine = open_engine(db_url, create=False)
+    service = explain_service_periods(engine, ctx, invoice)
+    drafted = bool(service.lines) and not service.finalized  # a draft has no booking details yet
+    explanations = [] if drafted else explain(engine, ctx, invoice)
+    if emit("explain", {"invoice": invoice, "service_periods": service.lines,
+                        "bookings": [{"text": list(e.lines()), **jsonable(e)} for e in explanations]}):
+        return
+    for line in service.lines:
+        click.echo(line)
     for explanation in explanations:
         for line in explanation.lines():
             click.echo(line)
 
 
+
+
+@command("runs")
+@click.argument("names", nargs=-1, metavar="[RUN]...")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many of the newest runs to list (without RUN names).")
+@click.option("--recover", is_flag=True,
+              help="Mark dead runs (no live process works on them) Failed; running them again bills the rest.")
+@org_option
+@db_option
+def runs_cmd(names, limit, recover, org_dir, db_url):
+    """List invoice runs with their state (Dead: Running, but no process works
+    on it any more), or recover dead ones with --recover."""
+    from engine.billing.service import list_runs, recover_runs
+    from engine.storage.db import open_engine
+
+    ctx = open_context(org_dir)
+    engine = open_engine(db_url, create=False)
+    if recover:
+        recovered = recover_runs(engine, ctx, names=names)
+        if emit("runs --recover", {"recovered": recovered}):
+            return
+        for run in recovered:
+            console.print(f"Recovered {run.name} ({', '.join(run.owners) or 'no process'}): now Failed; "
+                          "run the same invoice run again to bill the rest.", markup=False)
+        if not recovered:
+            console.print("No dead runs.")
+        return
+    runs = list_runs(engine, ctx, names=names, limit=limit)
+    if emit("runs", {"runs": runs}):
+        return
+    table = Table(title="Invoice runs")
+    for column in ("run", "state", "period", "filters", "invoices", "errors", "started", "processes"):
+        table.add_column(column, justify="right" if column in ("invoices", "errors") else "left")
+    for run in runs:
+        state = f"[red]{run.state}[/]" if run.dead else run.state
+        table.add_row(run.name, state, f"{run.period_start} .. {run.period_end}", run.filters, str(run.invoices),
+                      str(run.errors), str(run.started_at or ""), "; ".join(run.owners))
+    console.print(table)

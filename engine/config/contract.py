@@ -124,3 +124,40 @@ RULE_CONTEXTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "CollectiveAccount": ("BookingDetail", "Balance"),
     }
 )
+
+# Objects whose records only the engine writes, with the commands that create
+# them: their rows carry invariants no record file can keep (gapless numbers,
+# balanced postings, balances that add up to their invoice, claims on the
+# billed source records). ``metabill load`` refuses them; ``export-records``
+# still exports them.
+ENGINE_OWNED: Mapping[str, str] = MappingProxyType(
+    {
+        "Invoice": "metabill invoice-run (drafts), finalize, cancel and partial-credit",
+        "InvoiceLineItem": "metabill invoice-run (with their invoices)",
+        "InvoiceRun": "metabill invoice-run",
+        "NumberRange": "metabill finalize (from the Counter settings)",
+        "BookingPeriod": "metabill finalize and the payment commands (when they book)",
+        "BookingDetail": "metabill finalize, cancel, payment and write-off",
+        "Balance": "metabill finalize, payment register/on-account/refund/import and write-off",
+        "AccountingDocument": "metabill export datev",
+        "AccountingDocumentItem": "metabill export datev",
+        "InvoiceExportHistory": "metabill export sepa-debit and sepa-credit",
+        "Entry": "metabill finalize and fix-invoices (cash management)",
+        "EntryItem": "metabill finalize and fix-invoices (cash management)",
+        "Installment": "metabill finalize and payment-plan (installment plans)",
+        "Payment": "the payment commands (cash management)",
+        "PaymentEntry": "metabill bank import (cash management)",
+        "BankStatement": "metabill bank import (cash management)",
+        "PaymentInstrument": "metabill instrument add and instrument from-accounts (IBAN and BIC checked)",
+        "Reduction": "the payment commands and partial-credit (cash management)",
+    }
+)
+
+
+def engine_owned(object_name: str) -> str | None:
+    """The commands that create ``object_name``'s records when only the engine
+    writes them (any case), else None."""
+    for name, commands in ENGINE_OWNED.items():
+        if name.lower() == object_name.lower():
+            return commands
+    return None

@@ -22,8 +22,10 @@ Stages (each collects diagnostics and continues):
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -36,9 +38,11 @@ from .formula import FormulaCompiler
 from .model import ObjectKind, OrgModel, TemplateFile
 from .resolve import Definition, Resolution, resolve_objects, resolve_records
 from .schema import validate_document
-from .yamlsrc import YamlDocument, locate_in_scalar, read_yaml
+from .yamlsrc import YamlDocument, locate_in_scalar, read_regular_file, read_yaml
 
 MAX_FILES_PER_FOLDER = 2000
+#: Template bytes hashed per file (the documents' own checks limit templates further).
+MAX_TEMPLATE_BYTES = 16 * 2**20
 YAML_SUFFIXES = (".yaml", ".yml")
 IGNORED_SUFFIXES = (".md", ".txt")
 
@@ -66,6 +70,7 @@ class _Discovered:
     records: list[YamlDocument]
     templates: dict[str, TemplateFile]
     files_checked: int
+    extensions: dict[str, YamlDocument]
 
 
 def load_org(path: str | Path, checks: Sequence[Check] = ()) -> LoadResult:
@@ -111,6 +116,7 @@ def load_org(path: str | Path, checks: Sequence[Check] = ()) -> LoadResult:
         records=MappingProxyType(records),
         templates=MappingProxyType(found.templates),
         config_hash=_config_hash(root, found),
+        extensions=MappingProxyType(found.extensions),
     )
 
     diagnostics.extend(run_checks(model, resolution, found.manifest, (*GENERIC_CHECKS, *checks)))
@@ -157,8 +163,10 @@ def _discover(root: Path, diagnostics: list[Diagnostic]) -> _Discovered:
             display = _relative(root, entry)
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir() or entry.is_symlink():
-                diagnostics.append(make("W014", f"'{display}' is not a YAML file and was ignored", Location(display)))
+            kind = _entry_kind(entry)
+            if kind is not None:
+                diagnostics.append(make("W014", f"'{display}' is {kind}, not a YAML file, and was ignored",
+                                        Location(display)))
                 continue
             if entry.suffix.lower() in IGNORED_SUFFIXES:
                 continue
@@ -186,6 +194,16 @@ def _discover(root: Path, diagnostics: list[Diagnostic]) -> _Discovered:
                 "run validate-config on the folder that holds metadata/ and custom_settings/",
             )
         )
+    extensions: dict[str, YamlDocument] = {}
+    for name in EXTENSION_FILES:
+        path = root / name
+        if path.is_file() and _entry_kind(path) is None:
+            files_checked += 1
+            doc, problems = read_yaml(path, name)
+            diagnostics.extend(problems)
+            if doc is not None:
+                extensions[name] = doc
+    _report_unread_yaml(root, diagnostics)
     templates: dict[str, TemplateFile] = {}
     template_root = root / "templates"
     if template_root.is_dir():
@@ -193,10 +211,95 @@ def _discover(root: Path, diagnostics: list[Diagnostic]) -> _Discovered:
             if count >= MAX_FILES_PER_FOLDER:
                 diagnostics.append(make("E004", "templates/ holds too many files", Location("templates")))
                 break
-            if entry.is_file() and not entry.is_symlink() and entry.suffix.lower() not in IGNORED_SUFFIXES:
+            if _entry_kind(entry) is None and entry.suffix.lower() not in IGNORED_SUFFIXES:
                 name = entry.relative_to(template_root).as_posix()
                 templates[name.lower()] = TemplateFile(name, _relative(root, entry))
-    return _Discovered(manifest, objects, settings, records, templates, files_checked)
+    return _Discovered(manifest, objects, settings, records, templates, files_checked, extensions)
+
+
+#: Folders the loader reads itself (their stray entries are reported there),
+#: or that hold no configuration.
+_READ_FOLDERS = ("metadata/objects", "metadata/settings", "custom_settings", "templates")
+_SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__", "venv", "site-packages"})
+#: Single YAML documents the loader reads for a domain that owns their meaning
+#: (the loader only parses them with locations, hashes them and hands them over
+#: as ``OrgModel.extensions``; the owner checks them): the e-invoice mapping of
+#: engine/documents/einvoice.
+EXTENSION_FILES = ("metadata/einvoice.yaml",)
+#: How much of the org tree the search for stray YAML files looks at, at most.
+MAX_WALK_ENTRIES = 20_000
+MAX_WALK_DEPTH = 6
+
+
+def _report_unread_yaml(root: Path, diagnostics: list[Diagnostic]) -> None:
+    """W014 for every YAML file in the org tree the loader does not read (a
+    setting in ``custom_setting/``, an object one folder too deep): it would
+    otherwise be ignored without a word. Hidden folders, virtual
+    environments, Python packages (their data files belong to the code) and
+    nested orgs (a folder with its own metabill.yaml or metadata/objects) are
+    not searched; the walk is bounded."""
+    import os  # noqa: PLC0415 - only the walk needs it
+
+    seen = 0
+    pending: list[tuple[Path, int]] = [(root, 0)]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > MAX_WALK_ENTRIES:
+                return
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            relative = path.relative_to(root).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                if (relative in _READ_FOLDERS or entry.name in _SKIPPED_FOLDERS or entry.name.endswith(".egg-info")
+                        or depth + 1 > MAX_WALK_DEPTH or (path / "pyvenv.cfg").exists()
+                        or (path / "__init__.py").exists()
+                        or (path / "metabill.yaml").exists() or (path / "metadata" / "objects").is_dir()):
+                    continue
+                pending.append((path, depth + 1))
+            elif path.suffix.lower() in YAML_SUFFIXES and relative not in ("metabill.yaml", *EXTENSION_FILES):
+                display = _relative(root, path)
+                diagnostics.append(make(
+                    "W014", f"'{display}' is not read: only metabill.yaml and the YAML files directly in "
+                    "metadata/objects/, metadata/settings/ and custom_settings/ are", Location(display),
+                    _unread_hint(path.parent.relative_to(root).as_posix())))
+
+
+def _unread_hint(folder: str) -> str:
+    """Where the file probably belongs, judged from the folder it is in."""
+    close = difflib.get_close_matches(folder.lower(), [f for f in _READ_FOLDERS[:3]], n=1, cutoff=0.6)
+    if close:
+        return f"move it to {close[0]}/ (is '{folder}' a misspelling?)"
+    return "move it into metadata/objects/, metadata/settings/ or custom_settings/, or delete it"
+
+
+def _entry_kind(entry: Path) -> str | None:
+    """None for a regular file (not a link); else what the entry is. Decided
+    from ``lstat`` alone: nothing is opened, so a FIFO or a device in the org
+    never blocks or floods the loader."""
+    try:
+        mode = entry.lstat().st_mode
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def _compile_formulas(res: Resolution, diagnostics: list[Diagnostic]) -> None:
@@ -239,14 +342,15 @@ def _config_hash(root: Path, found: _Discovered) -> str:
     """sha256 over every document's data (canonical JSON) and template bytes,
     in path order: two orgs with the same hash configure identical behaviour."""
     digest = hashlib.sha256()
-    docs = ([found.manifest] if found.manifest else []) + found.objects + found.settings + found.records
+    docs = (([found.manifest] if found.manifest else []) + found.objects + found.settings + found.records
+            + list(found.extensions.values()))
     for doc in sorted(docs, key=lambda d: d.file):
         digest.update(doc.file.encode())
         digest.update(json.dumps(doc.data, sort_keys=True, default=str).encode())
     for template in sorted(found.templates.values(), key=lambda t: t.path):
         digest.update(template.path.encode())
         try:
-            digest.update((root / template.path).read_bytes())
+            digest.update(read_regular_file(root / template.path, MAX_TEMPLATE_BYTES))
         except OSError:
             pass
     return digest.hexdigest()

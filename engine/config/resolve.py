@@ -24,7 +24,7 @@ from .model import (
     ObjectKind,
     SettingRecord,
 )
-from .values import ValueProblem, coerce
+from .values import ValueProblem, check_setting_text, coerce
 from .yamlsrc import YamlDocument
 
 # Which definition keys make sense for which field type. The schema accepts
@@ -124,6 +124,16 @@ def resolve_objects(definitions: list[Definition], schema_bad: set[int]) -> Reso
     return res
 
 
+def _length(raw: object, default: int) -> int:
+    """A text length as written, when it is a plausible one (the schema
+    reports anything else at its line), else ``default``."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw <= 1_000_000:
+        return raw
+    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 7 and int(raw) > 0:
+        return int(raw)
+    return default
+
+
 def _resolve_one(definition: Definition, res: Resolution) -> ObjectDef | None:
     doc = definition.doc
     data = doc.data
@@ -134,7 +144,9 @@ def _resolve_one(definition: Definition, res: Resolution) -> ObjectDef | None:
 
     fields.append(FieldDef("Id", name, FieldType.ID, "Record ID", system=True, source=location))
     if definition.kind is ObjectKind.OBJECT:
-        nf = data.get("name_field") or {}
+        nf = data.get("name_field")
+        if not isinstance(nf, dict):
+            nf = {}  # the schema reports what it is instead
         nf_type = FieldType.AUTONUMBER if nf.get("type") == "AutoNumber" else FieldType.TEXT
         if nf_type is FieldType.AUTONUMBER and not nf.get("format"):
             res.diagnostics.append(
@@ -146,7 +158,7 @@ def _resolve_one(definition: Definition, res: Resolution) -> ObjectDef | None:
                 name,
                 nf_type,
                 str(nf.get("label") or f"{data.get('label', name)} Name"),
-                length=int(nf.get("length", 80)) if nf_type is FieldType.TEXT else 80,
+                length=_length(nf.get("length"), 80) if nf_type is FieldType.TEXT else 80,
                 autonumber_format=nf.get("format") if nf_type is FieldType.AUTONUMBER else None,
                 system=nf_type is FieldType.AUTONUMBER,
                 source=doc.location(("name_field",)) if "name_field" in data else location,
@@ -199,12 +211,27 @@ def _resolve_one(definition: Definition, res: Resolution) -> ObjectDef | None:
     )
 
 
+#: Field keys whose value is a text: a document the schema refused may hold
+#: anything there, and such a field is left unresolved.
+_TEXT_KEYS = ("type", "to", "relationship_name", "on_delete", "format", "match", "returns", "expression", "blanks")
+
+
 def _resolve_field(
     object_name: str, field_name: str, spec: dict, doc: YamlDocument, path: tuple, res: Resolution
 ) -> FieldDef | None:
     type_text = spec.get("type")
+    if not isinstance(type_text, str) or any(
+        key in spec and spec[key] is not None and not isinstance(spec[key], str) for key in _TEXT_KEYS
+    ):
+        return None  # a document the schema refused, resolved best-effort: the schema reported it
+    for key in ("length", "precision", "scale"):
+        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool)
+                            or not 0 <= spec[key] <= 1_000_000):
+            return None
     try:
         ftype = FieldType(type_text)
+        if ftype is FieldType.FORMULA and isinstance(spec.get("returns"), str):
+            FieldType(spec["returns"])
     except ValueError:
         return None  # the schema reported it
     ok = True
@@ -245,6 +272,8 @@ def _resolve_field(
     values: tuple[str, ...] = ()
     if ftype in (FieldType.PICKLIST, FieldType.MULTIPICKLIST):
         raw_values = spec.get("values") or []
+        if not isinstance(raw_values, list):
+            raw_values = []  # the schema reported it
         seen_values: set[str] = set()
         for index, value in enumerate(raw_values):
             if not isinstance(value, str):
@@ -531,7 +560,10 @@ def _typed_record(
             )
             continue
         try:
-            values[fdef.key] = coerce(fdef, raw)
+            value = coerce(fdef, raw)
+            if isinstance(value, str):
+                check_setting_text(value, multiline=fdef.type is FieldType.LONGTEXT)
+            values[fdef.key] = value
         except ValueProblem as problem:
             code = "E071" if fdef.type in (FieldType.PICKLIST, FieldType.MULTIPICKLIST) else "E070"
             hint = None

@@ -20,11 +20,22 @@ Lookup         ``int`` record id (reference resolution happens elsewhere)
 =============  ===============================================================
 
 Floats are refused everywhere: money never passes through binary floating point.
+
+Whatever a user writes ends in a :class:`ValueProblem` naming what is wrong,
+never in an arithmetic or overflow error: numbers of any length and exponent,
+ids beyond a 64-bit integer, and dates outside the **business date range**
+(:data:`BUSINESS_DATES`, 1900-01-01 to 2199-12-31), which is declared here
+once and checked wherever a date enters (record loads, payment imports,
+settings; the CLI checks its date arguments with :func:`check_business_date`).
+A date such as 9999-12-31 would otherwise only fail later, when the engine
+computes the month after it, or create a booking period for year 1.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -35,7 +46,34 @@ class ValueProblem(ValueError):
     """A value does not fit its field; the message is meant for the user."""
 
 
-_DECIMAL_TEXT = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """The dates the engine accepts as business dates (both ends included)."""
+
+    first: date
+    last: date
+
+    def __contains__(self, value: date) -> bool:
+        return self.first <= value <= self.last
+
+    def describe(self) -> str:
+        return f"{self.first.isoformat()}..{self.last.isoformat()}"
+
+
+#: The supported business dates: wide enough for any invoice, contract or
+#: payment (and for historical data back to 1900), narrow enough that every
+#: derived date (the month after, a booking period, a year of payment terms,
+#: a DATEV fiscal year) stays a valid date on every backend.
+BUSINESS_DATES = DateRange(date(1900, 1, 1), date(2199, 12, 31))
+
+#: The largest record id: ids are 64-bit integers on both backends.
+MAX_ID = 2**63 - 1
+
+
+_DECIMAL_TEXT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+_ID_TEXT = re.compile(r"^[0-9]{1,19}$")
+#: Longest number text read (a longer one is refused before it is parsed).
+MAX_NUMBER_TEXT = 100
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URL = re.compile(r"^(?:https?|ftp)://[^\s]+$", re.IGNORECASE)
 _TRUE_WORDS = {"true", "1", "yes", "y", "x"}
@@ -57,6 +95,8 @@ def parse_decimal(raw: object) -> Decimal:
         raise ValueProblem("binary floating-point numbers are not accepted; write the number as text")
     if isinstance(raw, str):
         text = raw.strip()
+        if len(text) > MAX_NUMBER_TEXT:
+            raise ValueProblem(f"expected a decimal number, got a text of {len(text):,} characters")
         if not _DECIMAL_TEXT.match(text):
             raise ValueProblem(f"expected a decimal number like 1234.50, got {raw!r}")
         try:
@@ -68,22 +108,36 @@ def parse_decimal(raw: object) -> Decimal:
 
 def check_number_shape(value: Decimal, precision: int | None, scale: int | None) -> Decimal:
     """Refuse values with more decimals than the scale or more integer digits
-    than ``precision - scale``; return the value quantized to the scale."""
+    than ``precision - scale``; return the value quantized to the scale.
+
+    The integer digits are counted from the exponent (``adjusted``) before
+    anything is computed, so a number of any size or exponent is refused
+    with a message instead of overflowing the decimal context."""
+    if not value.is_finite():
+        raise ValueProblem(f"expected a finite number, got {value}")
+    if precision is not None and value:
+        allowed = precision - (scale or 0)
+        if value.adjusted() >= allowed:
+            raise ValueProblem(f"{_short(value)} has more than {allowed} digits before the decimal point")
     if scale is not None:
         exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and -exponent > scale:
             normalized = value.normalize()
             exp2 = normalized.as_tuple().exponent
             if isinstance(exp2, int) and -exp2 > scale:
-                raise ValueProblem(f"{value} has more than {scale} decimal places")
+                raise ValueProblem(f"{_short(value)} has more than {scale} decimal places")
             value = normalized
-        value = value.quantize(Decimal(1).scaleb(-scale))
-    if precision is not None:
-        integer_digits = len(str(abs(value.to_integral_value(rounding="ROUND_DOWN")))) if value else 1
-        allowed = precision - (scale or 0)
-        if abs(value) >= 1 and integer_digits > allowed:
-            raise ValueProblem(f"{value} has more than {allowed} digits before the decimal point")
+        try:
+            value = value.quantize(Decimal(1).scaleb(-scale))
+        except InvalidOperation:  # only without a precision: more digits than the context holds
+            raise ValueProblem(f"{_short(value)} has too many digits") from None
     return value
+
+
+def _short(value: Decimal) -> str:
+    """A number in a message, cut when it is very long."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def parse_bool(raw: object) -> bool:
@@ -104,20 +158,32 @@ def parse_bool(raw: object) -> bool:
     raise ValueProblem(f"expected true or false, got {raw!r}")
 
 
+def check_business_date(value: date, what: str = "date") -> date:
+    """``value`` when it lies in :data:`BUSINESS_DATES`, else ValueProblem."""
+    day = value.date() if isinstance(value, datetime) else value
+    if day not in BUSINESS_DATES:
+        raise ValueProblem(f"{what} {day.isoformat()} is outside the supported dates {BUSINESS_DATES.describe()}")
+    return value
+
+
 def parse_date(raw: object) -> date:
+    """A business date from ``YYYY-MM-DD`` (or a date), within :data:`BUSINESS_DATES`."""
     if isinstance(raw, datetime):
-        return raw.date()
+        return check_business_date(raw.date())
     if isinstance(raw, date):
-        return raw
+        return check_business_date(raw)
     if isinstance(raw, str):
         try:
-            return date.fromisoformat(raw.strip())
+            value = date.fromisoformat(raw.strip())
         except ValueError:
             pass
-    raise ValueProblem(f"expected a date as YYYY-MM-DD, got {raw!r}")
+        else:
+            return check_business_date(value)
+    raise ValueProblem(f"expected a date as YYYY-MM-DD, got {_short_text(raw)}")
 
 
 def parse_datetime(raw: object) -> datetime:
+    """A point in time (UTC) from ISO 8601, on a date within :data:`BUSINESS_DATES`."""
     if isinstance(raw, datetime):
         value = raw
     elif isinstance(raw, str):
@@ -127,28 +193,78 @@ def parse_datetime(raw: object) -> datetime:
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueProblem(f"expected a date-time like 2024-01-31T12:00:00Z, got {raw!r}") from None
+            raise ValueProblem(f"expected a date-time like 2024-01-31T12:00:00Z, got {_short_text(raw)}") from None
     else:
-        raise ValueProblem(f"expected a date-time, got {raw!r}")
+        raise ValueProblem(f"expected a date-time, got {_short_text(raw)}")
+    check_business_date(value.date(), "date-time")
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # pragma: no cover - excluded by the date range
+        raise ValueProblem(f"date-time {text!r} is out of range") from None
 
 
 def parse_id(raw: object) -> int:
+    """A record id: a whole number from 1 to 2**63 - 1."""
     if isinstance(raw, bool):
         raise ValueProblem(f"expected a record id, got {raw}")
     if isinstance(raw, int):
-        if raw > 0:
+        if 0 < raw <= MAX_ID:
             return raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
+    elif isinstance(raw, str) and _ID_TEXT.match(raw.strip()):
         value = int(raw.strip())
-        if value > 0:
+        if 0 < value <= MAX_ID:
             return value
-    raise ValueProblem(f"expected a record id (a positive whole number), got {raw!r}")
+    too_large = isinstance(raw, int) and raw > 0 or (
+        isinstance(raw, str) and re.fullmatch(r"0*[1-9][0-9]*", raw.strip()) is not None)
+    if too_large:
+        raise ValueProblem(f"expected a record id (a positive whole number up to {MAX_ID}), got {_short_text(raw)}")
+    raise ValueProblem(f"expected a record id (a positive whole number), got {_short_text(raw)}")
+
+
+def _short_text(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+#: Invisible characters that reorder how text is displayed (Unicode bidi
+#: embeddings, overrides, isolates and marks): in configuration text they make
+#: what is shown differ from what is exported ("Trojan Source").
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Control characters a multi-line text may hold.
+_LINE_CONTROLS = frozenset("\t\n\r")
+
+
+def check_setting_text(text: str, *, multiline: bool = False) -> str:
+    """Configuration text that every export can carry: no NUL, no other control
+    character (a multi-line text may hold tabs and line breaks), no bidi
+    control, no lone surrogate. Setting texts reach booking texts, DATEV,
+    SEPA and CSV files, where such characters are refused by the database
+    (NUL on PostgreSQL), cannot be encoded, or hide what a file says."""
+    for position, char in enumerate(text, start=1):
+        if char in BIDI_CONTROLS:
+            raise ValueProblem(f"character {position} is the invisible bidi control U+{ord(char):04X} "
+                               f"({unicodedata.name(char, 'bidi control')}); remove it")
+        category = unicodedata.category(char)
+        if category == "Cc" and not (multiline and char in _LINE_CONTROLS):
+            what = "NUL" if char == "\x00" else f"control character U+{ord(char):04X}"
+            raise ValueProblem(f"character {position} is a {what}; setting texts must be printable")
+        if category == "Cs":
+            raise ValueProblem(f"character {position} is an unpaired surrogate U+{ord(char):04X}")
+    return text
 
 
 def _text(raw: object) -> str:
+    """The text of a value written for a text-like field; never one holding
+    NUL (PostgreSQL cannot store it, and no export can carry it)."""
+    text = _plain_text(raw)
+    if "\x00" in text:
+        raise ValueProblem("the value contains a NUL character")
+    return text
+
+
+def _plain_text(raw: object) -> str:
     if isinstance(raw, bool):
         return "true" if raw else "false"
     if isinstance(raw, float):

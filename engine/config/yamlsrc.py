@@ -24,7 +24,9 @@ character, not at the start of the value.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,20 +121,74 @@ def read_yaml(path: Path, display_name: str, limits: Limits = DEFAULT_LIMITS) ->
     diagnostics; never raises for anything the file contains."""
     loc = Location(display_name)
     try:
-        size = path.stat().st_size
-        if size > limits.max_file_bytes:
-            return None, [
-                make(
-                    "E004",
-                    f"file is {size:,} bytes; the limit is {limits.max_file_bytes:,} bytes",
-                    loc,
-                    "split the definitions over several files",
-                )
-            ]
-        raw = path.read_bytes()
+        raw = read_regular_file(path, limits.max_file_bytes)
+    except NotARegularFile as exc:
+        return None, [make("E001", f"cannot read file: {exc}", loc, "only regular files belong in an org")]
+    except FileTooLarge as exc:
+        return None, [
+            make(
+                "E004",
+                f"file is {exc.size:,} bytes; the limit is {limits.max_file_bytes:,} bytes",
+                loc,
+                "split the definitions over several files",
+            )
+        ]
     except OSError as exc:
         return None, [make("E001", f"cannot read file: {exc.strerror or exc}", loc)]
     return parse_yaml_bytes(raw, display_name, limits)
+
+
+class NotARegularFile(OSError):
+    """A path names a FIFO, device, socket or folder instead of a file."""
+
+
+class FileTooLarge(OSError):
+    def __init__(self, size: int):
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes``.
+
+    Opened without blocking and checked on the open descriptor (no race with
+    a file swapped in between): a FIFO would otherwise block the reader
+    forever, and a device such as ``/dev/zero`` never ends. Raises
+    :class:`NotARegularFile`, :class:`FileTooLarge` or another ``OSError``."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFile(f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise FileTooLarge(info.st_size)
+        chunks = []
+        remaining = max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(descriptor, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:  # grew while being read
+            raise FileTooLarge(len(data))
+        return data
+    finally:
+        os.close(descriptor)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a file"
 
 
 def parse_yaml_bytes(raw: bytes, display_name: str, limits: Limits = DEFAULT_LIMITS) -> tuple[YamlDocument | None, list[Diagnostic]]:

@@ -34,23 +34,36 @@ def _reader(ctx: Context, obj: ObjectDef, dialect: str) -> RecordReader:
     return RecordReader.of(ctx, obj, paths, dialect)
 
 
-def to_api(obj: ObjectDef, record: dict[str, Any], today: date) -> dict[str, Any]:
+def api_plan(obj: ObjectDef) -> tuple[tuple[str, str, Any], ...]:
+    """(API name, lower-case key, compiled formula or None) per field of
+    ``obj``: what :func:`to_api` does per field, worked out once per object
+    (``FieldDef.key`` is computed on every access)."""
+    return tuple((fdef.name, fdef.key, fdef.formula.compiled if fdef.formula is not None else _STORED)
+                 for fdef in obj.fields)
+
+
+#: Marks a stored field in an :func:`api_plan`.
+_STORED = object()
+
+
+def to_api(obj: ObjectDef, record: dict[str, Any], today: date,
+           plan: tuple[tuple[str, str, Any], ...] | None = None) -> dict[str, Any]:
     """A reader record (lower-case keys, nested related records) as a dict
     keyed by field API name, with formula fields evaluated (None when a
-    formula cannot be evaluated on this record)."""
+    formula cannot be evaluated on this record). ``plan``: the object's
+    :func:`api_plan`, when the caller converts many records."""
     out: dict[str, Any] = {"Id": record.get("id")}
-    for fdef in obj.fields:
-        if fdef.formula is not None:
-            compiled = fdef.formula.compiled
+    for name, key, compiled in plan if plan is not None else api_plan(obj):
+        if compiled is not _STORED:
             try:
-                out[fdef.name] = compiled.evaluate(record, today=today) if compiled is not None else None
+                out[name] = compiled.evaluate(record, today=today) if compiled is not None else None
             except Exception:  # noqa: BLE001 - a formula that fails on odd data prints empty
-                out[fdef.name] = None
+                out[name] = None
             continue
-        value = record.get(fdef.key)
-        if isinstance(value, dict):  # a lookup named like its relationship: keep the id
+        value = record.get(key)
+        if type(value) is dict:  # a lookup named like its relationship: keep the id
             value = value.get("id")
-        out[fdef.name] = value
+        out[name] = value
     out.setdefault("Name", record.get("name"))
     return out
 
@@ -67,6 +80,7 @@ def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]
     final_field = inv_obj.field("FinalInvoice")
     inv_reader, line_reader, bal_reader, acc_reader = (
         _reader(ctx, obj, dialect) for obj in (inv_obj, line_obj, bal_obj, acc_obj))
+    line_plan = api_plan(line_obj)
 
     out: dict[int, DocumentInput] = {}
     for chunk in chunks(list(invoice_ids)):
@@ -76,7 +90,7 @@ def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]
         for r in line_reader.read(
                 conn, where=line_table.c[line_obj.field("Invoice").column_name].in_(chunk),
                 order_by=[line_table.c.id]):
-            record = to_api(line_obj, r, today)
+            record = to_api(line_obj, r, today, line_plan)
             lines.setdefault(record["Invoice"], []).append(record)
         balances: dict[int, list[dict]] = {i: [] for i in invoices}
         for r in bal_reader.read(
@@ -97,10 +111,15 @@ def read_documents(conn: sa.Connection, ctx: Context, invoice_ids: Sequence[int]
         # numbers of the invoices the balances and deduction lines point at
         related = {b.get("RelatedInvoice") for bs in balances.values() for b in bs}
         related |= {l.get("SubInvoice") for ls in lines.values() for l in ls}
+        related |= {i.get("RelatedInvoice") for i in invoices.values()}
         related.discard(None)
-        names = dict(conn.execute(sa.select(inv_table.c.id, inv_table.c.name).where(
-            inv_table.c.id.in_(sorted(related)))).all()) if related else {}
+        found = conn.execute(sa.select(inv_table.c.id, inv_table.c.name, inv_table.c.date).where(
+            inv_table.c.id.in_(sorted(related)))).all() if related else []
+        names = {row.id: row.name for row in found}
+        dates = {row.id: row.date for row in found}
         for invoice_id, invoice in invoices.items():
+            invoice["RelatedInvoiceNo"] = names.get(invoice.get("RelatedInvoice"))
+            invoice["RelatedInvoiceDate"] = dates.get(invoice.get("RelatedInvoice"))
             for b in balances[invoice_id]:
                 b["RelatedInvoiceNo"] = names.get(b.get("RelatedInvoice"))
             for l in lines[invoice_id]:

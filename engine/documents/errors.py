@@ -79,5 +79,15 @@ class InvoicesNotRendered(DocumentError):
         return cls(f"{len(failures)} invoice(s) could not be rendered", problems=problems)
 
 
+class StoredDocumentAltered(DocumentError):
+    """A stored invoice document no longer matches the hash it was issued with.
+
+    Its parts are missing, or its content or hash changed after
+    finalization; it is not returned (restore it from a backup).
+    """
+
+    code = "R607"
+
+
 __all__ = ["DocumentError", "InvoiceNotFound", "InvoicesNotRendered", "NothingToRender", "PdfUnavailable",
-           "TemplateFailed", "TemplateNotUsable", "invoice_where"]
+           "StoredDocumentAltered", "TemplateFailed", "TemplateNotUsable", "invoice_where"]

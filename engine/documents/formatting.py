@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Callable
 
 from engine.config.model import FieldDef, FieldType
@@ -42,6 +43,22 @@ def round_money(value: Any) -> Decimal | None:
     return None if amount is None else money.round_money(amount)
 
 
+def _format_decimal(value: Decimal, pattern: str, locale: str) -> str:
+    """babel's ``format_decimal`` (with its default decimal quantization),
+    remembered: an invoice prints the same prices, quantities and rates
+    many times, and babel parses the pattern and looks up the locale's
+    symbols on every call (most of the time of rendering a long invoice).
+    Keyed by the value's exact text, so ``-0.00`` and ``0.00`` stay apart."""
+    return _format_text(str(value), pattern, locale)
+
+
+@lru_cache(maxsize=65536)
+def _format_text(text: str, pattern: str, locale: str) -> str:
+    from babel.numbers import format_decimal
+
+    return format_decimal(Decimal(text), format=pattern, locale=locale)
+
+
 class Formatter:
     """Locale formatting with babel: amounts (rounded half up to 2 decimals
     first, Decimal only), currencies, dates, percentages, quantities."""
@@ -54,12 +71,10 @@ class Formatter:
         self.currency = currency
 
     def money(self, value: Any) -> str:
-        from babel.numbers import format_decimal
-
         amount = round_money(value)
         if amount is None:
             return ""
-        return format_decimal(amount, format="#,##0.00", locale=self.locale, decimal_quantization=True)
+        return _format_decimal(amount, "#,##0.00", self.locale_name)
 
     def currency_amount(self, value: Any, currency: str | None = None) -> str:
         from babel.numbers import format_currency
@@ -82,23 +97,19 @@ class Formatter:
                            locale=self.locale)
 
     def percent(self, value: Any) -> str:
-        from babel.numbers import format_decimal
-
         rate = as_decimal(value)
         if rate is None:
             return ""
         rate = money.round_money(rate)
-        text = format_decimal(rate, format="#,##0.00", locale=self.locale)
+        text = _format_decimal(rate, "#,##0.00", self.locale_name)
         return f"{text}\u00a0%" if self.locale.language == "de" else f"{text}%"
 
     def number(self, value: Any) -> str:
-        from babel.numbers import format_decimal
-
         number = as_decimal(value)
         if number is None:
             return ""
         number = money.round_money(number, QUANTITY_STEP)
-        return format_decimal(number, format="#,##0.####", locale=self.locale)
+        return _format_decimal(number, "#,##0.####", self.locale_name)
 
     def value(self, fdef: FieldDef | None, value: Any) -> str:
         """A field value as printed: by the field's type."""

@@ -8,6 +8,8 @@ sample invoices. Every failure a user can fix is a
 :class:`~engine.documents.errors.DocumentError` whose message names the
 invoice, the template record and, for template errors, ``file:line``.
 Files are written whole or not at all (:func:`engine.storage.files.write_file`).
+A finalized invoice's document is the one stored when it was issued
+(:func:`issued_or_fresh`); only drafts are rendered anew.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Callable, Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.domain.batching import chunks
+from engine.domain.errors import PARTLY_DONE
 from engine.storage.context import Context
 from engine.storage.files import write_file
 
 from .context import DocumentInput, document_context, document_environment
 from .data import read_documents
+from .einvoice.output import EINVOICE_FORMATS, einvoice_xml, output_name, zugferd_pdf
+from .issued import stored_document
 from .errors import (
     DocumentError,
     InvoicesNotRendered,
@@ -38,7 +43,11 @@ from .pdf import html_to_pdf
 from .sandbox import TEMPLATE_FOLDER, describe_error, render_template, template_path_problem
 from .template_records import TemplateSettings, parse_template_settings, select_template_record
 
-FORMATS = ("html", "pdf")
+FORMATS = ("html", "pdf", "xrechnung-cii", "xrechnung-ubl", "zugferd")
+#: Statuses whose documents are rendered fresh every time (not yet issued).
+DRAFT_STATUSES = ("Draft", "Pre-Draft")
+#: The template name reported for a stored (issued) document.
+ISSUED = "(issued document)"
 #: Invoices read from the database at a time.
 RENDER_BATCH = 200
 
@@ -91,6 +100,30 @@ def render_html(org_root: Path, ctx: Context, data: DocumentInput) -> Rendered:
     return Rendered(name, settings.name, html)
 
 
+def issued_or_fresh(conn: sa.Connection, ctx: Context, org_root: Path, data: DocumentInput) -> Rendered:
+    """The document of an invoice: for a finalized invoice the one stored
+    when it was issued (:func:`engine.documents.issued.stored_document`,
+    its hash checked), which later payments never change; for a draft (or
+    an invoice finalized before documents were stored) a fresh rendering."""
+    if data.invoice.get("Status") not in DRAFT_STATUSES:
+        stored = stored_document(conn, ctx, int(data.invoice["Id"]))
+        if stored is not None:
+            return Rendered(invoice_label(data.invoice), ISSUED, stored)
+    return render_html(org_root, ctx, data)
+
+
+def _einvoice_bytes(conn: sa.Connection, ctx: Context, org_root: Path, data: DocumentInput, rendered: Rendered,
+                    fmt: str) -> bytes:
+    """One e-invoice format of an issued invoice (:mod:`.einvoice.output`)."""
+    kind = EINVOICE_FORMATS[fmt][0]
+    xml = einvoice_xml(conn, ctx, data, kind)
+    if fmt != "zugferd":
+        return xml
+    pdf = html_to_pdf(rendered.html, Path(org_root) / TEMPLATE_FOLDER, document_date=data.invoice.get("Date"),
+                      title=rendered.invoice_name, pdf_variant="pdf/a-3b")
+    return zugferd_pdf(pdf, xml, invoice_date=data.invoice.get("Date"), title=rendered.invoice_name)
+
+
 def render_pdf(org_root: Path, rendered: Rendered, document_date: date | None) -> bytes:
     """The PDF of rendered HTML, resources confined to templates/ (:mod:`.pdf`);
     :class:`PdfUnavailable` when WeasyPrint cannot be loaded."""
@@ -124,7 +157,12 @@ class RenderReport:
     def failure_error(self) -> InvoicesNotRendered | None:
         """The error to end the command with when invoices failed (one problem
         per failed invoice), else None."""
-        return InvoicesNotRendered.of(self.errors) if self.errors else None
+        if not self.errors:
+            return None
+        error = InvoicesNotRendered.of(self.errors)
+        if self.rendered:
+            error.exit_code = PARTLY_DONE
+        return error
 
 
 def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices: Sequence[tuple[int, str]],
@@ -141,7 +179,7 @@ def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices:
         for data in read_documents(conn, ctx, [i for i, _ in batch], today=today):
             name = invoice_label(data.invoice)
             try:
-                rendered = render_html(org_root, ctx, data)
+                rendered = issued_or_fresh(conn, ctx, org_root, data)
                 stem = file_stem(name)
                 if "html" in formats:
                     path = out_dir / f"{stem}.html"
@@ -152,6 +190,11 @@ def render_invoices(conn: sa.Connection, ctx: Context, org_root: Path, invoices:
                     path = out_dir / f"{stem}.pdf"
                     write_file(path, pdf)
                     report.written.append(path)
+                for fmt in formats:
+                    if fmt in EINVOICE_FORMATS:
+                        path = out_dir / output_name(stem, fmt)
+                        write_file(path, _einvoice_bytes(conn, ctx, org_root, data, rendered, fmt))
+                        report.written.append(path)
             except PdfUnavailable:
                 raise
             except DocumentError as error:

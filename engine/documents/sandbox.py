@@ -227,9 +227,12 @@ _LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first
                               "depth0", "previtem", "nextitem", "cycle", "changed"})
 
 
+_REFUSED_NAMES = frozenset(("mro", "func_globals", "gi_frame", "gi_code", "cr_frame", "f_globals"))
+
+
 def _refuse_name(name: object) -> bool:
-    text = str(name)
-    return text.startswith("_") or text in ("mro", "func_globals", "gi_frame", "gi_code", "cr_frame", "f_globals")
+    text = name if type(name) is str else str(name)
+    return text.startswith("_") or text in _REFUSED_NAMES
 
 
 class InvoiceSandbox(ImmutableSandboxedEnvironment):
@@ -303,7 +306,7 @@ class InvoiceSandbox(ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         if _refuse_name(attribute):
             raise TemplateRefused(f"access to '{attribute}' is not allowed in templates")
-        if isinstance(obj, Mapping):
+        if type(obj) is dict or isinstance(obj, Mapping):  # dicts first: the ABC check is slow
             try:
                 return obj[attribute]
             except (KeyError, TypeError):
@@ -320,13 +323,13 @@ class InvoiceSandbox(ImmutableSandboxedEnvironment):
         if isinstance(argument, str):
             if _refuse_name(argument):
                 raise TemplateRefused(f"access to '{argument}' is not allowed in templates")
-            if isinstance(obj, Mapping):
+            if type(obj) is dict or isinstance(obj, Mapping):
                 try:
                     return obj[argument]
                 except (KeyError, TypeError):
                     return self.undefined(obj=obj, name=argument)
             return self.getattr(obj, argument)
-        if isinstance(obj, Mapping):
+        if type(obj) is dict or isinstance(obj, Mapping):
             try:
                 return obj[argument]
             except (KeyError, TypeError):

@@ -57,6 +57,11 @@ class Where:
 
 NOWHERE = Where()
 
+#: The exit code of a command that did part of what it was asked and reports
+#: the rest as problems (records not billed, invoices not finalized, orders
+#: left out of a file): a scheduler must notice, and must not retry the whole.
+PARTLY_DONE = 4
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -87,16 +92,20 @@ class EngineError(Exception):
     """
 
     code: ClassVar[str] = "R000"
-    #: The exit code of a command that ends with this error.
-    exit_code: ClassVar[int] = 1
+    #: The exit code of a command that ends with this error: 1, nothing (or
+    #: not all) of what was asked was done; :data:`PARTLY_DONE` when the rest
+    #: of the command's work was done and committed.
+    exit_code: int = 1
 
     def __init__(self, message: str, *, where: Where | None = None, hint: str | None = None,
-                 problems: Sequence[Problem] = ()):
+                 problems: Sequence[Problem] = (), partly_done: bool = False):
         super().__init__(message)
         self.message = message
         self.where = where or NOWHERE
         self.hint = hint
         self._problems = tuple(problems)
+        if partly_done:
+            self.exit_code = PARTLY_DONE
 
     @property
     def problems(self) -> tuple[Problem, ...]:

@@ -55,7 +55,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, BinaryIO, Mapping
 
@@ -64,14 +64,16 @@ import sqlalchemy as sa
 from engine.booking.postings import counter_account, sides
 from engine.config.model import SettingRecord
 from engine.domain.batching import chunks
-from engine.domain.errors import Where
+from engine.domain.errors import Problem, Where
 from engine.domain.money import CENT
 from engine.storage.bulk import update_by_id
 from engine.storage.context import Context
 from engine.storage.csvio import cell_text
 
 from .accounting_documents import DocumentTransfer
-from .errors import DatevExportError, DatevParameterError
+from .datev_rules import (DEFAULT_DESCRIPTION, ENCODING, KOST_LENGTH, SETTING_FIELDS, DatevParams, account_problem,
+                          as_date)
+from .errors import DatevDetailsLeftOut, DatevExportError, DatevParameterError
 from .journal import detail_query, stream_details
 
 #: Booking detail types whose details never go to DATEV (seed 003).
@@ -79,7 +81,6 @@ INTERIM_TYPES = frozenset({"Interim Revenue", "Interim Payment", "Interim Paymen
 #: ``ExportDestination`` of details exported by this module.
 DESTINATION = "DATEV"
 #: The encoding DATEV imports ("ANSI", Windows code page 1252).
-ENCODING = "cp1252"
 LINE_END = "\r\n"
 
 HEADER_VERSION = 700
@@ -89,7 +90,6 @@ FORMAT_VERSION = 13
 #: Header field 8 "Herkunft": two characters naming the exporting application.
 ORIGIN = "MB"
 EXPORTED_BY = "metabill"
-DEFAULT_DESCRIPTION = "metabill Buchungsstapel"
 
 #: Column headings of a Buchungsstapel, format version 13 (125 columns), as in
 #: DATEV's sample file.
@@ -122,90 +122,22 @@ COLUMNS: tuple[str, ...] = tuple(
 assert len(COLUMNS) == 125, len(COLUMNS)
 _AT = {heading: index for index, heading in enumerate(COLUMNS)}
 
-#: ExportSetting fields read for the DATEV parameters, when the org declares
-#: them: as product fields (these names) or as customer fields (with ``__c``).
-SETTING_FIELDS = {
-    "consultant": "DatevConsultantNumber",
-    "client": "DatevClientNumber",
-    "fiscal_year_start": "DatevFiscalYearStart",
-    "account_length": "DatevAccountLength",
-    "chart_of_accounts": "DatevChartOfAccounts",
-}
 #: The BookingDetail field holding the DATEV BU-Schlüssel (seed 004).
 BU_FIELD = "BuCode__c"
 
 BUCHUNGSTEXT_LENGTH = 60
 BELEGFELD_LENGTH = 36
-KOST_LENGTH = 36
 MARK_BATCH = 1_000
 SPOOL_BYTES = 8 * 2**20
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ACCOUNT = re.compile(r"[0-9]{1,9}")
 _BELEGFELD = re.compile(r"[A-Za-z0-9$&%*+\-/]*")
 _BU_CODE = re.compile(r"[0-9]{1,4}")
 _AMOUNT = re.compile(r"[0-9]{1,10},[0-9]{2}")
-_CHART = re.compile(r"[0-9]{2}")
 
 
 # ---------------------------------------------------------------------------
 # Parameters
-
-
-@dataclass(frozen=True)
-class DatevParams:
-    """What the header of a Buchungsstapel needs.
-
-    ``date_from``/``date_to`` narrow the export to a range inside the fiscal
-    year (DATEV recommends one file per booking period); without them the
-    whole fiscal year is exported and the header's Datum vom/bis span the
-    exported booking dates."""
-
-    consultant: int
-    client: int
-    fiscal_year_start: date
-    account_length: int
-    description: str = DEFAULT_DESCRIPTION
-    chart_of_accounts: str | None = None
-    date_from: date | None = None
-    date_to: date | None = None
-    currency: str = "EUR"
-
-    @property
-    def fiscal_year_end(self) -> date:
-        start = self.fiscal_year_start
-        try:
-            following = start.replace(year=start.year + 1)
-        except ValueError:  # 29 February
-            following = start.replace(year=start.year + 1, day=28) + timedelta(days=1)
-        return following - timedelta(days=1)
-
-    def problems(self) -> list[str]:
-        found = []
-        if not 1001 <= self.consultant <= 9_999_999:
-            found.append(f"consultant number (Beraternummer) {self.consultant} is not within 1001..9999999")
-        if not 1 <= self.client <= 99_999:
-            found.append(f"client number (Mandantennummer) {self.client} is not within 1..99999")
-        if not 4 <= self.account_length <= 8:
-            found.append(f"account length (Sachkontenlänge) {self.account_length} is not within 4..8")
-        if len(self.description) > 30:
-            found.append(f"description {self.description!r} is longer than 30 characters")
-        if self.chart_of_accounts and not _CHART.fullmatch(self.chart_of_accounts):
-            found.append(f"chart of accounts {self.chart_of_accounts!r} is not two digits (03 = SKR 03)")
-        if not re.fullmatch(r"[A-Z]{3}", self.currency or ""):
-            found.append(f"currency {self.currency!r} is not an ISO code")
-        first, last = self.fiscal_year_start, self.fiscal_year_end
-        for label, value in (("start date", self.date_from), ("end date", self.date_to)):
-            if value is not None and not first <= value <= last:
-                found.append(f"{label} {value} is outside the fiscal year {first}..{last}")
-        if self.date_from and self.date_to and self.date_from > self.date_to:
-            found.append(f"start date {self.date_from} is after end date {self.date_to}")
-        return found
-
-    def validate(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise DatevParameterError("; ".join(problems))
 
 
 def params_from_setting(ctx: Context, setting_name: str | None = None, **overrides: object) -> DatevParams:
@@ -248,12 +180,12 @@ def params_from_setting(ctx: Context, setting_name: str | None = None, **overrid
         params = DatevParams(
             consultant=int(values["consultant"]),
             client=int(values["client"]),
-            fiscal_year_start=_as_date(values["fiscal_year_start"]),
+            fiscal_year_start=as_date(values["fiscal_year_start"]),
             account_length=int(values["account_length"]),
             description=str(values.get("description") or DEFAULT_DESCRIPTION),
             chart_of_accounts=str(values["chart_of_accounts"]) if values.get("chart_of_accounts") else None,
-            date_from=_as_date(values["date_from"]) if values.get("date_from") else None,
-            date_to=_as_date(values["date_to"]) if values.get("date_to") else None,
+            date_from=as_date(values["date_from"]) if values.get("date_from") else None,
+            date_to=as_date(values["date_to"]) if values.get("date_to") else None,
             currency=str(values.get("currency") or "EUR"),
         )
     except (TypeError, ValueError) as error:
@@ -268,14 +200,6 @@ def _setting_value(record: SettingRecord, key: str) -> object:
     name = SETTING_FIELDS[key]
     value = record.get(name)
     return value if value is not None else record.get(name + "__c")
-
-
-def _as_date(value: object) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
 
 
 # ---------------------------------------------------------------------------
@@ -293,6 +217,14 @@ class Excluded:
     booking_date: date | None
     amount: Decimal
     reason: str
+    #: Why, as a kind: ``by design`` (interim bookings, another currency:
+    #: DATEV does not take them, the audit lists them as left out) or
+    #: ``data`` (a value DATEV refuses: to be corrected, the export is partial).
+    kind: str = "data"
+
+    @property
+    def by_design(self) -> bool:
+        return self.kind == "by design"
 
 
 @dataclass
@@ -310,6 +242,21 @@ class DatevReport:
     documents: int = 0
     items: int = 0
     excluded: list[Excluded] = field(default_factory=list)
+
+    def failure_error(self) -> DatevDetailsLeftOut | None:
+        """The error the command ends with when details were left out for a
+        value DATEV refuses (exit code 4: the rest was exported); details left
+        out by design (interim bookings, other currencies) are no failure:
+        ``metabill audit`` lists them with their amounts."""
+        refused = [item for item in self.excluded if not item.by_design]
+        if not refused:
+            return None
+        return DatevDetailsLeftOut(
+            f"{len(refused)} booking detail(s) left out of the DATEV file for values DATEV refuses",
+            problems=[Problem(DatevDetailsLeftOut.code, item.reason,
+                              Where(object="BookingDetail", record=item.name or str(item.detail_id)))
+                      for item in refused],
+            partly_done=True)
 
 
 # ---------------------------------------------------------------------------
@@ -374,16 +321,10 @@ def columns_line() -> str:
     return ";".join(COLUMNS)
 
 
-def _account_problem(label: str, value: object, length: int) -> str | None:
-    if value is None or value == "":
-        return f"{label} is empty"
-    text = str(value)
-    if not _ACCOUNT.fullmatch(text) or len(text) > length + 1:
-        return (
-            f"{label} {text!r} is not a DATEV account number "
-            f"(digits only, at most {length + 1} with Sachkontenlänge {length})"
-        )
-    return None
+def _left_out_by_design(detail: Mapping[str, Any], params: DatevParams) -> bool:
+    """Interim bookings and other currencies: DATEV does not take them at all."""
+    return (str(detail.get("type")) in INTERIM_TYPES
+            or (detail.get("currencyisocode") or params.currency) != params.currency)
 
 
 def _exclusion(detail: Mapping[str, Any], params: DatevParams, bu_key: str | None) -> str | None:
@@ -404,7 +345,7 @@ def _exclusion(detail: Mapping[str, Any], params: DatevParams, bu_key: str | Non
         return f"amount {amount} has more than 10 integer digits"
     for label, value in (("Konto (AccountNo)", detail.get("accountno")),
                          ("Gegenkonto (contra/business partner account)", counter_account(detail))):
-        problem = _account_problem(label, value, params.account_length)
+        problem = account_problem(label, value, params.account_length)
         if problem:
             return problem
     debit, credit = sides(detail)
@@ -518,6 +459,7 @@ def export_datev(
                     booking_date=detail.get("bookingdate"),
                     amount=Decimal(detail.get("amount") or 0),
                     reason=reason,
+                    kind="by design" if _left_out_by_design(detail, params) else "data",
                 ))
                 continue
             body.write(_encode(detail_line(detail, bu_key)))

@@ -25,6 +25,23 @@ class DatevExportError(EngineError, ValueError):
     code = "R500"
 
 
+class DatevDetailsLeftOut(EngineError):
+    """Some booking details were left out of the DATEV file because DATEV
+    refuses one of their values (account number, amount, BU key, center,
+    invoice number); the others were exported. Correct them (a reversal and a
+    new booking) and export again."""
+
+    code = "R502"
+
+
+class SepaOrdersLeftOut(EngineError):
+    """Some invoices or balances were left out of the SEPA file because of
+    their SEPA data (IBAN, BIC, mandate); the others were exported. The reason
+    is on each invoice's SEPA Validation Error."""
+
+    code = "R512"
+
+
 class DatevParameterError(DatevExportError):
     """DATEV parameters are missing or invalid (consultant, client, fiscal year start, account length, dates)."""
 
@@ -44,7 +61,8 @@ class SepaExportError(EngineError, ValueError):
 
 
 class SepaXmlError(EngineError, ValueError):
-    """An XML document is refused: not well-formed, declaring a DOCTYPE, or not valid against its ISO 20022 XSD."""
+    """An XML document is refused: not well-formed, declaring a DOCTYPE, not valid against its ISO 20022 XSD, or
+    carrying an identifier the SEPA rules forbid (a leading or trailing ``/``, ``//``)."""
 
     code = "R511"
 

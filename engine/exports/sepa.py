@@ -5,7 +5,10 @@ Three exports (domain-spec §7.2-7.4, seed 002):
 
 * :data:`DEBIT` - open invoices with a positive balance whose payment method
   is SEPA or Direct Debit: one direct debit per invoice over its open balance,
-  collected under the invoice's mandate.
+  or, for an invoice with a payment plan, over its installments that are
+  due (domain-spec §4.9), collected under the invoice's mandate; the export
+  history records the amount collected, the collected installments the
+  export's date and file.
 * :data:`CREDIT` - open invoices and credits with a negative balance and such
   a payment method: one credit transfer per invoice paying out the open
   amount to the invoice's bank account.
@@ -55,6 +58,7 @@ code in a unit of work that is rolled back, with the file staged in memory.
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -62,14 +66,23 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.booking.balances import BalanceError, create_balance, refresh_accounts
+from engine.booking.write import load_accounts
 from engine.domain.batching import chunks
 from engine.storage.bulk import RowWriter, update_by_id
 from engine.storage.context import Context
 from engine.storage.db import unit_of_work
 from engine.storage.files import StagedFile
+from engine.storage.retry import DEFAULT_ATTEMPTS, backoff, is_retryable
 
 from .errors import SepaExportError
-from .output import output_file, refuse_existing
+from .output import (
+    output_file,
+    publish_batch,
+    publish_pending_batches,
+    record_batch,
+    refuse_existing,
+)
 from .sepa_message import message_id, render
 from .sepa_orders import (
     BALANCES,
@@ -79,7 +92,6 @@ from .sepa_orders import (
     ERROR_FIELD,
     KINDS,
     LOCKED_REASON,
-    MESSAGE_OF,
     PAYOUT_TYPE,
     Creditor,
     Rejected,
@@ -88,8 +100,14 @@ from .sepa_orders import (
     Transaction,
 )
 from .sepa_parties import creditor_for, setting_for
-from .sepa_selection import lock_candidates, select_orders
 
+#: The Rule (provenance) of the reverse balances of a balance export.
+RULE_PAYOUT = "SEPA balance export: pay-out"
+from .sepa_selection import lock_candidates, select_orders
+from .sepa_versions import message_for
+
+#: The export batches of SEPA files (engine.exports.output).
+BATCH_DESTINATION = "SEPA"
 
 def export_sepa(
     conn: sa.Connection,
@@ -124,7 +142,7 @@ def export_sepa(
     created = (created or datetime.now()).replace(microsecond=0)
     creditor = creditor_for(ctx, business_entity, kind)
     setting = setting_for(ctx, kind, setting_name)
-    report = SepaReport(kind=kind, message=MESSAGE_OF[kind], setting=setting, creditor=creditor, created=created)
+    report = SepaReport(kind=kind, message=message_for(kind, setting.version), setting=setting, creditor=creditor, created=created)
     today = created.date()
     if when is not None and when < today:
         raise SepaExportError(f"the {'collection' if kind == DEBIT else 'execution'} date {when} is before "
@@ -172,6 +190,9 @@ def _record_invoices(conn: sa.Connection, ctx: Context, report: SepaReport, stam
     ]
     RowWriter(conn, ctx.obj("InvoiceExportHistory")).insert(history, timestamp=stamp)
     report.history_records = len(history)
+    collected = [(installment, (stamp.date(), file_name)) for t in report.transactions for installment in t.installments]
+    if collected:  # the installments a direct debit collects carry its date and file
+        update_by_id(conn, ctx.obj("Installment"), ["ExportDate", "ExportFile"], collected, timestamp=stamp)
     invoice = ctx.table("Invoice")
     for chunk in chunks([t.record_id for t in report.transactions]):
         values: dict[str, Any] = {
@@ -188,30 +209,38 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _record_balances(conn: sa.Connection, ctx: Context, report: SepaReport, stamp: datetime) -> None:
-    """Lock the exported balances and add their locked Payout reverse balances."""
+    """Lock the exported balances and add their locked Payout reverse
+    balances, booked like every payment-type balance (Payout: the debtor is
+    debited, the bank credited, through the collective account of type
+    Payout) when payment bookkeeping is on, so that the journal and DATEV
+    show the money paid out; then Account.Balance follows."""
     if not report.transactions:
         return
     balance_obj = ctx.obj("Balance")
     update_by_id(conn, balance_obj, ["LockedReason"],
                  [(t.record_id, (LOCKED_REASON,)) for t in report.transactions], timestamp=stamp)
-    reverse = [
-        {
-            "account": t.account,
-            "amount": t.amount,
-            "type": PAYOUT_TYPE,
-            "date": t.when,
-            "currencyisocode": t.currency,
-            "reference": t.record_name,
-            "transactionno": report.message_id,
-            "paymentmethod": "SEPA",
-            "bankaccountid": t.iban,
-            "lockedreason": LOCKED_REASON,
-            "confighash": ctx.config_hash,
-        }
-        for t in report.transactions
-    ]
-    RowWriter(conn, balance_obj).insert(reverse, timestamp=stamp)
-    report.reverse_balances = len(reverse)
+    accounts = load_accounts(conn, ctx, {t.account for t in report.transactions}, stamp.date())
+    run = f"{report.kind}:{report.message_id}"
+    for t in report.transactions:
+        try:
+            create_balance(conn, ctx, {
+                "account": t.account,
+                "amount": t.amount,
+                "type": PAYOUT_TYPE,
+                "date": t.when,
+                "currencyisocode": t.currency,
+                "reference": t.record_name,
+                "transactionno": report.message_id,
+                "paymentmethod": "SEPA",
+                "bankaccountid": t.iban,
+                "lockedreason": LOCKED_REASON,
+            }, invoice=None, rule=RULE_PAYOUT, run=run, account=accounts.get(t.account))
+        except BalanceError as error:
+            raise SepaExportError(f"balance {t.record_name}: the pay-out cannot be booked: {error}",
+                                  where=error.where, hint=error.hint or "add a collective account of type Payout"
+                                  ) from None
+    refresh_accounts(conn, ctx, {t.account for t in report.transactions})
+    report.reverse_balances = len(report.transactions)
 
 
 # ---------------------------------------------------------------------------
@@ -227,24 +256,56 @@ def run_export(engine: sa.Engine, ctx: Context, kind: str, out: Path | None, *, 
     already recorded as exported). ``dry_run`` runs the same code, rolls the
     transaction back and stages the file in memory: it writes neither file
     nor database (and needs no ``out``). ``options`` are those of
-    :func:`export_sepa`."""
+    :func:`export_sepa`. When PostgreSQL aborts the transaction for a lost
+    race (a concurrent export, payment or cancellation of the same rows), the
+    staged file is dropped and the whole export runs again
+    (:data:`engine.storage.retry.RETRYABLE_SQLSTATES`)."""
     if out is None and not dry_run:
         raise SepaExportError("no output file given")
     if out is not None:
         refuse_existing(out, SepaExportError)
     names = {"file_name": out.name, "file_url": str(out)} if out is not None else {}
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            report = _export_once(engine, ctx, kind, out, dry_run, names, options)
+        except sa.exc.DBAPIError as error:
+            if not is_retryable(error) or attempt >= DEFAULT_ATTEMPTS:
+                raise
+            time.sleep(backoff(attempt))
+            continue
+        report.dry_run = dry_run
+        return report
+
+
+def _export_once(engine: sa.Engine, ctx: Context, kind: str, out: Path | None, dry_run: bool,
+                 names: dict[str, str], options: dict[str, Any]) -> SepaReport:
+    """One attempt of :func:`run_export` (a failure removes the staged file).
+
+    The file is recorded as an export batch (content and hash) in the same
+    transaction as the export history, and published after the commit: a
+    process that dies between the two leaves a batch that the next export, or
+    ``metabill export recover``, writes out again; no exported order is lost."""
+    if not dry_run:
+        publish_pending_batches(engine, BATCH_DESTINATION)
     with ExitStack() as files:
         staged: StagedFile | None = None
+        batch_id: int | None = None
         with unit_of_work(engine, dry_run=dry_run) as conn:
             report = export_sepa(conn, ctx, kind, **names, **options)
             if report.data is not None and out is not None:
                 staged = files.enter_context(output_file(out, error=SepaExportError, dry_run=dry_run))
                 staged.handle.write(report.data)
                 staged.sync()
+                if not dry_run:
+                    batch_id = record_batch(conn, BATCH_DESTINATION, out, report.data, len(report.transactions))
         if staged is not None:
-            staged.publish()
+            if batch_id is not None:
+                publish_batch(engine, staged, batch_id)
+            else:
+                staged.publish()
             report.file = None if dry_run else out
-    report.dry_run = dry_run
     return report
 
 

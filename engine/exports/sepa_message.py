@@ -21,8 +21,28 @@ from typing import Iterable
 
 from lxml import etree
 
-from .sepa_orders import BALANCES, CREDIT, DEBIT, MESSAGE_OF, SEQUENCE_TYPES, Creditor, SepaSetting, Transaction
-from .sepa_xml import MESSAGES, PAIN_001, PAIN_008, amount_text, serialize, validate
+from .errors import SepaXmlError
+from .sepa_orders import (
+    BALANCES,
+    CREDIT,
+    DEBIT,
+    ID_LENGTH,
+    MESSAGE_OF,
+    SEQUENCE_TYPES,
+    Creditor,
+    SepaSetting,
+    Transaction,
+)
+from .sepa_versions import message_for, upgrade
+from .sepa_xml import (
+    MESSAGES,
+    PAIN_001,
+    PAIN_008,
+    amount_text,
+    is_sepa_text,
+    serialize,
+    validate,
+)
 
 #: The kind's code inside message ids.
 MESSAGE_CODES = {DEBIT: "DD", CREDIT: "CT", BALANCES: "BP"}
@@ -150,11 +170,33 @@ def build_pain001(msg_id: str, created: datetime, transactions: list[Transaction
     return root
 
 
+def check_identifiers(msg_id: str, transactions: Iterable[Transaction]) -> None:
+    """Every identifier of the message follows the SEPA rules
+    (:func:`~engine.exports.sepa_xml.is_sepa_text`: basic characters, no
+    leading or trailing ``/``, no ``//``), else :class:`SepaXmlError` naming
+    the order: the selection rejects such orders one by one, and this is
+    the last line before a file, so a message breaking the rules is never
+    written (the XSD checks only lengths)."""
+    problems = [] if is_sepa_text(msg_id, ID_LENGTH) else [f"message id {msg_id!r}"]
+    for t in transactions:
+        if not is_sepa_text(str(t.end_to_end_id), ID_LENGTH):
+            problems.append(f"EndToEndId {t.end_to_end_id!r} of {t.record_name}")
+        if t.mandate_id is not None and not is_sepa_text(str(t.mandate_id), ID_LENGTH):
+            problems.append(f"mandate reference {t.mandate_id!r} of {t.record_name}")
+    if problems:
+        raise SepaXmlError("not a valid SEPA identifier (at most 35 of A-Z a-z 0-9 / - ? : ( ) . , ' + and space, "
+                           "no leading or trailing '/', no '//'): " + "; ".join(problems))
+
+
 def render(kind: str, msg_id: str, created: datetime, transactions: list[Transaction], creditor: Creditor,
            setting: SepaSetting) -> bytes:
     """The message of ``kind`` as bytes, validated against its XSD first
     (:class:`engine.exports.sepa_xml.SepaXmlError` when it is not valid)."""
+    check_identifiers(msg_id, transactions)
     build = build_pain008 if kind == DEBIT else build_pain001
     root = build(msg_id, created, transactions, creditor, setting)
-    validate(root, MESSAGE_OF[kind])
+    message = message_for(kind, setting.version)
+    if message != MESSAGE_OF[kind]:
+        root = upgrade(root, message)  # the current versions (ExportSetting.SepaMessageVersion)
+    validate(root, message)
     return serialize(root)

@@ -19,6 +19,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from engine.domain.errors import Problem, Where
+
+from .errors import SepaOrdersLeftOut
 from .sepa_xml import PAIN_001, PAIN_008
 
 DEBIT = "sepa-debit"
@@ -77,6 +80,8 @@ class SepaSetting:
     one_time_export: bool = True
     reference_text: str = "[Name]"
     create_payments: bool = False
+    #: ``Current`` (pain.008.001.08/pain.001.001.09) or ``Legacy`` (.02/.03): :mod:`.sepa_versions`.
+    version: str = "Legacy"
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class Transaction:
     mandate_id: str | None = None
     mandate_date: date | None = None
     forced: bool = False
+    #: The installments a direct debit collects (ids), when the invoice has a payment plan.
+    installments: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,16 @@ class SepaReport:
     @property
     def total(self) -> Decimal:
         return sum((t.amount for t in self.transactions), Decimal("0.00"))
+
+    def failure_error(self) -> SepaOrdersLeftOut | None:
+        """The error the command ends with when records were left out of a
+        real export (exit code 4: the rest was exported), else None."""
+        if not self.rejected or self.dry_run:
+            return None
+        return SepaOrdersLeftOut(
+            f"{len(self.rejected)} record(s) left out of the SEPA file because of their SEPA data",
+            problems=[Problem(SepaOrdersLeftOut.code, item.reason, Where(record=item.name)) for item in self.rejected],
+            partly_done=True)
 
     @property
     def forced(self) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from schwifty import BIC, IBAN
 from stdnum.eu import at_02
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
@@ -26,38 +25,16 @@ from engine.domain.errors import Where
 from engine.storage.context import Context
 
 from .errors import SepaExportError
-from .sepa_orders import DEBIT, NAME_LENGTH, REMITTANCE_LENGTH, SETTING_FORMATS, Creditor, SepaSetting
+from .sepa_orders import (
+    DEBIT,
+    NAME_LENGTH,
+    REMITTANCE_LENGTH,
+    SETTING_FORMATS,
+    Creditor,
+    SepaSetting,
+)
+from .bank_ids import PLACEHOLDER, check_bic, check_iban
 from .sepa_xml import sepa_text
-
-#: A ``[FieldName]`` placeholder of the remittance template.
-PLACEHOLDER = re.compile(r"\[([A-Za-z][A-Za-z0-9_]*)\]")
-
-
-def check_iban(value: object, label: str) -> tuple[str | None, str | None]:
-    """``(compact IBAN, None)`` or ``(None, problem)``, checked with schwifty:
-    structure, check digits, country format, SEPA zone."""
-    text = str(value or "").strip()
-    if not text:
-        return None, f"{label} is empty"
-    try:
-        iban = IBAN(text)
-    except ValueError as error:
-        return None, f"{label} {text!r} is not a valid IBAN ({error})"
-    if not iban.in_sepa_zone:
-        return None, f"{label} {text!r} is not an IBAN of the SEPA zone"
-    return str(iban.compact), None
-
-
-def check_bic(value: object, label: str) -> tuple[str | None, str | None]:
-    """``(BIC or None when empty, None)`` or ``(None, problem)`` (schwifty)."""
-    text = str(value or "").strip()
-    if not text:
-        return None, None
-    try:
-        return str(BIC(text).compact), None
-    except ValueError as error:
-        return None, f"{label} {text!r} is not a valid BIC ({error})"
-
 
 def creditor_for(ctx: Context, entity_name: str, kind: str) -> Creditor:
     """The business entity's SEPA data for ``kind``, checked; raises
@@ -129,6 +106,7 @@ def setting_for(ctx: Context, kind: str, name: str | None = None) -> SepaSetting
         one_time_export=bool(record.get("OneTimeExport", True)),
         reference_text=str(record.get("PaymentReferenceText") or "[Name]"),
         create_payments=bool(record.get("CreatePayments")),
+        version=str(record.get("SepaMessageVersion") or "Legacy"),
     )
 
 

@@ -9,7 +9,8 @@ with the payment orders of its kind and with everything it leaves out:
   holds a locked export of the same setting and effective due date is
   ``already_exported`` unless the export is forced; a direct debit due later
   than :data:`~engine.exports.sepa_orders.DUE_WINDOW_DAYS` days after the
-  collection (or export) date is ``not_due``;
+  collection (or export) date is ``not_due``; an invoice with a payment plan
+  is collected for its due installments only (:func:`collection`);
 * free balances (:data:`~engine.exports.sepa_orders.BALANCES`): Payment and
   Prepayment credits without an invoice, not locked, not drafts, not from
   Cash Management, of accounts of the entity;
@@ -22,13 +23,16 @@ anything is selected.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Mapping
 
 import sqlalchemy as sa
 
+from engine.domain.batching import chunks
 from engine.domain.money import CENT
+from engine.domain.target2 import collection_date
 from engine.storage.context import Context
 
 from .sepa_orders import (
@@ -52,7 +56,7 @@ from .sepa_orders import (
     Transaction,
 )
 from .sepa_parties import check_bic, check_iban, default_entity, remittance_text
-from .sepa_xml import PAIN_008, is_sepa_text, sepa_text
+from .sepa_xml import DEBIT_MESSAGES, is_sepa_text, sepa_text
 
 
 def select_orders(conn: sa.Connection, ctx: Context, report: SepaReport, *, when: date | None, today: date,
@@ -124,14 +128,71 @@ def lock_candidates(conn: sa.Connection, ctx: Context, kind: str, entity: str) -
 
 
 def used_mandates(conn: sa.Connection, ctx: Context) -> set[tuple[int, str]]:
-    """(account, mandate reference) pairs already collected by an earlier direct debit export."""
+    """(account, mandate reference) pairs already collected by an earlier
+    direct debit export, not counting collections the bank returned: an
+    invoice counts while it was exported more often than a bank statement
+    returned its collection (``PaymentEntry.IsReturn``, assigned to the
+    invoice by ``metabill bank import``). So a returned first collection
+    leaves the mandate unused, and the next collection is FRST again. The
+    mandate of an account with a default mandate instrument is the
+    instrument's (:func:`with_mandate`)."""
     invoice, history = ctx.table("Invoice"), ctx.table("InvoiceExportHistory")
     query = (
-        sa.select(invoice.c.account, invoice.c.directdebitmandatereference).distinct()
+        sa.select(invoice.c.id, invoice.c.account, invoice.c.directdebitmandatereference, sa.func.count(history.c.id))
         .join(history, history.c.invoice == invoice.c.id)
-        .where(history.c.exportformat == PAIN_008, invoice.c.directdebitmandatereference.is_not(None))
+        .where(history.c.exportformat.in_(DEBIT_MESSAGES))
+        .group_by(invoice.c.id, invoice.c.account, invoice.c.directdebitmandatereference)
     )
-    return {(int(a), str(m)) for a, m in conn.execute(query)}
+    returned = returned_collections(conn, ctx)
+    mandates = default_mandates(conn, ctx)
+    used = set()
+    for invoice_id, account, mandate, exported in conn.execute(query):
+        if int(account) in mandates:
+            mandate = mandates[int(account)]["mandatereference"]
+        if mandate is not None and exported > returned.get(int(invoice_id), 0):
+            used.add((int(account), str(mandate)))
+    return used
+
+
+def default_mandates(conn: sa.Connection, ctx: Context) -> dict[int, dict]:
+    """Account id -> its default active SEPA Direct Debit payment instrument
+    (``PaymentInstrument``, checked where it was made), for the orgs that have them."""
+    if ctx.model.object("PaymentInstrument") is None:
+        return {}
+    table = ctx.table("PaymentInstrument")
+    query = sa.select(table).where(table.c.type == "SEPA Direct Debit", table.c.active.is_(True),
+                                   table.c.isdefault.is_(True)).order_by(table.c.id)
+    return {int(r["account"]): dict(r) for r in conn.execute(query).mappings()}
+
+
+def with_mandate(row: Mapping[str, Any], instrument: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The invoice ``row`` with the bank data of the account's mandate
+    instrument in place of its own fields (payment instruments replace the
+    billing side's bank data, seed 000); the sequence type then follows the
+    mandate's history alone (a recorded FRST/RCUR of the invoice is dropped,
+    OOFF and FNAL stay; a mandate collected before metabill, ``UsedBefore``,
+    is RCUR)."""
+    if instrument is None:
+        return row
+    given = row.get("directdebitsequencetype")
+    return {**row, "bankaccount": instrument["iban"], "bankcode": instrument["bic"],
+            "bankaccountowner": instrument["accountholder"] or row.get("bankaccountowner") or row.get("accountname"),
+            "directdebitmandatereference": instrument["mandatereference"],
+            "directdebitmandategranted": instrument["mandatesignaturedate"],
+            "directdebitsequencetype": given if given in ("OOFF", "FNAL") else (
+                "RCUR" if instrument.get("usedbefore") else None)}
+
+
+def returned_collections(conn: sa.Connection, ctx: Context) -> dict[int, int]:
+    """Invoice id -> how many of its collections a bank statement returned."""
+    entry = ctx.model.object("PaymentEntry")
+    if entry is None or entry.field("IsReturn") is None:
+        return {}
+    entries = ctx.table("PaymentEntry")
+    query = (sa.select(entries.c.invoice, sa.func.count()).where(
+        entries.c.isreturn.is_(True), entries.c.status == "Assigned", entries.c.invoice.is_not(None))
+        .group_by(entries.c.invoice))
+    return {int(i): int(n) for i, n in conn.execute(query)}
 
 
 def sequence_type(given: object, used: bool) -> str:
@@ -145,28 +206,89 @@ def sequence_type(given: object, used: bool) -> str:
     return "RCUR" if used else "FRST"
 
 
+def open_installments(conn: sa.Connection, ctx: Context, invoice_ids: list[int]) -> dict[int, list[dict]]:
+    """The installments with an open amount of the given invoices, in plan
+    order (their open amounts follow the invoices' balances:
+    :mod:`engine.booking.dues`)."""
+    if ctx.model.object("Installment") is None or not invoice_ids:
+        return {}
+    table = ctx.table("Installment")
+    found: dict[int, list[dict]] = {}
+    for chunk in chunks(invoice_ids, 900):
+        query = (sa.select(table.c.id, table.c.invoice, table.c.sequence, table.c.date, table.c.openpaymentamount)
+                 .where(table.c.invoice.in_(chunk), table.c.openpaymentamount != sa.literal(
+                     Decimal("0.00"), table.c.openpaymentamount.type))
+                 .order_by(table.c.invoice, table.c.sequence, table.c.id))
+        for row in conn.execute(query).mappings():
+            found.setdefault(row["invoice"], []).append(dict(row))
+    return found
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What a direct debit of an invoice collects: the amount, the date, the
+    EndToEndId and the installments it pays (none without a plan)."""
+
+    amount: Decimal
+    when: date
+    end_to_end_id: str
+    installments: tuple[int, ...] = ()
+
+
+def collection(row: Mapping[str, Any], plan: list[dict], *, when: date | None, today: date) -> Collection:
+    """What the direct debit of the invoice ``row`` collects (pure; domain-spec
+    §4.9 "SEPA DD export ... consider only the currently due
+    installment(s)", §7.2). Without a payment plan: its open balance, on
+    ``when`` or its due date, not before ``today``. With one: the next due
+    installment and every other open installment due by the collection date
+    (never more than the balance), collected on ``when`` or the next
+    installment's due date (not before ``today``), with the EndToEndId
+    ``<number>/<installment no.>``."""
+    balance = Decimal(row["balance"]).quantize(CENT)
+    name = str(row["name"])
+    positive = [i for i in plan if Decimal(i["openpaymentamount"]) > 0]
+    if not positive:
+        due: date | None = row.get("_due")
+        return Collection(balance, when or max(due or today, today), name)
+    first = positive[0]
+    day = when or max(first["date"], today)
+    collected = [i for i in positive if i["date"] <= max(day, first["date"])]
+    amount = min(sum((Decimal(i["openpaymentamount"]) for i in collected), Decimal("0.00")), balance)
+    return Collection(amount.quantize(CENT), day, f"{name}/{int(first['sequence'] or 0)}",
+                      tuple(int(i["id"]) for i in collected))
+
+
 def select_invoices(conn: sa.Connection, ctx: Context, report: SepaReport, *, when: date | None, today: date,
                     force: bool) -> None:
     """Direct debits or credit transfers of the entity's open SEPA invoices.
     A direct debit is collected on ``when``, else on its due date but not
-    before ``today``; a credit transfer is executed on ``when``, else today."""
+    before ``today``, for the installments due when the invoice has a
+    payment plan (:func:`collection`); a credit transfer is executed on
+    ``when``, else today."""
     debit = report.kind == DEBIT
     setting = report.setting
     used = used_mandates(conn, ctx) if debit else set()
+    lead_days = ctx.settings.payment_lead_days
+    mandates = default_mandates(conn, ctx) if debit else {}
     horizon = (when or today) + timedelta(days=DUE_WINDOW_DAYS)
     query = invoice_query(ctx, entity=report.creditor.entity, debit=debit, setting=setting)
-    for row in conn.execute(query).mappings():
+    rows = list(conn.execute(query).mappings())
+    plans = open_installments(conn, ctx, [int(row["id"]) for row in rows]) if debit else {}
+    for row in rows:
         forced = bool(row["_locked"])
         if forced and not force:
             report.already_exported.append(str(row["name"]))
             continue
         due: date | None = row["_due"]
         if debit:
+            row = with_mandate(row, mandates.get(int(row["account"])))
             if due is not None and due > horizon:
                 report.not_due.append(str(row["name"]))
                 continue
-            result = debit_order(row, when=when or max(due or today, today), used=used, setting=setting,
-                                 forced=forced)
+            collected = collection(row, plans.get(int(row["id"]), []), when=when, today=today)
+            if when is None:  # the due date on a TARGET2 business day, not before the lead time allows
+                collected = replace(collected, when=collection_date(collected.when, today, lead_days))
+            result = debit_order(row, collected, used=used, setting=setting, forced=forced)
         else:
             result = credit_order(row, when=when or today, setting=setting, forced=forced)
         if isinstance(result, str):
@@ -176,8 +298,10 @@ def select_invoices(conn: sa.Connection, ctx: Context, report: SepaReport, *, wh
             report.transactions.append(result)
 
 
-def party_problems(row: Mapping[str, Any]) -> tuple[list[str], str | None, str | None, str]:
-    """Problems with the invoice's bank data, and its IBAN, BIC and holder."""
+def party_problems(row: Mapping[str, Any], end_to_end_id: str | None = None) -> tuple[list[str], str | None,
+                                                                                        str | None, str]:
+    """Problems with the invoice's bank data, and its IBAN, BIC and holder
+    (``end_to_end_id``: the id the order carries, default the number)."""
     problems: list[str] = []
     iban, problem = check_iban(row.get("bankaccount"), "IBAN (BankAccount)")
     if problem:
@@ -191,16 +315,18 @@ def party_problems(row: Mapping[str, Any]) -> tuple[list[str], str | None, str |
     currency = row.get("currencyisocode") or CURRENCY
     if currency != CURRENCY:
         problems.append(f"currency {currency}: SEPA payments are in EUR only")
-    name = str(row.get("name") or "")
+    name = end_to_end_id or str(row.get("name") or "")
     if not is_sepa_text(name, ID_LENGTH):
         problems.append(f"invoice number {name!r} cannot be the EndToEndId (at most {ID_LENGTH} SEPA characters)")
     return problems, iban, bic, holder
 
 
-def debit_order(row: Mapping[str, Any], *, when: date, used: set[tuple[int, str]], setting: SepaSetting,
-                forced: bool) -> Transaction | str:
-    """The direct debit of an invoice, or the reason it cannot be made."""
-    problems, iban, bic, holder = party_problems(row)
+def debit_order(row: Mapping[str, Any], collected: Collection, *, used: set[tuple[int, str]],
+                setting: SepaSetting, forced: bool) -> Transaction | str:
+    """The direct debit of an invoice (what :func:`collection` says it
+    collects), or the reason it cannot be made."""
+    when = collected.when
+    problems, iban, bic, holder = party_problems(row, collected.end_to_end_id)
     mandate = str(row.get("directdebitmandatereference") or "").strip()
     if not mandate:
         problems.append("mandate reference (DirectDebitMandateReference) is empty")
@@ -219,12 +345,12 @@ def debit_order(row: Mapping[str, Any], *, when: date, used: set[tuple[int, str]
         return "; ".join(problems)
     assert iban is not None
     return Transaction(
-        record_id=int(row["id"]), record_name=str(row["name"]), end_to_end_id=str(row["name"]),
+        record_id=int(row["id"]), record_name=str(row["name"]), end_to_end_id=collected.end_to_end_id,
         account=int(row["account"]), account_name=row.get("accountname"),
-        amount=Decimal(row["balance"]).quantize(CENT), currency=CURRENCY, when=when,
+        amount=collected.amount, currency=CURRENCY, when=when,
         iban=iban, bic=bic, holder=holder, remittance=remittance_text(setting.reference_text, row),
         due_date=row.get("_due"), sequence_type=sequence_type(given, (int(row["account"]), mandate) in used),
-        mandate_id=mandate, mandate_date=signed, forced=forced,
+        mandate_id=mandate, mandate_date=signed, forced=forced, installments=collected.installments,
     )
 
 

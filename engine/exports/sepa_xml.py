@@ -35,16 +35,129 @@ from .errors import SepaXmlError
 #: The two messages: name -> namespace (their XSDs are xsd/<name>.xsd).
 PAIN_008 = "pain.008.001.02"
 PAIN_001 = "pain.001.001.03"
-MESSAGES = {name: f"urn:iso:std:iso:20022:tech:xsd:{name}" for name in (PAIN_008, PAIN_001)}
+#: The versions of the German banking industry's current format set (DK, since November 2023);
+#: an ExportSetting chooses them (``SepaMessageVersion``, :mod:`.sepa_versions`).
+PAIN_008_V08 = "pain.008.001.08"
+PAIN_001_V09 = "pain.001.001.09"
+MESSAGES = {name: f"urn:iso:std:iso:20022:tech:xsd:{name}" for name in (PAIN_008, PAIN_001, PAIN_008_V08, PAIN_001_V09)}
+#: The direct debit messages (export history ``ExportFormat`` of a collection).
+DEBIT_MESSAGES = (PAIN_008, PAIN_008_V08)
 
 #: The characters of the SEPA basic Latin character set (EPC "SEPA
 #: Requirements for an Extended Character Set", the set every bank takes).
 _SEPA_CHARS = re.compile(r"[^A-Za-z0-9/\-?:().,'+ ]")
 _SEPA_TEXT = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]+")
 _TRANSLITERATION = str.maketrans({
-    "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss",
+    "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "ẞ": "SS",
     "&": "+", "_": "-", "@": "(at)", "\n": " ", "\r": " ", "\t": " ",
 })
+
+# Transliteration into the basic set (EPC: SEPA requirements for an extended
+# character set, "conversion" of Latin, Greek and Cyrillic letters). No
+# library: unidecode is GPL-2.0 and text-unidecode has seen no release since
+# 2019; the letters SEPA names are written in are few, and a test checks that
+# every letter of the Latin, Greek and Cyrillic blocks below comes out as at
+# least one letter of the basic set.
+#
+# Latin letters Unicode does not decompose into a base letter and a mark:
+_LATIN_SPECIAL = {
+    "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "TH", "þ": "th", "Ð": "D", "ð": "d", "ı": "i", "ĸ": "k",
+    "ſ": "s", "ŉ": "n", "Ĳ": "IJ", "ĳ": "ij", "Ŋ": "N", "ŋ": "n", "ƒ": "f", "Ǝ": "E", "ǝ": "e", "Ə": "E",
+    "ə": "e", "Ʒ": "Z", "ʒ": "z", "Ɔ": "O", "ɔ": "o", "Ɛ": "E", "ɛ": "e", "Ɣ": "G", "ɣ": "g", "Ɩ": "I",
+    "ɩ": "i", "Ʊ": "U", "ʊ": "u", "Ʋ": "V", "ʋ": "v", "Ƨ": "S", "ƨ": "s", "Ƽ": "5", "ƽ": "5", "Ɂ": "Q", "ɂ": "q",
+    "ƿ": "w", "Ƿ": "W", "ȝ": "y", "Ȝ": "Y", "ƍ": "d", "ƛ": "l", "ƪ": "e", "ƺ": "z", "ƻ": "2",
+    "ǀ": "l", "ǁ": "ll", "ǂ": "t", "ǃ": "k", "ȸ": "db", "ȹ": "qp", "Ƣ": "OI", "ƣ": "oi", "Ȣ": "OU", "ȣ": "ou",
+    "Ʀ": "R", "ƞ": "n", "Ƞ": "N", "ƥ": "p", "Ƥ": "P", "Ʃ": "SH", "ƾ": "ts", "ʔ": "", "ɋ": "q", "Ɋ": "Q",
+}
+_GREEK = {
+    "ALPHA": "A", "BETA": "V", "GAMMA": "G", "DELTA": "D", "EPSILON": "E", "ZETA": "Z", "ETA": "I",
+    "THETA": "TH", "IOTA": "I", "KAPPA": "K", "LAMDA": "L", "MU": "M", "NU": "N", "XI": "X", "OMICRON": "O",
+    "PI": "P", "RHO": "R", "SIGMA": "S", "FINAL SIGMA": "S", "TAU": "T", "UPSILON": "Y", "PHI": "F", "CHI": "CH",
+    "PSI": "PS", "OMEGA": "O",
+}
+_CYRILLIC = {
+    "A": "A", "BE": "B", "VE": "V", "GHE": "G", "DE": "D", "IE": "E", "IO": "E", "ZHE": "ZH", "ZE": "Z",
+    "I": "I", "SHORT I": "Y", "KA": "K", "EL": "L", "EM": "M", "EN": "N", "O": "O", "PE": "P", "ER": "R",
+    "ES": "S", "TE": "T", "U": "U", "EF": "F", "HA": "KH", "TSE": "TS", "CHE": "CH", "SHA": "SH",
+    "SHCHA": "SHCH", "HARD SIGN": "", "YERU": "Y", "SOFT SIGN": "", "E": "E", "YU": "YU", "YA": "YA",
+    "UKRAINIAN IE": "YE", "BYELORUSSIAN-UKRAINIAN I": "I", "YI": "YI", "GHE WITH UPTURN": "G", "DJE": "DJ",
+    "GJE": "GJ", "JE": "J", "LJE": "LJ", "NJE": "NJ", "TSHE": "C", "KJE": "KJ", "DZHE": "DZ", "DZE": "DZ",
+    "SHORT U": "U",
+}
+_LETTER_NAME = re.compile(r"(LATIN|GREEK|CYRILLIC) (CAPITAL|SMALL) LETTER (.+?)(?: WITH .*)?$")
+#: Latin letters named after what they are, not after a base letter.
+_LATIN_WORDS = {"EZH": "Z", "ETH": "D", "THORN": "TH", "ENG": "N", "ESH": "SH", "YOGH": "Y", "WYNN": "W",
+                "SCHWA": "E", "HWAIR": "HW", "DELTA": "D", "ALPHA": "A", "IOTA": "I", "UPSILON": "U", "GAMMA": "G",
+                "OMEGA": "O", "TONE SIX": "B", "TONE TWO": "S", "TONE FIVE": "S", "GLOTTAL STOP": ""}
+
+
+def _letter(char: str) -> str | None:
+    """The basic-Latin spelling of one letter outside ASCII, or None."""
+    special = _LATIN_SPECIAL.get(char)
+    if special is not None:
+        return special
+    match = _LETTER_NAME.match(unicodedata.name(char, ""))
+    if match is None:
+        return None
+    script, case, name = match.groups()
+    if script == "LATIN":
+        spelled = _LATIN_WORDS.get(name)
+        if spelled is None:
+            # AFRICAN D, TURNED M, U BAR, DOTLESS J, LONG S, MIDDLE-WELSH LL: the letter the name is about.
+            plain = [word for word in name.split(" ") if re.fullmatch(r"[A-Z]{1,2}", word)]
+            spelled = plain[-1] if plain else _LATIN_WORDS.get(name.split(" ")[0])
+    else:
+        table = _GREEK if script == "GREEK" else _CYRILLIC
+        spelled = table.get(name)
+    if spelled is None:
+        return None
+    return spelled if case == "CAPITAL" else spelled.lower()
+
+
+def _spell(char: str) -> str | None:
+    """One character in basic Latin: ASCII as it is, a letter spelled out
+    (marks dropped, ``ŀ`` -> ``l``), a modifier letter dropped; None for
+    anything else outside ASCII."""
+    if char.isascii():
+        return char
+    spelled = _letter(char)
+    if spelled is not None:
+        return spelled
+    parts = [c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)]
+    if parts == [char] or not parts:
+        return "" if unicodedata.category(char) in ("Lm", "Sk") else None
+    out = []
+    for part in parts:
+        if part.isascii():
+            out.append(part)
+        elif unicodedata.category(part) in ("Lm", "Sk", "Po") and part != char:
+            continue  # an apostrophe or a dot that was part of the letter
+        else:
+            spelled = _spell(part)
+            if spelled is None:
+                return None
+            out.append(spelled)
+    return "".join(out)
+
+
+def transliterate(text: str) -> str:
+    """``text`` with every letter outside ASCII spelled in basic Latin
+    (``Łukasz`` -> ``Lukasz``, ``Ørsted`` -> ``Orsted``, ``Müller`` ->
+    ``Mueller``, ``Жанна`` -> ``Zhanna``); marks dropped, anything else
+    outside ASCII a space (the caller decides what its set keeps)."""
+    text = unicodedata.normalize("NFC", text).translate(_TRANSLITERATION)
+    out: list[str] = []
+    for index, char in enumerate(text):
+        spelled = _spell(char)
+        if spelled is None:
+            out.append(" ")
+            continue
+        if len(spelled) > 1 and spelled.isupper():
+            following = text[index + 1:index + 2]
+            if following and following.islower():
+                spelled = spelled.capitalize()  # Жанна -> Zhanna, not ZHanna
+        out.append(spelled)
+    return "".join(out)
 
 
 def safe_parser() -> etree.XMLParser:
@@ -142,17 +255,19 @@ def amount_text(value: Decimal) -> str:
 
 def sepa_text(value: object, limit: int) -> str:
     """Free text (names, remittance information) in the SEPA basic character
-    set: German umlauts and ß spelled out, other accents dropped, ``&`` as
-    ``+``, anything else outside the set as a space; spaces collapsed; cut to
-    ``limit`` characters."""
-    text = unicodedata.normalize("NFC", str(value or "")).translate(_TRANSLITERATION)
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    text = _SEPA_CHARS.sub(" ", text)
+    set: letters transliterated (:func:`transliterate`: German umlauts and ß
+    spelled out, accents dropped, Ł Ø Æ Þ, Greek and Cyrillic spelled in
+    Latin letters), ``&`` as ``+``, anything else outside the set as a
+    space; spaces collapsed; cut to ``limit`` characters."""
+    text = _SEPA_CHARS.sub(" ", transliterate(str(value or "")))
     return " ".join(text.split())[:limit].strip()
 
 
 def is_sepa_text(value: str, limit: int) -> bool:
     """Whether ``value`` is usable unchanged as an identifier (EndToEndId,
-    mandate reference): 1..``limit`` characters of the basic set, not starting
-    or ending with a space."""
-    return bool(value) and len(value) <= limit and bool(_SEPA_TEXT.fullmatch(value)) and value == value.strip()
+    mandate reference, message and payment ids): 1..``limit`` characters of
+    the basic set, not starting or ending with a space or ``/``, and without
+    ``//`` (the EPC implementation guidelines forbid both: banks split
+    references at slashes)."""
+    return (bool(value) and len(value) <= limit and bool(_SEPA_TEXT.fullmatch(value)) and value == value.strip()
+            and not value.startswith("/") and not value.endswith("/") and "//" not in value)

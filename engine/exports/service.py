@@ -8,7 +8,10 @@ journal, which records nothing, replaces its file).
 
 * :func:`export_journal` - ``export bookings``: the booking journal CSV;
 * :func:`export_datev_file` - ``export datev``: the Buchungsstapel, its
-  accounting documents and the export marks;
+  accounting documents and the export marks, recorded as an export batch so
+  that a file lost between the commit and the rename is written again;
+* :func:`recover_export_files` - ``export recover``: those files, written
+  again without a new export;
 * :func:`export_sepa_debit`, :func:`export_sepa_credit`,
   :func:`export_sepa_balances` - the SEPA files with their export history,
   or a dry run of them.
@@ -16,6 +19,7 @@ journal, which records nothing, replaces its file).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -27,10 +31,16 @@ from engine.domain.errors import Where
 from engine.storage.context import Context
 from engine.storage.db import transaction, unit_of_work
 
-from .datev import DatevParams, DatevReport, export_datev
+from .datev import DESTINATION, DatevParams, DatevReport, export_datev
 from .errors import DatevExportError, JournalExportError, UnknownInvoiceNumber
 from .journal import journal_rows, write_journal_csv
-from .output import output_file
+from .output import (
+    PublishedBatch,
+    output_file,
+    publish_batch,
+    publish_pending_batches,
+    record_batch,
+)
 from .sepa import BALANCES, CREDIT, DEBIT, SepaReport, run_export
 
 # ---------------------------------------------------------------------------
@@ -83,11 +93,14 @@ def export_journal(engine: sa.Engine, ctx: Context, out: Path | TextIO, *, invoi
 @dataclass(frozen=True)
 class DatevExport:
     """The DATEV export: its report and its file. ``written`` is False when
-    no detail was exported; then no file exists."""
+    no detail was exported; then no file exists. ``recovered`` lists the
+    files of earlier exports that were written again first (their process
+    died between the commit and the rename)."""
 
     report: DatevReport
     path: Path
     written: bool
+    recovered: tuple[PublishedBatch, ...] = ()
 
 
 def default_datev_path(created: datetime) -> Path:
@@ -99,19 +112,41 @@ def export_datev_file(engine: sa.Engine, ctx: Context, out: Path | None, params:
                       force: bool = False, created: datetime | None = None) -> DatevExport:
     """Export the booking details of ``params`` to the EXTF file ``out``
     (default :func:`default_datev_path`), create their accounting documents
-    and mark them exported, in one transaction. The file is complete and
-    synced before the commit and gets its name after it; it is written only
-    when details were exported. Raises :class:`DatevExportError` (an existing
-    ``out`` is never overwritten)."""
+    and mark them exported, in one transaction. Raises
+    :class:`DatevExportError` (an existing ``out`` is never overwritten).
+
+    No kill point loses or repeats an exported detail: the file is complete
+    and synced in ``<out>.part`` before the commit, and the same transaction
+    records it as an export batch (:func:`.output.record_batch`, content and
+    hash); it gets its name after the commit. Files of earlier exports that
+    never got theirs are published first (:func:`recover_export_files`). The
+    file is written only when details were exported."""
+    recovered = tuple(publish_pending_batches(engine, DESTINATION))
     created = created or datetime.now()
     out = out if out is not None else default_datev_path(created)
     with output_file(out, error=DatevExportError) as staged:
+        batch_id = None
         with unit_of_work(engine) as conn:
-            report = export_datev(conn, ctx, staged.handle, params, force=force, created=created)
-            staged.sync()
-        if report.exported:
-            staged.publish()
-    return DatevExport(report, out, written=bool(report.exported))
+            body = io.BytesIO()
+            report = export_datev(conn, ctx, body, params, force=force, created=created)
+            if report.exported:
+                content = body.getvalue()
+                batch_id = record_batch(conn, DESTINATION, out, content, report.exported)
+                staged.handle.write(content)
+                staged.sync()
+        if batch_id is not None:
+            publish_batch(engine, staged, batch_id)
+    return DatevExport(report, out, written=batch_id is not None, recovered=recovered)
+
+
+def recover_export_files(engine: sa.Engine, ctx: Context) -> list[PublishedBatch]:
+    """``export recover``: write the file of every committed export whose
+    process died before the file got its name (from the export batch the
+    export recorded), and record the files found intact. Returns the files
+    written. ``ctx`` is the command's context (unused: batches are the
+    engine's own table)."""
+    del ctx
+    return publish_pending_batches(engine)
 
 
 # ---------------------------------------------------------------------------
@@ -149,6 +184,7 @@ def export_sepa_balances(engine: sa.Engine, ctx: Context, out: Path | None, *, b
 
 
 __all__ = [
-    "DatevExport", "JournalExport", "default_datev_path", "export_datev_file", "export_journal",
+    "DatevExport", "JournalExport", "PublishedBatch", "default_datev_path", "export_datev_file", "export_journal",
+    "recover_export_files",
     "export_sepa_balances", "export_sepa_credit", "export_sepa_debit", "invoice_ids",
 ]

@@ -23,8 +23,30 @@ import sqlalchemy as sa
 from engine.config.model import FieldDef, FieldType, ObjectDef
 
 from .ids import next_autonumbers, reserve_ids
-from .schema import CREATED, ID, MODIFIED, NAME, data_fields
-from .types import to_db_column_converter, to_db_converter
+from .schema import AUTONUMBER_LENGTH, CREATED, DEFAULT_TEXT_LENGTH, ID, MODIFIED, NAME, data_fields
+from .types import text_too_long, to_db_column_converter, to_db_converter
+
+#: Field types stored in a column of limited length (``schema._field_spec``).
+_LIMITED_TEXT = (FieldType.TEXT, FieldType.EMAIL, FieldType.URL, FieldType.PICKLIST)
+
+
+def text_limit(fdef: FieldDef) -> int | None:
+    """The characters ``fdef``'s column holds, or None when it is unlimited
+    (or not text). Checked on every bulk write: SQLite would store a longer
+    text that PostgreSQL refuses, so both refuse it here, with the field named."""
+    if fdef.type in _LIMITED_TEXT:
+        return fdef.length or DEFAULT_TEXT_LENGTH
+    if fdef.type is FieldType.AUTONUMBER:
+        return AUTONUMBER_LENGTH
+    return None
+
+
+def check_text_column(fdef: FieldDef, limit: int, values: Sequence[Any]) -> None:
+    """Raise :class:`~engine.storage.types.TextTooLong` when a text of
+    ``values`` exceeds ``limit`` (one pass at C speed when all fit)."""
+    texts = [value for value in values if isinstance(value, str)]
+    if texts and max(map(len, texts)) > limit:
+        raise text_too_long(fdef, next(t for t in texts if len(t) > limit), limit)
 
 
 _PROBE = object()  # a value only identity converters return unchanged
@@ -73,7 +95,14 @@ class RowWriter:
             (MODIFIED, "lastmodifieddate", to_db_converter(_datetime_field(obj), dialect), None),
         ]
         numeric: dict[str, ColumnConverter] = {}
+        #: Text columns of limited length: column -> (field, characters).
+        self._limits: dict[str, tuple[FieldDef, int]] = {}
+        if name_field is not None and name_field.is_stored and text_limit(name_field):
+            self._limits[NAME] = (name_field, text_limit(name_field))  # type: ignore[assignment]
         for fdef in fields:
+            limit = text_limit(fdef)
+            if limit is not None:
+                self._limits[fdef.column_name] = (fdef, limit)
             default = fdef.default
             if default is None and fdef.type is FieldType.CHECKBOX:
                 default = False
@@ -157,6 +186,9 @@ class RowWriter:
                 values = [default] * count
             if omittable and values.count(None) == count:
                 continue
+            limited = self._limits.get(column)
+            if limited is not None:
+                check_text_column(limited[0], limited[1], values)
             names.append(column)
             columns.append(values)
         return tuple(names), list(zip(*columns))
@@ -251,6 +283,7 @@ def update_by_id(
         unknown = [n for n, f in zip(field_names, fields) if f is None]
         raise KeyError(f"{obj.name} has no field(s) {unknown}")
     converters = [to_db_converter(f, dialect) for f in fields]  # type: ignore[arg-type]
+    limits = [(index, f, text_limit(f)) for index, f in enumerate(fields) if text_limit(f)]  # type: ignore[arg-type]
     stamp = to_db_converter(_datetime_field(obj), dialect)(timestamp or now_utc())
     mark = _placeholder(conn)
     assignments = ", ".join(f"{_quote(conn, f.column_name)} = {mark}" for f in fields)  # type: ignore[union-attr]
@@ -262,6 +295,8 @@ def update_by_id(
         tuple(convert(value) for convert, value in zip(converters, values)) + (stamp, record_id)
         for record_id, values in rows
     ]
+    for index, fdef, limit in limits:
+        check_text_column(fdef, limit, [row[index] for row in params])  # type: ignore[arg-type]
     if params:
         conn.exec_driver_sql(sql, params)
     return len(params)

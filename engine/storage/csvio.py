@@ -27,6 +27,8 @@ from engine.domain.errors import EngineError, Problem, Where
 MAX_ROWS = 1_000_000
 #: First characters that make a spreadsheet treat a cell as a formula.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# What follows the mark in a cell the record export marked.
+_MARKED_NEXT = frozenset((*FORMULA_TRIGGERS, "'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,31 @@ def csv_records(path: Path, display: str, report, max_rows: int = MAX_ROWS) -> I
             yield start, cells
         if width is None:
             report(RecordError(display, None, None, "the file is empty; expected a header row of field names"))
+
+
+#: The mark that keeps a spreadsheet from running a cell as a formula.
+DEFUSE_MARK = "'"
+
+
+def record_cell(value: Any) -> str:
+    """A value as a cell of a record file that loads back exactly
+    (``export-records``, read by :func:`restore_cell`): :func:`cell_text`,
+    and a text that itself starts with ``'`` gets a second one, so that the
+    mark is always removable. ``+4930123`` is written ``'+4930123``,
+    ``'quoted`` is written ``''quoted``."""
+    if isinstance(value, str) and value.startswith(DEFUSE_MARK):
+        return DEFUSE_MARK + value
+    return cell_text(value)
+
+
+def restore_cell(cell: str) -> str:
+    """The value :func:`record_cell` wrote: one leading ``'`` is removed when
+    a formula trigger or another ``'`` follows it (the only cells the export
+    marks). Any other text is taken as it is, so a hand-written ``'abc``
+    keeps its quote."""
+    if len(cell) > 1 and cell[0] == DEFUSE_MARK and cell[1] in _MARKED_NEXT:
+        return cell[1:]
+    return cell
 
 
 def cell_text(value: Any) -> str:

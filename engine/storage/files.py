@@ -10,7 +10,16 @@ the content goes to memory and is dropped, the file half of the engine's one
 dry-run mechanism (:func:`engine.storage.db.unit_of_work` is the other half).
 
 A caller whose file depends on a database transaction syncs the staged file
-inside the transaction and publishes it after the commit.
+inside the transaction and publishes it after the commit (and records what
+it needs to publish it again, should the process die in between: see
+:mod:`engine.exports.output`).
+
+The writer holds an exclusive ``flock`` on its part file while it stages.
+A part file left by a writer that was killed (its lock went with it) is
+therefore recognized as stale and taken over by the next writer of that
+name, while one whose writer is still at work is refused
+(``FileExistsError``). Failures to write (a full disk: ``ENOSPC``) surface as
+``OSError`` and remove the part file; the target is never touched.
 """
 
 from __future__ import annotations
@@ -48,13 +57,16 @@ class StagedFile:
         if self.part is None or self.published:
             return
         self.sync()
-        self.handle.close()
+        # Renamed while still open, so the lock on it is held until the part
+        # name is gone: no other writer can take the file over in between.
         os.replace(self.part, self.path)
         self.published = True
-        _sync_folder(self.path.parent)
+        self.handle.close()
+        sync_folder(self.path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename or a new file in it survives a crash."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory descriptors
@@ -80,15 +92,53 @@ def staged_file(path: Path, *, binary: bool = True, encoding: str = "utf-8", new
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
-    handle: IO = open(part, "xb") if binary else open(part, "x", encoding=encoding, newline=newline)
+    descriptor = _claim_part(part)
+    try:
+        handle: IO = os.fdopen(descriptor, "wb") if binary else \
+            open(descriptor, "w", encoding=encoding, newline=newline, closefd=True)
+    except BaseException:
+        os.close(descriptor)
+        part.unlink(missing_ok=True)
+        raise
     staged = StagedFile(path, handle, part)
     try:
         yield staged
     finally:
+        if not staged.published:
+            part.unlink(missing_ok=True)  # before the handle (and its lock) goes: no one takes it over meanwhile
         if not handle.closed:
             handle.close()
-        if not staged.published:
-            part.unlink(missing_ok=True)
+
+
+def _claim_part(part: Path) -> int:
+    """An open, exclusively locked descriptor of the new, empty ``part``
+    file. A part file that exists is taken over when no writer holds its lock
+    (its writer died); ``FileExistsError`` when one does."""
+    try:
+        descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        descriptor = os.open(part, os.O_WRONLY)
+        if not _try_lock(descriptor):
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)  # a dead writer's leftovers
+        return descriptor
+    if not _try_lock(descriptor):  # pragma: no cover - a brand-new file nobody else holds
+        os.close(descriptor)
+        raise FileExistsError(str(part))
+    return descriptor
+
+
+def _try_lock(descriptor: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): part files are never taken over
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def write_file(path: Path, content: bytes, *, dry_run: bool = False) -> None:

@@ -154,7 +154,11 @@ def _type_ddl_differs(conn: sa.Connection, old: sa.types.TypeEngine, new: sa.typ
 def _fix_values(conn: sa.Connection, table_name: str, alter: Alter) -> None:
     """Reshape stored values before a column's type changes in place."""
     old, new = alter.old, alter.new
-    column = sa.column(new.column)
+    # Typed as an integer: on SQLite the stored minor units are integers, and
+    # ``//`` then renders SQLite's integer division. (``/`` is true division
+    # in SQLAlchemy 2, rendered as ``x / (d + 0.0)``: a float that turned
+    # 1.2549 into 125.99 minor units.)
+    column = sa.column(new.column, sa.BigInteger())
     table = sa.table(table_name, column)
     sqlite = conn.dialect.name == "sqlite"
     if storage_family(new) == "text" and new.storage == s.STRING and (old.storage == s.TEXT or (old.length or 0) > new.length):
@@ -170,15 +174,19 @@ def _fix_values(conn: sa.Connection, table_name: str, alter: Alter) -> None:
             if new.scale < old.scale:
                 divisor = 10 ** (old.scale - new.scale)
                 half = divisor // 2
+                # Half-up (away from zero) in exact integer arithmetic:
+                # SQLite's integer division truncates towards zero, so the
+                # sign is taken off first and put back after.
                 rounded = sa.case(
-                    (column >= 0, (column + half) / divisor),
-                    else_=-((-column + half) / divisor),
+                    (column >= 0, (column + half) // divisor),
+                    else_=-((-column + half) // divisor),
                 )
                 conn.execute(table.update().values({new.column: rounded}))
                 conn.execute(table.update().where(sa.func.abs(column) >= 10**new.precision).values({new.column: None}))
             else:
-                limit = 10 ** (new_int_digits + old.scale)
-                conn.execute(table.update().where(sa.func.abs(column) >= limit).values({new.column: None}))
+                if new_int_digits < old.precision - old.scale:
+                    limit = 10 ** (new_int_digits + old.scale)  # < 10**old.precision: fits 64 bits
+                    conn.execute(table.update().where(sa.func.abs(column) >= limit).values({new.column: None}))
                 if new.scale > old.scale:
                     factor = 10 ** (new.scale - old.scale)
                     conn.execute(table.update().values({new.column: column * factor}))

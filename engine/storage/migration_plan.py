@@ -17,7 +17,7 @@ Indexes are always compared by reflection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Mapping
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from engine.config.model import FieldType, OrgModel
 from engine.domain.errors import EngineError, Problem, Where
 
 from . import schema as s
+from .guards import Protected, protected
 from .schema import ColumnSpec
 from .snapshot import read_snapshot
 
@@ -55,9 +56,13 @@ class Change:
     message: str
     data_loss: bool
     safe: bool
+    #: Why the change is refused whatever is allowed: it would rewrite
+    #: records the immutability guards protect (finalized invoices, their
+    #: lines, booking details); None when it is not.
+    refused: str | None = None
 
     def render(self) -> str:
-        marker = "!" if self.data_loss else ("+" if self.safe else "~")
+        marker = "x" if self.refused else ("!" if self.data_loss else ("+" if self.safe else "~"))
         return f"{marker} {self.kind:<12} {self.message}"
 
 
@@ -67,6 +72,9 @@ class MigrationPlan:
     applied. Behaves as a sequence of :class:`Change`; empty means in sync."""
 
     changes: tuple[Change, ...] = ()
+    #: Where the backup written before the destructive changes is (a file or
+    #: ``schema mb_backup_...``); set on the plan ``apply_migration`` returns.
+    backup: str | None = field(default=None, compare=False)
 
     def __iter__(self) -> Iterator[Change]:
         return iter(self.changes)
@@ -85,6 +93,11 @@ class MigrationPlan:
         return tuple(c for c in self.changes if c.data_loss)
 
     @property
+    def refused(self) -> tuple[Change, ...]:
+        """Changes no flag allows: they would rewrite finalized records."""
+        return tuple(c for c in self.changes if c.refused)
+
+    @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(c.kind for c in self.changes)
 
@@ -99,6 +112,27 @@ class MigrationError(EngineError, RuntimeError):
     change); nothing was changed."""
 
     code = "R110"
+
+
+class FinalizedRecordsProtected(MigrationError):
+    """The migration would change finalized invoices, their lines or booking
+    details, which are immutable; nothing was changed, whatever was allowed.
+
+    Each refused change is one of its problems, naming the records affected."""
+
+    code = "R112"
+
+    def __init__(self, plan: MigrationPlan):
+        self.plan = plan
+        refused = plan.refused
+        super().__init__(
+            f"{len(refused)} change{'s' if len(refused) != 1 else ''} would rewrite finalized records, which are "
+            "immutable; nothing was applied:\n  " + "\n  ".join(c.refused or "" for c in refused),
+            problems=[Problem(self.code, c.refused or c.message, Where(object=c.object_name, field=c.field_name))
+                      for c in refused],
+            hint="keep the field wide enough for the finalized records (or keep the field); "
+                 "corrections of finalized invoices are cancellations",
+        )
 
 
 class DataLossRefused(MigrationError):
@@ -343,8 +377,113 @@ def compute_diff(conn: sa.Connection, model: OrgModel) -> SchemaDiff:
                 False,
             )
         )
-    diff.plan = MigrationPlan(tuple(changes))
+    diff.plan = MigrationPlan(tuple(_refuse_protected(conn, protected(model), diff, changes)))
     return diff
+
+
+# ---------------------------------------------------------------------------
+# Finalized records stay as they are
+
+
+def _refuse_protected(conn: sa.Connection, guarded: Protected, diff: SchemaDiff,
+                      changes: list[Change]) -> list[Change]:
+    """``changes`` with every change marked :attr:`Change.refused` that would
+    rewrite a value the immutability guards protect (:mod:`.guards`): a text
+    cut, a number rounded or cleared, a column dropped or re-created, a table
+    dropped, each only when a guarded row holds such a value. The guards
+    cannot stop a migration (SQLite drops its triggers while it rebuilds a
+    table), so the plan does."""
+    found: dict[tuple[str, str | None], str] = {}
+    for tdiff in diff.tables:
+        table = sa.table(tdiff.table)
+        rows = guarded.guarded_rows(table)
+        if rows is None:
+            continue
+        columns = guarded.columns(tdiff.table)
+        for old, changed in _rewrites(conn, tdiff):
+            if columns is not None and old.column not in columns:
+                continue
+            hit = _affected(conn, guarded, table, rows, changed)
+            if hit:
+                found[(tdiff.object_name.lower(), (old.field_name or "").lower())] = (
+                    f"{old.object_name}.{old.field_name}: {hit}")
+    for table_name, object_name, _ in diff.drop_tables:
+        table = sa.table(table_name)
+        rows = guarded.guarded_rows(table)
+        if rows is not None:
+            hit = _affected(conn, guarded, table, rows, sa.true())
+            if hit:
+                found[(object_name.lower(), "")] = f"{object_name}: {hit}"
+    if not found:
+        return changes
+    out = []
+    for change in changes:
+        reason = found.get((change.object_name.lower(), (change.field_name or "").lower()))
+        if reason is not None and change.kind in (CHANGE_TYPE, DROP_COLUMN, DROP_TABLE):
+            change = replace(change, refused=reason, message=f"{change.message}; REFUSED: {reason}")
+        out.append(change)
+    return out
+
+
+def _rewrites(conn: sa.Connection, tdiff: TableDiff) -> Iterator[tuple[ColumnSpec, sa.ColumnElement[bool]]]:
+    """(old column, condition on a row whose stored value the change rewrites)
+    for every column change of ``tdiff`` that rewrites values."""
+    sqlite = conn.dialect.name == "sqlite"
+    for dropped in tdiff.drops:
+        yield dropped, sa.literal_column(dropped.column).is_not(None)
+    for alter in tdiff.alters:
+        old, new = alter.old, alter.new
+        column = sa.column(old.column, sa.BigInteger() if sqlite and old.storage == s.DECIMAL else None)
+        if alter.replace:
+            yield old, column.is_not(None)
+        elif storage_family(new) == "text" and new.storage == s.STRING and (
+                old.storage == s.TEXT or (old.length or 0) > new.length):
+            yield old, sa.func.length(column) > new.length
+        elif new.storage == s.DECIMAL and alter.data_loss:
+            new_int = new.precision - new.scale
+            if sqlite:
+                # Minor units of the old scale: a value changes when it has
+                # digits below the new scale or too many integer digits.
+                conditions = []
+                if new_int < old.precision - old.scale:
+                    conditions.append(sa.func.abs(column) >= 10 ** (new_int + old.scale))
+                if new.scale < old.scale:
+                    conditions.append(column % (10 ** (old.scale - new.scale)) != 0)
+            else:
+                conditions = [sa.func.abs(sa.func.round(column, new.scale)) >= 10**new_int,
+                              column != sa.func.round(column, new.scale)]
+            yield old, sa.or_(*conditions)
+
+
+def _affected(conn: sa.Connection, guarded: Protected, table: sa.TableClause, rows: sa.ColumnElement[bool],
+              changed: sa.ColumnElement[bool]) -> str | None:
+    """A description of the guarded rows of ``table`` that ``changed`` selects
+    (how many, and the first invoice numbers), or None when there are none."""
+    where = sa.and_(rows, changed)
+    count = conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+    if not count:
+        return None
+    invoice_table = guarded.invoice[0] if guarded.invoice else None
+    detail_table = guarded.detail[0] if guarded.detail else None
+    document_table = guarded.document[0] if guarded.document else None
+    if table.name == invoice_table:
+        key, what = sa.literal_column("name"), "finalized invoice"
+    elif table.name == detail_table:
+        key, what = sa.literal_column("name"), "booking detail"
+    elif table.name == document_table:
+        key, what = sa.literal_column("invoice"), "issued document"
+    else:
+        key, what = sa.literal_column("invoice"), "line of a finalized invoice"
+    sample = conn.execute(sa.select(key).select_from(table).where(where).order_by(key).limit(5)).scalars().all()
+    if key.name == "invoice" and invoice_table:
+        numbers = sa.select(sa.literal_column("name")).select_from(sa.table(invoice_table)) \
+            .where(sa.literal_column("id").in_(sample)).order_by(sa.literal_column("name"))
+        sample = conn.execute(numbers).scalars().all()
+        names = f" (invoices {', '.join(map(str, sample))}{', ...' if count > len(sample) else ''})"
+    else:
+        names = f" ({', '.join(map(str, sample))}{', ...' if count > len(sample) else ''})"
+    plural = "s" if count != 1 else ""
+    return f"{count} {what}{plural} would change{names}; finalized records are immutable"
 
 
 def _diff_columns(inspector, dialect: str, specs: tuple[ColumnSpec, ...], known: Mapping[str, ColumnSpec],

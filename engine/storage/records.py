@@ -18,7 +18,10 @@ in YAML.
 
 Exporting streams the table by keyset pagination (``WHERE id > last ORDER BY
 id LIMIT n``): no whole-table fetch, the same on both backends. Text cells
-that a spreadsheet would run as a formula are prefixed with ``'``.
+that a spreadsheet would run as a formula are prefixed with ``'`` (and a
+text starting with ``'`` gets a second one); loading removes that one mark
+again, so an export loads back to exactly the stored values
+(:func:`~engine.storage.csvio.record_cell` / :func:`~engine.storage.csvio.restore_cell`).
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ from typing import Iterable, TextIO
 
 import sqlalchemy as sa
 
+from engine.config.contract import engine_owned
 from engine.config.diagnostics import did_you_mean
 from engine.config.model import ObjectDef
 from engine.domain.errors import EngineError, Problem, Where
 
 from . import schema as s
 from .context import Context
-from .csvio import MAX_ROWS, InputFileRefused, RecordError, cell_text, csv_records
+from .csvio import MAX_ROWS, InputFileRefused, RecordError, csv_records, record_cell, restore_cell
 from .db import transaction
 from .files import staged_file
 from .headers import LoadColumn
 from .jsonio import json_records
 from .loading import LoadRow, RecordLoader, StopLoading
+from .records_upsert import UpsertKeyInvalid, UpsertLoader, upsert_key
 
 #: Longest cell, in characters (also the csv module's default field limit).
 MAX_CELL = 131_072
@@ -56,8 +61,9 @@ EXPORT_PAGE = 5_000
 
 __all__ = [
     "CHUNK_ROWS", "EXPORT_PAGE", "MAX_CELL", "MAX_ERRORS", "MAX_JSON_BYTES", "MAX_ROWS",
-    "ExportFieldError", "ExportReport", "InputFileRefused", "LoadReport", "NotADataObject", "RecordError", "UnknownObject",
-    "data_object", "export_records", "export_records_file", "load_file", "load_records",
+    "EngineOwnedObject", "ExportFieldError", "UpsertKeyInvalid", "ExportReport", "InputFileRefused", "LoadReport", "NotADataObject", "RecordError", "UnknownObject",
+    "data_object", "export_records", "loadable_object", "export_records_file", "load_file", "load_records",
+    "upsert_key",
 ]
 
 
@@ -76,10 +82,37 @@ class NotADataObject(EngineError, ValueError):
     code = "R122"
 
 
+class EngineOwnedObject(EngineError, ValueError):
+    """The named object's records are created by the engine only; a record file
+    cannot load them.
+
+    Invoices, their lines, booking details, balances, number ranges and the
+    other objects of ``engine.config.contract.ENGINE_OWNED`` carry invariants
+    (gapless numbers, balanced postings, balances that add up to their
+    invoice) that only the commands creating them keep."""
+
+    code = "R124"
+
+
 class ExportFieldError(EngineError, ValueError):
     """A field asked for in an export does not exist or has no stored value."""
 
     code = "R123"
+
+
+def loadable_object(ctx: Context, object_name: str) -> ObjectDef:
+    """:func:`data_object`, refusing objects only the engine writes
+    (:class:`EngineOwnedObject`, naming the commands that create them)."""
+    obj = data_object(ctx, object_name)
+    commands = engine_owned(obj.name)
+    if commands is not None:
+        raise EngineOwnedObject(
+            f"{obj.name} records are created by the engine, not loaded: {commands}",
+            where=Where(object=obj.name),
+            hint=f"load the source records (accounts, orders, ...) and let {commands.split(',')[0]} create them; "
+                 f"'metabill export-records {obj.name}' still exports them",
+        )
+    return obj
 
 
 def data_object(ctx: Context, object_name: str) -> ObjectDef:
@@ -105,6 +138,10 @@ class LoadReport:
     file: str
     inserted: int
     errors: tuple[RecordError, ...]
+    #: With an upsert key: records the file changed, and records it named
+    #: with the values they already had.
+    updated: int = 0
+    unchanged: int = 0
 
     @property
     def ok(self) -> bool:
@@ -116,6 +153,9 @@ class LoadReport:
         return tuple(error.problem for error in self.errors)
 
     def render(self) -> str:
+        if self.ok and (self.updated or self.unchanged):
+            return (f"{self.file}: {self.object_name}: {self.inserted} inserted, {self.updated} updated, "
+                    f"{self.unchanged} unchanged.")
         if self.ok:
             return f"{self.file}: {self.inserted} {self.object_name} record{'s' if self.inserted != 1 else ''} loaded."
         lines = [e.render() for e in self.errors]
@@ -136,17 +176,28 @@ def load_records(
     path: str | Path,
     *,
     fmt: str | None = None,
+    key: str | None = None,
 ) -> LoadReport:
     """Insert the records of a CSV or JSON file into ``object_name``'s table.
 
     ``fmt`` is ``"csv"`` or ``"json"``; by default the file suffix decides.
+    With ``key`` (``Id``, or a unique or external-id field) a row whose key
+    names an existing record updates it instead
+    (:class:`~engine.storage.records_upsert.UpsertLoader`); an invalid key is
+    :class:`~engine.storage.records_upsert.UpsertKeyInvalid`.
     All or nothing: when the report has errors, nothing was written.
     Raises :class:`UnknownObject` (a KeyError) for an unknown object and
     :class:`NotADataObject` (a ValueError) for a setting.
+
+    This is the loading primitive (tests and preparations seed any object
+    with it); the ``load`` command goes through :func:`load_file`, which
+    also refuses objects only the engine writes.
     """
     path = Path(path)
     display = str(path)
     obj = data_object(ctx, object_name)
+    if key is not None:
+        upsert_key(obj, key)  # refused before anything is read
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind not in ("csv", "json"):
         problem = RecordError(display, None, None, f"unknown file format {kind!r}: use a .csv or .json file")
@@ -157,7 +208,10 @@ def load_records(
     loader: RecordLoader | None = None
     try:
         with transaction(engine) as conn:
-            loader = RecordLoader(conn, ctx, obj, display, max_cell=MAX_CELL, max_errors=MAX_ERRORS)
+            if key is None:
+                loader = RecordLoader(conn, ctx, obj, display, max_cell=MAX_CELL, max_errors=MAX_ERRORS)
+            else:
+                loader = UpsertLoader(conn, ctx, obj, display, max_cell=MAX_CELL, max_errors=MAX_ERRORS, key=key)
             if not sa.inspect(conn).has_table(obj.table_name):
                 loader.error(None, None, f"the database has no table for {obj.name}; apply the schema migration first")
                 raise _Rollback
@@ -177,15 +231,19 @@ def load_records(
     assert loader is not None
     if loader.errors:
         return LoadReport(obj.name, display, 0, loader.sorted_errors())
-    return LoadReport(obj.name, display, loader.inserted, ())
+    return LoadReport(obj.name, display, loader.inserted, (), getattr(loader, "updated", 0),
+                      getattr(loader, "unchanged", 0))
 
 
 def load_file(engine: sa.Engine, ctx: Context, object_name: str, path: str | Path, *,
-              fmt: str | None = None) -> LoadReport:
-    """:func:`load_records` for a command: the report of a load that wrote
-    its rows, else :class:`InputFileRefused` with every problem of the file
-    (its message: ``3 problem(s) in FILE; nothing was loaded``)."""
-    report = load_records(engine, ctx, object_name, path, fmt=fmt)
+              fmt: str | None = None, key: str | None = None) -> LoadReport:
+    """:func:`load_records` for the ``load`` command: the report of a load that
+    wrote its rows, else :class:`InputFileRefused` with every problem of the
+    file (its message: ``3 problem(s) in FILE; nothing was loaded``).
+    :class:`EngineOwnedObject` for an object only the engine writes
+    (:data:`engine.config.contract.ENGINE_OWNED`): nothing is read then."""
+    loadable_object(ctx, object_name)
+    report = load_records(engine, ctx, object_name, path, fmt=fmt, key=key)
     if not report.ok:
         raise InputFileRefused.of(f"{len(report.errors)} problem(s) in {report.file}; nothing was loaded",
                                   report.errors)
@@ -201,7 +259,7 @@ def _load_csv(loader: RecordLoader, path: Path) -> None:
             headers = cells
             columns = loader.check_header(headers, line)
             continue
-        chunk.append(loader.parse(line, dict(zip(headers, cells)), columns))
+        chunk.append(loader.parse(line, dict(zip(headers, map(restore_cell, cells))), columns))
         if len(chunk) >= CHUNK_ROWS:
             loader.process(chunk, columns)
             chunk = []
@@ -284,9 +342,11 @@ def export_records(
 ) -> int:
     """Write ``object_name``'s records to ``out`` as CSV, ordered by id, and
     return the number of records. ``fields`` picks columns (API names, any
-    order); by default ``Id``, ``Name`` and every stored field. The output
-    loads back with :func:`load_records` (except that cells starting with
-    ``= + - @`` TAB or CR carry the protective ``'``)."""
+    order); by default ``Id``, ``Name`` and every stored field. Text cells
+    a spreadsheet would run as a formula (``= + - @`` TAB CR) carry a
+    protective ``'``, and a text starting with ``'`` gets a second one
+    (:func:`~engine.storage.csvio.record_cell`), so the file loads back with
+    :func:`load_records` to exactly the stored values."""
     obj = data_object(ctx, object_name)
     columns = _export_columns(obj, fields)
     table = s.data_table(ctx.metadata, obj)
@@ -304,7 +364,7 @@ def export_records(
             if not rows:
                 break
             for row in rows:
-                writer.writerow([cell_text(v) for v in row[1:]])
+                writer.writerow([record_cell(v) for v in row[1:]])
             count += len(rows)
             last_id = rows[-1][0]
             if len(rows) < EXPORT_PAGE:

@@ -376,6 +376,44 @@ JOB_SLOT = sa.Table(
 )
 
 
+#: The processes working on an invoice run right now: one row per process
+#: (several may join one run), written when it opens or joins the run and
+#: removed when it closes it. A run whose status is Running but none of whose
+#: owners is alive was left by a process that died (see
+#: ``engine.billing.runrecord``): the next run of the same filters, or
+#: ``metabill runs --recover``, recovers it.
+RUN_OWNER = sa.Table(
+    "_mb_run_owner",
+    ON_DEMAND,
+    sa.Column("run_id", sa.BigInteger(), primary_key=True),
+    sa.Column("token", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.BigInteger(), nullable=False),
+    sa.Column("process_started", sa.String(40), nullable=True),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("heartbeat_at", sa.String(32), nullable=False),
+)
+
+#: Export files recorded in the transaction that marks their content
+#: exported (DATEV): the file's name, its content and hash. The file is
+#: published after the commit; a batch whose file is missing (the process
+#: died between the commit and the rename) is written again from here, so no
+#: exported booking is ever lost to the accountant (``engine.exports.datev``).
+EXPORT_BATCH = sa.Table(
+    "_mb_export_batch",
+    ON_DEMAND,
+    sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("destination", sa.String(40), nullable=False),
+    sa.Column("path", sa.Text(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("content", sa.LargeBinary(), nullable=False),
+    sa.Column("details", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("published_at", sa.String(32), nullable=True),
+)
+
+
 def build_metadata(model: OrgModel) -> sa.MetaData:
     """A MetaData with one table per data object plus the internal tables.
 

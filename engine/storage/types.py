@@ -55,6 +55,25 @@ class ValueOutOfRange(EngineError, ValueError):
     code = "R130"
 
 
+class TextTooLong(EngineError, ValueError):
+    """A text is longer than its field's column.
+
+    PostgreSQL would refuse it, and SQLite is made to refuse it as well."""
+
+    code = "R131"
+
+
+def text_too_long(field: FieldDef, value: str, length: int) -> TextTooLong:
+    """The error for ``value`` written to ``field`` (a column of ``length`` characters)."""
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    return TextTooLong(
+        f"{field.object_name}.{field.name}: a text of {len(value):,} characters does not fit the field's "
+        f"{length} characters ({shown!r})",
+        where=Where(object=field.object_name, field=field.name),
+        hint="shorten the value where it comes from, or lengthen the field and migrate",
+    )
+
+
 def _too_wide(value: object, precision: int, scale: int, field: FieldDef | None = None) -> ValueOutOfRange:
     where = Where(object=field.object_name, field=field.name) if field is not None else None
     return ValueOutOfRange(

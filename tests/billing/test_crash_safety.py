@@ -110,7 +110,10 @@ def test_crash_at_every_third_statement_then_rerun(files, reference, phase):
         with fault_after(h.engine, k) as counter:
             with pytest.raises(InjectedFault):
                 scenario.run(h, batch_size=BATCH)
-        assert counter[0] == k + 1  # the run stopped at the first failing statement
+        # The run stopped at the first failing statement; the one statement
+        # after it is its attempt to mark the run Failed (issue 14: no run
+        # stays Running), which fails the same way here.
+        assert k + 1 <= counter[0] <= k + 2
         assert h.engine.pool.checkedout() == 0
         assert_invariants(h)  # even the crashed state is consistent
         scenario.run(h, batch_size=BATCH)

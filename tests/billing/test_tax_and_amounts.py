@@ -144,3 +144,70 @@ def test_every_invoice_of_the_sample_year_sums_its_lines(sample):
     report = sample.run(*SAMPLE_FILTERS)
     assert report.invoice_count == 7
     assert_invariants(sample)
+
+
+# --- one record never stops billing for everyone (issue 14) ----------------------------
+
+
+def test_a_line_amount_beyond_its_column_is_that_records_error(billing):
+    """Quantity and price each fit their columns, their product does not fit
+    the line's Currency(16, 2): the record gets a named error, the others are
+    billed and the run completes (it crashed with exit 3 before, leaving the
+    run Running, and every rerun crashed the same way)."""
+    h = billing
+    huge, fine = h.usage(
+        dict(account="10001", title="huge", quantity=D("999999999999"), unitprice=D("99999999999999")),
+        dict(account="10004", title="fine", quantity=D("2"), unitprice=D("10.00")),
+    )
+    report = h.run("Usage")
+    message = failures(report)[huge]
+    assert message.startswith("InvoiceLineItem.PosTotalNet: ") and "does not fit" in message
+    assert h.get("Usage__c", huge)["on_invoicebuilderror__c"] == message[:255]
+    assert h.get("Usage__c", huge)["on_invoice__c"] is None
+    billed = h.get("Invoice", h.get("Usage__c", fine)["on_invoice__c"])
+    assert billed["grandtotal"] == D("23.80")
+    assert h.get("InvoiceRun", report.run_id)["status"] == "Completed"
+    assert_invariants(h)
+    again = h.run("Usage")  # the rerun reports the record again and bills nothing twice
+    assert list(failures(again)) == [huge] and again.invoice_count == 0
+    assert h.get("InvoiceRun", again.run_id)["status"] == "Completed"
+
+
+def test_a_group_with_one_oversized_line_fails_as_a_whole_and_others_are_billed(billing_sqlite):
+    h = billing_sqlite
+    a, b, other = h.usage(
+        dict(account="10001", title="ok on the same invoice", unitprice=D("1.00")),
+        dict(account="10001", title="too large", quantity=D("100000000"), unitprice=D("1000000")),
+        dict(account="10004", title="another account", unitprice=D("5.00")),
+    )
+    report = h.run("Usage")
+    assert set(failures(report)) == {a, b}  # one invoice: both records of the group
+    assert h.get("Usage__c", other)["on_invoice__c"] is not None
+    assert report.invoice_count == 1
+
+
+@pytest.fixture(scope="module")
+def formula_price_org(tmp_path_factory):
+    """The test org with the usage's unit price computed by a formula."""
+    org = make_test_org(tmp_path_factory.mktemp("formula") / "org")
+    Replace("metadata/objects/Usage__c.yaml",
+            "  ON_UnitPrice__c: {type: Currency, precision: 18, scale: 4, label: Unit Price}",
+            "  Price__c: {type: Currency, precision: 18, scale: 4, label: Price}\n"
+            "  ON_UnitPrice__c: {type: Formula, returns: Currency, expression: \"Price__c * Price__c\","
+            " label: Unit Price}").apply(org)
+    result = load_project(org)
+    assert result.ok, [str(d) for d in result.errors]
+    return org, result.model
+
+
+def test_a_formula_result_beyond_its_column_is_that_records_error(formula_price_org, db_url, make_harness):
+    org, model = formula_price_org
+    h = make_harness(db_url, model, org)
+    big, fine = h.insert("Usage__c", [
+        {"on_account__c": "10001", "on_title__c": "square of 10^14", "price__c": D("99999999999999")},
+        {"on_account__c": "10004", "on_title__c": "fine", "price__c": D("3")},
+    ])
+    report = h.run("Usage")
+    assert "ON_UnitPrice__c" in failures(report)[big] and "digits before the decimal point" in failures(report)[big]
+    assert h.get("Invoice", h.get("Usage__c", fine)["on_invoice__c"])["totalnet"] == D("9.00")
+    assert h.get("InvoiceRun", report.run_id)["status"] == "Completed"

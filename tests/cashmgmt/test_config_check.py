@@ -52,5 +52,12 @@ def test_the_check_is_registered_and_documented():
     assert documented == {code for code in CODES if code.startswith("E15")}
 
 
-def test_the_entries_stage_is_the_last_stage_of_finalization(sample_model):
-    assert finalization_stages(context(sample_model))[-1] is create_entries
+def test_the_entries_stage_follows_the_installments_and_precedes_the_documents(sample_model):
+    """Entries are made per installment (so after the installments stage);
+    the issued document, rendered last, shows what finalization assigned."""
+    from engine.cash.finalization import create_installments
+    from engine.documents.finalization import issue_documents
+
+    stages = list(finalization_stages(context(sample_model)))
+    assert stages.index(create_installments) < stages.index(create_entries) < stages.index(issue_documents)
+    assert stages[-1] is issue_documents

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from engine.billing.drafts import draft_ids
 from engine.billing.run import RunRequest, run_invoices
-from engine.booking.finalize import finalize_invoices
+from engine.project import finalize as finalize_invoices
 from engine.config.model import OrgModel
 from engine.exports.datev import DatevParams
 from engine.storage.bulk import RowWriter

@@ -30,6 +30,7 @@ from engine.exports.sepa import (
     export_sepa,
     run_export,
 )
+from engine.project import load_project
 from engine.exports.sepa_xml import PAIN_001, PAIN_008, SepaXmlError, amount_text, parse_xml, read_message, sepa_text
 from engine.storage.bulk import RowWriter
 from engine.storage.db import unit_of_work
@@ -245,9 +246,10 @@ def test_due_window_and_collection_date(demo_sqlite):
     report = sepa(demo, apply=False, created=datetime(2024, 9, 1, 9, 0, 0), when=date(2024, 9, 30))
     assert {t.when for t in report.transactions} == {date(2024, 9, 30)}
     assert texts(report.data, "//d:ReqdColltnDt") == ["2024-09-30"]
-    # A due date in the past is collected on the export date, never earlier.
+    # A due date in the past is collected as early as the lead time allows: one TARGET2 business
+    # day after the export date (GlobalSettings.PaymentLeadDays, default 1; issue 18).
     late = sepa(demo, apply=False, created=datetime(2024, 11, 20, 9, 0, 0))
-    assert {t.when for t in late.transactions} == {date(2024, 11, 20)}
+    assert {t.when for t in late.transactions} == {date(2024, 11, 21)}
     with pytest.raises(SepaExportError, match="before the export date"):
         sepa(demo, apply=False, when=date(2024, 9, 30))
 
@@ -322,7 +324,10 @@ def test_bad_creditor_data_refuses_the_export(demo_sqlite, tmp_path):
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("DE98ZZZ09999999999", "DE99ZZZ09999999999").replace("COBADEFFXXX", "COBADEFF1"),
                     encoding="utf-8")
-    model = load_model(org)
+    result = load_project(org)
+    # validate-config reports both first (issue 15); the export still refuses them should it run anyway
+    assert {d.code for d in result.errors} == {"E167", "E168"}
+    model = result.model
     with pytest.raises(SepaExportError) as error:
         creditor_for(context(model), "DE01", DEBIT)
     assert "SEPACreditorId 'DE99ZZZ09999999999' is not a valid SEPA creditor identifier" in str(error.value)
@@ -490,3 +495,40 @@ def test_cli_sepa_commands(demo, tmp_path):
     result = invoke("sepa-balances", "--business-entity", "DE01", "--out", str(tmp_path / "b.xml"), *org)
     assert result.exit_code == 0 and "Nothing to export" in result.stdout
     assert os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------
+# Issue 13: the pay-out of a balance export is booked
+
+
+def test_the_payout_of_a_balance_export_is_booked(demo):
+    """The reverse balance (Payout) of an exported free balance is booked like
+    every payment-type balance: the debtor is debited, the bank credited, so
+    the money received on account and paid out again nets to zero in the
+    journal, in DATEV and in Account.Balance. Before, the Payout had no
+    booking: the debtor kept a credit and the bank a receipt that was gone."""
+    from engine.booking.postings import account_movements, sides
+    from engine.cash.payments import register_account_payment
+    from engine.exports.journal import journal_rows
+
+    set_bank_data(demo, "10002", on_bankaccount__c="AT61 1904 3002 3457 3201", on_bankcode__c="BKAUATWWXXX")
+    ctx = context(demo.model)
+    with demo.engine.begin() as conn:
+        received = register_account_payment(conn, ctx, "10002", Decimal("500.00"), date(2024, 12, 20))
+    report = sepa(demo, BALANCES)
+    assert [t.record_id for t in report.transactions] == [received.balance_id]
+    balance = demo.table("Balance")
+    [payout] = demo.rows("Balance", balance.c.type == "Payout")
+    detail = demo.table("BookingDetail")
+    booked = demo.rows("BookingDetail", detail.c.balance.in_([received.balance_id, payout["id"]]))
+    debtor = demo.rows("Account", demo.table("Account").c.accountnumber == "10002")[0]["on_debtorno__c"]
+    payout_details = [d for d in booked if d["balance"] == payout["id"]]
+    assert [(d["type"], d["amount"], *sides(d)) for d in payout_details] == [
+        ("Payout", Decimal("500.00"), str(debtor), "1200")]
+    movements = {k: v for k, v in account_movements(booked).items() if v != 0}
+    assert movements == {}  # received and paid out: bank and debtor net to zero
+    assert demo.rows("Account", demo.table("Account").c.accountnumber == "10002")[0]["balance"] == \
+        sum((b["amount"] for b in demo.rows("Balance", balance.c.account == payout["account"])), Decimal("0.00"))
+    with demo.engine.connect() as conn:
+        journal = [r for r in journal_rows(conn, ctx) if r.type == "Payout"]
+    assert len(journal) == 1

@@ -38,6 +38,36 @@ def run_invoices_proc(org_dir: str, url: str, batch_size: int, barrier, queue) -
         queue.put(("error", traceback.format_exc()))
 
 
+def run_and_hang_proc(org_dir: str, url: str, barrier, queue) -> None:
+    """An invoice run that stops after its first committed batch and hangs
+    there (the test then kills the process, or lets it live)."""
+    import time
+
+    from engine.billing import session as session_module
+    from engine.billing.run import RunRequest, run_invoices
+
+    try:
+        model, engine = _setup(org_dir, url)
+        original = session_module.RunSession.write
+        writes = [0]
+
+        def write(self, work):
+            result = original(self, work)
+            writes[0] += 1
+            if writes[0] == 2:  # the run record is open, one batch is committed
+                queue.put(("hanging", writes[0]))
+                time.sleep(3600)
+            return result
+
+        session_module.RunSession.write = write
+        request = RunRequest(filters=("Usage",), period_start=date(2024, 1, 1), period_end=date(2024, 12, 31),
+                             batch_size=2, today=date(2024, 12, 31))
+        barrier.wait(timeout=120)
+        run_invoices(engine, context(model), request)
+    except BaseException:  # noqa: BLE001
+        queue.put(("error", traceback.format_exc()))
+
+
 def run_workers_proc(org_dir: str, url: str, workers: int, barrier, queue) -> None:
     from engine.billing.run import RunRequest
     from engine.billing.workers import run_invoices_parallel

@@ -31,7 +31,7 @@ from engine.storage.bulk import RowWriter
 from engine.storage.db import open_engine
 from engine.storage.migrate import apply_migration
 from engine.storage.retry import run_in_transaction
-from engine.storage.schema import CLAIM, META, SCHEMA_FIELD, build_metadata
+from engine.storage.schema import CLAIM, META, SCHEMA_FIELD, ON_DEMAND, build_metadata
 from contexts import context
 
 ACCOUNTS = ("S1", "S2", "S3")
@@ -87,6 +87,9 @@ class World:
         keep = {SCHEMA_FIELD.name, META.name}
         names = sorted(name for name in self.tables.tables if name not in keep)  # one TRUNCATE: no order needed
         with self.engine.begin() as conn:
+            # Tables created on first use (run owners, export batches, job slots) go too.
+            present = set(sa.inspect(conn).get_table_names())
+            names += sorted(t for t in ON_DEMAND.tables if t in present)
             prep = conn.dialect.identifier_preparer
             conn.exec_driver_sql("TRUNCATE " + ", ".join(prep.quote(n) for n in names))
         self._seed()

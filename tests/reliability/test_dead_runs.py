@@ -1,0 +1,130 @@
+"""No run stays "Running" (issue 14): a run whose process was killed is
+recognizably dead, listed as such, and recovered by the next run of the same
+filters or by ``metabill runs --recover``; a run that fails with an error is
+marked Failed; a run whose process is alive is never taken for dead. With
+real (spawned, then killed) processes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from engine.billing import filterrun as filterrun_module
+from engine.billing.runrecord import owners_of
+from engine.billing.service import list_runs, recover_runs
+from engine.storage.schema import RUN_OWNER
+
+from . import procs
+from .support import ACCOUNTS, World, check_invariants
+from contexts import context
+
+CTX = multiprocessing.get_context("spawn")
+TIMEOUT = 300
+
+
+@pytest.fixture
+def world(db_url, reliability_model, tmp_path):
+    w = World(db_url, reliability_model, tmp_path)
+    w.reset()
+    for n in range(4):
+        for account in ACCOUNTS:
+            w.add_usage(account, Decimal(1), Decimal("10.00") + n, f"u{n}")
+    yield w
+    w.close()
+
+
+def _hanging_run(world: World, org) -> multiprocessing.Process:
+    """A process whose invoice run committed a batch and now hangs."""
+    barrier, queue = CTX.Barrier(1), CTX.Queue()
+    process = CTX.Process(target=procs.run_and_hang_proc, args=(str(org), world.url, barrier, queue))
+    process.start()
+    kind, detail = queue.get(timeout=TIMEOUT)
+    assert kind == "hanging", detail
+    return process
+
+
+def _kill(process: multiprocessing.Process) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(timeout=TIMEOUT)
+
+
+def _run_row(world: World) -> dict:
+    rows = world.rows("InvoiceRun")
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_a_killed_run_is_dead_and_the_next_run_recovers_it(world, reliability_org, reliability_model):
+    process = _hanging_run(world, reliability_org)
+    try:
+        alive = list_runs(world.engine, context(reliability_model))
+        assert [(r.status, r.state) for r in alive] == [("Running", "Running")]  # busy, not dead
+        assert recover_runs(world.engine, context(reliability_model)) == []
+    finally:
+        _kill(process)
+    [dead] = list_runs(world.engine, context(reliability_model))
+    assert (dead.status, dead.state, dead.dead) == ("Running", "Dead", True)
+    assert dead.owners and dead.owners[0].startswith(f"process {process.pid} on ") and "(dead)" in dead.owners[0]
+
+    report = world.run(batch_size=3)  # the same period and filters
+    assert report.joined_existing and report.run_id == dead.id
+    assert len(report.recovered) == 1 and f"process {process.pid}" in report.recovered[0]
+    run = _run_row(world)
+    assert run["status"] == "Completed" and "recovered: process" in run["log"]
+    with world.engine.connect() as conn:
+        assert owners_of(conn, run["id"]) == []
+    check_invariants(world)
+    assert len(world.rows("Invoice")) == len(ACCOUNTS)  # the killed batch's invoices plus the rest, none twice
+
+
+def test_runs_recover_marks_a_dead_run_failed(world, reliability_org, reliability_model):
+    _kill(_hanging_run(world, reliability_org))
+    ctx = context(reliability_model)
+    [recovered] = recover_runs(world.engine, ctx)
+    assert recovered.state == "Dead"
+    run = _run_row(world)
+    assert run["status"] == "Failed" and "recovered by 'metabill runs --recover'" in run["log"]
+    assert [r.state for r in list_runs(world.engine, ctx)] == ["Failed"]
+    assert recover_runs(world.engine, ctx) == []  # nothing left to recover
+    report = world.run(batch_size=3)  # the same run again bills the rest
+    assert report.joined_existing and _run_row(world)["status"] == "Completed"
+    check_invariants(world)
+
+
+def test_a_run_that_fails_with_an_error_is_marked_failed(world, reliability_model, monkeypatch):
+    def broken(self):
+        raise RuntimeError("the disk of the source system vanished")
+
+    monkeypatch.setattr(filterrun_module.FilterRun, "bill", lambda self, keyed: broken(self))
+    with pytest.raises(RuntimeError):
+        world.run(batch_size=3)
+    run = _run_row(world)
+    assert run["status"] == "Failed" and "RuntimeError: the disk of the source system vanished" in run["log"]
+    with world.engine.connect() as conn:
+        assert owners_of(conn, run["id"]) == []
+    assert [r.state for r in list_runs(world.engine, context(reliability_model))] == ["Failed"]
+
+
+def test_an_owner_on_another_machine_is_dead_once_its_heartbeat_is_stale(world, reliability_model):
+    if world.backend != "sqlite":
+        pytest.skip("PostgreSQL decides by the owner's lock, wherever the owner runs")
+    world.run(batch_size=3)
+    run = _run_row(world)
+    table = world.t("InvoiceRun")
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(table).values(status="Running"))
+        conn.execute(sa.insert(RUN_OWNER).values(run_id=run["id"], token="t1", host="elsewhere", pid=1,
+                                                 started_at="2024-01-01T00:00:00Z",
+                                                 heartbeat_at="2024-01-01T00:00:00Z"))
+    [state] = list_runs(world.engine, context(reliability_model))
+    assert state.state == "Dead"
+    fresh = sa.update(RUN_OWNER).values(heartbeat_at=sa.func.strftime("%Y-%m-%dT%H:%M:%SZ", "now"))
+    with world.engine.begin() as conn:
+        conn.execute(fresh)
+    [state] = list_runs(world.engine, context(reliability_model))
+    assert state.state == "Running"
