@@ -48,6 +48,7 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
+from engine.config.values import BUSINESS_DATES
 from engine.domain.batching import chunks
 from engine.domain.errors import Where
 from engine.domain.money import CENT, ZERO, allocate, net_of_gross
@@ -56,8 +57,9 @@ from engine.storage.bulk import RowWriter
 from engine.storage.context import Context
 
 from .accounts import AccountResolver
+from .dues import refresh_installments
 from .errors import BalanceError, BookingError, invoice_where
-from .invoices import common_fields, copied_fields, custom_values
+from .invoices import INTERIM_INVOICE_TYPES, common_fields, copied_fields, custom_values
 from .postings import Booking, BookingSet, debit_credit_flag, sides
 from .questions import balance_question, per_tax_group
 from .write import load_account, write_bookings
@@ -66,6 +68,8 @@ from .write import load_account, write_bookings
 BOOKED_TYPES: Mapping[str, str] = {
     "Payment": "Payment",
     "Prepayment": "Prepayment",
+    # Money paid before the invoice (its PP_ fields, domain-spec §2.1 5): received like a prepayment.
+    "Prepaid": "Prepayment",
     "Refund": "Refund",
     "Payout": "Payout",
     "Write off": "Write-off",
@@ -75,10 +79,10 @@ WRITE_OFF = "Write off"
 REASON_PAYMENT = "Missing amount below threshold"
 REASON_FINALIZATION = "Invoice below threshold"
 RULE_FINALIZATION = "FinalizationWriteOffAmount"
-#: Invoice types an automatic write-off never touches: a progress invoice's
-#: unpaid rest is cleared by its final invoice, and its interim bookings
-#: assume that (domain-spec §3.8, §5.6).
-NO_WRITE_OFF_TYPES = frozenset({"Progress", "Cancelation"})
+#: Invoice types an automatic write-off never touches: a progress (or
+#: deposit) invoice's unpaid rest is cleared by its final invoice, and its
+#: interim bookings assume that (domain-spec §3.8, §5.6, §4.10).
+NO_WRITE_OFF_TYPES = frozenset({"Progress", "Deposit", "Cancelation"})
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,9 @@ def create_balance(conn: sa.Connection, ctx: Context, fields: Mapping[str, objec
         raise BalanceError(f"a balance amount has at most two decimals, got {amount}", where=where)
     row["amount"] = amount.quantize(CENT)
     when: date = row["date"]  # type: ignore[assignment]
+    if when not in BUSINESS_DATES:
+        raise BalanceError(f"a balance dated {when.isoformat()} is outside the supported dates "
+                           f"{BUSINESS_DATES.describe()}", where=where)
     if account is None:
         account = load_account(conn, ctx, int(row["account"]), when)  # type: ignore[arg-type]
     if invoice is not None:
@@ -181,10 +188,13 @@ def _sign_for_counter(booking_type: str, part: Decimal) -> Decimal:
 
 def balance_bookings(ctx: Context, resolver: AccountResolver, balance: Mapping[str, object],
                      invoice: Mapping[str, object] | None, lines: Sequence[Mapping[str, object]],
-                     account: Mapping[str, object], run: str) -> list[Booking]:
+                     account: Mapping[str, object], run: str,
+                     received_before: Mapping[tuple, tuple[Decimal, Decimal]] | None = None) -> list[Booking]:
     """The booking details of one balance (pure): see the module docstring.
     The collective accounts are asked with
-    :func:`engine.booking.questions.balance_question`."""
+    :func:`engine.booking.questions.balance_question`. ``received_before``:
+    on a progress or deposit invoice, what its earlier payments booked per
+    tax group (gross received, interim tax), see :func:`_interim_bookings`."""
     booking_type = BOOKED_TYPES[str(balance["type"])]
     subject = invoice or {"name": f"balance {balance.get('name')}", "account": balance.get("account")}
     where = invoice_where(invoice.get("name")) if invoice is not None else Where(object="Balance",
@@ -234,8 +244,8 @@ def balance_bookings(ctx: Context, resolver: AccountResolver, balance: Mapping[s
                         isgross=False)
         else:
             add(booking_type, amount, question, isgross=booking_type == "Write-off")
-        if booking_type == "Payment" and invoice is not None and invoice.get("type") == "Progress":
-            details.extend(_interim_bookings(resolver, base, question, invoice, lines, -amount))
+        if booking_type == "Payment" and invoice is not None and invoice.get("type") in INTERIM_INVOICE_TYPES:
+            details.extend(_interim_bookings(resolver, base, question, invoice, lines, -amount, received_before or {}))
     except BookingError as error:
         raise BalanceError(str(error), where=error.where, hint=error.hint) from None
     for booking in details:
@@ -254,15 +264,24 @@ def _tax_groups(lines: Sequence[Mapping[str, object]]) -> dict[tuple, Decimal]:
 
 def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], question: Mapping[str, object],
                       invoice: Mapping[str, object], lines: Sequence[Mapping[str, object]],
-                      received: Decimal) -> list[Booking]:
+                      received: Decimal, before: Mapping[tuple, tuple[Decimal, Decimal]]) -> list[Booking]:
     """A payment on a progress invoice also books the received down payment
     (Interim Payment, net) and the tax that arises on receipt (Interim Tax),
-    per tax rate in proportion to the invoice's gross amounts (§5.6)."""
+    per tax rate in proportion to the invoice's gross amounts (§5.6).
+
+    The tax is rounded on what the group received in all, not per payment:
+    this payment's tax is the tax of everything received so far less the
+    tax ``before`` booked (gross received, interim tax per group). So the
+    interim tax of many small payments is the tax of their sum, which is
+    what the final invoice deducts (rounding each payment left cents in the
+    interim accounts of a closed project, audit A401/A402)."""
     out: list[Booking] = []
     groups = _tax_groups(lines)
     keys = sorted(groups, key=lambda k: (str(k[0]), k[1]))
     for (code, rate, rule), part in zip(keys, allocate(received, [groups[k] for k in keys])):
-        net = net_of_gross(part, rate)
+        gross_before, tax_before = before.get((code, rate, rule), (ZERO, ZERO))
+        total = gross_before + part
+        net = part - ((total - net_of_gross(total, rate)) - tax_before)
         asked = per_tax_group(question, code, rule)
         for booking_type, value in (("Interim Payment", net), ("Interim Tax", part - net)):
             if value == 0:
@@ -279,13 +298,32 @@ def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], que
 _INTERIM_TYPES = ("Interim Payment", "Interim Tax")
 
 
+def interim_received(conn: sa.Connection, ctx: Context, invoice_id: int) -> dict[tuple, tuple[Decimal, Decimal]]:
+    """What the payments of a progress or deposit invoice booked so far per
+    (tax code, rate, rule): (gross received = Interim Payment + Interim Tax,
+    Interim Tax)."""
+    detail = ctx.table("BookingDetail")
+    found: dict[tuple, tuple[Decimal, Decimal]] = {}
+    query = (sa.select(detail.c.taxcode, detail.c.taxrate, detail.c.appliedtaxrule, detail.c.type, detail.c.amount)
+             .where(detail.c.invoice == invoice_id, detail.c.balance.is_not(None),
+                    detail.c.type.in_(_INTERIM_TYPES)))
+    for row in conn.execute(query):
+        key = (row.taxcode, Decimal(row.taxrate or 0), row.appliedtaxrule)
+        gross, tax = found.get(key, (ZERO, ZERO))
+        amount = Decimal(row.amount)
+        found[key] = (gross + amount, tax + (amount if row.type == "Interim Tax" else ZERO))
+    return found
+
+
 def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object],
                  invoice: Mapping[str, object] | None, account: Mapping[str, object], run: str) -> list[dict]:
     """Book one balance: details built and written; the writer checks them
     (debits == credits, and the counter account moves by the balance amount
     when the balance's own bookings share one)."""
     lines = invoice_lines(conn, ctx, int(invoice["id"])) if invoice is not None else []  # type: ignore[arg-type]
-    bookings = balance_bookings(ctx, ctx.service(AccountResolver), balance, invoice, lines, account, run)
+    before = (interim_received(conn, ctx, int(invoice["id"]))  # type: ignore[arg-type]
+              if invoice is not None and invoice.get("type") in INTERIM_INVOICE_TYPES else {})
+    bookings = balance_bookings(ctx, ctx.service(AccountResolver), balance, invoice, lines, account, run, before)
     own = tuple(b for b in bookings if b.fields["type"] not in _INTERIM_TYPES)
     interim = tuple(b for b in bookings if b.fields["type"] in _INTERIM_TYPES)
     counter = {str(b.fields.get("contraaccountno") or b.fields.get("bpaccountno")) for b in own}
@@ -303,7 +341,8 @@ def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object
 def refresh_invoices(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[int]) -> None:
     """Invoice.Balance = Σ its balances; Status Open/Paid and PaymentDate
     follow (finalized invoices in Open or Paid only: Canceled, Settled and
-    Closed invoices keep their status)."""
+    Closed invoices keep their status); the open amounts of their
+    installments and NextPaymentDue follow too (:mod:`engine.booking.dues`)."""
     ids = sorted({int(i) for i in invoice_ids if i is not None})
     if not ids:
         return
@@ -320,6 +359,7 @@ def refresh_invoices(conn: sa.Connection, ctx: Context, invoice_ids: Iterable[in
             status=sa.case((zero, "Paid"), else_="Open"),
             paymentdate=sa.case((zero, last), else_=None),
         ))
+    refresh_installments(conn, ctx, ids)
 
 
 def refresh_accounts(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) -> None:

@@ -11,6 +11,8 @@ settlements: grand total − balance) becomes the deposit installment.
 transaction: its live entries are canceled (their payment associations
 reversed), its installments replaced, new entries created and the invoice's
 cash-management balances re-attached to them (the deposit installment first).
+An invoice already exported to SEPA keeps its plan: its installments record
+what each direct debit collected, and new ones would be collected again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Iterable
 
 import sqlalchemy as sa
 
+from engine.booking.dues import refresh_installments
 from engine.config.model import SettingRecord
 from engine.domain.batching import chunks
 from engine.domain.money import ZERO
@@ -99,6 +102,13 @@ def change_payment_plan(conn: sa.Connection, ctx: Context, invoice_name: str, pl
                                   "payment plan", where=where)
     if invoice.get("type") == "Cancelation":
         raise CashManagementError(f"{invoice_name} is a cancellation: it has no payment plan", where=where)
+    if int(invoice.get("timesexported") or 0) > 0:
+        # Its installments record which direct debit collected them; new ones
+        # would be collected again (over-collection, audit A511).
+        raise CashManagementError(
+            f"{invoice_name} was exported to SEPA {int(invoice['timesexported'])} time(s) (a direct debit collects "
+            "its installments): a new payment plan would collect that money again", where=where,
+            hint="keep the plan; register what the bank received, and write off or cancel what is not owed")
     invoice["installmenttype"] = plan_name or None
     try:
         plan_record(ctx, invoice)
@@ -115,6 +125,7 @@ def change_payment_plan(conn: sa.Connection, ctx: Context, invoice_name: str, pl
     except InstallmentError as error:
         raise CashManagementError(f"{invoice_name}: {error}", where=where, hint=error.hint) from None
     RowWriter(conn, ctx.obj("Installment")).insert(rows)
+    refresh_installments(conn, ctx, [invoice["id"]])  # open amounts and NextPaymentDue follow the balance
     changes.installments_created = len(rows)
     if enabled(ctx):
         account = select_in(conn, ctx, "Account", "id", [invoice["account"]])[0]

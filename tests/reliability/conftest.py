@@ -7,6 +7,11 @@ loaded globally, so the rest of the suite keeps its own settings:
 * ``ci``: a modest number of examples per database, for ``make test``;
 * ``long``: at least 500 examples per database, for a release or after a
   change to the run, finalization or payments.
+
+The lifecycle machine (test_lifecycle_machine.py: the whole cycle with an
+audit after every step) has profiles of the same names,
+:data:`LIFECYCLE_PROFILES`: its steps cost more (each ends with the audit),
+so its ``ci`` profile takes fewer examples.
 """
 
 from __future__ import annotations
@@ -32,18 +37,42 @@ PROFILES = {
     "long": settings(max_examples=500, stateful_step_count=20, **_COMMON),
 }
 
+LIFECYCLE_PROFILES = {
+    "ci": settings(max_examples=10, stateful_step_count=25, **_COMMON),
+    "long": settings(max_examples=500, stateful_step_count=15, **_COMMON),
+}
 
-def reliability_settings() -> settings:
+
+def _profile() -> str:
     name = os.environ.get(PROFILE_ENV, "ci").strip() or "ci"
     if name not in PROFILES:
         raise pytest.UsageError(f"{PROFILE_ENV}={name!r}: choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return name
+
+
+def reliability_settings() -> settings:
+    return PROFILES[_profile()]
+
+
+def lifecycle_settings() -> settings:
+    """The profile of the lifecycle machine (same names, same variable)."""
+    return LIFECYCLE_PROFILES[_profile()]
 
 
 @pytest.fixture(scope="session")
 def reliability_org(tmp_path_factory) -> Path:
     """The test org of the invoice-run tests (it has the plain Usage__c source)."""
     return make_test_org(tmp_path_factory.mktemp("reliability") / "org")
+
+
+@pytest.fixture(scope="session")
+def lifecycle_model(tmp_path_factory):
+    """The org of the lifecycle machine (lifecycle_world.make_lifecycle_org)."""
+    from .lifecycle_world import make_lifecycle_org
+
+    result = load_project(make_lifecycle_org(tmp_path_factory.mktemp("lifecycle") / "org"))
+    assert result.ok, [str(d) for d in result.errors]
+    return result.model
 
 
 @pytest.fixture(scope="session")
