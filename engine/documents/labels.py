@@ -23,6 +23,13 @@ CALCULATED_LABELS: Mapping[str, Mapping[str, str]] = {
         "LessReceived": "less sub invoices", "Deduction": "Deduction for", "TaxId": "VAT ID",
         "TaxNumber": "Tax number", "Bank": "Bank", "ManagingDirectors": "Managing directors",
         "Page": "Page",
+        "PartialInvoice": "Partial Invoice", "ProgressInvoice": "Progress Invoice", "DepositInvoice": "Deposit Invoice",
+        "CancellationOf": "Cancellation of invoice", "CreditFor": "Credit note for invoice", "Of": "of",
+        "NetAtRate": "Net amount at", "CustomerVatId": "Customer VAT ID", "Register": "Commercial register",
+        "ReverseChargeNote": "Reverse charge: the recipient of the service is liable for the VAT "
+                             "(Art. 196 Directive 2006/112/EC).",
+        "IntraCommunityNote": "VAT-exempt intra-community supply (Art. 138 Directive 2006/112/EC).",
+        "ExportNote": "VAT-exempt export outside the EU.",
     },
     "de": {
         "PageLabel": "Seite", "OfLabel": "von", "PosNo": "Pos.", "SubTotalNet": "Zwischensumme (netto)",
@@ -38,6 +45,13 @@ CALCULATED_LABELS: Mapping[str, Mapping[str, str]] = {
         "LessReceived": "abzüglich Teilrechnungen", "Deduction": "Abzug für", "TaxId": "USt-IdNr.",
         "TaxNumber": "Steuernummer", "Bank": "Bank", "ManagingDirectors": "Geschäftsführung",
         "Page": "Seite",
+        "PartialInvoice": "Teilrechnung", "ProgressInvoice": "Abschlagsrechnung", "DepositInvoice": "Anzahlungsrechnung",
+        "CancellationOf": "Storno zur Rechnung", "CreditFor": "Gutschrift zur Rechnung", "Of": "vom",
+        "NetAtRate": "Nettobetrag zu", "CustomerVatId": "USt-IdNr. des Kunden", "Register": "Handelsregister",
+        "ReverseChargeNote": "Steuerschuldnerschaft des Leistungsempfängers (§ 13b UStG, "
+                             "Art. 196 MwStSystRL).",
+        "IntraCommunityNote": "Steuerfreie innergemeinschaftliche Lieferung (§ 4 Nr. 1b UStG).",
+        "ExportNote": "Steuerfreie Ausfuhrlieferung (§ 4 Nr. 1a UStG).",
     },
 }
 
