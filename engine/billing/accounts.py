@@ -173,5 +173,20 @@ class AccountCache:
     def record(self, account_id: int) -> dict:
         return self._records[account_id]
 
+    def __len__(self) -> int:
+        """The account records cached."""
+        return len(self._records)
+
+    def forget(self) -> None:
+        """Empty the cache (a long run bounds its memory so); what is needed
+        again is read again by :meth:`prefetch`, :meth:`resolve` or :meth:`load`."""
+        self._records.clear()
+        self._copies.clear()
+        self._refs.clear()
+
+    def load(self, conn: sa.Connection, account_ids: Iterable[int]) -> None:
+        """Make sure the records of ``account_ids`` are cached."""
+        self._load_many(conn, sorted({i for i in account_ids if i not in self._records}))
+
     def copies(self, account_id: int) -> dict:
         return self._copies.get(account_id, {})

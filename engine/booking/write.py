@@ -32,8 +32,9 @@ from engine.storage.reader import RecordReader
 
 from .errors import PeriodError
 from .postings import BookingSet
+from .texts import PLACEHOLDER as _PLACEHOLDER
+from .texts import TEXT_EXTRAS
 
-_PLACEHOLDER = re.compile(r"\[([A-Za-z_]+)\]")
 MAX_PERIOD_HOPS = 240
 
 
@@ -85,15 +86,7 @@ def render_text(ctx: Context, detail: Mapping[str, object]) -> str | None:
     text = template.get("Text") if template is not None else None
     if not text:
         return None
-    extra = {
-        "bookingtaxrate": detail.get("taxrate"),
-        "bookingtaxcode": detail.get("taxcode"),
-        "bookingtype": detail.get("type"),
-        "bookingdate": detail.get("bookingdate"),
-        "bookingaccountrule": detail.get("accountrule"),
-        "balancedate": detail.get("paymentdate"),
-        "balancereference": detail.get("_reference"),
-    }
+    extra = {name.lower(): detail.get(source) for name, source in TEXT_EXTRAS.items()}
 
     def fill(match: re.Match) -> str:
         key = match.group(1).lower()

@@ -17,6 +17,10 @@ from engine.config.checking import Check, CheckContext
 from engine.config.diagnostics import Diagnostic, Location, did_you_mean, make
 from engine.domain.settings import GlobalSettings
 
+from .bank_checks import CHECKS as BANK_CHECKS
+from .errors import InstallmentError
+from .installments import parse_period, parse_rates
+
 
 def check_write_off_settings(ctx: CheckContext) -> Iterator[Diagnostic]:
     """The automatic write-off settings of GlobalSettings can work: absolute
@@ -84,8 +88,43 @@ def check_cash_management(ctx: CheckContext) -> Iterator[Diagnostic]:
                "add CM_IntegrationError__c (Text, length 255) to metadata/objects/Invoice.yaml")
 
 
+def check_installment_plans(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Every InstallmentPlan's Period parses and its Rates give one positive
+    percentage per installment summing to 100 (the functions finalization
+    uses, :mod:`engine.cash.installments`): else every invoice on the plan
+    fails (E171)."""
+    for record in ctx.model.setting_records("InstallmentPlan"):
+        period = record.get("Period")
+        if period in (None, ""):
+            continue  # a missing required value is E073
+        try:
+            segments = parse_period(str(period))
+        except InstallmentError as error:
+            yield make("E171", f"installment plan '{record.name}': {error.message}",
+                       record.where("Period") or Location("?"), "segments N<d|m>(count), e.g. 1m(12) or 2m(4),120d")
+            continue
+        count = sum(segment.count for segment in segments)
+        try:
+            parse_rates(record.get("Rates"), count)
+        except InstallmentError as error:
+            yield make("E171", f"installment plan '{record.name}': {error.message} (Period {period!r} gives "
+                       f"{count} installment{'s' if count != 1 else ''})",
+                       record.where("Rates") or Location("?"),
+                       f"give {count} percentages separated by semicolons that sum to 100, or leave Rates empty")
+    invoice = ctx.model.object("Invoice")
+    choice = invoice.field("InstallmentType") if invoice is not None else None
+    plans = [record.name for record in ctx.model.setting_records("InstallmentPlan")]
+    for value in (choice.values or ()) if choice is not None else ():
+        if ctx.model.setting_record("InstallmentPlan", value) is None:
+            yield make("E171", f"Invoice.InstallmentType offers '{value}', which names no InstallmentPlan record",
+                       ctx.field_location(invoice, choice),
+                       did_you_mean(value, plans) or "add the plan to custom_settings/InstallmentPlan.yaml")
+
+
 CHECKS: tuple[Check, ...] = (
     check_write_off_settings,
     check_job_schedules,
     check_cash_management,
+    check_installment_plans,
+    *BANK_CHECKS,  # payment matching rules, threshold, lead time (E260-E264)
 )

@@ -106,5 +106,39 @@ class FixTasksIncomplete(CashManagementError):
     code = "R443"
 
 
-__all__ = ["CashManagementError", "CollectionError", "FixTasksIncomplete", "ImportFailed", "InstallmentError",
+class StatementImportFailed(ImportFailed):
+    """A bank statement file (camt.053, camt.054, MT940) was not imported.
+
+    It is malformed, does not add up (opening + entries != closing balance),
+    or some lines cannot be stored; each problem names the file, the line and
+    the position in the statement. Nothing of the file was imported."""
+
+    code = "R450"
+
+
+class BankAssignmentError(EngineError, ValueError):
+    """A payment entry (a bank statement line) cannot be assigned as asked.
+
+    It is assigned already, is not money received, names an invoice that
+    does not take payments, or is a return whose original payment is unknown."""
+
+    code = "R451"
+
+
+class PaymentEntryNotFound(BankAssignmentError, LookupError):
+    """The payment entry a command names does not exist."""
+
+    code = "R452"
+
+
+class InstrumentError(EngineError, ValueError):
+    """A payment instrument is refused: IBAN or BIC invalid (schwifty), a
+    mandate without reference or date of signature, a mandate reference used
+    by another instrument. One problem per reason."""
+
+    code = "R453"
+
+
+__all__ = ["BankAssignmentError", "InstrumentError", "PaymentEntryNotFound", "StatementImportFailed",
+           "CashManagementError", "CollectionError", "FixTasksIncomplete", "ImportFailed", "InstallmentError",
            "JobError", "MigrationError", "PaymentError", "PaymentTargetNotFound"]

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 from .diagnostics import Diagnostic, Location, make
 from .model import FieldDef, ObjectDef, OrgModel
 from .resolve import Resolution
-from .yamlsrc import YamlDocument
+from .yamlsrc import YamlDocument, locate_in_scalar
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,19 @@ class CheckContext:
         if self.manifest is not None:
             return self.manifest.location(())
         return Location("metadata/objects")
+
+    def within(self, base: Location | None, value: str, offset: int) -> Location:
+        """The file position of character ``offset`` inside the scalar
+        ``value`` found at ``base`` (an item of a comma list, a placeholder
+        inside a text), or ``base`` when it cannot be placed."""
+        if base is None:
+            return Location("?")
+        if base.line is None or offset < 0:
+            return base
+        source = self.source_text(base.file)
+        if source is None:
+            return base
+        return locate_in_scalar(source, base, value, offset)
 
     def source_text(self, file: str) -> str | None:
         """The text of an org file (relative name), read once; None when unreadable."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from .diagnostics import Location
 
@@ -254,6 +254,8 @@ class OrgModel:
     records: Mapping[str, tuple[SettingRecord, ...]]
     templates: Mapping[str, TemplateFile]
     config_hash: str
+    #: Parsed YAML documents a domain owns (``loader.EXTENSION_FILES``), by path.
+    extensions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def object(self, name: str) -> ObjectDef | None:
         return self.objects.get(name.lower())

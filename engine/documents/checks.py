@@ -14,6 +14,7 @@ from typing import Iterator
 from engine.config.checking import Check, CheckContext
 from engine.config.diagnostics import Diagnostic, Location, did_you_mean, make
 
+from .einvoice.checks import CHECKS as EINVOICE_CHECKS
 from .sample import check_template_record
 from .sandbox import template_path_problem
 from .template_records import default_template_records
@@ -34,12 +35,23 @@ def check_templates(ctx: CheckContext) -> Iterator[Diagnostic]:
                 record.where("File"),
             )
             continue
-        if text.lower() not in ctx.model.templates:
+        found = ctx.model.templates.get(text.lower())
+        if found is None:
             yield make(
                 "E110",
                 f"template '{record.name}': templates/{text} does not exist",
                 record.where("File"),
                 did_you_mean(text, [t.name for t in ctx.model.templates.values()]),
+            )
+        elif found.name != text:
+            # The renderer opens the file by this name: on a case-sensitive
+            # file system it would not be found.
+            yield make(
+                "E110",
+                f"template '{record.name}': templates/{text} does not exist; the file is templates/{found.name} "
+                "(file names are case-sensitive)",
+                record.where("File"),
+                f"write File: {found.name}",
             )
 
 
@@ -73,7 +85,8 @@ def check_template_documents(ctx: CheckContext) -> Iterator[Diagnostic]:
     root = Path(ctx.model.root)
     for record in records:
         name = record.get("File")
-        if not name or template_path_problem(str(name)) or str(name).lower() not in ctx.model.templates:
+        found = ctx.model.templates.get(str(name).lower()) if name else None
+        if found is None or template_path_problem(str(name)) or found.name != str(name):
             continue  # check_templates reports it (E110)
         settings, errors = check_template_record(root, ctx.model, record)
         for problem in settings.problems:
@@ -91,4 +104,5 @@ def check_template_documents(ctx: CheckContext) -> Iterator[Diagnostic]:
 CHECKS: tuple[Check, ...] = (
     check_templates,
     check_template_documents,
+    *EINVOICE_CHECKS,
 )

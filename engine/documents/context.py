@@ -189,6 +189,12 @@ def document_context(model: OrgModel, settings: TemplateSettings, data: Document
         "is_credit": invoice.get("Class") == "Credit",
         "is_cancellation": invoice.get("Type") == "Cancelation",
         "is_direct_debit": is_direct_debit,
+        "is_partial": invoice.get("Type") == "Partial",
+        "is_progress": invoice.get("Type") == "Progress",
+        "is_deposit": invoice.get("Type") == "Deposit",
+        "vat_categories": sorted({str(l.get("VATCategoryCode")) for l in lines if l.get("VATCategoryCode")}),
+        "related_invoice_no": data.invoice.get("RelatedInvoiceNo"),
+        "related_invoice_date": data.invoice.get("RelatedInvoiceDate"),
         "positions_net": sum((_cents(l.get("PosTotalNet")) for l in positions), ZERO),
         "deductions_net": sum((_cents(l.get("PosTotalNet")) for l in deductions), ZERO),
     })

@@ -92,9 +92,11 @@ def pdf_stamp(day: date | None) -> str:
     return f"{(day or date(2000, 1, 1)).isoformat()}T00:00:00Z"
 
 
-def html_to_pdf(html: str, templates_root: Path, *, document_date: date | None, title: str | None = None) -> bytes:
+def html_to_pdf(html: str, templates_root: Path, *, document_date: date | None, title: str | None = None,
+                pdf_variant: str | None = None) -> bytes:
     """The PDF of ``html``: resources relative to ``templates_root``, dates
-    pinned to ``document_date``, identifier from the HTML."""
+    pinned to ``document_date``, identifier from the HTML; ``pdf_variant``
+    (``pdf/a-3b``) for the base of a ZUGFeRD / Factur-X invoice."""
     weasyprint = load_weasyprint()
     fetcher = _fetcher_class(weasyprint)(templates_root)
     document = weasyprint.HTML(string=html, base_url=str(Path(templates_root).resolve()) + "/",
@@ -108,6 +110,8 @@ def html_to_pdf(html: str, templates_root: Path, *, document_date: date | None, 
         metadata.title = title
     identifier = hashlib.sha256(html.encode("utf-8")).hexdigest()[:32].encode("ascii")
     with _pinned_font_timestamp(document_date):
+        if pdf_variant:
+            return document.write_pdf(pdf_identifier=identifier, pdf_variant=pdf_variant)
         return document.write_pdf(pdf_identifier=identifier)
 
 

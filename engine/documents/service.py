@@ -39,7 +39,7 @@ def render(engine: sa.Engine, ctx: Context, org_dir: Path, *, names: Sequence[st
     :class:`~engine.documents.errors.InvoiceNotFound` for numbers of no
     invoice and :class:`NothingToRender` when there is no invoice."""
     formats = tuple(f for f in FORMATS if f in set(formats))
-    if "pdf" in formats:
+    if "pdf" in formats or "zugferd" in formats:
         load_weasyprint()
     with transaction(engine, readonly=True) as conn:
         found = find_invoices(conn, ctx, names=names, run_id=run_id)

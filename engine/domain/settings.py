@@ -61,6 +61,8 @@ class GlobalSettings:
     cash_management_integration: bool = False
     default_currency: str = "EUR"
     account_external_id_field: str = "AccountNumber"
+    payment_matching_threshold: Decimal = Decimal(100)
+    payment_lead_days: int = 1
     #: The row itself, for custom fields an org adds.
     record: SettingRecord | None = None
 
@@ -86,6 +88,9 @@ class GlobalSettings:
             default_currency=str((row.get("DefaultCurrency") if row is not None else None) or "EUR"),
             account_external_id_field=str((row.get("AccountExternalIdField") if row is not None else None)
                                           or "AccountNumber"),
+            payment_matching_threshold=_number(row, "PaymentMatchingThreshold") or Decimal(100),
+            payment_lead_days=int(_number(row, "PaymentLeadDays") if _number(row, "PaymentLeadDays") is not None
+                                  else 1),
             record=row,
         )
 

@@ -8,17 +8,26 @@ text cells are defused against spreadsheet formula injection by the same
 function as record exports (:func:`engine.storage.csvio.cell_text`).
 """
 
-from .accounting_documents import TransferResult, transfer_documents
-from .datev import DatevParams, DatevReport, Excluded, export_datev, params_from_setting
-from .errors import (
-    DatevExportError,
-    DatevParameterError,
-    JournalExportError,
-    SepaExportError,
-    SepaXmlError,
-    UnknownInvoiceNumber,
-)
-from .journal import JOURNAL_COLUMNS, JournalRow, journal_rows, write_journal_csv
+#: Each public name and the submodule defining it (imported when first used).
+_LAZY = {
+    "TransferResult": ".accounting_documents",
+    "transfer_documents": ".accounting_documents",
+    "DatevParams": ".datev",
+    "DatevReport": ".datev",
+    "Excluded": ".datev",
+    "export_datev": ".datev",
+    "params_from_setting": ".datev",
+    "DatevExportError": ".errors",
+    "DatevParameterError": ".errors",
+    "JournalExportError": ".errors",
+    "SepaExportError": ".errors",
+    "SepaXmlError": ".errors",
+    "UnknownInvoiceNumber": ".errors",
+    "JOURNAL_COLUMNS": ".journal",
+    "JournalRow": ".journal",
+    "journal_rows": ".journal",
+    "write_journal_csv": ".journal",
+}
 
 __all__ = [
     "DatevExportError",
@@ -39,3 +48,17 @@ __all__ = [
     "transfer_documents",
     "write_journal_csv",
 ]
+
+
+def __getattr__(name: str):
+    """Names of the submodules, imported on first use: importing the
+    package (which every ``engine.exports.x`` import does) stays cheap, so
+    validate-config does not pay for the database layer it never uses."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -49,16 +49,37 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
-def open_engine(url: str | None = None) -> sa.Engine:
+def open_engine(url: str | None = None, *, create: bool = True) -> sa.Engine:
     """Create the engine for ``url`` (see :func:`resolve_url`).
 
     For PostgreSQL, driver options can travel in the URL query, e.g.
     ``?options=-csearch_path%3Dmyschema`` to work inside one schema.
+
+    SQLite creates a missing database file on the first connection. With
+    ``create=False`` (every command but ``db migrate``) a missing file is
+    :class:`~engine.storage.environment.DatabaseMissing` instead, so that a
+    command run in the wrong folder neither leaves an empty ``metabill.db``
+    behind nor fails later on a table that is not there.
     """
     engine = sa.create_engine(resolve_url(url))
     if engine.dialect.name == "sqlite":
+        path = sqlite_file(engine.url)
+        if not create and path is not None and not os.path.exists(path):
+            from .environment import DatabaseMissing
+
+            engine.dispose()
+            raise DatabaseMissing.for_file(path)
         _configure_sqlite(engine)
     return engine
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database or a URI
+    (``file:...?mode=...``, whose options decide themselves)."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("uri"):
+        return None
+    return database
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

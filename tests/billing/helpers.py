@@ -312,7 +312,8 @@ def writeback_state(h: Harness) -> dict:
 
 def filter_sources(model: OrgModel) -> list[tuple[str, str]]:
     """(header object, suffix) of every generic filter."""
-    pairs = {(str(r.get("Target")), str(r.get("TransactionalSuffix") or "")) for r in model.setting_records("Filter")}
+    pairs = {(str(r.get("Target")), str(r.get("TransactionalSuffix") or "")) for r in model.setting_records("Filter")
+             if r.get("UseCase") in (None, "Generic")}
     return sorted(pairs)
 
 

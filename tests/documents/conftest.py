@@ -70,3 +70,33 @@ def load_ok(org: Path) -> OrgModel:
     assert result.ok, [f"{d.location.render()}: {d.code} {d.message}" for d in result.errors]
     return result.model
 
+
+
+def draft_names(database: Demo, tmp_path: Path) -> list[str]:
+    """Two new orders billed into drafts; their names. Issued invoices return
+    their stored document, so what a template does with real data at render
+    time is seen on drafts."""
+    import sqlalchemy as sa
+
+    from engine.billing.drafts import draft_ids
+    from engine.billing.run import RunRequest, run_invoices
+    from engine.storage.records import load_records
+
+    ctx = context(database.model)
+    orders = tmp_path / "orders.csv"
+    orders.write_text("Name,OrderNumber,AccountId.AccountNumber,EffectiveDate,Status,Type,CurrencyIsoCode\n"
+                      "March A,ORD-DOC-1,10001,2024-03-05,Activated,Standard,EUR\n"
+                      "March B,ORD-DOC-2,10002,2024-03-06,Activated,Standard,EUR\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_text("OrderItemNumber,OrderId.OrderNumber,ProductId.ProductCode,Quantity,UnitPrice,ON_Title__c\n"
+                     "ORD-DOC-1-1,ORD-DOC-1,SRV-CONSULT,2,120.00,Beratung\n"
+                     "ORD-DOC-2-1,ORD-DOC-2,SRV-CONSULT,3,120.00,Beratung\n", encoding="utf-8")
+    for object_name, path in (("Order", orders), ("OrderItem", items)):
+        loaded = load_records(database.engine, ctx, object_name, path)
+        assert loaded.ok, loaded.render()
+    report = run_invoices(database.engine, ctx, RunRequest(("Order Invoice",), date(2024, 3, 1), date(2024, 3, 31),
+                                                           invoice_date=date(2024, 3, 31), today=date(2024, 3, 31)))
+    invoice = ctx.table("Invoice")
+    with database.engine.connect() as conn:
+        ids = draft_ids(conn, ctx, run_id=report.run_id)
+        return sorted(conn.execute(sa.select(invoice.c.name).where(invoice.c.id.in_(ids))).scalars())

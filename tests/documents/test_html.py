@@ -185,13 +185,18 @@ def test_demo_invoice_with_payment_balance(demo):
     add_balance(demo, "INV-2024-00006", "Payment", "-500.00", date(2024, 10, 15), reference="Abschlag")
     tree = parse(invoice_html(demo, "INV-2024-00006"))
     positions = row_texts(tree, "position")
-    assert positions == [["1", "Software licence Standard 2024", "1", "0.00%", "1,200.00", "1,200.00"],
-                         ["2", "Setup fee", "1", "0.00%", "350.00", "350.00"]]
+    period = "Service period Jan 1, 2024 – Dec 31, 2024"  # each line's own service period (§14 UStG)
+    assert positions == [["1", f"Software licence Standard 2024{period}", "1", "0.00%", "1,200.00", "1,200.00"],
+                         ["2", f"Setup fee{period}", "1", "0.00%", "350.00", "350.00"]]
     assert row_texts(tree, "grand-total") == [["Grand Total", "1,550.00"]]
     assert row_texts(tree, "balances") == [["Payment", "Oct 15, 2024", "-500.00"]]
     assert row_texts(tree, "payment-amount") == [["Payment Amount", "€1,050.00"]]
     text = tree.text_content()
     assert "Muster GmbH" in text and "Alpenblick Hotel GmbH" in text
+    # a reverse-charge invoice to an EU business: the note and the customer's VAT id (§14a UStG)
+    assert "Reverse charge: the recipient of the service is liable for the VAT" in text
+    assert "Customer VAT ID: ATU12345678" in text
+    assert "Commercial register: Amtsgericht Berlin-Charlottenburg, HRB 123456 B" in text
 
 
 def test_demo_german_invoice_with_clearing_and_settlement(demo):

@@ -11,7 +11,7 @@ from engine.documents.service import render
 from config.orgcopy import REPO_ROOT, copy_org
 from contexts import context
 
-from .conftest import load_ok
+from .conftest import draft_names, load_ok
 
 
 def test_render_by_number_and_run(demo_sqlite, tmp_path):
@@ -35,17 +35,18 @@ def test_render_errors(demo_sqlite, tmp_path):
 
 
 def test_failed_invoices_become_one_error(demo_sqlite, tmp_path):
+    first, second = draft_names(demo_sqlite, tmp_path)
     org = copy_org(tmp_path / "org")
     template = org / "templates" / "invoice.html.j2"
-    template.write_text(template.read_text(encoding="utf-8") + "\n{% if invoice.Name == 'INV-2024-00007' %}"
+    template.write_text(template.read_text(encoding="utf-8") + f"\n{{% if invoice.Name == '{second}' %}}"
                         "{{ invoice.Missing }}{% endif %}\n", encoding="utf-8")
     model = load_ok(org)
-    report = render(demo_sqlite.engine, context(model), org, names=["INV-2024-00006", "INV-2024-00007"],
+    report = render(demo_sqlite.engine, context(model), org, names=[first, second],
                     formats=("html",), out_dir=tmp_path / "out")
-    assert report.rendered == 1 and [name for name, _ in report.failures] == ["INV-2024-00007"]
+    assert report.rendered == 1 and [name for name, _ in report.failures] == [second]
     assert isinstance(report.errors[0], TemplateFailed)
     error = report.failure_error()
     assert isinstance(error, InvoicesNotRendered) and str(error) == "1 invoice(s) could not be rendered"
     [problem] = error.problems
-    assert problem.code == "R604" and problem.where.record == "INV-2024-00007"
+    assert problem.code == "R604" and problem.where.record == second
     assert "templates/invoice.html.j2:" in problem.message
