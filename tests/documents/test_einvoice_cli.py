@@ -62,6 +62,23 @@ def test_not_an_einvoice_is_named(tmp_path):
     assert "R624" in result.output and "Traceback" not in result.output
 
 
+def test_a_doctype_is_refused_before_any_rule_runs(tmp_path):
+    """XXE: the Schematron runs in Saxon on the file's bytes, so a DTD that
+    could name an external entity is refused before anything parses it."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET", encoding="utf-8")
+    good_cii, _, _ = _files(tmp_path)
+    text = good_cii.read_text(encoding="utf-8")
+    body = text.split("?>", 1)[1] if text.startswith("<?xml") else text
+    root = body.lstrip().split()[0].lstrip("<")
+    hostile = tmp_path / "hostile.xml"
+    hostile.write_text(f'<?xml version="1.0"?>\n<!DOCTYPE {root} [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
+                       + body.lstrip().replace("</ram:Name>", "&xxe;</ram:Name>", 1), encoding="utf-8")
+    result = invoke("einvoice", "validate", str(hostile))
+    assert result.exit_code == 1
+    assert "DOCTYPE is not allowed" in result.output and "TOP-SECRET" not in result.output
+
+
 def test_json_output(tmp_path):
     good_cii, _, bad = _files(tmp_path)
     result = invoke("--json", "einvoice", "validate", str(good_cii), str(bad))

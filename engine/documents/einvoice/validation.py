@@ -122,6 +122,10 @@ def validate_xml(data: bytes, *, xrechnung: bool | None = None) -> list[Violatio
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as error:
         raise EInvoiceUnreadable(f"not well-formed XML: {error}") from None
+    if root.getroottree().docinfo.doctype:
+        # The rules run on the original bytes in Saxon, whose parser would
+        # resolve what lxml refused: no DTD ever reaches it (e-invoices have none).
+        raise EInvoiceUnreadable("a DOCTYPE is not allowed in an e-invoice (it could load external entities)")
     syntax = syntax_of(root)
     local = etree.QName(root).localname
     xsd = CII_XSD if syntax == "cii" else _ubl_xsd(local)
