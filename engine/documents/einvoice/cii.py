@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from functools import partial
 
 from lxml import etree
 
 from .build import PROCESS_ID, XRECHNUNG_ID, EInvoice, Party
+from .xmltree import child, optional_child
 
 RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
 RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
@@ -35,17 +37,8 @@ def number(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def _el(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
-    prefix, _, local = tag.partition(":")
-    element = etree.SubElement(parent, f"{{{NSMAP[prefix]}}}{local}", attrs)
-    if text is not None:
-        element.text = text
-    return element
-
-
-def _opt(parent: etree._Element, tag: str, text: str | None, **attrs: str) -> None:
-    if text:
-        _el(parent, tag, text, **attrs)
+_el = partial(child, NSMAP)
+_opt = partial(optional_child, NSMAP)
 
 
 def _date(parent: etree._Element, tag: str, value: date, qualified: bool = False) -> None:

@@ -8,11 +8,13 @@ else an ``Invoice``; element order follows the UBL 2.1 schemas, which
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 from lxml import etree
 
 from .build import PROCESS_ID, XRECHNUNG_ID, EInvoice, Party
 from .cii import amount, number
+from .xmltree import child, optional_child
 
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
@@ -21,17 +23,8 @@ ROOTS = {"Invoice": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
 _NS = {"cbc": CBC, "cac": CAC}
 
 
-def _el(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
-    prefix, _, local = tag.partition(":")
-    element = etree.SubElement(parent, f"{{{_NS[prefix]}}}{local}", attrs)
-    if text is not None:
-        element.text = text
-    return element
-
-
-def _opt(parent: etree._Element, tag: str, text: str | None, **attrs: str) -> None:
-    if text:
-        _el(parent, tag, text, **attrs)
+_el = partial(child, _NS)
+_opt = partial(optional_child, _NS)
 
 
 def _day(value: date) -> str:
