@@ -16,7 +16,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Mapping
 
-from engine.config.model import FieldDef, FieldType, ObjectDef, SettingRecord
+from engine.config.model import FieldDef, FieldType, ObjectDef, OrgModel, SettingRecord
 from engine.config.resolve import IMPLICIT_FIELDS
 from engine.config.values import coerce
 from engine.domain.errors import EngineError, Where
@@ -138,6 +138,20 @@ HEADER_BASES = (
 LINE_BASES = ("ON_Title", "ON_Quantity", "ON_UnitPrice", "ON_InvoiceCriterion")
 
 
+def filter_condition(record: SettingRecord, target: ObjectDef, model: OrgModel,
+                     fail: Callable[[str], Exception]) -> Condition | None:
+    """The filter record's ``Condition`` parsed against ``target`` (None when
+    it has none); ``fail(message)`` is raised when it does not parse. Every
+    kind of run binds its filter's condition here, each with its own error."""
+    text = record.get("Condition")
+    if not (text and str(text).strip()):
+        return None
+    condition, problems = parse_condition(str(text), target, model.object)
+    if problems or condition is None:
+        raise fail(f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}")
+    return condition
+
+
 def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
     """Resolve a Filter record; raise PlanError when it cannot run."""
     model = ctx.model
@@ -151,13 +165,7 @@ def plan_filter(ctx: Context, record: SettingRecord) -> FilterPlan:
                         filter_name=record.name)
     suffix = str(record.get("TransactionalSuffix") or "")
     relation_name = record.get("ChildRelation")
-    condition = None
-    text = record.get("Condition")
-    if text and str(text).strip():
-        condition, problems = parse_condition(str(text), target, model.object)
-        if problems or condition is None:
-            raise PlanError(f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}",
-                            filter_name=record.name)
+    condition = filter_condition(record, target, model, lambda message: PlanError(message, filter_name=record.name))
     if relation_name:
         relation = target.child_relationship(str(relation_name))
         if relation is None:

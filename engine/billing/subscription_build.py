@@ -53,8 +53,9 @@ from engine.storage.retry import run_in_transaction
 from engine.storage.types import TextTooLong, ValueOutOfRange
 
 from .accounts import AccountCache
-from .condition import Condition, parse_condition
+from .condition import Condition
 from .condition.sql import compile_condition
+from .plan import filter_condition
 from .report import RecordFailure
 from .writing import ERROR_LENGTH, ID_CHUNK
 
@@ -148,13 +149,7 @@ def plan_build(ctx: Context, name: str) -> BuildPlan:
                                          where=where, hint="validate-config names every missing field (E232)")
         if fdef is not None:
             controls[base] = fdef
-    condition = None
-    text = record.get("Condition")
-    if text and str(text).strip():
-        condition, problems = parse_condition(str(text), header, ctx.model.object)
-        if problems or condition is None:
-            raise SubscriptionBuildError(f"filter '{name}': condition: {problems[0].message if problems else 'invalid'}",
-                                         where=where)
+    condition = filter_condition(record, header, ctx.model, lambda message: SubscriptionBuildError(message, where=where))
     skip = {controlling_name(base, suffix).lower() for base in BUILD_CONTROLS}
     return BuildPlan(record, header, child, child.field(relation.field_name),  # type: ignore[arg-type]
                      controls, tuple(build_copies(header, ctx.obj("Subscription"), suffix, skip)),

@@ -52,7 +52,7 @@ from engine.storage.types import TextTooLong, ValueOutOfRange
 
 from .accounts import AccountCache
 from .build import STANDARD_TYPE, BuildError, DraftInvoice, RunFacts, SourceHeader, SourceLine, build_invoice
-from .condition import Condition, parse_condition
+from .condition import Condition
 from .condition.sql import compile_condition
 from .evaluate import BillingDefaults
 from .filterrun import cyclic_gc_paused, exact_arithmetic
@@ -66,6 +66,7 @@ from .periods import (
     due_charges,
     effective_end,
 )
+from .plan import filter_condition
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
 from .service_claims import SERVICE_CLAIM, live_claims, release_stale_claims
@@ -112,13 +113,7 @@ def plan_subscriptions(ctx: Context, record: SettingRecord) -> SubscriptionPlan:
         raise SubscriptionRunError(f"filter '{record.name}' of use case Subscription must target Subscription",
                                    where=where)
     obj, item_obj = ctx.obj(SUBSCRIPTION_OBJECT), ctx.obj("SubscriptionItem")
-    condition = None
-    text = record.get("Condition")
-    if text and str(text).strip():
-        condition, problems = parse_condition(str(text), obj, ctx.model.object)
-        if problems or condition is None:
-            raise SubscriptionRunError(
-                f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}", where=where)
+    condition = filter_condition(record, obj, ctx.model, lambda message: SubscriptionRunError(message, where=where))
     return SubscriptionPlan(record, obj, item_obj, condition)
 
 

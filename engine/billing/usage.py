@@ -45,9 +45,10 @@ from engine.storage.reader import RecordReader
 from engine.storage.schema import CLAIM
 
 from .build import STANDARD_TYPE, BuildError, DraftInvoice, RunFacts, SourceHeader, SourceLine, build_invoice
-from .condition import Condition, parse_condition
+from .condition import Condition
 from .condition.sql import compile_condition
 from .filterrun import cyclic_gc_paused, exact_arithmetic
+from .plan import filter_condition
 from .report import FilterReport, Progress, RecordFailure
 from .subscriptions import BILLED_STATUSES, SubscriptionRun
 from .writing import ERROR_LENGTH, ID_CHUNK
@@ -108,13 +109,7 @@ def plan_usage(ctx: Context, record: SettingRecord) -> UsagePlan:
                                 where=where, hint="validate-config names every missing field (E234)")
         if fdef is not None:
             controls[base] = fdef
-    condition = None
-    text = record.get("Condition")
-    if text and str(text).strip():
-        condition, problems = parse_condition(str(text), source, ctx.model.object)
-        if problems or condition is None:
-            raise UsageRunError(f"filter '{record.name}': condition: {problems[0].message if problems else 'invalid'}",
-                                where=where)
+    condition = filter_condition(record, source, ctx.model, lambda message: UsageRunError(message, where=where))
     return UsagePlan(record, source, suffix, controls, condition, ctx.obj("Subscription"), ctx.obj("SubscriptionItem"))
 
 
