@@ -127,6 +127,9 @@ class SubInvoice:
     grand_total: Decimal
     received: Decimal  # payments received, positive
     lines: list[dict]
+    #: What the interim payment bookings of its payments received, gross, per
+    #: (tax code, rate, applied tax rule); empty without bookkeeping.
+    received_by_group: Mapping[tuple, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -282,8 +285,7 @@ def deduction_lines(
 
     Partial invoices are complete invoices: each of their lines is deducted
     with its full net. Progress and deposit invoices are deducted with what was received
-    on them, net of the line's tax rate (received gross split over the lines
-    in proportion to their gross). A deduction keeps the sub-invoice line's
+    on them, net of tax per tax group (:func:`received_net_per_line`). A deduction keeps the sub-invoice line's
     title when a main line has the same title (the position is disclosed);
     otherwise it is titled after the sub invoice (hidden in the position table).
     """
@@ -300,21 +302,18 @@ def deduction_lines(
     for sub in sorted(subs, key=lambda s: (s.name, s.id)):
         if sub.type == "Partial":
             shares = [(line, -Decimal(line.get("postotalnet") or ZERO)) for line in sub.lines]
-            gross_mode = False
         else:
             received = min(sub.received, sub.grand_total) if sub.grand_total > 0 else sub.received
             if received <= 0:
                 continue
-            weights = [Decimal(line.get("postotalgross") or ZERO) for line in sub.lines]
-            parts = allocate(received, weights)
-            shares = [(line, -part) for line, part in zip(sub.lines, parts)]
-            gross_mode = True
+            net_parts = received_net_per_line(received, sub.lines, sub.received_by_group)
+            shares = [(line, -part) for line, part in zip(sub.lines, net_parts)]
         for sub_line, amount in shares:
             if amount == 0:
                 continue
             sequence += 1
             rate = Decimal(sub_line.get("taxrate") or 0)
-            net = net_of_gross(amount, rate) if gross_mode else amount
+            net = amount
             title = str(sub_line.get("title") or "")
             disclosed = title in titles
             out.append(
@@ -337,6 +336,52 @@ def deduction_lines(
                 }
             )
     return out
+
+
+def tax_group(line: Mapping[str, object]) -> tuple:
+    """The (tax code, rate, applied tax rule) a line is taxed and booked in."""
+    return (line.get("taxcode"), Decimal(line.get("taxrate") or 0), line.get("appliedtaxrule"))
+
+
+def received_per_group(received: Decimal, lines: Sequence[Mapping[str, object]],
+                       booked: Mapping[tuple, Decimal]) -> list[tuple[tuple, Decimal]]:
+    """What a progress or deposit invoice received, gross, per tax group, in
+    a stable order (tax code, rate).
+
+    When its payments were booked, the interim payment bookings say it
+    (``booked``, gross per group): those are the amounts the interim accounts
+    hold, so the deduction takes exactly them. Without bookkeeping (or when
+    the bookings do not add up to ``received``, e.g. an overpayment capped
+    at the grand total) the received amount is split in proportion to each
+    group's gross, as a payment's interim bookings split it."""
+    gross: dict[tuple, Decimal] = {}
+    for line in lines:
+        key = tax_group(line)
+        gross[key] = gross.get(key, ZERO) + Decimal(line.get("postotalgross") or ZERO)
+    keys = sorted((k for k, v in gross.items() if v != 0), key=lambda k: (str(k[0]), k[1], str(k[2])))
+    if booked and set(booked) <= set(keys) and sum(booked.values(), ZERO) == received:
+        return [(k, booked.get(k, ZERO)) for k in keys]
+    return list(zip(keys, allocate(received, [gross[k] for k in keys])))
+
+
+def received_net_per_line(received: Decimal, lines: Sequence[Mapping[str, object]],
+                          booked: Mapping[tuple, Decimal]) -> list[Decimal]:
+    """The net each line of a progress or deposit invoice deducts, in line
+    order (pure).
+
+    The net is taken per tax group (its received gross net of the group's
+    rate, rounded once, as the payments' interim bookings rounded it) and
+    then shared among the group's lines in proportion to their gross; so
+    every group's deductions clear exactly what its interim accounts hold,
+    whatever the number of lines (per-line rounding left cents there)."""
+    parts = [ZERO] * len(lines)
+    for key, group_received in received_per_group(received, lines, booked):
+        members = [i for i, line in enumerate(lines) if tax_group(line) == key]
+        net = net_of_gross(group_received, key[1])
+        weights = [Decimal(lines[i].get("postotalgross") or ZERO) for i in members]
+        for i, part in zip(members, allocate(net, weights)):
+            parts[i] = part
+    return parts
 
 
 #: The line fields that make a deduction what it is: two deductions alike in

@@ -63,9 +63,37 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
                 .where(balance.c.type.in_(RECEIVED_TYPES))
             ):
                 received[row.invoice] -= row.amount or Decimal(0)
+    booked = _interim_received(conn, ctx, [r.id for r in rows if r.type in ("Progress", "Deposit")])
     found: dict[tuple[int, str], list[SubInvoice]] = defaultdict(list)
     for r in rows:
         found[(r.account, r.subinvoiceassignmentkey)].append(
-            SubInvoice(r.id, r.name, r.type, r.status, r.grandtotal or Decimal(0), received[r.id], line_rows[r.id])
+            SubInvoice(r.id, r.name, r.type, r.status, r.grandtotal or Decimal(0), received[r.id], line_rows[r.id],
+                       booked.get(r.id, {}))
         )
+    return found
+
+
+#: Booking types in which a payment on a progress or deposit invoice books
+#: what it received (net and the tax arising on receipt).
+INTERIM_RECEIPT_TYPES = ("Interim Payment", "Interim Tax")
+
+
+def _interim_received(conn: sa.Connection, ctx: Context, ids: list[int]) -> dict[int, dict[tuple, Decimal]]:
+    """What the interim payment bookings of the payments on the given
+    invoices received, gross, per invoice and (tax code, rate, rule): the
+    amounts the interim accounts hold, which the final invoice deducts."""
+    detail_obj = ctx.model.object("BookingDetail")
+    if detail_obj is None or not ids:
+        return {}
+    detail = ctx.metadata.tables[detail_obj.table_name]
+    found: dict[int, dict[tuple, Decimal]] = defaultdict(dict)
+    for chunk in chunks(ids, ID_CHUNK):
+        query = (sa.select(detail.c.invoice, detail.c.taxcode, detail.c.taxrate, detail.c.appliedtaxrule,
+                           detail.c.amount)
+                 .where(detail.c.invoice.in_(chunk), detail.c.balance.is_not(None),
+                        detail.c.type.in_(INTERIM_RECEIPT_TYPES)))
+        for row in conn.execute(query):
+            key = (row.taxcode, Decimal(row.taxrate or 0), row.appliedtaxrule)
+            groups = found[row.invoice]
+            groups[key] = groups.get(key, Decimal(0)) + Decimal(row.amount)
     return found
