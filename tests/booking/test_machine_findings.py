@@ -19,14 +19,13 @@ found, each as the smallest history that shows it (SQLite and PostgreSQL).
    its interim tax differed from the deducted tax (A401, A402). Fixed in
    engine/booking/balances.py: a payment books the tax of everything
    received so far less the tax booked before (cumulative rounding).
-4. Not fixed (strict xfail below): a progress invoice with two lines of one
-   tax group is deducted line by line (each line's share of what was
-   received, net of its own rounding), while its receipts booked the tax of
-   the group: the sums can differ by a cent (0.05 received on 101.01 + 57.33:
-   A401, a cent in the interim payment account). The fix belongs in the
-   final invoice's deduction lines (engine/billing/build.py: net per tax
-   group, not per line), which changes the disclosed positions; left to the
-   lead. The machine's progress invoices have one line each.
+4. A progress invoice with two lines of one tax group was deducted line by
+   line (each line's share of what was received, net of its own rounding),
+   while its receipts booked the tax of the group: the sums differed by a
+   cent (0.05 received on 101.01 + 57.33: A401, a cent in the interim
+   payment account). Fixed in engine/billing/build.py
+   (received_net_per_line): the net is taken once per tax group, then
+   shared among the group's lines.
 """
 
 from __future__ import annotations
