@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from engine.domain.errors import EngineError, Where
 from engine.storage.bulk import RowWriter
 from engine.storage.context import Context
-from engine.storage.schema import RUN_OWNER
+from engine.storage.schema import RUN_OWNER, WORK_ROUND
 
 from .report import RunReport
 
@@ -294,12 +294,14 @@ def owner_alive(conn: sa.Connection, owner: dict, *, now: datetime | None = None
     if owner["host"] == socket.gethostname()[:255]:
         if int(owner["pid"]) == os.getpid() and owner.get("process_started") == process_start_time(os.getpid()):
             return owner["token"] in ACTIVE_TOKENS  # this process: does it still work on that run?
-        return _process_runs(int(owner["pid"]), owner.get("process_started"))
+        return process_runs(int(owner["pid"]), owner.get("process_started"))
     beat = datetime.strptime(owner["heartbeat_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     return (now or datetime.now(timezone.utc)) - beat < STALE_AFTER
 
 
-def _process_runs(pid: int, started: str | None) -> bool:
+def process_runs(pid: int, started: str | None) -> bool:
+    """Whether process ``pid`` of this host runs, and is the one that started
+    at ``started`` (not another that reuses the pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -400,6 +402,9 @@ class RunState:
     invoices: int
     errors: int
     owners: tuple[str, ...] = field(default=())
+    #: The run's newest work-queue round (a parallel run): done/total chunks,
+    #: lines, ETA (``engine.billing.workqueue.QueueProgress``); None without one.
+    queue: object | None = None
 
     @property
     def dead(self) -> bool:
@@ -417,6 +422,8 @@ def runs_state(conn: sa.Connection, ctx: Context, *, names: Sequence[str] = (), 
         query = query.where(table.c.id.in_(ids))
     if limit is not None:
         query = query.limit(limit)
+    from .workqueue import progress_of  # the queue builds on this module
+
     out = []
     for row in conn.execute(query).mappings():
         owners = owners_of(conn, row["id"])
@@ -428,7 +435,8 @@ def runs_state(conn: sa.Connection, ctx: Context, *, names: Sequence[str] = (), 
                       + ("" if o in alive else " (dead)") for o in owners)
         out.append(RunState(row["id"], row["name"], row["status"] or "", state, row["periodstartdate"],
                             row["periodenddate"], row["genericfilters"] or "", row["startedat"], row["finishedat"],
-                            int(row["numinvoices"] or 0), int(row["errorcount"] or 0), shown))
+                            int(row["numinvoices"] or 0), int(row["errorcount"] or 0), shown,
+                            progress_of(conn, row["id"])))
     return out
 
 
@@ -441,4 +449,7 @@ def recover_dead_runs(conn: sa.Connection, ctx: Context, *, names: Sequence[str]
         gone = _remove_dead_owners(conn, run.id)
         reason = "; ".join(describe_owner(o) for o in gone) or "no process was working on it"
         fail_run_record(conn, ctx, run.id, None, f"recovered by 'metabill runs --recover': {reason}")
+        if sa.inspect(conn).has_table(WORK_ROUND.name):  # its queue closes: no worker joins it any more
+            conn.execute(sa.update(WORK_ROUND).where(WORK_ROUND.c.run_id == run.id, WORK_ROUND.c.state == "open")
+                         .values(state="closed"))
     return dead

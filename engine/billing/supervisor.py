@@ -9,16 +9,16 @@ one task at a time, so it always knows which task a worker holds; it waits
 on the workers' pipes and on their process sentinels together
 (``multiprocessing.connection.wait``), so a death is noticed at once, not
 by a timeout. The dead worker's task goes to a new worker, at most
-:data:`MAX_ATTEMPTS` times in all; a task that raises is not retried (the
-error is the answer).
+:data:`MAX_ATTEMPTS` times in all (``max_attempts``); a task that raises is
+not retried (the error is the answer).
 
-This is safe because the run's tasks are idempotent: a pass 1 task
-evaluates records and writes their record errors (writing the same error
-again changes nothing), and a pass 2 task bills its records batch by batch,
-each batch one transaction that re-reads its records and skips those
-already billed (:mod:`engine.billing.filterrun`). Whatever the dead worker
-committed stays; what it had in flight was rolled back by the database
-with its connection; the new worker bills exactly the rest.
+The parallel invoice run gives each local worker one task, "drain the
+run's work queue" (:mod:`engine.billing.workers`); a worker that dies is
+replaced by a fresh one that drains on, and the chunk the dead one held is
+re-queued by the queue's reaper (:mod:`engine.billing.workqueue`), which
+also bounds the attempts per chunk. The supervisor only keeps the local
+processes running (``max_attempts`` bounds the deaths it accepts per task)
+and lets the caller show progress while it waits (``tick``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class Supervisor:
     results arrive."""
 
     def __init__(self, workers: int, init: Callable[..., None], init_args: tuple, handler: Callable[[Any], Any],
-                 start_method: str = "spawn"):
+                 start_method: str = "spawn", max_attempts: int = MAX_ATTEMPTS):
         self.size = max(1, workers)
+        self.max_attempts = max(1, max_attempts)
         self.init, self.init_args, self.handler = init, init_args, handler
         self.context = multiprocessing.get_context(start_method)
         self._workers: list[tuple[Any, Any]] = []  # (process, parent end of its pipe)
@@ -96,11 +97,14 @@ class Supervisor:
             process.kill()
             process.join()
 
-    def run(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    def run(self, tasks: Iterable[Any], tick: Callable[[], None] | None = None,
+            tick_seconds: float = 1.0) -> Iterator[tuple[Any, Any]]:
         """Run every task once (again on a new worker when its worker died);
         yields ``(task, result)`` in the order they finish. Raises
         :class:`TaskFailed` for the first task that raised or ran out of
-        attempts; the other workers are stopped (see :meth:`close`)."""
+        attempts; the other workers are stopped (see :meth:`close`).
+        ``tick`` is called about every ``tick_seconds`` while tasks run (a
+        progress display); it does not decide anything."""
         pending = [(task, 1) for task in tasks]
         pending.reverse()  # pop() from the end hands them out in order
         busy: dict[Any, tuple[Any, Any, int]] = {}  # conn -> (worker, task, attempt)
@@ -112,7 +116,10 @@ class Supervisor:
                 worker[1].send(task)
                 busy[worker[1]] = (worker, task, attempt)
             by_sentinel = {worker[0].sentinel: conn for conn, (worker, _, _) in busy.items()}
-            for ready in wait([*busy, *by_sentinel]):
+            ready_list = wait([*busy, *by_sentinel], timeout=tick_seconds if tick is not None else None)
+            if tick is not None:
+                tick()
+            for ready in ready_list:
                 conn = by_sentinel.get(ready, ready)
                 if conn not in busy:
                     continue  # handled through its other handle in this round
@@ -123,7 +130,7 @@ class Supervisor:
                     del busy[conn]
                     self._retire(worker)  # reaped: its exit code is known
                     self.deaths.append((worker[0].pid, worker[0].exitcode))
-                    if attempt >= MAX_ATTEMPTS:
+                    if attempt >= self.max_attempts:
                         raise TaskFailed(f"a worker died {attempt} times running the same task "
                                          f"(last exit code {worker[0].exitcode})") from None
                     pending.append((task, attempt + 1))

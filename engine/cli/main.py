@@ -27,6 +27,7 @@ COMMANDS = {
     "cancel": "engine.cli.runs:cancel_cmd",
     "explain": "engine.cli.runs:explain_cmd",
     "runs": "engine.cli.runs:runs_cmd",
+    "worker": "engine.cli.runs:worker_cmd",
     "build-subscriptions": "engine.cli.subscriptions:build_subscriptions_cmd",
     "payment": "engine.cli.cash:payment",
     "write-off": "engine.cli.cash:write_off_cmd",

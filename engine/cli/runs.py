@@ -27,8 +27,9 @@ from engine.cli.app import (
 @click.option("--dry-run", is_flag=True, help="Show what would be billed; change nothing.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=2000, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes sharing the run (split by account). Safe to start on several machines too; "
-                   "on SQLite the workers' writes take turns, use PostgreSQL to scale out.")
+              help="Worker processes draining the run's work queue (pass 2 split by account); more join from "
+                   "other machines with 'metabill worker --run'. On SQLite the workers' writes take turns, "
+                   "use PostgreSQL to scale out.")
 @click.option("--show-invoices/--no-show-invoices", default=None, help="List the invoices (default: with --dry-run).")
 @click.option("--finalize", "finalize_after", is_flag=True, help="Finalize the run's drafts right after the run.")
 @org_option
@@ -52,14 +53,23 @@ def invoice_run(filters, period_start, period_end, invoice_date, dry_run, batch_
         dry_run=dry_run,
         batch_size=batch_size,
     )
+    import time
+
+    from engine.billing.workers import QUEUE_PROGRESS
+    from engine.billing.workqueue import eta_seconds, format_eta
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console.real,
                   transient=True) as bar:
         tasks: dict[str, int] = {}
+        started = time.monotonic()
 
         def progress(name: str, done: int, total: int) -> None:
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done, total=total)
+            description = name
+            if name == QUEUE_PROGRESS:  # a parallel run: its queue's chunks, with an estimate of the time left
+                description = f"{name} (ETA {format_eta(eta_seconds(done, total, time.monotonic() - started))})"
+            bar.update(tasks[name], completed=done, total=total, description=description)
 
         report = run_invoices(db_url, org_dir, ctx, request, workers=workers, progress=progress)
     finalized = None
@@ -238,11 +248,36 @@ def runs_cmd(names, limit, recover, org_dir, db_url):
     runs = list_runs(engine, ctx, names=names, limit=limit)
     if emit("runs", {"runs": runs}):
         return
+    from engine.billing.workqueue import format_eta
+
     table = Table(title="Invoice runs")
-    for column in ("run", "state", "period", "filters", "invoices", "errors", "started", "processes"):
-        table.add_column(column, justify="right" if column in ("invoices", "errors") else "left")
+    for column in ("run", "state", "period", "filters", "invoices", "errors", "chunks", "ETA", "started",
+                   "processes"):
+        table.add_column(column, justify="right" if column in ("invoices", "errors", "chunks") else "left")
     for run in runs:
         state = f"[red]{run.state}[/]" if run.dead else run.state
+        queue = run.queue
+        chunks = "" if queue is None else f"{queue.done}/{queue.total}" + (f" ({queue.failed} failed)"
+                                                                          if queue.failed else "")
+        eta = format_eta(queue.eta_seconds) if queue is not None and run.status == "Running" else ""
         table.add_row(run.name, state, f"{run.period_start} .. {run.period_end}", run.filters, str(run.invoices),
-                      str(run.errors), str(run.started_at or ""), "; ".join(run.owners))
+                      str(run.errors), chunks, eta, str(run.started_at or ""), "; ".join(run.owners))
     console.print(table)
+
+
+@command("worker")
+@click.option("--run", "run_name", required=True, help="The invoice run to work on (name like IR-000001, or id).")
+@org_option
+@db_option
+def worker_cmd(run_name, org_dir, db_url):
+    """Join the work queue of a parallel invoice run (started elsewhere with
+    'invoice-run --workers N') and work on its chunks until none is left.
+    Start it on as many machines as reach the database, with the same org."""
+    from engine.billing.workers import join_run
+    from engine.storage.db import resolve_url
+
+    ctx = open_context(org_dir)
+    ran = join_run(resolve_url(db_url), ctx, run_name)
+    if emit("worker", {"run": run_name, "chunks": ran}):
+        return
+    console.print(f"Worked on {ran} chunk(s) of {run_name}; its queue is drained.", markup=False)

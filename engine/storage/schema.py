@@ -355,6 +355,59 @@ CLAIM = sa.Table(
     sa.Column("run_id", sa.BigInteger(), nullable=True),
 )
 
+#: The work queue of a parallel invoice run (``engine.billing.workqueue``):
+#: one row per round of a run (what a worker needs to join it), one per chunk
+#: (its state, owner, heartbeat, attempts, figures), and the (group key,
+#: record id) pairs that a pass 1 chunk hands to the pass 2 chunks of its
+#: filter. Times are milliseconds since the epoch of the writer's clock.
+WORK_ROUND = sa.Table(
+    "_mb_work_round",
+    INTERNAL,
+    sa.Column("run_id", sa.BigInteger(), primary_key=True),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    sa.Column("request", sa.Text(), nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+    sa.Column("closed_at", sa.BigInteger(), nullable=True),
+)
+WORK_CHUNK = sa.Table(
+    "_mb_work_chunk",
+    INTERNAL,
+    sa.Column("run_id", sa.BigInteger(), primary_key=True),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    sa.Column("stage", sa.Integer(), primary_key=True),
+    sa.Column("chunk", sa.Integer(), primary_key=True),
+    sa.Column("filter", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("parts", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("owner_token", sa.String(64), nullable=True),
+    sa.Column("owner_host", sa.String(255), nullable=True),
+    sa.Column("owner_pid", sa.BigInteger(), nullable=True),
+    sa.Column("owner_started", sa.String(40), nullable=True),
+    sa.Column("claimed_at", sa.BigInteger(), nullable=True),
+    sa.Column("heartbeat_at", sa.BigInteger(), nullable=True),
+    sa.Column("finished_at", sa.BigInteger(), nullable=True),
+    sa.Column("records", sa.BigInteger(), nullable=False),
+    sa.Column("invoices", sa.BigInteger(), nullable=False),
+    sa.Column("lines", sa.BigInteger(), nullable=False),
+    sa.Column("result", sa.Text(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Index("ix__mb_work_chunk_state", "run_id", "round", "state", "stage"),
+)
+WORK_KEYS = sa.Table(
+    "_mb_work_keys",
+    INTERNAL,
+    sa.Column("run_id", sa.BigInteger(), primary_key=True),
+    sa.Column("round", sa.Integer(), primary_key=True),
+    sa.Column("stage", sa.Integer(), primary_key=True),
+    sa.Column("bucket", sa.Integer(), primary_key=True),
+    sa.Column("source_chunk", sa.Integer(), primary_key=True),
+    sa.Column("pairs", sa.Text(), nullable=False),
+)
+
 INTERNAL_TABLES = (SCHEMA_FIELD.name, SEQUENCE.name, META.name, CLAIM.name)
 
 #: Tables created on first use by the feature that needs them (not by

@@ -125,7 +125,8 @@ def test_fresh_database_creates_every_data_table(engine, model):
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         meta = read_meta(conn)
-    assert tables == {"account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta", "_mb_claim"}
+    assert tables == {"account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta", "_mb_claim",
+                      "_mb_work_round", "_mb_work_chunk", "_mb_work_keys"}
     assert "grosstotal" not in columns(engine, "invoice")  # formula: no column
     assert snapshot(engine) == expected_snapshot(model)
     assert meta["config_hash"] == "test" and meta["schema_version"] == "1"

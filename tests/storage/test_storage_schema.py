@@ -16,6 +16,7 @@ def test_one_table_per_data_object_plus_internal_tables():
     metadata = s.build_metadata(billing_model())
     assert set(metadata.tables) == {
         "account", "invoice", "invoicelineitem", "_mb_schema_field", "_mb_sequence", "_mb_meta", "_mb_claim",
+        "_mb_work_round", "_mb_work_chunk", "_mb_work_keys",
     }  # the hierarchy setting has no table
 
 
