@@ -26,6 +26,7 @@ the profile's filters. Prints one JSON line per worker count:
     python -m bench.invoice_run --lines 100000                     # realistic profile, SQLite
     python -m bench.invoice_run --lines 100000 --profile uniform   # the earlier profile
     python -m bench.invoice_run --lines 100000 --cprofile run.prof # + cProfile of the timed region
+    python -m bench.invoice_run --lines 100000 --evaluation python,set  # both evaluation paths, same run
     python -m bench.invoice_run --lines 100000 --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test \
         --workers 1,2                                              # PostgreSQL, 1 and 2 worker processes
 
@@ -172,8 +173,13 @@ def main() -> None:
     parser.add_argument("--cprofile", metavar="FILE", help="write cProfile statistics of the timed region to FILE")
     parser.add_argument("--db-url", help="run on this database (PostgreSQL: in a fresh schema); default SQLite")
     parser.add_argument("--workers", default="1", help="worker counts to time, comma-separated (e.g. 1,2)")
+    parser.add_argument("--evaluation", default="",
+                        help="evaluation paths to time, comma-separated (python,set; default: the engine's)")
     args = parser.parse_args()
-    for workers in [int(w) for w in args.workers.split(",")]:
+    evaluations = [e.strip() for e in args.evaluation.split(",") if e.strip()] or [None]
+    for workers, evaluation in [(int(w), e) for w in args.workers.split(",") for e in evaluations]:
+        if evaluation:  # read by every FilterRun, in worker processes too (engine.billing.filterrun)
+            os.environ["METABILL_EVALUATION"] = evaluation
         with tempfile.TemporaryDirectory() as tmp, fresh_database(args.db_url, Path(tmp), str(workers)) as url:
             written = prepared_database(url, args.lines, args.profile)
             profiler = cProfile.Profile() if args.cprofile else None
@@ -194,6 +200,7 @@ def main() -> None:
             "profile": args.profile,
             "backend": backend,
             "workers": workers,
+            "evaluation": os.environ.get("METABILL_EVALUATION") or "default",
             "filters": len(FILTERS[args.profile]),
             "source_headers": written["headers"],
             "source_lines": written["lines"],

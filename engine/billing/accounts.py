@@ -75,6 +75,7 @@ class AccountCache:
         self._records: dict[int, dict] = {}
         self._copies: dict[int, dict] = {}
         self._refs: dict[object, int | None] = {}
+        self._steps: list[tuple[FieldDef, str | None, FieldDef, str]] | None = None
 
     def resolve(self, conn: sa.Connection, raw: object) -> int | None:
         """The account id an ``ON_Account`` value names, or None."""
@@ -161,14 +162,28 @@ class AccountCache:
         account_id = record["id"]
         self._records[account_id] = record
         copies = {}
-        for source, target in self.fields.copy_plan:
+        for source, stored, target, target_key in self._copy_steps():
             try:
-                value = read_value(source, record, self.today)
+                if stored is not None:  # read_value of a stored field, without the call
+                    value = record.get(stored)
+                    if isinstance(value, dict):  # a lookup named like its relationship
+                        value = value.get("id")
+                else:
+                    value = read_value(source, record, self.today)
                 if value not in (None, ""):
-                    copies[target.key] = coerce(target, value)
+                    copies[target_key] = coerce(target, value)
             except (FormulaEvaluationError, ValueProblem):
                 continue
         self._copies[account_id] = copies
+
+    def _copy_steps(self) -> list[tuple[FieldDef, str | None, FieldDef, str]]:
+        """The copy plan with its keys worked out once per run (every account
+        record of the run walks it): (source, its key when it is a stored
+        field, else None, target, target key)."""
+        if self._steps is None:
+            self._steps = [(source, source.key if source.formula is None else None, target, target.key)
+                           for source, target in self.fields.copy_plan]
+        return self._steps
 
     def record(self, account_id: int) -> dict:
         return self._records[account_id]

@@ -155,9 +155,13 @@ class SourceEvaluator:
         except Unbillable:
             return None
 
-    def header(self, conn: sa.Connection, record: dict) -> SourceHeader | None:
+    def header(self, conn: sa.Connection, record: dict, raw_account: object = None) -> SourceHeader | None:
         """The evaluated header record without lines; None when the run leaves
-        it alone (service date outside the period, not an item)."""
+        it alone (service date outside the period, not an item).
+        ``raw_account`` is the record's :meth:`raw_account` when the caller
+        has it already (pass 1 evaluates it for the prefetch): evaluating is
+        pure, so it is not evaluated twice; None evaluates it here (and
+        reports why it is empty or fails)."""
         plan, level = self.plan, self.plan.header
         service_date = self.value(level, "ON_ServiceDate", record)
         if isinstance(service_date, datetime):
@@ -166,7 +170,8 @@ class SourceEvaluator:
             return None
         if plan.single and not self.value(level, "ON_IsItem", record):
             return None
-        raw_account = self.value(level, "ON_Account", record)
+        if raw_account is None:
+            raw_account = self.value(level, "ON_Account", record)
         account_id = self.accounts.resolve(conn, raw_account)
         if account_id is None:
             if raw_account in (None, ""):

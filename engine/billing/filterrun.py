@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import decimal
 import gc
+import os
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import date
@@ -45,6 +46,8 @@ from .plan import FilterPlan
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
 from .session import RunSession
+from .setplan import plan_set
+from .setrun import SetBatchWriter
 from .subinvoices import open_sub_invoices
 from .writing import ID_CHUNK, BatchOutcome, BatchWriter
 
@@ -64,6 +67,14 @@ ACCOUNTS_KEPT = 20_000
 #: ``--show-invoices`` table); the counts always cover all. About 400 bytes
 #: per invoice listed: the last part of a run's memory that grew with its size.
 LISTED_INVOICES = 10_000
+#: How a batch evaluates its line records: ``python`` (every record in
+#: Python) or ``set`` (lines in SQL where the filter allows it, see
+#: :mod:`engine.billing.setrun`; the rest falls back to Python).
+EVALUATIONS = ("python", "set")
+#: The evaluation when neither the caller nor ``METABILL_EVALUATION`` names one:
+#: ``set`` since both paths number a batch alike (``tests/billing`` and
+#: ``tests/booking`` pass with either, on SQLite and PostgreSQL).
+DEFAULT_EVALUATION = "set"
 # Advisory lock keys are 32-bit: account ids are folded into that range.
 _INT4 = 2**31 - 1
 
@@ -74,7 +85,7 @@ class FilterRun:
     """The run of one filter plan within an invoice run; see the module docstring."""
 
     def __init__(self, session: RunSession, ctx: Context, plan: FilterPlan, run: RunFacts, today: date,
-                 batch_size: int, progress: Progress | None):
+                 batch_size: int, progress: Progress | None, evaluation: str | None = None):
         self.session = session
         self.ctx = ctx
         self.plan = plan
@@ -88,6 +99,20 @@ class FilterRun:
         self.accounts = AccountCache(ctx, today)
         self.sources = SourceEvaluator(ctx, plan, self.accounts, (run.period_start, run.period_end), today)
         self.writer = BatchWriter(ctx, plan, run.run_id, self.sources.reference_targets())
+        #: ``python`` or ``set`` (see EVALUATIONS); with ``set``, why the
+        #: filter still runs in Python (empty when it does not).
+        self.evaluation = evaluation or default_evaluation()
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, not {self.evaluation!r}")
+        self.set_reasons: list[str] = []
+        self.set_writer: SetBatchWriter | None = None
+        if self.evaluation == "set":
+            line_fields = tuple(c.context_field.lower() for c in run.tax.criteria
+                                if c.context_object.lower() == "invoicelineitem")
+            setplan = plan_set(ctx, plan, line_fields, run.rounding)
+            self.set_reasons = list(setplan.reasons)
+            if setplan.eligible:
+                self.set_writer = SetBatchWriter(ctx, plan, setplan, run, self.accounts, self.writer, session.dialect)
         # Pass 1's evaluated headers with the rows they came from (see
         # _current_header), until their batch is built; at most EVALUATED_KEPT.
         self._evaluated: dict[int, tuple[Sequence[object], SourceHeader]] = {}
@@ -154,10 +179,11 @@ class FilterRun:
             for chunk in _batched(rows, ACCOUNT_PREFETCH):
                 if len(self.accounts) > ACCOUNTS_KEPT:
                     self.accounts.forget()
-                self.accounts.prefetch(conn, (self.sources.raw_account(record) for _, record in chunk))
-                for row, record in chunk:
+                raws = [self.sources.raw_account(record) for _, record in chunk]
+                self.accounts.prefetch(conn, raws)
+                for (row, record), raw in zip(chunk, raws):
                     try:
-                        source = self.sources.header(conn, record)
+                        source = self.sources.header(conn, record, raw)
                     except Unbillable as failed:
                         self.report.records_read += 1
                         failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
@@ -305,7 +331,8 @@ class FilterRun:
             self._build_and_write(conn, ids, out)
         return out
 
-    def _read_batch(self, conn: sa.Connection, ids: list[int]) -> tuple[list, dict[int, list[dict]]]:
+    def _read_batch(self, conn: sa.Connection, ids: list[int],
+                    with_children: bool = True) -> tuple[list, dict[int, list[dict]]]:
         """The batch's header records still unbilled (with their rows), and
         the line records of each (parent-child mode)."""
         plan = self.plan
@@ -318,7 +345,7 @@ class FilterRun:
                 )
             )
         children: dict[int, list[dict]] = defaultdict(list)
-        if not plan.single and headers:
+        if not plan.single and headers and with_children:
             child_table = self.ctx.table(plan.line.obj.name)
             fk = child_table.c[plan.child_lookup.column_name]  # type: ignore[union-attr]
             child_reader = self._child_reader
@@ -333,12 +360,100 @@ class FilterRun:
         return headers, children
 
     def _build_and_write(self, conn: sa.Connection, ids: list[int], out: BatchOutcome) -> None:
+        failures: list[RecordFailure] = []
+        if self.set_writer is not None:
+            ids = self._set_batch(conn, ids, out, failures)
+        if ids:
+            self._python_batch(conn, ids, out, failures)
+        if failures:
+            self.writer.write_failures(conn, failures, out)
+
+    def _set_batch(self, conn: sa.Connection, ids: list[int], out: BatchOutcome,
+                   failures: list[RecordFailure]) -> list[int]:
+        """The set-based path: headers evaluated here, lines in SQL
+        (:class:`~engine.billing.setrun.SetBatchWriter`); returns the ids
+        of the records to bill on the Python path instead."""
+        plan = self.plan
+        current = self._current_headers(conn, ids)
+        # Only records evaluated afresh resolve their accounts here; a
+        # remembered evaluation carries its account (loaded by the writer).
+        self.accounts.prefetch(conn, (self.sources.raw_account(item) for item in current if isinstance(item, dict)))
+        sources: list[SourceHeader] = []
+        for item in current:
+            if not isinstance(item, dict):
+                sources.append(item)
+                continue
+            record = item
+            try:
+                source = self.sources.header(conn, record)
+            except Unbillable as failed:
+                failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
+                continue
+            except ArithmeticError as error:
+                failures.append(RecordFailure(plan.header.obj.name, record["id"], _incomputable(error)))
+                continue
+            if source is not None:
+                sources.append(source)
+        writer = self.set_writer
+        assert writer is not None
+        mark = len(failures)
+        prepared = writer.prepare(conn, sources, failures)
+        python = self._fitting_drafts(conn, prepared.fallback, failures) if prepared.fallback else []
+        redo = writer.finish(conn, prepared, python, out)
+        if not redo:
+            return []
+        # A staged header that does not fit: the whole batch goes the Python
+        # way, which reports again what was reported since ``mark``.
+        del failures[mark:]
+        return redo + prepared.fallback
+
+    def _fitting_drafts(self, conn: sa.Connection, ids: list[int],
+                        failures: list[RecordFailure]) -> list[tuple[tuple, DraftInvoice]]:
+        """The Python path's drafts of ``ids`` whose values all fit their
+        columns (the others become record errors, as
+        :meth:`BatchWriter.write_fitting` makes them), for the set path to
+        write in one numbering with its own."""
+        keyed = self._python_drafts(conn, ids, failures)
+        kept = {id(draft) for draft in self.writer.fitting(conn, [draft for _, draft in keyed], failures)}
+        return [(key, draft) for key, draft in keyed if id(draft) in kept]
+
+    def _current_headers(self, conn: sa.Connection, ids: list[int]) -> list[SourceHeader | dict]:
+        """The set path's re-read of a batch's headers: what
+        :meth:`_read_batch` and :meth:`_current_header` do together, cheaper.
+        The raw rows of the records still unbilled, in id order; a row equal
+        to pass 1's gives its remembered evaluation without being assembled
+        into a record again, another gives its record (to evaluate afresh).
+        The record id travels as an extra last column, so that the rows
+        compare as pass 1 read them."""
+        reader, table = self._header_reader, self.header_table
+        current: list[SourceHeader | dict] = []
+        for chunk in chunks(ids, ID_CHUNK):
+            statement = reader.select().add_columns(table.c.id).where(
+                sa.and_(table.c.id.in_(chunk), self._unbilled())).order_by(table.c.id)
+            for found in conn.execute(statement):
+                row = tuple(found[:-1])
+                remembered = self._evaluated.pop(found[-1], None)
+                if remembered is not None and tuple(remembered[0]) == row:
+                    current.append(remembered[1])
+                else:
+                    current.append(next(reader.records([row])))
+        return current
+
+    def _python_batch(self, conn: sa.Connection, ids: list[int], out: BatchOutcome,
+                      failures: list[RecordFailure]) -> None:
+        """The Python path: every record read, evaluated and built in Python."""
+        drafts = [draft for _, draft in self._python_drafts(conn, ids, failures)]
+        self.writer.write_fitting(conn, drafts, out, failures)
+
+    def _python_drafts(self, conn: sa.Connection, ids: list[int],
+                       failures: list[RecordFailure]) -> list[tuple[tuple, DraftInvoice]]:
+        """The drafts of the records ``ids`` with their group keys, in key
+        order, their references checked; what cannot be billed goes to ``failures``."""
         plan = self.plan
         headers, children = self._read_batch(conn, ids)
         # The accounts of the batch, in bulk (the cache may have been emptied
         # since pass 1, see ACCOUNTS_KEPT).
         self.accounts.prefetch(conn, (self.sources.raw_account(record) for _, record in headers))
-        failures: list[RecordFailure] = []
         groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
         for row, record in headers:
             try:
@@ -360,6 +475,7 @@ class FilterRun:
         finals = (s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE)
         subs = open_sub_invoices(conn, self.ctx, finals)  # type: ignore[arg-type]
         drafts: list[DraftInvoice] = []
+        keys: dict[int, tuple] = {}
         for key in sorted(groups):
             sources = groups[key]
             first = sources[0]
@@ -368,15 +484,21 @@ class FilterRun:
                 related = list(subs.get((first.account_id, first.assignment_key), []))  # type: ignore[arg-type]
                 drafts.append(build_invoice(self.run, sources, account, self.accounts.copies(first.account_id),
                                             related))
+                keys[id(drafts[-1])] = key
             except (BuildError, Unbillable) as error:
                 message = str(error)
                 failures.extend(RecordFailure(s.object_name, s.record_id, message) for s in sources)
             except ArithmeticError as error:
                 failures.extend(RecordFailure(s.object_name, s.record_id, _incomputable(error)) for s in sources)
-        drafts = self.writer.check_references(conn, drafts, failures)
-        self.writer.write_fitting(conn, drafts, out, failures)
-        if failures:
-            self.writer.write_failures(conn, failures, out)
+        return [(keys[id(draft)], draft) for draft in self.writer.check_references(conn, drafts, failures)]
+
+
+def default_evaluation() -> str:
+    """``METABILL_EVALUATION`` when it names one of :data:`EVALUATIONS`
+    (benchmarks and the differential test choose the path that way, in
+    worker processes too), else :data:`DEFAULT_EVALUATION`."""
+    chosen = os.environ.get("METABILL_EVALUATION", "").strip().lower()
+    return chosen if chosen in EVALUATIONS else DEFAULT_EVALUATION
 
 
 @contextmanager

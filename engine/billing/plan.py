@@ -254,7 +254,7 @@ def getter(ctx: Context, fdef: FieldDef) -> Callable[[dict, date], object]:
     compiled = fdef.formula.compiled
     if compiled is None:
         raise PlanError(f"formula {fdef.object_name}.{fdef.name} did not compile")
-    target = _bare_path_field(ctx, fdef)
+    target = bare_path_field(ctx, fdef)
     if target is not None:
         path = next(iter(compiled.references))
         return _path_get(path)
@@ -270,7 +270,7 @@ def getter(ctx: Context, fdef: FieldDef) -> Callable[[dict, date], object]:
     return get
 
 
-def _bare_path_field(ctx: Context, fdef: FieldDef) -> FieldDef | None:
+def bare_path_field(ctx: Context, fdef: FieldDef) -> FieldDef | None:
     """The field a formula merely reads (``Quantity``, ``Product.ProductGroup``,
     ``TEXT(Product.TaxClass)`` of a text or picklist field) when reading it
     directly gives the same value as evaluating the formula."""

@@ -111,7 +111,14 @@ class BatchWriter:
         write back to the sources; count it all in ``out``."""
         if not drafts:
             return
-        headers, all_lines = insert_drafts(conn, self.invoice_obj, self.line_obj, drafts)
+        insert_drafts(conn, self.invoice_obj, self.line_obj, drafts)
+        self.record_written(conn, drafts, out, [len(draft.lines) for draft in drafts])
+
+    def record_written(self, conn: sa.Connection, drafts: list[DraftInvoice], out: BatchOutcome,
+                       line_counts: Sequence[int]) -> None:
+        """For drafts already inserted (with ``line_counts`` lines each):
+        claim their source records, write back to the sources and count it
+        all in ``out``. Shared by the Python and the set-based path."""
         suffix = self.plan.suffix
         source_table = self.plan.header.obj.table_name
         # A header record whose lines were split by a line-level invoice
@@ -133,14 +140,18 @@ class BatchWriter:
             [wb["ON_Invoice"].name, wb["ON_LastInvoiceRun"].name, wb["ON_InvoiceBuildError"].name],
             [(record_id, (invoice_id, self.run_id, None)) for record_id, invoice_id in first_invoice.items()],
         )
+        self.count_written(drafts, out, line_counts)
+
+    def count_written(self, drafts: list[DraftInvoice], out: BatchOutcome, line_counts: Sequence[int]) -> None:
+        """Count drafts written (with ``line_counts`` lines each) in ``out``, with their summaries."""
         out.invoices += len(drafts)
-        out.lines += len(all_lines)
-        for draft in drafts:
+        out.lines += sum(line_counts)
+        for draft, count in zip(drafts, line_counts):
             header = draft.header
             out.summaries.append(
                 InvoiceSummary(
                     header["id"], header["name"], str(header.get("accountname") or header["account"]),
-                    header["type"], len(draft.lines), header["totalnet"], header["grandtotal"],
+                    header["type"], count, header["totalnet"], header["grandtotal"],
                     str(header.get("currencyisocode") or ""),
                 )
             )
@@ -174,6 +185,29 @@ class BatchWriter:
             else:
                 failures.extend(RecordFailure(s.object_name, s.record_id, problem) for s in draft.sources)
         self.write(conn, kept, out)
+
+    def fitting(self, conn: sa.Connection, drafts: list[DraftInvoice],
+                failures: list[RecordFailure]) -> list[DraftInvoice]:
+        """The drafts whose values all fit their columns, the others made
+        record errors of their sources (added to ``failures``), as
+        :meth:`write_fitting` decides, but without writing: all drafts are
+        converted at once (one row writer per object), and only when a value
+        does not fit is each draft tried alone to find which."""
+        try:
+            RowWriter(conn, self.line_obj).rows([line for draft in drafts for line in draft.lines])
+            RowWriter(conn, self.invoice_obj).rows([draft.header for draft in drafts])
+        except (ValueOutOfRange, TextTooLong):
+            pass
+        else:
+            return drafts
+        kept = []
+        for draft in drafts:
+            problem = self.unfit(conn, draft)
+            if problem is None:
+                kept.append(draft)
+            else:
+                failures.extend(RecordFailure(s.object_name, s.record_id, problem) for s in draft.sources)
+        return kept
 
     def unfit(self, conn: sa.Connection, draft: DraftInvoice) -> str | None:
         """Why ``draft`` cannot be stored (the first value that does not fit
@@ -209,21 +243,27 @@ def insert_drafts(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     the headers and lines as written. Every kind of run writes its drafts
     here, so the guard that no line goes under a finalized invoice is checked
     once per set (:func:`engine.storage.guards.insert_lines_checked`)."""
-    invoices = RowWriter(conn, invoice_obj)
     lines = RowWriter(conn, line_obj)
-    headers = [d.header for d in drafts]
-    invoices.assign_ids(headers)
-    for header in headers:
-        header["name"] = f"DRAFT-{header['id']:06d}"
+    headers = insert_headers(conn, invoice_obj, [d.header for d in drafts])
     all_lines = []
     for draft in drafts:
         for line in draft.lines:
             line["invoice"] = draft.header["id"]
             all_lines.append(line)
-    invoices.insert(headers)
     insert_lines_checked(conn, invoice_obj.table_name, (h["id"] for h in headers),
                          lambda: insert_many(conn, lines, all_lines))
     return headers, all_lines
+
+
+def insert_headers(conn: sa.Connection, invoice_obj: ObjectDef, headers: list[dict]) -> list[dict]:
+    """Insert draft invoice headers, ids reserved in list order and named
+    ``DRAFT-<id>``; returns them as written."""
+    invoices = RowWriter(conn, invoice_obj)
+    invoices.assign_ids(headers)
+    for header in headers:
+        header["name"] = f"DRAFT-{header['id']:06d}"
+    invoices.insert(headers)
+    return headers
 
 
 def insert_many(conn: sa.Connection, writer: RowWriter, records: list[dict]) -> None:

@@ -1,0 +1,588 @@
+"""The set-based path of a filter's batch: lines evaluated and written in SQL.
+
+The Python path (:meth:`engine.billing.filterrun.FilterRun._python_batch`)
+reads every line record into a dict, evaluates it, builds each invoice in
+Python and inserts the lines row by row. Here the batch's header records
+are still evaluated in Python (they decide the invoice: account, template,
+type, currency...; a tenth of the rows), and everything per line happens in
+the database, inside the batch's transaction:
+
+1. ``mb_set_src``: the batch's header records, each with its group (the
+   invoice it goes to) and the group's tax context (``hkey``).
+2. ``mb_set_line``: one INSERT ... SELECT evaluates every line record of
+   those headers into InvoiceLineItem values (:mod:`engine.billing.setplan`
+   compiled the filter's line program into SQL).
+3. Groups with a line the Python path would refuse or treat specially (an
+   empty title or price, a text too long for its column, a number beyond
+   :data:`~engine.billing.setplan.AMOUNT_BOUND`, a header without lines) are
+   found by one query and handed back to the caller, who builds them on the
+   Python path (same records, same messages). So are final invoices that
+   deduct sub invoices, deposit invoices and gross invoices. Up to here
+   (:meth:`SetBatchWriter.prepare`) nothing is written.
+4. Tax is decided per distinct (header context, line context) in Python,
+   by the run's :class:`~engine.billing.tax.TaxResolver` (the same pure
+   decision with its trace), and joined from ``mb_set_tax``; a context no
+   rule decides sends its groups to the Python path, which reports it.
+5. Amounts are computed in SQL exactly as :func:`engine.billing.build._amounts`
+   does per line (half-up to cents; on SQLite in integer minor units, on
+   PostgreSQL in NUMERIC), the header totals are their sums, read back as
+   Decimals. :meth:`SetBatchWriter.finish` writes these drafts and the
+   Python path's drafts of the fallback together in group key order: invoice
+   ids, line ids and line names are reserved as one block each and handed
+   out in that order, as the Python path numbers a batch; the staged headers
+   are written by the ordinary row writer and their lines by one INSERT ...
+   SELECT.
+6. The invoice invariants (:func:`engine.billing.build.check_invoice`) are
+   checked on the written rows by one query per batch: every header's
+   totals are the sums of its lines, every line's gross is net + tax, and
+   every invoice has a line; two decimals are what the columns store.
+   A violation raises :class:`~engine.billing.build.InvariantError` and the
+   batch rolls back, as on the Python path.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Sequence
+
+import sqlalchemy as sa
+
+from engine.config.model import FieldDef, FieldType
+from engine.domain.money import CENT, ZERO
+from engine.storage.bulk import RowWriter, now_utc
+from engine.storage.context import Context
+from engine.storage.guards import insert_lines_checked
+from engine.storage.ids import next_autonumbers, reserve_ids
+from engine.storage.schema import CLAIM
+from engine.storage.types import TextTooLong, ValueOutOfRange, scaled_to_decimal, to_db_converter
+
+from .accounts import AccountCache
+from .build import (ACCOUNT_TO_INVOICE, DEPOSIT_TYPE, FINAL_TYPE, KEYED_TYPES, DraftInvoice, InvariantError,
+                    RunFacts, SourceHeader, fill)
+from .plan import FilterPlan
+from .report import RecordFailure
+from .setplan import AMOUNT_BOUND, RATE_BOUND, SetPlan
+from .subinvoices import open_sub_invoices
+from .tax import TaxError
+from .writing import BatchOutcome, BatchWriter, insert_drafts, insert_headers
+
+SRC, LINE, TAX, GRP, ORD = "mb_set_src", "mb_set_line", "mb_set_tax", "mb_set_grp", "mb_set_ord"
+
+
+@dataclass
+class Prepared:
+    """A batch staged by :meth:`SetBatchWriter.prepare`, before anything is written."""
+
+    #: Group number -> draft (header with its totals, no lines), in group key order.
+    live: dict[int, DraftInvoice] = field(default_factory=dict)
+    #: Group number -> group key (the order :meth:`SetBatchWriter.finish` writes in).
+    keys: dict[int, tuple] = field(default_factory=dict)
+    #: Group number -> its staged lines.
+    counts: dict[int, int] = field(default_factory=dict)
+    #: Record ids the Python path bills instead.
+    fallback: list[int] = field(default_factory=list)
+    #: Whether the temporary tables exist (dropped by ``finish``).
+    staged: bool = False
+
+
+def draft_header(run: RunFacts, sources: Sequence[SourceHeader], account: dict, account_copies: dict) -> dict:
+    """The header fields :func:`engine.billing.build.build_invoice` gives a
+    group before its lines: engine-set fields, the sources' ON copies, the
+    account's data and ON fields, the template's payment terms, in that
+    precedence (the differential test holds the two to the same result)."""
+    first = sources[0]
+    header: dict = {
+        "account": first.account_id,
+        "status": "Draft",
+        "type": first.invoice_type,
+        "template": first.template.name,
+        "currencyisocode": first.currency,
+        "businessentity": first.business_entity,
+        "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in KEYED_TYPES else None,
+        "date": run.invoice_date,
+        "invoicerun": run.run_id,
+        "confighash": run.config_hash,
+    }
+    for source in sources:
+        fill(header, source.invoice_fields)
+    fill(header, {target: account.get(source) for target, source in ACCOUNT_TO_INVOICE})
+    fill(header, account_copies)
+    due = first.template.get("DefaultPaymentDue")
+    fill(header, {"paymentdue": due if due is not None else Decimal(0)})
+    return header
+
+
+class SetBatchWriter:
+    """Evaluates and writes the lines of a filter's batches in SQL; see the module docstring."""
+
+    def __init__(self, ctx: Context, plan: FilterPlan, setplan: SetPlan, run: RunFacts, accounts: AccountCache,
+                 writer: BatchWriter, dialect: str):
+        self.ctx, self.plan, self.setplan, self.run = ctx, plan, setplan, run
+        self.accounts, self.writer = accounts, writer
+        self.sqlite = dialect == "sqlite"
+        self.line_obj = ctx.obj("InvoiceLineItem")
+        self.invoice_obj = ctx.obj("Invoice")
+        resolver = run.tax
+        self.header_tax_fields = tuple(c.context_field.lower() for c in resolver.criteria
+                                       if c.context_object.lower() != "invoicelineitem")
+        self._columns = [(c.key, c) for c in setplan.columns]
+        self._stage_sql = self._stage()
+
+    # -- SQL text ---------------------------------------------------------------------
+
+    def q(self, name: str) -> str:
+        return f'"{name}"'
+
+    def _field(self, key: str) -> FieldDef:
+        found = self.line_obj.field(key)
+        assert found is not None
+        return found
+
+    def _scale(self, key: str) -> int:
+        return self._field(key).scale or 0
+
+    def _stage(self) -> str:
+        """INSERT ... SELECT of the line records of ``mb_set_src`` into ``mb_set_line``."""
+        q, plan = self.q, self.plan
+        table = plan.line.obj.table_name
+        parent = "id" if plan.single else plan.child_lookup.column_name  # type: ignore[union-attr]
+        joins: dict[tuple[str, ...], str] = {}
+        from_sql = [f"{q(table)} b JOIN {SRC} s ON s.record_id = b.{q(parent)}"]
+        select = [f"b.{q(parent)}", "b.id"]
+        for key, column in self._columns:
+            values = []
+            for step in column.steps:
+                alias = "b"
+                for depth in range(len(step.lookups)):
+                    path = tuple(f.key for f in step.lookups[:depth + 1])
+                    if path not in joins:
+                        lookup = step.lookups[depth]
+                        joins[path] = f"j{len(joins)}"
+                        target = self.ctx.model.require(lookup.reference_to).table_name  # type: ignore[arg-type]
+                        from_sql.append(f"LEFT JOIN {q(target)} {joins[path]} "
+                                        f"ON {joins[path]}.id = {alias}.{q(lookup.column_name)}")
+                    alias = joins[path]
+                values.append(self._value(f"{alias}.{q(step.source.column_name)}", step.source, column.target))
+            select.append(values[0] if len(values) == 1 else f"COALESCE({', '.join(reversed(values))})")
+        names = ", ".join(["hdr", "rec"] + [q(key) for key, _ in self._columns])
+        return f"INSERT INTO {LINE} ({names}) SELECT {', '.join(select)} FROM {' '.join(from_sql)}"
+
+    def _value(self, ref: str, source: FieldDef, target: FieldDef) -> str:
+        """A stored source value as the target column stores it, blank as NULL."""
+        if target.type.is_numeric:
+            shift = (target.scale or 0) - (source.scale or 0)
+            return f"({ref} * {10 ** shift})" if self.sqlite and shift else ref
+        if target.type is FieldType.DATE:
+            return ref
+        return f"NULLIF({ref}, '')"
+
+    def _kind(self, fdef: FieldDef) -> str:
+        if fdef.type.is_numeric:
+            return "INTEGER" if self.sqlite else "NUMERIC"
+        return "DATE" if fdef.type is FieldType.DATE and not self.sqlite else "TEXT"
+
+    def _create_temps(self, conn: sa.Connection) -> None:
+        self._drop_temps(conn)
+        big = "INTEGER" if self.sqlite else "BIGINT"
+        cols = ", ".join(f"{self.q(key)} {self._kind(c.target)}" for key, c in self._columns)
+        tax_cols = "".join(f", {self.q(f)} TEXT" for f in self.setplan.tax_fields)
+        rate = "INTEGER" if self.sqlite else "NUMERIC"
+        temp = "TEMP TABLE"
+        for sql in (
+            f"CREATE {temp} {SRC} (record_id {big} PRIMARY KEY, grp {big} NOT NULL, hkey {big} NOT NULL)",
+            f"CREATE {temp} {LINE} (rec {big} PRIMARY KEY, hdr {big} NOT NULL{', ' + cols if cols else ''})",
+            f"CREATE {temp} {TAX} (hkey {big} NOT NULL{tax_cols}, rate {rate}, code TEXT, rule TEXT, cat TEXT)",
+            f"CREATE {temp} {GRP} (grp {big} PRIMARY KEY, inv {big} NOT NULL, off {big} NOT NULL)",
+            f"CREATE {temp} {ORD} (rn {big} PRIMARY KEY, rec {big} NOT NULL, pos {big} NOT NULL)",
+        ):
+            conn.exec_driver_sql(sql)
+
+    def _drop_temps(self, conn: sa.Connection) -> None:
+        for name in (SRC, LINE, TAX, GRP, ORD):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+    def _insert(self, conn: sa.Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        if rows:
+            mark = "?" if self.sqlite else "%s"
+            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                                 f"({', '.join(mark for _ in columns)})", rows)
+
+    def _half_up(self, value: str, digits: int) -> str:
+        """``value`` (an integer at some scale) rounded half away from zero by
+        ``digits`` decimal places (SQLite's integer division truncates)."""
+        if digits <= 0:
+            return f"({value}) * {10 ** -digits}"
+        d = 10 ** digits
+        return f"(CASE WHEN ({value}) >= 0 THEN (({value}) + {d // 2}) / {d} ELSE -((-({value}) + {d // 2}) / {d}) END)"
+
+    def _amounts(self) -> tuple[str, str, str]:
+        """SQL of a staged line's quantity, net and tax (``l`` the staged
+        line, ``t`` its tax decision), exactly as ``build._amounts`` computes
+        them per line: net = round(quantity × unit price), tax = round(net ×
+        rate / 100), both half away from zero to cents."""
+        q = self.q
+        one = 10 ** self._scale("quantity") if self.sqlite else 1
+        qty = f"COALESCE(l.{q('quantity')}, {one})" if self.setplan.column("quantity") else str(one)
+        if self.sqlite:
+            net = self._half_up(f"{qty} * l.{q('unitprice')}", self._scale("quantity") + self._scale("unitprice") - 2)
+            return qty, net, self._half_up(f"{net} * t.rate", self._scale("taxrate") + 2)
+        net = f"ROUND({qty} * l.{q('unitprice')}, 2)"
+        return qty, net, f"ROUND({net} * t.rate / 100, 2)"
+
+    def _lines_from(self, ordered: bool) -> str:
+        """FROM clause of the staged lines with their group and tax decision;
+        ``ordered`` drives it from ``mb_set_ord`` (``o.rn``, ``o.pos``) and
+        adds the invoice (``g.inv``)."""
+        q = self.q
+        tax_join = "".join(f" AND COALESCE(l.{q(f)}, '') = t.{q(f)}" if self.setplan.column(f)
+                           else f" AND t.{q(f)} = ''" for f in self.setplan.tax_fields)
+        lines = f"{ORD} o JOIN {LINE} l ON l.rec = o.rec" if ordered else f"{LINE} l"
+        groups = f" JOIN {GRP} g ON g.grp = s.grp" if ordered else ""
+        return f"{lines} JOIN {SRC} s ON s.record_id = l.hdr{groups} JOIN {TAX} t ON t.hkey = s.hkey{tax_join}"
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def prepare(self, conn: sa.Connection, sources: list[SourceHeader], failures: list[RecordFailure]) -> Prepared:
+        """Stage ``sources`` (evaluated headers, without lines) in SQL up to
+        the invoices' totals; nothing is written yet. The result names the
+        record ids the caller bills on the Python path instead (``fallback``):
+        their drafts go back to :meth:`finish`, which writes both kinds in
+        group key order."""
+        groups: dict[tuple, list[SourceHeader]] = defaultdict(list)
+        for source in sources:
+            groups[source.group_key()].append(source)
+        self.accounts.load(conn, (group[0].account_id for group in groups.values()))
+        finals = (s.assignment_key for group in groups.values() for s in group if s.invoice_type == FINAL_TYPE)
+        subs = open_sub_invoices(conn, self.ctx, finals)  # type: ignore[arg-type]
+        prepared = Prepared()
+        drafts: list[tuple[tuple, DraftInvoice]] = []
+        for key in sorted(groups):
+            group = groups[key]
+            first = group[0]
+            if first.invoice_type == DEPOSIT_TYPE or subs.get((first.account_id, first.assignment_key)):  # type: ignore[arg-type]
+                prepared.fallback.extend(s.record_id for s in group)
+                continue
+            header = draft_header(self.run, group, self.accounts.record(first.account_id),
+                                  self.accounts.copies(first.account_id))
+            if header.get("grossinvoice"):
+                prepared.fallback.extend(s.record_id for s in group)
+                continue
+            drafts.append((key, DraftInvoice(header, [], list(group))))
+        if drafts:
+            self._create_temps(conn)
+            prepared.staged = True
+            self._stage_drafts(conn, drafts, prepared, failures)
+        return prepared
+
+    def _stage_drafts(self, conn: sa.Connection, drafts: list[tuple[tuple, DraftInvoice]], prepared: Prepared,
+                      failures: list[RecordFailure]) -> None:
+        hkeys: dict[tuple, int] = {}
+        representative: dict[int, dict] = {}
+        src_rows = []
+        for grp, (key, draft) in enumerate(drafts):
+            context = tuple(map(draft.header.get, self.header_tax_fields))
+            hkey = hkeys.setdefault(context, len(hkeys))
+            representative.setdefault(hkey, draft.header)
+            src_rows.extend((s.record_id, grp, hkey) for s in draft.sources)
+            prepared.keys[grp] = key
+        self._insert(conn, SRC, ("record_id", "grp", "hkey"), src_rows)
+        self._stage_lines(conn)
+        live = prepared.live
+        live.update((grp, draft) for grp, (_, draft) in enumerate(drafts))  # group number -> draft, in key order
+        prepared.fallback.extend(self._drop(conn, live, self._suspects(conn) | self._decide_tax(conn, representative)))
+        kept = {id(d) for d in self.writer.check_references(conn, list(live.values()), failures)}
+        self._drop(conn, live, {grp for grp, d in live.items() if id(d) not in kept})  # their errors are reported
+        if live:
+            prepared.counts = self._totals(conn, live)
+
+    def finish(self, conn: sa.Connection, prepared: Prepared, python: list[tuple[tuple, DraftInvoice]],
+               out: BatchOutcome) -> list[int]:
+        """Write the staged drafts of ``prepared`` and the Python path's
+        ``python`` drafts (``(group key, draft)``, built from its fallback,
+        references checked, every value fitting its column) together, in
+        group key order: invoice ids, DRAFT names, line ids and line names are
+        reserved as one block each and handed out in that order, exactly as
+        the Python path numbers a batch. Returns the staged drafts' record
+        ids when one of their headers does not fit its column: then nothing
+        was written, and the caller bills them (with the fallback) on the
+        Python path, which reports which value does not fit."""
+        live, counts = prepared.live, prepared.counts
+        if not live and not python:
+            if prepared.staged:
+                self._drop_temps(conn)
+            return []
+        order = sorted([(prepared.keys[grp], 0, grp) for grp in live] + [(key, 1, i) for i, (key, _) in enumerate(python)])
+        merged = [live[ref] if kind == 0 else python[ref][1] for _, kind, ref in order]
+        merged_counts = [counts[ref] if kind == 0 else len(python[ref][1].lines) for _, kind, ref in order]
+        total = sum(merged_counts)
+        savepoint = conn.begin_nested()
+        try:
+            invoice_ids = reserve_ids(conn, self.invoice_obj.table_name, len(merged))
+            line_ids = reserve_ids(conn, self.line_obj.table_name, total)
+            names = next_autonumbers(conn, self.line_obj, total) if RowWriter(conn, self.line_obj).autonumber else []
+            offsets: dict[int, int] = {}
+            running = 0
+            for (_, kind, ref), draft, invoice_id, count in zip(order, merged, invoice_ids, merged_counts):
+                draft.header["id"] = invoice_id
+                if kind == 0:
+                    offsets[ref] = running
+                else:
+                    for line in draft.lines:
+                        line["id"] = line_ids[running]
+                        if names:
+                            line["name"] = names[running]
+                        running += 1
+                    continue
+                running += count
+            if live:
+                insert_headers(conn, self.invoice_obj, [d.header for d in live.values()])
+        except (ValueOutOfRange, TextTooLong):
+            # A staged header value that does not fit: the Python path finds
+            # which and reports it per record (BatchWriter.write_fitting).
+            savepoint.rollback()
+            self._drop_temps(conn)
+            return [s.record_id for d in live.values() for s in d.sources]
+        savepoint.commit()
+        if python:
+            drafts = [draft for _, draft in python]
+            insert_drafts(conn, self.invoice_obj, self.line_obj, drafts)
+            self.writer.record_written(conn, drafts, BatchOutcome(), [len(d.lines) for d in drafts])
+        if live:
+            self._insert(conn, GRP, ("grp", "inv", "off"), [(grp, d.header["id"], offsets[grp]) for grp, d in live.items()])
+            self._analyze(conn, GRP, TAX)
+            written = [d.header["id"] for d in live.values()]
+            self._insert_lines(conn, line_ids.start, names[0] if names else None, written)
+            self._check_invariants(conn, min(written), max(written))
+            self._claim_and_write_back(conn)
+        self.writer.count_written(merged, out, merged_counts)
+        # Only after success: on an error no further statement is sent (on
+        # PostgreSQL it would fail in the aborted transaction and hide the
+        # error), and the caller's rollback removes the temporary tables with
+        # everything else (their creation is part of the transaction).
+        if prepared.staged:
+            self._drop_temps(conn)
+        return []
+
+    def _claim_and_write_back(self, conn: sa.Connection) -> None:
+        """What :meth:`BatchWriter.record_written` does, in two statements:
+        one billing claim per source record (the ``_mb_claim`` primary key
+        refuses a record billed twice) and the write-back to the sources
+        (``ON_Invoice<sfx>``, ``ON_LastInvoiceRun<sfx>``, the error cleared)."""
+        q, plan = self.q, self.plan
+        dialect = "sqlite" if self.sqlite else "postgresql"
+        run_id = self.run.run_id
+        conn.execute(sa.text(
+            f"INSERT INTO {q(CLAIM.name)} (source_table, source_id, suffix, invoice_id, run_id) "
+            f"SELECT :source_table, s.record_id, :suffix, g.inv, :run FROM {SRC} s JOIN {GRP} g ON g.grp = s.grp"
+        ).bindparams(source_table=plan.header.obj.table_name, suffix=plan.suffix, run=run_id))
+        wb = plan.header_writeback
+        table = plan.header.obj.table_name
+        modified = plan.header.obj.field("LastModifiedDate")
+        stamp = to_db_converter(modified, dialect)(now_utc()) if modified else now_utc()  # type: ignore[arg-type]
+        conn.execute(sa.text(
+            f"UPDATE {q(table)} SET {q(wb['ON_Invoice'].column_name)} = x.inv, "
+            f"{q(wb['ON_LastInvoiceRun'].column_name)} = :run, {q(wb['ON_InvoiceBuildError'].column_name)} = NULL, "
+            f"{q(modified.column_name if modified else 'lastmodifieddate')} = :stamp "
+            f"FROM (SELECT s.record_id, g.inv FROM {SRC} s JOIN {GRP} g ON g.grp = s.grp) x "
+            f"WHERE {q(table)}.id = x.record_id"
+        ).bindparams(run=run_id, stamp=stamp))
+
+    def _stage_lines(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql(self._stage_sql)
+        self._analyze(conn, SRC, LINE)
+
+    def _analyze(self, conn: sa.Connection, *tables: str) -> None:
+        """PostgreSQL plans the next statements with the temporary tables'
+        real sizes (it never analyzes temporary tables by itself)."""
+        if not self.sqlite:
+            conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+
+    def _drop(self, conn: sa.Connection, live: dict[int, DraftInvoice], groups: set[int]) -> list[int]:
+        """Take the groups ``groups`` out of ``live`` and the temporary
+        tables; returns their record ids."""
+        groups = groups & set(live)
+        if not groups:
+            return []
+        # One statement each (the group numbers are our own integers, written
+        # as literals): a statement per group scanned both tables per group.
+        listed = ", ".join(str(int(grp)) for grp in sorted(groups))
+        conn.exec_driver_sql(f"DELETE FROM {LINE} WHERE hdr IN (SELECT record_id FROM {SRC} WHERE grp IN ({listed}))")
+        conn.exec_driver_sql(f"DELETE FROM {SRC} WHERE grp IN ({listed})")
+        return [s.record_id for grp in sorted(groups) for s in live.pop(grp).sources]
+
+    def _suspects(self, conn: sa.Connection) -> set[int]:
+        """Groups with a line the Python path would refuse, or a header without lines."""
+        q = self.q
+        tests = []
+        for key, column in self._columns:
+            target, ref = column.target, f"l.{q(key)}"
+            if target.type.is_numeric:
+                units = AMOUNT_BOUND if key in ("quantity", "unitprice") \
+                    else 10 ** ((target.precision or 18) - (target.scale or 0))
+                bound = units * 10 ** (target.scale or 0) if self.sqlite else units
+                tests.append(f"ABS({ref}) >= {bound}")
+            elif target.type is not FieldType.DATE:
+                length = target.length or (4000 if target.type is FieldType.LONGTEXT else 255)
+                tests.append(f"{'LENGTH' if self.sqlite else 'CHAR_LENGTH'}({ref}) > {length}")
+        for key in ("title", "unitprice"):
+            tests.append(f"l.{q(key)} IS NULL" if self.setplan.column(key) else "1 = 1")
+        found = conn.exec_driver_sql(
+            f"SELECT DISTINCT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr WHERE {' OR '.join(tests)}"
+        ).scalars().all()
+        sequence = self._field("sequence")
+        crowded = conn.exec_driver_sql(  # more lines than InvoiceLineItem.Sequence can number
+            f"SELECT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr GROUP BY s.grp "
+            f"HAVING COUNT(*) >= {10 ** ((sequence.precision or 18) - (sequence.scale or 0))}").scalars().all()
+        empty = conn.exec_driver_sql(
+            f"SELECT DISTINCT grp FROM {SRC} WHERE record_id NOT IN (SELECT hdr FROM {LINE})"
+        ).scalars().all()
+        return set(found) | set(crowded) | set(empty)
+
+    def _decide_tax(self, conn: sa.Connection, headers: dict[int, dict]) -> set[int]:
+        """Tax per distinct (header context, line context), decided in Python
+        and stored in ``mb_set_tax``; returns the groups no rule decides."""
+        q = self.q
+        fields = self.setplan.tax_fields
+        present = [f for f in fields if self.setplan.column(f)]
+        values = "".join(f", COALESCE(l.{q(f)}, '')" for f in present)
+        rows = conn.exec_driver_sql(
+            f"SELECT DISTINCT s.hkey{values} FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr").all()
+        rate_out = to_db_converter(self._field("taxrate"), "sqlite" if self.sqlite else "postgresql")
+        decided, failed = [], []
+        deciders = {hkey: self.run.tax.for_header(header) for hkey, header in headers.items()}
+        when = self.run.period_start
+        for row in rows:
+            line = {f: (row[1 + present.index(f)] or None) if f in present else None for f in fields}
+            try:
+                decision = deciders[row[0]](line, when)
+                if abs(decision.rate) >= RATE_BOUND:
+                    raise TaxError("tax rate beyond the set path's bound")
+            except TaxError:
+                failed.append(row)
+                continue
+            decided.append((row[0], *(line[f] or "" for f in fields), rate_out(decision.rate),
+                            decision.code or None, decision.rule or None, decision.category))
+        self._insert(conn, TAX, ("hkey", *(q(f) for f in fields), "rate", "code", "rule", "cat"), decided)
+        if not failed:
+            return set()
+        unmatched = "".join(f" AND COALESCE(l.{q(f)}, '') = t.{q(f)}" if f in present else f" AND t.{q(f)} = ''"
+                            for f in fields)
+        return set(conn.exec_driver_sql(
+            f"SELECT DISTINCT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {TAX} t WHERE t.hkey = s.hkey{unmatched})").scalars().all())
+
+    def _totals(self, conn: sa.Connection, live: dict[int, DraftInvoice]) -> dict[int, int]:
+        """Each draft's totals (the sums of its lines' amounts), class and
+        service period; returns the line count of each group."""
+        _, net_sql, tax_sql = self._amounts()
+        rows = conn.exec_driver_sql(
+            f"SELECT s.grp, COUNT(*), SUM({net_sql}), SUM({tax_sql}) FROM {self._lines_from(False)} GROUP BY s.grp").all()
+        counts = dict.fromkeys(live, 0)
+        for grp, count, net, tax in rows:
+            net, tax = self._money(net), self._money(tax)
+            header = live[grp].header
+            counts[grp] = count
+            header["totalnet"], header["totaltax"], header["grandtotal"] = net, tax, net + tax
+            header["class"] = "Invoice" if header["grandtotal"] >= 0 else "Credit"
+            header["serviceperiodstart"], header["serviceperiodend"] = self.run.period_start, self.run.period_end
+        if not all(counts.values()):
+            raise InvariantError("an invoice needs at least one line")
+        return counts
+
+    def _money(self, value: object) -> Decimal:
+        if self.sqlite:
+            return scaled_to_decimal(int(value), 2)  # type: ignore[call-overload]
+        return Decimal(value).quantize(CENT) if value is not None else ZERO  # type: ignore[arg-type]
+
+    def _insert_lines(self, conn: sa.Connection, base: int, first_name: str | None, invoice_ids: list[int]) -> None:
+        """The staged lines into InvoiceLineItem: one INSERT ... SELECT. The
+        batch's line ids and AutoNumber names were reserved as one block
+        (starting at ``base`` and ``first_name``); a staged line takes the
+        one of its number in the batch (``mb_set_ord.rn``, counted in group
+        key order over the Python fallback's lines too)."""
+        q, obj = self.q, self.line_obj
+        dialect = "sqlite" if self.sqlite else "postgresql"
+        writer = RowWriter(conn, obj)
+        params: dict[str, object] = {"base": base}
+        columns: list[tuple[str, str]] = [("id", ":base + o.rn - 1")]
+        if writer.autonumber is not None:
+            assert first_name is not None
+            fmt = writer.autonumber.autonumber_format or ""
+            head, tail = fmt.split("{", 1)[0], fmt.rsplit("}", 1)[-1]
+            width = len(fmt) - len(head) - len(tail) - 2
+            params.update(first=int(first_name[len(head):len(first_name) - len(tail) or None]), head=head, tail=tail)
+            number = "(:first + o.rn - 1)"
+            digits = f"printf('%0{width}d', {number})" if self.sqlite else \
+                f"CASE WHEN LENGTH({number}::text) >= {width} THEN {number}::text ELSE LPAD({number}::text, {width}, '0') END"
+            columns.append((writer.autonumber.column_name, f":head || {digits} || :tail"))
+        stamp = now_utc()
+        for name in ("createddate", "lastmodifieddate"):
+            field = obj.field(name)
+            params[name] = to_db_converter(field, dialect)(stamp) if field else stamp  # type: ignore[arg-type]
+            columns.append((field.column_name if field else name, f":{name}"))
+        for key, value in (("serviceperiodstart", self.run.period_start), ("serviceperiodend", self.run.period_end),
+                           ("sourceobject", self.plan.line.obj.name)):
+            params[key] = to_db_converter(self._field(key), dialect)(value)
+            columns.append((self._field(key).column_name, f":{key}"))
+        qty, net, tax = self._amounts()
+        price = f"l.{q('unitprice')}"
+        computed = {
+            "invoice": "g.inv", "sequence": "o.pos", "quantity": qty, "unitprice": price, "unitpricenet": price,
+            "postotalnet": net, "postotaltax": tax, "postotalgross": f"{net} + {tax}", "taxrate": "t.rate",
+            "taxcode": "t.code", "appliedtaxrule": "t.rule", "vatcategorycode": "t.cat",
+            "sourcerecordid": "CAST(l.rec AS TEXT)",
+        }
+        defaults = {key: (convert, default) for _, key, convert, default in writer.columns if default is not None}
+        for key, _ in self._columns:
+            if key in computed:
+                continue
+            computed[key] = f"l.{q(key)}"
+            if key in defaults:  # a blank copy leaves the field to its default, as RowWriter writes it
+                params[f"d_{key}"] = defaults[key][0](defaults[key][1])
+                computed[key] = f"COALESCE(l.{q(key)}, :d_{key})"
+        for key, expression in computed.items():
+            columns.append((self._field(key).column_name, expression))
+        written = {key for key in computed} | {"serviceperiodstart", "serviceperiodend", "sourceobject", "id", "name",
+                                               "createddate", "lastmodifieddate"}
+        for column, key, convert, default in writer.columns:
+            if key not in written and default is not None:
+                params[f"d_{key}"] = convert(default)
+                columns.append((column, f":d_{key}"))
+        # The order first, on narrow rows: each line's position in its
+        # invoice (record id order) and its number in the batch (the lines
+        # before its group, ``g.off``, plus its position). Sorting the wide
+        # rows cost more than the insert itself.
+        conn.exec_driver_sql(
+            f"INSERT INTO {ORD} (rn, rec, pos) SELECT g.off + ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec), "
+            f"l.rec, ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec) "
+            f"FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr JOIN {GRP} g ON g.grp = s.grp")
+        self._analyze(conn, ORD)
+        sql = (f"INSERT INTO {q(obj.table_name)} ({', '.join(q(c) for c, _ in columns)}) "
+               f"SELECT {', '.join(e for _, e in columns)} FROM {self._lines_from(True)} ORDER BY o.rn")
+        statement = sa.text(sql).bindparams(**params)
+        insert_lines_checked(conn, self.invoice_obj.table_name, invoice_ids, lambda: conn.execute(statement))
+
+    def _check_invariants(self, conn: sa.Connection, low: int, high: int) -> None:
+        """check_invoice on the written rows of the batch, one query (the
+        batch's invoice ids lie between ``low`` and ``high``: the range lets
+        the database read just their lines by the index on the invoice)."""
+        q = self.q
+        inv, line = self.invoice_obj, self.line_obj
+
+        def col(obj, name: str) -> str:
+            return q(obj.field(name).column_name)
+
+        net, tax, gross = col(line, "PosTotalNet"), col(line, "PosTotalTax"), col(line, "PosTotalGross")
+        tn, tt, tg = col(inv, "TotalNet"), col(inv, "TotalTax"), col(inv, "GrandTotal")
+        broken = conn.exec_driver_sql(
+            f"SELECT i.id FROM {q(inv.table_name)} i LEFT JOIN {q(line.table_name)} l ON l.{col(line, 'Invoice')} = i.id "
+            f"WHERE i.id BETWEEN {int(low)} AND {int(high)} AND i.id IN (SELECT inv FROM {GRP}) "
+            f"GROUP BY i.id, i.{tn}, i.{tt}, i.{tg} "
+            f"HAVING COUNT(l.id) = 0 OR SUM(CASE WHEN l.{gross} = l.{net} + l.{tax} THEN 0 ELSE 1 END) > 0 "
+            f"OR i.{tn} <> SUM(l.{net}) OR i.{tt} <> SUM(l.{tax}) OR i.{tg} <> SUM(l.{gross}) "
+            f"OR i.{tg} <> i.{tn} + i.{tt} OR i.{tn} IS NULL OR i.{tt} IS NULL OR i.{tg} IS NULL LIMIT 1").first()
+        if broken is not None:
+            raise InvariantError(f"invoice {broken[0]}: totals differ from the sums of its lines")
+
