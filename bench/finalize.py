@@ -3,9 +3,9 @@
 Builds the database of ``bench.invoice_run`` (N source lines of a workload
 profile, :mod:`bench.workload`), runs the draft invoice run (not timed),
 then times what a user pays for ``metabill finalize --run``: loading the
-configuration and the finalization chain (``engine.project.finalize``:
+configuration and the finalization chain (that of ``engine.project.finalize``:
 numbers, invoice balances, line G/L accounts, booking details, write-offs,
-entries) over all the run's drafts. Prints one JSON line with ``seconds``
+entries, issued documents) over all the run's drafts. Prints one JSON line with ``seconds``
 (configuration included; ``config_seconds`` of it) and two yardsticks, each
 a plain ``sqlite3.executemany`` of rows of the same widths into tables
 without triggers or indexes (``bench.invoice_run.raw_insert_seconds``):
@@ -19,6 +19,19 @@ without triggers or indexes (``bench.invoice_run.raw_insert_seconds``):
   the speed;
 * ``inserted_rows_raw_seconds`` / ``inserted_rows_ratio``: the inserted rows
   only, printed for transparency;
+* the two parts of finalization, timed in the same run (the documents stage
+  is wrapped with a clock, nothing is skipped): ``documents_seconds`` (the
+  stage :func:`engine.documents.finalization.issue_documents`: HTML, both
+  e-invoice XMLs, their validation, storage) and ``documents_per_second``
+  (finalized invoices per second of it); ``bookkeeping_seconds`` (the rest of
+  the chain: numbers, balances, G/L accounts, booking details and the other
+  stages; configuration excluded, it is ``config_seconds``) against
+  ``bookkeeping_raw_insert_seconds``, the yardstick of the rows bookkeeping
+  writes or rewrites (every inserted row but the documents, the invoice
+  headers and lines): ``bookkeeping_ratio`` is the issue's goal (<= 2) read
+  for the bookkeeping alone. ``seconds`` and ``ratio`` stay the whole;
+  ``validation_workers``: the e-invoice validation processes the documents
+  stage may use besides this one (``METABILL_VALIDATION_WORKERS``);
 * ``load_average`` before and after the timed region, as in
   ``bench.invoice_run``.
 
@@ -29,6 +42,7 @@ there to finalize; drafts that fail finalization are counted in
     python -m bench.finalize --lines 100000                    # realistic profile
     python -m bench.finalize --lines 100000 --profile uniform  # the earlier profile (200 lines per invoice)
     python -m bench.finalize --lines 100000 --cprofile fin.prof
+    METABILL_VALIDATION_WORKERS=0 python -m bench.finalize --lines 20000  # e-invoices validated in this process only
 """
 
 from __future__ import annotations
@@ -47,6 +61,33 @@ from bench.invoice_run import ROOT, load_average, prepared_database, raw_insert_
 from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
 
 
+#: The table of issued documents (HTML and e-invoice XML parts).
+DOCUMENT_TABLE = "invoicedocument"
+
+
+class StageClock:
+    """The finalization stages, each wrapped with a clock: the same work,
+    and the seconds spent in each stage (summed over batches, retries
+    included) in :attr:`seconds`."""
+
+    def __init__(self, stages):
+        self.seconds: dict[str, float] = {}
+        self.stages = tuple(self._timed(stage) for stage in stages)
+
+    def _timed(self, stage):
+        name = getattr(stage, "__name__", repr(stage))
+
+        def timed(conn, ctx, invoices):
+            started = time.perf_counter()
+            try:
+                return stage(conn, ctx, invoices)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        timed.__name__ = name
+        return timed
+
+
 def row_counts(engine, ctx) -> dict[str, int]:
     with engine.connect() as conn:
         return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
@@ -58,8 +99,9 @@ def main() -> None:
 
     from engine.billing.drafts import draft_ids
     from engine.billing.run import RunRequest, run_invoices
-    from engine.project import finalize as finalize_invoices
-    from engine.project import load_project
+    from engine.booking.finalize import finalize_invoices
+    from engine.documents.einvoice.parallel import Validators
+    from engine.project import finalization_stages, load_project
     from engine.storage.context import Context
     from engine.storage.db import open_engine
 
@@ -89,7 +131,8 @@ def main() -> None:
         ctx = Context(load_project(ROOT).model)
         config_seconds = time.perf_counter() - started
         engine = open_engine(url)
-        finalized = finalize_invoices(engine, ctx, ids, today=date(2024, 2, 1))
+        clock = StageClock(finalization_stages(ctx))
+        finalized = finalize_invoices(engine, ctx, ids, today=date(2024, 2, 1), stages=clock.stages)
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
@@ -110,6 +153,10 @@ def main() -> None:
     raw_inserted = raw_insert_seconds(*written)
     updated = [(len(finalized.finalized), widths["invoice"]), (finalized_lines, widths["invoicelineitem"])]
     raw = raw_insert_seconds(*written, *updated)
+    booked = [(count, widths[name]) for name, count in sorted(inserted.items()) if name != DOCUMENT_TABLE]
+    raw_booked = raw_insert_seconds(*booked, *updated)
+    documents_seconds = clock.seconds.get("issue_documents", 0.0)
+    bookkeeping_seconds = seconds - config_seconds - documents_seconds
     print(json.dumps({
         "benchmark": "finalize",
         "profile": args.profile,
@@ -125,6 +172,13 @@ def main() -> None:
         "ratio": round(seconds / raw, 2) if raw else None,
         "inserted_rows_raw_seconds": round(raw_inserted, 3),
         "inserted_rows_ratio": round(seconds / raw_inserted, 1) if raw_inserted else None,
+        "bookkeeping_seconds": round(bookkeeping_seconds, 2),
+        "bookkeeping_raw_insert_seconds": round(raw_booked, 3),
+        "bookkeeping_ratio": round(bookkeeping_seconds / raw_booked, 2) if raw_booked else None,
+        "documents_seconds": round(documents_seconds, 2),
+        "documents_per_second": round(len(finalized.finalized) / documents_seconds, 1) if documents_seconds else None,
+        "stage_seconds": {name: round(value, 2) for name, value in clock.seconds.items()},
+        "validation_workers": ctx.service(Validators).workers,  # e-invoice validation processes besides this one
         "peak_rss_mb": round(peak, 1),
         "load_average": {"before": load_before, "after": load_after},
         "cprofile": bool(args.cprofile),

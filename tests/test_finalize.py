@@ -113,3 +113,29 @@ def test_final_invoice_is_built_once_its_sub_invoices_are_final(billed):
     assert len(finals) == 2
     partial_final = next(i for i in finals if i.total_net == Decimal("4200.00"))
     assert partial_final.grand_total == Decimal("4998.00")  # 10000.00 - 5800.00 deducted, 19 %
+
+
+def test_final_invoices_share_batches_only_with_other_accounts():
+    """A final invoice settles sub invoices of its own account: it joins a
+    batch of other accounts' invoices (one transaction for many final
+    invoices), never one that holds an invoice of its account; a
+    cancellation stays alone; ids keep their order (numbers are drawn in it)."""
+    from engine.booking.finalize import _batches, _Shape
+
+    shapes = [_Shape(1, "Standard", 5, 10), _Shape(2, "Final", 5, 11), _Shape(3, "Final", 5, 12),
+              _Shape(4, "Standard", 5, 13), _Shape(5, "Final", 5, 10),   # account 10 is in the batch: cut
+              _Shape(6, "Final", 5, 14), _Shape(7, "Partial", 5, 14),    # the final's account: cut
+              _Shape(8, "Cancelation", 1, 15), _Shape(9, "Standard", 5, 16)]
+    assert list(_batches(shapes)) == [[1, 2, 3, 4], [5, 6], [7], [8], [9]]
+
+
+def test_batches_keep_their_bounds(monkeypatch):
+    from engine.booking import finalize
+    from engine.booking.finalize import _batches, _Shape
+
+    monkeypatch.setattr(finalize, "BATCH_INVOICES", 2)
+    shapes = [_Shape(i, "Final" if i % 2 else "Standard", 5, 100 + i) for i in range(1, 6)]
+    assert list(_batches(shapes)) == [[1, 2], [3, 4], [5]]
+    monkeypatch.setattr(finalize, "BATCH_INVOICES", 1000)
+    monkeypatch.setattr(finalize, "BATCH_LINES", 12)
+    assert list(_batches(shapes)) == [[1, 2], [3, 4], [5]]

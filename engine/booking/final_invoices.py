@@ -14,8 +14,10 @@ by the sub-invoice assignment key) are linked to it; deposit invoices become
 invoice is cleared: a Clearing balance (reason Final Invoice) settles it, and with bookkeeping on its interim revenue is reversed
 by the same amount, per tax code and rate of the progress invoice, on the
 accounts the interim revenue was booked on (asked with the same question,
-:func:`engine.booking.questions.line_question`). Runs in the final invoice's
-own transaction (finalization makes it a batch of its own).
+:func:`engine.booking.questions.line_question`). Runs in the finalization
+batch of the final invoice, which holds no other invoice of its account
+(:mod:`engine.booking.finalize` cuts batches so), so it sees its sub invoices
+as its own transaction would.
 
 A sub invoice linked to a finalized final invoice cannot be cancelled on its
 own (:func:`deducting_final_invoice`): the final invoice deducts it, so the

@@ -21,10 +21,12 @@ not match its lines, no account for a booking) is reported and left a draft;
 it draws no number, so the others stay gapless. Everything is decided before
 the first write, so a failing invoice never leaves half a batch behind.
 
-Cancellation and final invoices, which change other invoices too, are
-finalized one per transaction, in their id order among the others
+Cancellation and final invoices change other invoices too
 (:func:`engine.booking.cancel.finalize_cancellation`,
-:func:`engine.booking.final_invoices.settle_sub_invoices`). Later stages
+:func:`engine.booking.final_invoices.settle_sub_invoices`): a cancellation
+is finalized in a transaction of its own, a final invoice in a batch with no
+other invoice of its account (:func:`_batches`); either one failing after
+writing rolls its batch back, which runs again without it. Later stages
 (write-offs, cash-management entries) come from the composition root
 (``engine/project.py``) as :data:`FinalizationStage` functions.
 
@@ -207,21 +209,29 @@ def _assign_gl_accounts(resolver: AccountResolver, invoice: dict, lines: list[di
 def _write_gl_accounts(conn: sa.Connection, ctx: Context, pending: list["_Pending"]) -> None:
     """Store the lines' G/L accounts, set-based: one UPDATE per distinct
     assignment and chunk of invoices whose lines all share it (the common
-    case), else one per line group, matching its G/L criterion fields.
+    case), else one statement executed for every line group (executemany),
+    matching its G/L criterion fields.
     Written before the invoices leave Draft: finalized lines are immutable."""
     line_table = ctx.table("InvoiceLineItem")
     criteria = sorted(ctx.service(AccountResolver).line_fields())
     whole_invoices: dict[tuple, list[int]] = {}
+    per_group: list[dict] = []
     for item in pending:
         values = {(group["glaccount"], group["glaccount2"], group["glaccountrule"]) for group in item.lines}
         if len(values) == 1:
             whole_invoices.setdefault(values.pop(), []).append(item.invoice["id"])
             continue
-        for group in item.lines:
-            condition = sa.and_(line_table.c.invoice == item.invoice["id"],
-                                *(line_table.c[key].is_not_distinct_from(group[key]) for key in criteria))
-            conn.execute(sa.update(line_table).where(condition).values(
-                glaccount=group["glaccount"], glaccount2=group["glaccount2"], glaccountrule=group["glaccountrule"]))
+        per_group.extend({"_invoice": item.invoice["id"], "_gl": group["glaccount"], "_gl2": group["glaccount2"],
+                          "_rule": group["glaccountrule"], **{f"_c_{key}": group[key] for key in criteria}}
+                         for group in item.lines)
+    if per_group:
+        condition = sa.and_(line_table.c.invoice == sa.bindparam("_invoice"),
+                            *(line_table.c[key].is_not_distinct_from(sa.bindparam(f"_c_{key}",
+                                                                                  type_=line_table.c[key].type))
+                              for key in criteria))
+        conn.execute(sa.update(line_table).where(condition).values(
+            glaccount=sa.bindparam("_gl"), glaccount2=sa.bindparam("_gl2"), glaccountrule=sa.bindparam("_rule")),
+            per_group)
     for (gl, gl2, rule), invoice_ids in whole_invoices.items():
         for chunk in chunks(invoice_ids, _IN_CHUNK):
             conn.execute(sa.update(line_table).where(line_table.c.invoice.in_(chunk))
@@ -288,8 +298,10 @@ def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int
                 # the same number range) into such an abort instead of a second number; SQLite serializes anyway.
                 outcome = run_in_transaction(engine, lambda conn: _finalize_set(conn, ctx, batch, today, stages),
                                              isolation_level="REPEATABLE READ")
-            except _SoloFailure as failure:  # raised inside a batch of one: its writes are rolled back
-                outcome = FinalizeReport(failures=[Failure.of(batch[0], failure.error)])
+            except _SoloFailure as failure:  # rolled back: again without the invoice that could not be completed
+                report.failures.append(Failure.of(failure.invoice_id, failure.error))
+                batch = [i for i in batch if i != failure.invoice_id]
+                continue
             except StageError as failure:  # rolled back: again without the invoice the stage refused
                 report.failures.append(Failure.of(failure.invoice_id, failure))
                 batch = [i for i in batch if i != failure.invoice_id]
@@ -321,52 +333,85 @@ class _Shape:
     invoice_id: int
     type: str | None
     line_count: int
+    account: int | None = None
 
 
 def _shapes(conn: sa.Connection, ctx: Context, ids: list[int]) -> list[_Shape]:
-    """Each requested id with its invoice type and line count (unknown ids
-    too: the batch reports them)."""
+    """Each requested id with its invoice type, account and line count
+    (unknown ids too: the batch reports them)."""
     invoice_table = ctx.table("Invoice")
     line_table = ctx.table("InvoiceLineItem")
-    types: dict[int, str | None] = {}
+    heads: dict[int, tuple[str | None, int | None]] = {}
     counts: dict[int, int] = {}
     for chunk in chunks(ids, _IN_CHUNK):
-        types.update(conn.execute(sa.select(invoice_table.c.id, invoice_table.c.type)
-                                  .where(invoice_table.c.id.in_(chunk))).all())
+        heads.update((row.id, (row.type, row.account)) for row in conn.execute(
+            sa.select(invoice_table.c.id, invoice_table.c.type, invoice_table.c.account)
+            .where(invoice_table.c.id.in_(chunk))))
         counts.update(conn.execute(sa.select(line_table.c.invoice, sa.func.count())
                                    .where(line_table.c.invoice.in_(chunk)).group_by(line_table.c.invoice)).all())
-    return [_Shape(i, types.get(i), counts.get(i, 0)) for i in ids]
+    shapes = []
+    for i in ids:
+        kind, account = heads.get(i, (None, None))
+        shapes.append(_Shape(i, kind, counts.get(i, 0), account))
+    return shapes
 
 
 def _batches(shapes: list[_Shape]) -> Iterator[list[int]]:
-    """Consecutive ids grouped into batches; a cancellation or final invoice
-    is a batch of its own, so a failure there rolls back only itself."""
+    """Consecutive ids grouped into batches (at most :data:`BATCH_INVOICES`
+    invoices and :data:`BATCH_LINES` lines each).
+
+    A cancellation is a batch of its own (it rewrites the invoice it
+    cancels). A final invoice changes the sub invoices of its project, all
+    of its own account, and is decided from them as they stand when its batch
+    begins: so it shares a batch only with invoices of *other* accounts
+    (the batch is cut before a final invoice whose account is already in it,
+    and before an invoice of the account of a final invoice in it). It then
+    sees exactly what it would see in a transaction of its own, and a
+    failure after writing rolls back its batch, which runs again without it.
+    Batching them matters: a realistic run makes thousands of final invoices,
+    and a transaction per invoice cost most of finalization's bookkeeping time."""
     batch: list[int] = []
     lines = 0
+    accounts: set[int | None] = set()  # accounts of the batch's invoices
+    exclusive: set[int | None] = set()  # accounts of the batch's final invoices
+
+    def full(shape: _Shape) -> bool:
+        if len(batch) >= BATCH_INVOICES or lines + shape.line_count > BATCH_LINES:
+            return True
+        if shape.account in exclusive:
+            return True
+        return shape.type in _ACCOUNT_EXCLUSIVE_TYPES and shape.account in accounts
+
     for shape in shapes:
         if shape.type in _SOLO_TYPES:
             if batch:
                 yield batch
-                batch, lines = [], 0
+                batch, lines, accounts, exclusive = [], 0, set(), set()
             yield [shape.invoice_id]
             continue
-        if batch and (len(batch) >= BATCH_INVOICES or lines + shape.line_count > BATCH_LINES):
+        if batch and full(shape):
             yield batch
-            batch, lines = [], 0
+            batch, lines, accounts, exclusive = [], 0, set(), set()
         batch.append(shape.invoice_id)
         lines += shape.line_count
+        accounts.add(shape.account)
+        if shape.type in _ACCOUNT_EXCLUSIVE_TYPES:
+            exclusive.add(shape.account)
     if batch:
         yield batch
 
 
-_SOLO_TYPES = ("Cancelation", "Final")
+_SOLO_TYPES = ("Cancelation",)
+_ACCOUNT_EXCLUSIVE_TYPES = ("Final",)
 
 
 class _SoloFailure(Exception):
-    """A solo invoice failed after writing: its transaction must roll back."""
+    """A cancellation or final invoice failed after writing: its batch's
+    transaction must roll back (and runs again without it)."""
 
-    def __init__(self, error: EngineError):
+    def __init__(self, invoice_id: int, error: EngineError):
         super().__init__(str(error))
+        self.invoice_id = invoice_id
         self.error = error
 
 
@@ -484,12 +529,12 @@ def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date
             try:
                 finalize_cancellation(conn, ctx, invoice, item.when, book)
             except CancelError as error:
-                raise _SoloFailure(error) from None
+                raise _SoloFailure(invoice["id"], error) from None
         elif invoice.get("type") == "Final":
             try:
                 settle_sub_invoices(conn, ctx, invoice, item.when)
             except FinalizeError as error:
-                raise _SoloFailure(error) from None
+                raise _SoloFailure(invoice["id"], error) from None
         for booking in item.bookings.bookings:
             booking.fields["invoiceno"] = invoice["name"]
         booking_sets.append(item.bookings)

@@ -122,6 +122,28 @@ def write_bookings(conn: sa.Connection, ctx: Context, sets: Iterable[BookingSet]
     return rows
 
 
+class _AccountReaders(dict):
+    """The account reader of one command per dialect, with the formula
+    fields it evaluates (``ctx.service(_AccountReaders)``): every
+    finalization batch reads its accounts, and building the reader joins
+    every formula's lookups."""
+
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+
+    def of(self, dialect: str) -> tuple[list, RecordReader]:
+        found = self.get(dialect)
+        if found is None:
+            obj = self.ctx.obj("Account")
+            formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
+            paths = set()
+            for fdef in formulas:
+                paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
+            found = self[dialect] = (formulas, RecordReader(self.ctx.model, self.ctx.metadata, obj, paths, dialect))
+        return found
+
+
 def load_account(conn: sa.Connection, ctx: Context, account_id: int, today: date) -> dict:
     """An account record with its formula fields evaluated (for debtor and VAT id)."""
     return load_accounts(conn, ctx, {account_id}, today).get(account_id, {})
@@ -132,13 +154,8 @@ def load_accounts(conn: sa.Connection, ctx: Context, account_ids: set[int], toda
     found: dict[int, dict] = {}
     if not account_ids:
         return found
-    obj = ctx.obj("Account")
     table = ctx.table("Account")
-    formulas = [f for f in obj.fields if f.formula is not None and f.formula.compiled is not None]
-    paths = set()
-    for fdef in formulas:
-        paths |= set(fdef.formula.compiled.references)  # type: ignore[union-attr]
-    reader = RecordReader(ctx.model, ctx.metadata, obj, paths, conn.dialect.name)
+    formulas, reader = ctx.service(_AccountReaders).of(conn.dialect.name)
     ids = sorted(account_ids)
     for start in range(0, len(ids), 900):
         for record in reader.read(conn, where=table.c.id.in_(ids[start:start + 900])):

@@ -25,13 +25,30 @@ from .context import DocumentInput, setting_values
 from .errors import InvoiceNotFound, invoice_where
 
 
+class _Readers(dict):
+    """The readers of one command (``ctx.service(_Readers)``), by object and
+    dialect: building one joins every formula's lookups, which cost more than
+    reading a small batch of documents."""
+
+    def __init__(self, ctx: Context):
+        super().__init__()
+        self.ctx = ctx
+
+    def of(self, obj: ObjectDef, dialect: str) -> RecordReader:
+        key = (obj.name, dialect)
+        reader = self.get(key)
+        if reader is None:
+            paths: set[tuple[str, ...]] = set()
+            for fdef in obj.fields:
+                if fdef.formula is not None:
+                    paths |= field_paths(fdef)
+            reader = self[key] = RecordReader.of(self.ctx, obj, paths, dialect)
+        return reader
+
+
 def _reader(ctx: Context, obj: ObjectDef, dialect: str) -> RecordReader:
     """A reader of ``obj``'s stored fields plus what its formula fields reference."""
-    paths: set[tuple[str, ...]] = set()
-    for fdef in obj.fields:
-        if fdef.formula is not None:
-            paths |= field_paths(fdef)
-    return RecordReader.of(ctx, obj, paths, dialect)
+    return ctx.service(_Readers).of(obj, dialect)
 
 
 def api_plan(obj: ObjectDef) -> tuple[tuple[str, str, Any], ...]:

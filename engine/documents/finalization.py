@@ -9,8 +9,10 @@ prepaid or assigned at that moment. Per batch: the invoices' document data
 is read with a handful of queries (:func:`engine.documents.data.read_documents`),
 each invoice rendered once (HTML, the template contract of ``metabill
 render``), its parts inserted in one statement and the hashes recorded with
-one executemany. A PDF is not made here: it is made from the stored HTML
-whenever asked for, byte for byte the same each time (:mod:`.pdf`), and
+one executemany; both e-invoices are built first and validated in full
+while the HTML renders (:mod:`.einvoice.parallel`). A PDF is not made here:
+it is made from the stored HTML whenever asked for, byte for byte the same
+each time (:mod:`.pdf`), and
 rendering PDFs would multiply the time of a finalization (see
 docs/decisions.md, "Issued documents").
 """
@@ -30,7 +32,7 @@ from engine.storage.bulk import RowWriter, update_by_id
 from engine.storage.context import Context
 
 from .data import read_documents
-from .einvoice.issue import KIND_CII, issue_einvoices
+from .einvoice.issue import KIND_CII, prepare_einvoices
 from .errors import DocumentError
 from .issued import DOCUMENT_OBJECT, FORMAT_HTML, KIND_INVOICE, LINE_FIELDS, content_hash, document_parts, fingerprint
 from .render import render_html
@@ -52,11 +54,16 @@ def issue_documents(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> 
     recorded: list[tuple[int, tuple]] = []
     root = Path(ctx.model.root)
     datas = read_documents(conn, ctx, ids, today=when)
+    # The e-invoices first: their validation runs (in worker processes for a
+    # large batch) while this process renders the HTML.
+    einvoices = prepare_einvoices(conn, ctx, datas) if einvoices_enabled(ctx) else None
     for data in datas:
         invoice_id = int(data.invoice["Id"])
         try:
             rendered = render_html(root, ctx, data)
         except DocumentError as error:
+            if einvoices is not None:
+                einvoices.cancel()
             raise StageError(invoice_id, f"{data.invoice.get('Name')}: its document cannot be rendered: {error}"
                              ) from None
         digest = content_hash(rendered.html)
@@ -68,8 +75,8 @@ def issue_documents(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> 
         issued = fingerprint(rows_of[invoice_id], lines_of.get(invoice_id, []))
         recorded.append((invoice_id, (digest, issued)))
         rows_of[invoice_id].update(documenthash=digest, issuedfingerprint=issued)
-    if einvoices_enabled(ctx):
-        issued = issue_einvoices(conn, ctx, datas)
+    if einvoices is not None:
+        issued = einvoices.complete()
         if issued.refused:
             invoice_id, message = issued.refused[0]
             raise StageError(invoice_id, f"{rows_of[invoice_id].get('name')}: {message}")

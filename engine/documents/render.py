@@ -27,7 +27,7 @@ from engine.domain.errors import PARTLY_DONE
 from engine.storage.context import Context
 from engine.storage.files import write_file
 
-from .context import DocumentInput, document_context, document_environment
+from .context import DocumentInput, document_context, document_environment, invoice_currency
 from .data import read_documents
 from .einvoice.output import EINVOICE_FORMATS, einvoice_xml, output_name, zugferd_pdf
 from .issued import stored_document
@@ -85,12 +85,30 @@ def template_settings_for(ctx: Context, invoice: dict) -> TemplateSettings:
     return settings
 
 
+class Environments(dict):
+    """The sandboxed environments of one command (``ctx.service(Environments)``),
+    by org root, locale and currency: a finalization renders thousands of
+    invoices, and a fresh environment per invoice re-read and re-loaded its
+    template every time. Kept per context, never per process, so the next
+    command renders with the templates as they are on disk then."""
+
+    def __init__(self, ctx: Context | None = None):
+        super().__init__()
+
+    def environment(self, org_root: Path, settings: TemplateSettings, data: DocumentInput):
+        key = (str(org_root), settings.locale, invoice_currency(data.invoice))
+        env = self.get(key)
+        if env is None:
+            env = self[key] = document_environment(org_root, settings, data)
+        return env
+
+
 def render_html(org_root: Path, ctx: Context, data: DocumentInput) -> Rendered:
     """The HTML of one invoice (:class:`TemplateFailed` with the template's
     file:line when the template fails on this invoice's data)."""
     name = invoice_label(data.invoice)
     settings = template_settings_for(ctx, data.invoice)
-    env = document_environment(org_root, settings, data)
+    env = ctx.service(Environments).environment(org_root, settings, data)
     try:
         html = render_template(env, settings.file, document_context(ctx.model, settings, data))
     except Exception as error:  # noqa: BLE001 - any template failure is reported with its location

@@ -1,8 +1,10 @@
 """E-invoices issued with their invoice, and read back unchanged.
 
-At finalization (:func:`issue_einvoices`, called by
+At finalization (:func:`prepare_einvoices` and then
+:meth:`PreparedEInvoices.complete`, called by
 :func:`engine.documents.finalization.issue_documents` inside the batch's
-transaction) every invoice, credit note and cancellation gets its
+transaction, which renders the HTML in between while the validation runs,
+:mod:`.parallel`) every invoice, credit note and cancellation gets its
 XRechnung CII and UBL XML, stored as :data:`~engine.documents.issued.DOCUMENT_OBJECT`
 records of kinds :data:`KIND_CII` / :data:`KIND_UBL` (format ``xml``, the
 same parts and SHA-256 as the HTML). When the mapping says so
@@ -33,7 +35,7 @@ from .cii import EN16931_ID, cii_xml
 from .errors import EInvoiceIncomplete
 from .mapping import EInvoiceMapping, load_mapping
 from .ubl import ubl_xml
-from .validation import Violation, errors_of, validate_xml
+from .validation import Violation, errors_of
 from engine.documents.errors import invoice_where
 
 KIND_CII = "XRechnung CII"
@@ -101,36 +103,98 @@ class Issued:
 
 def issue_einvoices(conn: sa.Connection, ctx: Context, datas: Sequence[DocumentInput]) -> Issued:
     """The e-invoice documents and validation results of just-finalized invoices."""
+    return prepare_einvoices(conn, ctx, datas).complete()
+
+
+@dataclass
+class _Made:
+    """One invoice's e-invoice as built: its syntaxes' XML (or the
+    problem that kept it from being built)."""
+
+    invoice_id: int
+    doc: EInvoice | None
+    xmls: tuple[tuple[str, bytes], ...] = ()
+    problem: EInvoiceIncomplete | None = None
+
+
+class PreparedEInvoices:
+    """The e-invoices of a batch, built and stored as document rows, their
+    validation under way (in worker processes when the batch is large,
+    :mod:`.parallel`): :meth:`complete` waits for it and gives the
+    :class:`Issued` result. Between the two the caller does other work (the
+    HTML documents)."""
+
+    def __init__(self, mapping: EInvoiceMapping, made: list[_Made], documents: list[dict], pending):
+        self._mapping = mapping
+        self._made = made
+        self._documents = documents
+        self._pending = pending
+
+    def cancel(self) -> None:
+        """The batch will not be issued: stop the validations not yet started."""
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def complete(self) -> Issued:
+        """Wait for the validations; the documents, each invoice's status
+        and violations, and the invoices refused (``block_finalization``)."""
+        mapping = self._mapping
+        results = iter(self._pending.results() if self._pending is not None else ())
+        out = Issued(documents=self._documents)
+        for made in self._made:
+            invoice_id = made.invoice_id
+            if made.problem is not None:
+                error = made.problem
+                problem = {"format": "all", "rule": error.code, "flag": "fatal", "terms": [], "message": str(error)}
+                if mapping.block_finalization:
+                    out.refused.append((invoice_id, f"its e-invoice cannot be made: {error}"))
+                out.status.append((invoice_id, (INVALID, json.dumps([problem], ensure_ascii=False))))
+                continue
+            violations: list[dict] = []
+            if mapping.validate_at_finalization:
+                for syntax, _xml in made.xmls:
+                    violations += [violation_record(v, syntax, made.doc) for v in errors_of(next(results))]
+            status = NOT_VALIDATED if not mapping.validate_at_finalization else (INVALID if violations else VALID)
+            if violations and mapping.block_finalization:
+                rules = ", ".join(sorted({v["rule"] for v in violations}))
+                out.refused.append((invoice_id, f"its e-invoice violates {rules}"))
+            recorded = json.dumps(violations, ensure_ascii=False) if violations else None
+            out.status.append((invoice_id, (status, recorded)))
+        return out
+
+
+def prepare_einvoices(conn: sa.Connection, ctx: Context, datas: Sequence[DocumentInput]) -> PreparedEInvoices:
+    """Build the e-invoices of just-finalized invoices and their document
+    rows, and start validating them (every document, in full, when the
+    mapping says ``validation.at_finalization``)."""
+    from .parallel import Validators
+
     mapping = ctx.service(mapping_service)
     preceding = preceding_invoices(conn, ctx, [d.invoice for d in datas])
-    out = Issued()
+    made: list[_Made] = []
+    documents: list[dict] = []
+    to_validate: list[bytes] = []
     for data in datas:
         invoice_id = int(data.invoice["Id"])
         try:
             doc = einvoice_of(ctx, data, preceding_of(data, preceding))
         except EInvoiceIncomplete as error:
-            problem = {"format": "all", "rule": error.code, "flag": "fatal", "terms": [], "message": str(error)}
-            if mapping.block_finalization:
-                out.refused.append((invoice_id, f"its e-invoice cannot be made: {error}"))
-            out.status.append((invoice_id, (INVALID, json.dumps([problem], ensure_ascii=False))))
+            made.append(_Made(invoice_id, None, problem=error))
             continue
-        violations: list[dict] = []
-        for kind, syntax, xml in ((KIND_CII, "cii", cii_xml(doc)), (KIND_UBL, "ubl", ubl_xml(doc))):
+        xmls = (("cii", cii_xml(doc)), ("ubl", ubl_xml(doc)))
+        for (syntax, xml), kind in zip(xmls, (KIND_CII, KIND_UBL)):
             text = xml.decode("utf-8")
             parts = document_parts(text)
             digest = content_hash(text)
             for number, part in enumerate(parts, start=1):
-                out.documents.append({"invoice": invoice_id, "kind": kind, "format": FORMAT_XML,
-                                      "part": Decimal(number), "parts": Decimal(len(parts)), "content": part,
-                                      "sha256": digest, "template": "einvoice", "confighash": ctx.config_hash})
+                documents.append({"invoice": invoice_id, "kind": kind, "format": FORMAT_XML,
+                                  "part": Decimal(number), "parts": Decimal(len(parts)), "content": part,
+                                  "sha256": digest, "template": "einvoice", "confighash": ctx.config_hash})
             if mapping.validate_at_finalization:
-                violations += [violation_record(v, syntax, doc) for v in errors_of(validate_xml(xml))]
-        status = NOT_VALIDATED if not mapping.validate_at_finalization else (INVALID if violations else VALID)
-        if violations and mapping.block_finalization:
-            rules = ", ".join(sorted({v["rule"] for v in violations}))
-            out.refused.append((invoice_id, f"its e-invoice violates {rules}"))
-        out.status.append((invoice_id, (status, json.dumps(violations, ensure_ascii=False) if violations else None)))
-    return out
+                to_validate.append(xml)
+        made.append(_Made(invoice_id, doc, xmls))
+    pending = ctx.service(Validators).submit(to_validate) if to_validate else None
+    return PreparedEInvoices(mapping, made, documents, pending)
 
 
 def stored_einvoice(conn: sa.Connection, ctx: Context, invoice_id: int, kind: str) -> bytes | None:
@@ -148,6 +212,6 @@ def zugferd_xml(cii: bytes) -> bytes:
     return cii.replace(old, f"<ram:ID>{EN16931_ID}</ram:ID>".encode(), 1)
 
 
-__all__ = ["FORMAT_XML", "INVALID", "Issued", "KIND_CII", "KIND_UBL", "NOT_VALIDATED", "VALID", "einvoice_of",
-           "issue_einvoices", "mapping_service", "preceding_invoices", "preceding_of", "stored_einvoice",
-           "violation_record", "zugferd_xml"]
+__all__ = ["FORMAT_XML", "INVALID", "Issued", "KIND_CII", "KIND_UBL", "NOT_VALIDATED", "PreparedEInvoices", "VALID",
+           "einvoice_of", "issue_einvoices", "mapping_service", "preceding_invoices", "preceding_of",
+           "prepare_einvoices", "stored_einvoice", "violation_record", "zugferd_xml"]

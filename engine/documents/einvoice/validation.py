@@ -137,16 +137,23 @@ def validate_xml(data: bytes, *, xrechnung: bool | None = None) -> list[Violatio
         return violations  # the rules assume a schema-valid document
     en16931, kosit = STYLESHEETS[syntax]
     sheets = [en16931] + ([kosit] if (is_xrechnung(root) if xrechnung is None else xrechnung) else [])
-    for sheet in sheets:
-        violations += _run(sheet, data)
+    for report in _reports(sheets, data):
+        violations += _failed_asserts(report)
     return violations
 
 
-def _run(sheet: Path, data: bytes) -> list[Violation]:
-    processor, executable = _stylesheet(sheet)
+def _reports(sheets: list[Path], data: bytes) -> list[str]:
+    """The SVRL reports of the stylesheets on the document: Saxon parses it
+    once and every rule set runs on that tree (all stylesheets share one
+    processor, so their trees are interchangeable)."""
+    compiled = [_stylesheet(sheet) for sheet in sheets]
+    processor = compiled[0][0]
     with _LOCK:
         node = processor.parse_xml(xml_text=data.decode("utf-8"))
-        report = executable.transform_to_string(xdm_node=node)
+        return [executable.transform_to_string(xdm_node=node) for _processor, executable in compiled]
+
+
+def _failed_asserts(report: str) -> list[Violation]:
     svrl = etree.fromstring(report.encode("utf-8"), _parser())
     found = []
     for failed in svrl.iter(f"{SVRL}failed-assert"):
