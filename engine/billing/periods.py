@@ -39,6 +39,10 @@ drifts over a year (12 months of an item priced per year add up to the
 yearly price). "Full Period" proration bills a partial cycle as a whole one.
 A price change on ``PriceChangeDate`` splits a period there; each piece is
 billed at its own price with the same formula.
+
+**Invoice date.** :func:`preferred_invoice_date` turns a subscription's
+preferred day of the month into the date of its invoice in a run (used when
+the run has no invoice date of its own).
 """
 
 from __future__ import annotations
@@ -196,19 +200,20 @@ def due_charges(terms: Terms, next_start: date | None, run_end: date, explain: b
     """The service periods of an item a run ending on ``run_end`` bills (see
     the module docstring). ``next_start`` is the first unbilled day (the
     item's NextServicePeriodStart), None when nothing was billed yet.
-    ``explain=False`` leaves the trace's per-period lines out (the run does
-    not print them; explain does). Raises :class:`PeriodError` for
-    contradictory terms."""
+    ``explain=False`` leaves the trace out (the run does not print it;
+    explain does). Raises :class:`PeriodError` for contradictory terms."""
     if terms.cycle_months < 1:
         raise PeriodError(f"the billing cycle must be at least one month, is {terms.cycle_months}")
     if terms.price_months < 1:
         raise PeriodError(f"the price period must be at least one month, is {terms.price_months}")
-    trace = [
-        f"grid anchored at {terms.anchor}, cycles of {terms.cycle_months} month(s), billed in "
-        f"{terms.practice.lower()}, {terms.proration} proration, price per {terms.price_months} month(s)",
-        f"service {terms.start}..{terms.end or 'open'}, billed until "
-        f"{(next_start - timedelta(days=1)) if next_start else 'never'}, run ends {run_end}",
-    ]
+    trace: list[str] = []
+    if explain:
+        trace += [
+            f"grid anchored at {terms.anchor}, cycles of {terms.cycle_months} month(s), billed in "
+            f"{terms.practice.lower()}, {terms.proration} proration, price per {terms.price_months} month(s)",
+            f"service {terms.start}..{terms.end or 'open'}, billed until "
+            f"{(next_start - timedelta(days=1)) if next_start else 'never'}, run ends {run_end}",
+        ]
     begin = max(terms.start, next_start) if next_start else terms.start
     if terms.end is not None and begin > terms.end:
         trace.append("nothing due: the service is billed to its end")
@@ -218,24 +223,36 @@ def due_charges(terms: Terms, next_start: date | None, run_end: date, explain: b
     if terms.billing_type != RECURRING:
         trace.append(f"nothing due: {terms.billing_type} items are billed from usage records")
         return Decision((), next_start, tuple(trace))
-    charges: list[Charge] = []
+    periods, waiting = _schedule(terms.anchor, terms.cycle_months, terms.end, terms.practice, begin, run_end)
+    charges = tuple(_charge(terms, *period) for period in periods)
+    if explain:
+        trace += [charge.describe() for charge in charges]
+        if waiting is not None:
+            trace.append(f"not yet due: {waiting[0]}..{waiting[1]} (due on {waiting[2]})")
+    return Decision(charges, periods[-1][1] + timedelta(days=1) if periods else next_start, tuple(trace))
+
+
+@lru_cache(maxsize=65536)
+def _schedule(anchor: date, cycle_months: int, end: date | None, practice: str, begin: date,
+              run_end: date) -> tuple[tuple[tuple[date, date, date, date], ...], tuple[date, date, date] | None]:
+    """The service periods due from ``begin`` in a run ending on ``run_end``
+    (start, end, cycle start, cycle end each), and the first period not yet
+    due (start, end, due day) or None. Independent of prices, so items of the
+    same grid and state share it (cached: a run decides each shape once)."""
+    periods = []
     start = begin
-    while terms.end is None or start <= terms.end:
-        cycle_start, cycle_end = cycle_bounds(terms.anchor, terms.cycle_months, start)
-        end = cycle_end if terms.end is None else min(cycle_end, terms.end)
-        due_day = start if terms.practice == ADVANCE else end
+    while end is None or start <= end:
+        cycle_start, cycle_end = cycle_bounds(anchor, cycle_months, start)
+        last = cycle_end if end is None else min(cycle_end, end)
+        due_day = start if practice == ADVANCE else last
         if due_day > run_end:
-            trace.append(f"not yet due: {start}..{end} (due on {due_day})")
-            break
-        if len(charges) == MAX_PERIODS:
+            return tuple(periods), (start, last, due_day)
+        if len(periods) == MAX_PERIODS:
             raise PeriodError(f"more than {MAX_PERIODS} service periods due at once (from {begin}): "
                               "check the start date and NextServicePeriodStart")
-        charge = _charge(terms, start, end, cycle_start, cycle_end)
-        if explain:
-            trace.append(charge.describe())
-        charges.append(charge)
-        start = end + timedelta(days=1)
-    return Decision(tuple(charges), start if charges else next_start, tuple(trace))
+        periods.append((start, last, cycle_start, cycle_end))
+        start = last + timedelta(days=1)
+    return tuple(periods), None
 
 
 def _one_time(terms: Terms, next_start: date | None, run_end: date, trace: list[str]) -> Decision:
@@ -259,8 +276,10 @@ def _price_on(terms: Terms, day: date) -> Decimal:
     return terms.unit_price
 
 
+@lru_cache(maxsize=65536)
 def _charge(terms: Terms, start: date, end: date, cycle_start: date, cycle_end: date) -> Charge:
-    """The per-unit amount of one service period, piece by piece."""
+    """The per-unit amount of one service period, piece by piece (cached:
+    items of equal terms in the same state, most of a run, share it)."""
     partial = (start, end) != (cycle_start, cycle_end)
     low, high = start, end + timedelta(days=1)
     if terms.proration == FULL_PERIOD:
@@ -299,3 +318,19 @@ def effective_end(end: date | None, cancellation: date | None, notice_months: in
 def sum_amounts(charges: Sequence[Charge]) -> Decimal:
     """The per-unit total of some charges."""
     return sum((c.amount for c in charges), Decimal("0.00"))
+
+
+def preferred_invoice_date(day: object, run_end: date) -> date:
+    """The date of a subscription's invoice from its preferred day of the
+    month (``PreferredInvoiceDay``): that day in the month of the run's
+    period end, or the month's last day when it has fewer days (31 in
+    February is the 28th or 29th). Raises :class:`PeriodError` for anything
+    but a whole number from 1 to 31."""
+    try:
+        number = Decimal(str(day))
+    except ArithmeticError:
+        raise PeriodError(f"PreferredInvoiceDay must be a day of the month from 1 to 31, is {day}") from None
+    if number != number.to_integral_value() or not 1 <= number <= 31:
+        raise PeriodError(f"PreferredInvoiceDay must be a day of the month from 1 to 31, is {day}")
+    last = calendar.monthrange(run_end.year, run_end.month)[1]
+    return date(run_end.year, run_end.month, min(int(number), last))

@@ -8,7 +8,7 @@ a second run, or a run in another process, cannot claim the period again.
 A claim counts while its invoice exists and is not cancelled. A draft deleted
 with ``delete-drafts`` or an invoice cancelled releases its periods: they
 are billed again by the next run. Such stale claims are removed by the run
-before it decides what is due (:func:`release_stale_claims`), inside the same
+before it decides what is due (:func:`open_claims`), inside the same
 transaction that claims anew, so the table never needs to be told about
 deletions and cancellations.
 
@@ -43,27 +43,40 @@ RELEASED_STATUSES = ("Canceled",)
 _CHUNK = 500
 
 
-def release_stale_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int]) -> int:
-    """Delete the claims of ``item_ids`` whose invoice is gone or cancelled; how many."""
-    invoices = ctx.table("Invoice")
+def open_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int]) -> set[tuple[int, date]]:
+    """(item, first day) of the live claims of ``item_ids`` from each item's
+    ``NextServicePeriodStart`` on; the stale ones among them are deleted.
+
+    What the run needs, read in one statement per chunk and proportional to
+    what is open, not to the item's history: a claim before the item's
+    ``NextServicePeriodStart`` bills a period a finalized, live invoice holds
+    (the stage of :mod:`engine.billing.subscription_state` advances it only
+    over those, and a cancellation sets it back to the cancelled invoice's
+    first period), so it is neither stale nor looked at by the decision,
+    which starts there. The seek ``(item_id, period_start >= start)`` runs on
+    the claim table's primary key."""
+    items, invoices = ctx.table("SubscriptionItem"), ctx.table("Invoice")
+    nsps = items.c[ctx.obj("SubscriptionItem").field("NextServicePeriodStart").column_name]  # type: ignore[union-attr]
     status = invoices.c[ctx.obj("Invoice").field("Status").column_name]  # type: ignore[union-attr]
-    alive = sa.select(invoices.c.id).where(invoices.c.id == SERVICE_CLAIM.c.invoice_id,
-                                           status.not_in(RELEASED_STATUSES))
-    removed = 0
+    claim = SERVICE_CLAIM.c
+    since = sa.func.coalesce(nsps, sa.literal(date.min, sa.Date()))  # one range seek, also when never billed
+    join = (items.join(SERVICE_CLAIM, sa.and_(claim.item_id == items.c.id, claim.period_start >= since))
+            .outerjoin(invoices, invoices.c.id == claim.invoice_id))
+    live: set[tuple[int, date]] = set()
+    stale: list[dict] = []
     for chunk in chunks(sorted(set(item_ids)), _CHUNK):
-        result = conn.execute(sa.delete(SERVICE_CLAIM).where(SERVICE_CLAIM.c.item_id.in_(chunk), ~sa.exists(alive)))
-        removed += result.rowcount or 0
-    return removed
-
-
-def live_claims(conn: sa.Connection, item_ids: Sequence[int]) -> set[tuple[int, date]]:
-    """(item, first day) of every claimed period of ``item_ids``."""
-    out: set[tuple[int, date]] = set()
-    for chunk in chunks(sorted(set(item_ids)), _CHUNK):
-        rows = conn.execute(sa.select(SERVICE_CLAIM.c.item_id, SERVICE_CLAIM.c.period_start)
-                            .where(SERVICE_CLAIM.c.item_id.in_(chunk)))
-        out.update((row[0], row[1]) for row in rows)
-    return out
+        rows = conn.execute(sa.select(claim.item_id, claim.period_start, claim.invoice_id, invoices.c.id, status)
+                            .select_from(join).where(items.c.id.in_(chunk)))
+        for item_id, period_start, invoice_id, found, invoice_status in rows:
+            if found is None or invoice_status in RELEASED_STATUSES:
+                stale.append({"i": item_id, "p": period_start, "v": invoice_id})
+            else:
+                live.add((item_id, period_start))
+    if stale:
+        conn.execute(sa.delete(SERVICE_CLAIM).where(claim.item_id == sa.bindparam("i"),
+                                                    claim.period_start == sa.bindparam("p"),
+                                                    claim.invoice_id == sa.bindparam("v")), stale)
+    return live
 
 
 def claims_of_invoice(conn: sa.Connection, invoice_id: int) -> list[tuple[int, date, date]]:

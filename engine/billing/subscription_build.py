@@ -57,6 +57,7 @@ from .condition import Condition
 from .condition.sql import compile_condition
 from .plan import filter_condition
 from .report import RecordFailure
+from .subscription_checks import controlling_fields
 from .writing import ERROR_LENGTH, ID_CHUNK
 
 BUILDER_USE_CASE = "SubscriptionBuilder"
@@ -141,14 +142,10 @@ def plan_build(ctx: Context, name: str) -> BuildPlan:
                                      f"'{record.get('ChildRelation')}'", where=where)
     child = ctx.model.require(relation.child_object)
     suffix = str(record.get("TransactionalSuffix") or "")
-    controls = {}
-    for base in BUILD_CONTROLS:
-        fdef = header.field(controlling_name(base, suffix))
-        if fdef is None and base in BUILD_REQUIRED:
-            raise SubscriptionBuildError(f"filter '{name}': {header.name} has no {controlling_name(base, suffix)}",
-                                         where=where, hint="validate-config names every missing field (E232)")
-        if fdef is not None:
-            controls[base] = fdef
+    controls = controlling_fields(header, suffix, ((base, base in BUILD_REQUIRED) for base in BUILD_CONTROLS),
+                                  lambda missing: SubscriptionBuildError(
+                                      f"filter '{name}': {header.name} has no {missing}", where=where,
+                                      hint="validate-config names every missing field (E232)"))
     condition = filter_condition(record, header, ctx.model, lambda message: SubscriptionBuildError(message, where=where))
     skip = {controlling_name(base, suffix).lower() for base in BUILD_CONTROLS}
     return BuildPlan(record, header, child, child.field(relation.field_name),  # type: ignore[arg-type]

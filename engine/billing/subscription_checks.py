@@ -1,7 +1,9 @@
 """validate-config's checks of the filter use cases the invoice run interprets.
 
 A filter's UseCase decides what is done with it: ``Generic`` (or empty)
-bills source records (:mod:`engine.billing.checks` checks those),
+bills source records (:mod:`engine.billing.checks` checks those; JustOn's
+"empty = subscription run" is not taken over, so a filter on Subscription
+without a use case gets a warning, E236),
 ``Subscription`` bills the items of Subscription records period by period
 (:mod:`engine.billing.subscriptions`), ``Continuous`` / ``Continuous Daily``
 bill usage records (:mod:`engine.billing.usage`), and ``SubscriptionBuilder``
@@ -15,11 +17,11 @@ line of the value, instead of when a run is started.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from engine.config.checking import Check, CheckContext
-from engine.config.diagnostics import Diagnostic, did_you_mean, make
-from engine.config.model import FieldType, ObjectKind
+from engine.config.diagnostics import Diagnostic, Severity, did_you_mean, make
+from engine.config.model import FieldDef, FieldType, ObjectDef, ObjectKind
 from engine.domain.naming import (
     controlling_name,
     copy_incompatibility,
@@ -37,9 +39,10 @@ SUPPORTED_USE_CASES = (None, "Generic", SUBSCRIPTION_USE_CASE, "SubscriptionBuil
 
 
 def check_filter_use_cases(ctx: CheckContext) -> Iterator[Diagnostic]:
-    """Each filter's use case is one the run executes (E230), and a
-    subscription filter returns Subscription records without the settings
-    only generic filters read (E231)."""
+    """Each filter's use case is one the run executes (E230), a filter on
+    Subscription without a use case is said to be generic (E236, a warning),
+    and a subscription filter returns Subscription records without the
+    settings only generic filters read (E231)."""
     for record in ctx.model.setting_records("Filter"):
         use_case = record.get("UseCase")
         if use_case not in SUPPORTED_USE_CASES:
@@ -52,9 +55,20 @@ def check_filter_use_cases(ctx: CheckContext) -> Iterator[Diagnostic]:
                 "or SubscriptionBuilder (upgrades and reorders through ON_MasterSubscription)",
             )
             continue
+        target = str(record.get("Target") or "")
+        if use_case is None and target.lower() == SUBSCRIPTION_OBJECT.lower():
+            yield make(
+                "E236",
+                f"filter '{record.name}' targets {SUBSCRIPTION_OBJECT} without a UseCase: this engine runs it as a "
+                "generic filter (an empty use case means Generic here), not as the subscription run an empty use "
+                "case means in JustOn",
+                record.where("Target"),
+                "set UseCase: Subscription to bill the subscriptions' items period by period, or UseCase: Generic "
+                "to keep a generic filter over Subscription records (its ON_ controlling fields)",
+                severity=Severity.WARNING,
+            )
         if use_case != SUBSCRIPTION_USE_CASE:
             continue
-        target = str(record.get("Target") or "")
         if target.lower() != SUBSCRIPTION_OBJECT.lower():
             yield make(
                 "E231",
@@ -71,6 +85,23 @@ def check_filter_use_cases(ctx: CheckContext) -> Iterator[Diagnostic]:
                     f"remove {name}: a subscription run bills the Items of each subscription and "
                     "keeps what it billed itself",
                 )
+
+
+def controlling_fields(source: ObjectDef, suffix: str, bases: Iterable[tuple[str, bool]],
+                       missing: Callable[[str], Exception]) -> dict[str, FieldDef]:
+    """The controlling fields of ``source`` by base name (``ON_Account``),
+    each with the filter's transactional suffix; raises ``missing(name)``
+    for the first required one ``source`` lacks (validate-config names them
+    all). ``bases``: (base, required). The subscription build and the usage
+    run bind their filters with it."""
+    found = {}
+    for base, required in bases:
+        fdef = source.field(controlling_name(base, suffix))
+        if fdef is None and required:
+            raise missing(controlling_name(base, suffix))
+        if fdef is not None:
+            found[base] = fdef
+    return found
 
 
 #: The builder's controlling fields: (base, accepted kinds, written back, required).

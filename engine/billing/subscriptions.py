@@ -33,9 +33,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Sequence
+from typing import Callable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.config.formula import FormulaEvaluationError
 from engine.config.model import FieldDef, ObjectDef, SettingRecord
@@ -44,7 +45,7 @@ from engine.domain.batching import chunks
 from engine.domain.errors import EngineError, Where
 from engine.domain.naming import copy_incompatibility, on_copy_target
 from engine.domain.values import field_paths, read_value
-from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.bulk import RowWriter, insert_tuples, update_by_id
 from engine.storage.context import Context
 from engine.storage.db import transaction
 from engine.storage.reader import RecordReader
@@ -59,23 +60,40 @@ from .filterrun import cyclic_gc_paused, exact_arithmetic
 from .periods import (
     BILLED_TYPES,
     CALENDAR,
+    ONE_TIME,
     PERIOD_MONTHS,
     Decision,
     PeriodError,
     Terms,
     due_charges,
     effective_end,
+    preferred_invoice_date,
 )
 from .plan import filter_condition
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
-from .service_claims import SERVICE_CLAIM, live_claims, release_stale_claims
+from .service_claims import SERVICE_CLAIM, open_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
 from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts
 
 #: Subscription statuses the run bills (a canceled one until its cancellation takes effect).
 BILLED_STATUSES = ("Active", "Canceled")
+#: The fields the run (and the usage run, :mod:`engine.billing.usage`) reads
+#: of a subscription and of an item, besides the sources of their ON copies:
+#: only these are fetched and converted.
+SUBSCRIPTION_FIELDS = ("Name", "Account", "Status", "StartDate", "EndDate", "BillingPeriod", "BillingFactor",
+                       "BillingPractice", "Alignment", "ProrationMethod", "CancellationDate", "NoticePeriod",
+                       "PreferredInvoiceDay", "Template", "BusinessEntity", "PaymentDue", "CurrencyIsoCode")
+ITEM_FIELDS = ("Subscription", "Name", "Title", "BillingType", "Quantity", "UnitPrice", "PricePeriod",
+               "PriceChangeDate", "NewUnitPrice", "StartDate", "EndDate", "NextServicePeriodStart",
+               "ProductGroup", "ProductTaxClass", "Unit")
 _INT4 = 2**31 - 1
+#: The item fields :func:`item_terms` and :func:`item_decision` read (with the
+#: subscription's terms they make the key of a decision); at most
+#: ``_DECISION_MEMO`` decisions are kept.
+_DECISION_FIELDS = ("startdate", "enddate", "unitprice", "priceperiod", "billingtype", "pricechangedate",
+                    "newunitprice", "nextserviceperiodstart")
+_DECISION_MEMO = 50_000
 
 
 class SubscriptionRunError(EngineError, ValueError):
@@ -139,21 +157,45 @@ class SubscriptionRun:
         self.line_obj = ctx.obj("InvoiceLineItem")
         self.header_copies = _on_copies(plan.obj, self.invoice_obj)
         self.line_copies = _on_copies(plan.item_obj, self.line_obj)
-        paths = set().union(*(field_paths(s) for s, _ in self.header_copies)) if self.header_copies else set()
-        self.reader = RecordReader.of(ctx, plan.obj, paths, session.dialect)
-        item_paths = set().union(*(field_paths(s) for s, _ in self.line_copies)) if self.line_copies else set()
-        self.item_reader = RecordReader.of(ctx, plan.item_obj, item_paths, session.dialect)
+        self.reader = _reader(ctx, plan.obj, SUBSCRIPTION_FIELDS, self.header_copies, session.dialect)
+        self.item_reader = _reader(ctx, plan.item_obj, ITEM_FIELDS, self.line_copies, session.dialect)
+        self._parent = self.item_table.c[plan.item_obj.field("Subscription").column_name]  # type: ignore[union-attr]
+        self._decisions: dict[SubscriptionTerms, dict[tuple, Decision]] = {}
+        self._memo_size = 0
 
     # -- selection ----------------------------------------------------------------
 
     def _selection(self) -> sa.ColumnElement[bool]:
-        t = self.table
+        """The subscriptions the run looks at: billed statuses, started by the
+        run's end, the filter's condition, and at least one item that may be
+        due (:meth:`_open_items`)."""
+        t, items = self.table, self.item_table
         where = sa.and_(t.c[self.plan.obj.field("Status").column_name].in_(BILLED_STATUSES),  # type: ignore[union-attr]
-                        t.c[self.plan.obj.field("StartDate").column_name] <= self.run.period_end)  # type: ignore[union-attr]
+                        t.c[self.plan.obj.field("StartDate").column_name] <= self.run.period_end,  # type: ignore[union-attr]
+                        sa.exists(sa.select(items.c.id).where(self._parent == t.c.id, self._open_items())))
         if self.plan.condition is not None:
             condition, source = compile_condition(self.plan.condition, self.ctx, t, today=self.today)
             where = sa.and_(where, t.c.id.in_(sa.select(t.c.id).select_from(source).where(condition).scalar_subquery()))
         return where
+
+    def _open_items(self, of_item_only: bool = False) -> sa.ColumnElement[bool]:
+        """Items that may have a period due, in SQL: a billed type, and either
+        never billed or billed up to a day on or before the run's end and
+        before the item's end date, and (unless ``of_item_only``: then only
+        the item's own columns are read) before the end date of the
+        subscription in the enclosing query, a one-time item billed once
+        being done. A necessary condition, so that each month reads what may
+        be due and not every item ever sold; :func:`item_decision` decides."""
+        items, subs, item_obj = self.item_table, self.table, self.plan.item_obj
+        col = lambda name: items.c[item_obj.field(name).column_name]  # type: ignore[union-attr]  # noqa: E731
+        nsps, start = col("NextServicePeriodStart"), col("StartDate")
+        billed_on = sa.and_(nsps <= self.run.period_end, sa.or_(col("EndDate").is_(None), nsps <= col("EndDate")))
+        if not of_item_only:
+            sub_end = subs.c[self.plan.obj.field("EndDate").column_name]  # type: ignore[union-attr]
+            sub_start = subs.c[self.plan.obj.field("StartDate").column_name]  # type: ignore[union-attr]
+            billed_on = sa.and_(billed_on, sa.or_(sub_end.is_(None), nsps <= sub_end),
+                                sa.or_(col("BillingType") != ONE_TIME, nsps <= sa.func.coalesce(start, sub_start)))
+        return sa.and_(col("BillingType").in_(BILLED_TYPES), sa.or_(nsps.is_(None), billed_on))
 
     def execute(self) -> FilterReport:
         """Select the subscriptions, then bill them batch by batch."""
@@ -165,28 +207,37 @@ class SubscriptionRun:
                                 .order_by(account, self.table.c.id)).all()
         self.report.records_read = len(rows)
         accounts = {row[0]: row[1] for row in rows}
+        return self._in_batches([row[0] for row in rows], lambda conn, batch: self._batch(conn, batch, accounts))
+
+    def _in_batches(self, ids: list[int], bill: Callable[[sa.Connection, list[int]], tuple]) -> FilterReport:
+        """Bill ``ids`` (subscriptions) batch by batch, each in its own
+        transaction (``bill(conn, batch)`` -> invoices, lines, failures,
+        summaries), adding up the report and telling the progress; the
+        subscription and the usage run share it."""
         done = 0
-        for batch in chunks([row[0] for row in rows], self.batch_size):
-            outcome = self.session.write(lambda conn: self._batch(conn, batch, accounts))
-            invoices, lines, failures, summaries = outcome
+        for batch in chunks(ids, self.batch_size):
+            invoices, lines, failures, summaries = self.session.write(lambda conn: bill(conn, batch))
             self.report.invoices += invoices
             self.report.lines += lines
             self.report.failures.extend(failures)
             self.summaries.extend(summaries)
             done += len(batch)
             if self.progress:
-                self.progress(self.plan.name, done, len(rows))
+                self.progress(self.plan.name, done, len(ids))
         return self.report
 
     # -- one batch ----------------------------------------------------------------
 
     def _lock_accounts(self, conn: sa.Connection, account_ids: Sequence[int]) -> None:
         """PostgreSQL: queue for the advisory locks of the batch's accounts,
-        in account order (no deadlock), so that no other run bills them now."""
-        if conn.dialect.name != "postgresql" or self.session.dry_run:
+        in account order (no deadlock), so that no other run bills them now;
+        one statement for the batch, as the generic run does."""
+        if conn.dialect.name != "postgresql" or self.session.dry_run or not account_ids:
             return
-        for account_id in sorted(set(account_ids)):
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_class("account"), account_id % _INT4)))
+        ordered = sa.select(sa.func.unnest(sa.literal(sorted(set(account_ids)), type_=ARRAY(sa.BigInteger)))
+                            .label("a")).order_by(sa.text("1")).subquery()
+        conn.execute(sa.select(ordered.c.a, sa.func.pg_advisory_xact_lock(
+            lock_class("account"), sa.cast(ordered.c.a % _INT4, sa.Integer)))).all()
 
     def _batch(self, conn: sa.Connection, ids: list[int], accounts: dict[int, int]):
         self._lock_accounts(conn, [accounts[i] for i in ids if accounts.get(i) is not None])
@@ -194,13 +245,12 @@ class SubscriptionRun:
             subscriptions = list(self.reader.read(conn, where=sa.and_(self.table.c.id.in_(ids), self._selection()),
                                                   order_by=[self.table.c.id]))
             items: dict[int, list[dict]] = defaultdict(list)
-            parent = self.item_table.c[self.plan.item_obj.field("Subscription").column_name]  # type: ignore[union-attr]
+            parent = self._parent
             for chunk in chunks([s["id"] for s in subscriptions], ID_CHUNK):
-                for item in self.item_reader.read(conn, where=parent.in_(chunk), order_by=[parent, self.item_table.c.id]):
+                open_items = sa.and_(parent.in_(chunk), self._open_items(of_item_only=True))
+                for item in self.item_reader.read(conn, where=open_items, order_by=[parent, self.item_table.c.id]):
                     items[_ref(item.get("subscription"))].append(item)
-            item_ids = [i["id"] for group in items.values() for i in group]
-            release_stale_claims(conn, self.ctx, item_ids)
-            claimed = live_claims(conn, item_ids)
+            claimed = open_claims(conn, self.ctx, [i["id"] for group in items.values() for i in group])
             self.accounts.prefetch(conn, (_ref(s.get("account")) for s in subscriptions))
             drafts: list[DraftInvoice] = []
             failures: list[RecordFailure] = []
@@ -218,10 +268,11 @@ class SubscriptionRun:
                claimed: set[tuple[int, date]]) -> DraftInvoice | None:
         """The draft invoice of one subscription, or None when nothing is due."""
         lines: list[SourceLine] = []
+        base = subscription_terms(subscription)
         for item in items:
             if item.get("billingtype") not in BILLED_TYPES:
                 continue
-            decision = item_decision(subscription, item, self.run.period_end, explain=False)
+            decision = self._decision(subscription, item, base)
             for order, charge in enumerate(decision.charges):
                 if (item["id"], charge.start) in claimed:
                     continue
@@ -237,6 +288,8 @@ class SubscriptionRun:
         invoice_fields["subscription"] = subscription["id"]
         if subscription.get("paymentdue") is not None:
             invoice_fields["paymentdue"] = subscription["paymentdue"]
+        if self.run.invoice_date is None and subscription.get("preferredinvoiceday") is not None:
+            invoice_fields["date"] = preferred_invoice_date(subscription["preferredinvoiceday"], self.run.period_end)
         source = SourceHeader(
             object_name=self.plan.obj.name,
             record_id=subscription["id"],
@@ -253,6 +306,24 @@ class SubscriptionRun:
             lines=lines,
         )
         return build_invoice(self.run, [source], account, self.accounts.copies(account_id))
+
+    def _decision(self, subscription: dict, item: dict, base: "SubscriptionTerms") -> Decision:
+        """:func:`item_decision` without a trace, once per distinct item state
+        in the run: items of the same terms and billing state (most of a
+        month's items share a few price lists and one grid) share it."""
+        memo = self._decisions.get(base)
+        if memo is None:
+            memo = self._decisions[base] = {}
+        key = tuple([item.get(name) for name in _DECISION_FIELDS])
+        decision = memo.get(key)
+        if decision is None:
+            if self._memo_size >= _DECISION_MEMO:  # bounded memory: start afresh
+                self._decisions.clear()
+                self._memo_size = 0
+                memo = self._decisions[base] = {}
+            decision = memo[key] = item_decision(subscription, item, self.run.period_end, explain=False, base=base)
+            self._memo_size += 1
+        return decision
 
     def _line_fields(self, item: dict, subscription: dict, charge) -> dict:
         fields = self._copies(self.line_copies, item)
@@ -348,10 +419,13 @@ class SubscriptionRun:
         return len(drafts), line_count, failures, summaries
 
     def _claim(self, conn: sa.Connection, drafts: list[DraftInvoice], lines: list[dict]) -> None:
-        """Claim every service period the lines bill (the primary key refuses a second claim)."""
-        conn.execute(sa.insert(SERVICE_CLAIM), [
-            {"item_id": line["subscriptionitem"], "period_start": line["serviceperiodstart"],
-             "period_end": line["serviceperiodend"], "invoice_id": line["invoice"], "run_id": self.run.run_id}
+        """Claim every service period the lines bill (the primary key refuses a
+        second claim), in one driver ``executemany`` (dates as ISO text on SQLite,
+        as SQLAlchemy's Date stores them there)."""
+        day = date.isoformat if conn.dialect.name == "sqlite" else (lambda value: value)
+        insert_tuples(conn, SERVICE_CLAIM, ("item_id", "period_start", "period_end", "invoice_id", "run_id"), [
+            (line["subscriptionitem"], day(line["serviceperiodstart"]), day(line["serviceperiodend"]),
+             line["invoice"], self.run.run_id)
             for line in lines
         ])
 
@@ -366,9 +440,24 @@ class SubscriptionRun:
 # -- the decision of one item, shared with explain -------------------------------------
 
 
-def item_terms(subscription: dict, item: dict) -> tuple[Terms, str]:
-    """The terms of an item (subscription and item fields defaulted), and
-    why the service ends when it does. Raises :class:`PeriodError`."""
+@dataclass(frozen=True)
+class SubscriptionTerms:
+    """The subscription's part of its items' terms (see :func:`subscription_terms`)."""
+
+    start: date
+    anchor: date
+    cycle_months: int
+    end: date | None
+    why: str  # why the service ends when it does
+    billing_period: str
+    practice: str
+    proration: str
+
+
+def subscription_terms(subscription: dict) -> SubscriptionTerms:
+    """What every item of a subscription shares: grid, cycle, end (with
+    cancellation terms), practice and proration, defaulted; decided once per
+    subscription. Raises :class:`PeriodError`."""
     start = subscription.get("startdate")
     if start is None:
         raise PeriodError("the subscription has no StartDate")
@@ -386,22 +475,36 @@ def item_terms(subscription: dict, item: dict) -> tuple[Terms, str]:
     notice = subscription.get("noticeperiod")
     end, why = effective_end(subscription.get("enddate"), subscription.get("cancellationdate"),
                              int(notice or 0), anchor, months * factor)
+    return SubscriptionTerms(start, anchor, months * factor, end, why,
+                             str(subscription.get("billingperiod") or "Month"),
+                             str(subscription.get("billingpractice") or "Advance"),
+                             str(subscription.get("prorationmethod") or "Day Exact"))
+
+
+def item_terms(subscription: dict, item: dict, base: SubscriptionTerms | None = None) -> tuple[Terms, str]:
+    """The terms of an item (subscription and item fields defaulted), and
+    why the service ends when it does. ``base``: the subscription's
+    :func:`subscription_terms`, when the caller has it. Raises :class:`PeriodError`."""
+    base = base or subscription_terms(subscription)
+    end, why = base.end, base.why
     item_end = item.get("enddate")
     if item_end is not None and (end is None or item_end < end):
         end, why = item_end, f"the item ends {item_end}"
-    price_period = item.get("priceperiod") or subscription.get("billingperiod") or "Month"
     price = item.get("unitprice")
     if price is None:
         raise PeriodError(f"item {item.get('name') or item['id']} has no UnitPrice")
+    price_months = PERIOD_MONTHS.get(str(item.get("priceperiod") or base.billing_period))
+    if price_months is None:
+        raise PeriodError(f"unknown PricePeriod '{item.get('priceperiod')}'")
     terms = Terms(
-        start=item.get("startdate") or start,
+        start=item.get("startdate") or base.start,
         end=end,
-        anchor=anchor,
-        cycle_months=months * factor,
-        practice=str(subscription.get("billingpractice") or "Advance"),
-        proration=str(subscription.get("prorationmethod") or "Day Exact"),
+        anchor=base.anchor,
+        cycle_months=base.cycle_months,
+        practice=base.practice,
+        proration=base.proration,
         billing_type=str(item.get("billingtype") or "Recurring"),
-        price_months=PERIOD_MONTHS[str(price_period)],
+        price_months=price_months,
         unit_price=Decimal(price),
         change_date=item.get("pricechangedate"),
         new_unit_price=item.get("newunitprice"),
@@ -409,11 +512,14 @@ def item_terms(subscription: dict, item: dict) -> tuple[Terms, str]:
     return terms, why
 
 
-def item_decision(subscription: dict, item: dict, run_end: date, explain: bool = True) -> Decision:
+def item_decision(subscription: dict, item: dict, run_end: date, explain: bool = True,
+                  base: SubscriptionTerms | None = None) -> Decision:
     """:func:`~engine.billing.periods.due_charges` for an item as stored, its trace
     opened with why the service ends when it does."""
-    terms, why = item_terms(subscription, item)
+    terms, why = item_terms(subscription, item, base)
     decision = due_charges(terms, item.get("nextserviceperiodstart"), run_end, explain)
+    if not explain:
+        return decision
     return Decision(decision.charges, decision.next_start, (f"item {item.get('name') or item['id']}: {why}",
                                                            *decision.trace))
 
@@ -428,6 +534,15 @@ def ensure_claim_table(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(SERVICE_CLAIM.name):
                 raise
+
+
+def _reader(ctx: Context, obj: ObjectDef, names: Sequence[str], copies: list[tuple[FieldDef, FieldDef]],
+            dialect: str) -> RecordReader:
+    """A reader of ``obj`` that fetches the ``names`` it declares and what the ON copies read."""
+    paths = {(fdef.key,) for fdef in (obj.field(name) for name in names) if fdef is not None and fdef.is_stored}
+    for source, _ in copies:
+        paths |= set(field_paths(source))
+    return RecordReader.of(ctx, obj, paths, dialect, all_fields=False)
 
 
 def _on_copies(source: ObjectDef, target: ObjectDef) -> list[tuple[FieldDef, FieldDef]]:

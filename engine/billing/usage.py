@@ -37,7 +37,6 @@ from engine.config.model import FieldDef, ObjectDef, SettingRecord
 from engine.config.values import ValueProblem
 from engine.domain.batching import chunks
 from engine.domain.errors import EngineError, Where
-from engine.domain.naming import controlling_name
 from engine.domain.values import field_paths, read_value
 from engine.storage.bulk import insert_tuples, update_by_id
 from engine.storage.context import Context
@@ -50,6 +49,7 @@ from .condition.sql import compile_condition
 from .filterrun import cyclic_gc_paused, exact_arithmetic
 from .plan import filter_condition
 from .report import FilterReport, Progress, RecordFailure
+from .subscription_checks import controlling_fields
 from .subscriptions import BILLED_STATUSES, SubscriptionRun
 from .writing import ERROR_LENGTH, ID_CHUNK
 
@@ -101,14 +101,9 @@ def plan_usage(ctx: Context, record: SettingRecord) -> UsagePlan:
     if source is None or source.is_setting:
         raise UsageRunError(f"filter '{record.name}': unknown target '{record.get('Target')}'", where=where)
     suffix = str(record.get("TransactionalSuffix") or "")
-    controls = {}
-    for base, required in USAGE_CONTROLS.items():
-        fdef = source.field(controlling_name(base, suffix))
-        if fdef is None and required:
-            raise UsageRunError(f"filter '{record.name}': {source.name} has no {controlling_name(base, suffix)}",
-                                where=where, hint="validate-config names every missing field (E234)")
-        if fdef is not None:
-            controls[base] = fdef
+    controls = controlling_fields(source, suffix, USAGE_CONTROLS.items(), lambda name: UsageRunError(
+        f"filter '{record.name}': {source.name} has no {name}", where=where,
+        hint="validate-config names every missing field (E234)"))
     condition = filter_condition(record, source, ctx.model, lambda message: UsageRunError(message, where=where))
     return UsagePlan(record, source, suffix, controls, condition, ctx.obj("Subscription"), ctx.obj("SubscriptionItem"))
 
@@ -184,18 +179,8 @@ class UsageRun(SubscriptionRun):
             for chunk in chunks(subscription_ids, ID_CHUNK):
                 accounts.update({row[0]: row[1] for row in conn.execute(
                     sa.select(self.table.c.id, account_column).where(self.table.c.id.in_(chunk)))})
-        done = 0
-        for batch in chunks(subscription_ids, self.batch_size):
-            wanted = {record_id: sub for sub in batch for record_id in by_subscription[sub]}
-            invoices, lines, errors, summaries = self.session.write(lambda conn: self._usage_batch(conn, wanted, accounts))
-            self.report.invoices += invoices
-            self.report.lines += lines
-            self.report.failures.extend(errors)
-            self.summaries.extend(summaries)
-            done += len(batch)
-            if self.progress:
-                self.progress(self.plan.name, done, len(subscription_ids))
-        return self.report
+        return self._in_batches(subscription_ids, lambda conn, batch: self._usage_batch(
+            conn, {record_id: sub for sub in batch for record_id in by_subscription[sub]}, accounts))
 
     def _items(self, conn: sa.Connection, order_nos: set[str]) -> dict[str, list[tuple[int, int]]]:
         """OrderNo -> [(item, subscription)] of the usage items with these numbers."""

@@ -72,3 +72,24 @@ def test_the_run_refuses_what_validate_config_refuses(sample_model):
     assert raised.value.code == "R220"
     plans = check_request(ctx, RunRequest(("Subscriptions",), date(2024, 1, 1), date(2024, 1, 31)))
     assert [p.name for p in plans] == ["Subscriptions"]
+
+
+@pytest.mark.parametrize("use_case_line", ["", "    UseCase:\n"])
+def test_a_filter_on_subscription_without_use_case_is_said_to_be_generic(tmp_path, use_case_line):
+    """JustOn runs a filter with an empty use case as the subscription run;
+    here empty means Generic (as for every other filter), so a filter on
+    Subscription without one gets a warning at its Target, naming both fixes."""
+    org, result = _with_filter(tmp_path, f"  - Name: Monthly\n    Target: Subscription\n{use_case_line}")
+    found = [d for d in result.diagnostics if d.code == "E236"]
+    assert len(found) == 1 and found[0].severity.value == "warning"
+    line, _ = find_position(read_text(org, FILTERS), "Target: Subscription", 2)
+    assert (found[0].location.file, found[0].location.line) == (FILTERS, line)
+    assert "'Monthly'" in found[0].message and "UseCase: Subscription" in (found[0].hint or "")
+
+
+@pytest.mark.parametrize(("target", "use_case"), [("Subscription", "Subscription"), ("Subscription", "Generic"),
+                                                   ("Order", None)])
+def test_no_warning_when_the_use_case_is_said_or_the_target_is_another(tmp_path, target, use_case):
+    text = f"  - Name: Other\n    Target: {target}\n" + (f"    UseCase: {use_case}\n" if use_case else "")
+    _, result = _with_filter(tmp_path, text)
+    assert not [d for d in result.diagnostics if d.code == "E236"]
