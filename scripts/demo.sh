@@ -122,7 +122,8 @@ echo "-- payment instruments from the accounts' bank fields (IBAN/BIC checked): 
 metabill instrument from-accounts --db "$DB"
 echo "-- the payment run: the returned direct debit collected again as pain.008.001.08, on the first TARGET2"
 echo "   business day the lead time allows (RCUR: the mandate's earlier collections went through)"
-metabill export sepa-debit --business-entity DE01 --setting "SEPA Direct Debit (pain.008.001.08)" --db "$DB" \
+echo "   (the same export setting as step 6: a returned collection does not lock the invoice)"
+metabill export sepa-debit --business-entity DE01 --db "$DB" \
     --out "$OUT/sepa-payment-run.xml" --created 2025-01-27T09:00:00
 
 step "14. Recurring billing: the sample subscriptions (examples/subscriptions/), two consecutive months"

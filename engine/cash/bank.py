@@ -11,14 +11,20 @@ Every function works in the caller's transaction (``conn, ctx, ...``);
   on). The balance carries the line's bank reference as ``TransactionNo``
   and the line as ``PaymentEntry``; the line becomes ``Assigned`` with the
   invoice, its account, the score and a note saying why.
+* **Splitting** a line whose text names several open invoices, or whose
+  amount is the sum of several open invoices of the payer
+  (:mod:`.splitting`), registers one payment per invoice and leaves what is
+  over as a credit on the account.
 * **Returns** (a debit marked as returned or reversed: camt ``RtrInf`` /
   ``RvslInd`` / bank transaction code, MT940 GVC 108/109/159/...) find the
   assigned line they return by end-to-end id (our collections carry the
   invoice number), and reverse its payment: a positive ``Payment`` balance
   of the returned amount on the same invoice (booked like the payment, the
-  other way round), so the invoice is open again. The bank's charge is
-  kept on the line (``ChargebackFee``); it is not passed on to the customer
-  (docs: decisions of issue 18).
+  other way round), so the invoice is open again; with cash management on,
+  the CM payment and its entry items are reversed too
+  (:mod:`.bank_returns`). The bank's charge (``ChargebackFee``) is charged
+  to the customer when ``GlobalSettings.ChargeReturnFees`` is on, else it
+  stays on the line (docs: decisions of issue 18).
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from engine.domain.errors import Where
 from engine.storage.bulk import update_by_id
 from engine.storage.context import Context
 
+from .bank_returns import charge_fee, reverse_cm_payment
 from .errors import BankAssignmentError, PaymentEntryNotFound, PaymentError
-from .matching import Candidate, CandidateIndex, Decision, LineFacts, MatchingRules, decide
-from .payments import PaymentDetails, lock_invoice, register_payment
+from .matching import Candidate, CandidateIndex, Decision, LineFacts, MatchingRules
+from .payments import PaymentDetails, lock_invoice, register_account_payment, register_payment
+from .splitting import settle_decision
 from .statement_import import ASSIGNED, IGNORED, UNASSIGNED
 
 RULE_RETURN = "bank return"
@@ -144,6 +152,49 @@ def assign(conn: sa.Connection, ctx: Context, entry: dict, invoice_name: str, *,
     return Settled(str(entry["name"]), "assigned", invoice_name, registered.amount, note)
 
 
+def assign_split(conn: sa.Connection, ctx: Context, entry: dict, decision: Decision, *, run: str) -> Settled:
+    """Register a split line (:mod:`.splitting`): one payment per part, each
+    under ``<bank reference>/p<n>`` (a transaction number is registered
+    once), the remainder a free Payment balance (a credit) on the payer's
+    account; the line becomes Assigned to the first part's invoice, its
+    MatchNote lists every part."""
+    where = Where(object="PaymentEntry", record=str(entry["name"]))
+    if entry["status"] == ASSIGNED:
+        raise BankAssignmentError(f"{entry['name']} is assigned already", where=where)
+    if len(decision.parts) < 2:
+        raise BankAssignmentError(f"{entry['name']}: a split needs at least two invoices", where=where)
+    reference = str(entry["externaltransactionid"])
+    first: dict | None = None
+    for number, (invoice_name, amount) in enumerate(decision.parts, start=1):
+        details = PaymentDetails(reference=entry["reference"], payment_method="Bank Transfer",
+                                 bank_account_id=entry["customeriban"], transaction_no=f"{reference}/p{number}",
+                                 extra={"paymententry": entry["id"]})
+        try:
+            register_payment(conn, ctx, invoice_name, amount, entry["bookingdate"], details=details, run=run)
+        except PaymentError as error:
+            raise BankAssignmentError(f"{entry['name']} cannot be split onto {invoice_name}: {error.message}",
+                                      where=where, hint=error.hint) from None
+        first = first or lock_invoice(conn, ctx, invoice_name)
+    assert first is not None  # the loop ran: two parts at least (checked above)
+    if decision.remainder > 0:
+        accounts = ctx.table("Account")
+        number = conn.execute(sa.select(accounts.c.accountnumber).where(accounts.c.id == first["account"])).scalar_one()
+        details = PaymentDetails(reference=entry["reference"], payment_method="Bank Transfer",
+                                 bank_account_id=entry["customeriban"], transaction_no=f"{reference}/rest",
+                                 extra={"paymententry": entry["id"]})
+        try:
+            register_account_payment(conn, ctx, str(number), decision.remainder, entry["bookingdate"],
+                                     details=details, run=run)
+        except PaymentError as error:
+            raise BankAssignmentError(f"{entry['name']}: the remainder cannot be registered: {error.message}",
+                                      where=where, hint=error.hint) from None
+    note = f"automatic: {decision.note()}"
+    update_entry(conn, ctx, entry["id"], Status=ASSIGNED, Invoice=first["id"], Account=first["account"],
+                 MatchScore=decision.score, MatchNote=note[:255], Run=run[:64], ConfigHash=ctx.config_hash)
+    return Settled(str(entry["name"]), "split", ", ".join(name for name, _ in decision.parts),
+                   Decimal(entry["credit"]), note)
+
+
 def settle_lines(conn: sa.Connection, ctx: Context, entry_ids: Iterable[int], *, run: str) -> list[Settled]:
     """Returns first, then automatic assignment of the received lines among
     ``entry_ids`` (in position order); lines below the threshold get their
@@ -163,14 +214,21 @@ def settle_lines(conn: sa.Connection, ctx: Context, entry_ids: Iterable[int], *,
         if row["status"] != UNASSIGNED or row["isreturn"]:
             continue
         line = facts(row)
-        decision = decide(line, index.shortlist(line), rules)
-        if decision.outcome == "assign":
-            settled = assign(conn, ctx, row, decision.invoice or "", run=run, score=decision.score,
-                             note=f"automatic: {decision.note()}")
+        shortlist = {c.invoice: c for c in [*index.shortlist(line), *index.payer_candidates(line)]}
+        decision = settle_decision(line, sorted(shortlist.values(), key=lambda c: c.invoice), rules)
+        if decision.outcome in ("assign", "split"):
+            if decision.outcome == "assign":
+                settled = assign(conn, ctx, row, decision.invoice or "", run=run, score=decision.score,
+                                 note=f"automatic: {decision.note()}")
+            else:
+                settled = assign_split(conn, ctx, row, decision, run=run)
             done.append(settled)
-            # the invoice's open amount changed, and its account now paid from the line's IBAN
-            reloaded = candidates(conn, ctx, account=index.by_name[decision.invoice or ""].account_id)
-            index.remove(decision.invoice or "")  # back only while it still owes money
+            # the invoices' open amounts changed, and their account now paid from the line's IBAN
+            paid = [name for name, _ in decision.parts] or [decision.invoice or ""]
+            accounts = sorted({index.by_name[name].account_id for name in paid})
+            reloaded = [c for account in accounts for c in candidates(conn, ctx, account=account)]
+            for name in paid:
+                index.remove(name)  # back only while it still owes money
             for changed in reloaded:
                 index.add(changed)
         else:
@@ -179,9 +237,10 @@ def settle_lines(conn: sa.Connection, ctx: Context, entry_ids: Iterable[int], *,
     return done
 
 
-def returned_payment(conn: sa.Connection, ctx: Context, row: dict) -> tuple[str, str] | None:
-    """The invoice whose payment a returned line takes back, and what was
-    returned: the assigned statement line with the same end-to-end id and
+def returned_payment(conn: sa.Connection, ctx: Context, row: dict) -> tuple[str, str, bool] | None:
+    """The invoice whose payment a returned line takes back, what was
+    returned, and whether that is a statement line (its name) rather than a
+    payment registered by hand: the assigned statement line with the same end-to-end id and
     amount (each earlier return of that id used one up), else the invoice
     numbered like the end-to-end id (our collections carry the invoice
     number, ``<number>/<installment>`` for installments) when it received at
@@ -202,7 +261,7 @@ def returned_payment(conn: sa.Connection, ctx: Context, row: dict) -> tuple[str,
     if len(originals) > used:
         name, invoice_id = originals[used]
         number = conn.execute(sa.select(invoices.c.name).where(invoices.c.id == invoice_id)).scalar_one()
-        return str(number), str(name)
+        return str(number), str(name), True
     number = str(e2e).split("/")[0]
     invoice = conn.execute(sa.select(invoices.c.id).where(invoices.c.name == number)).scalar()
     if invoice is None:
@@ -212,7 +271,7 @@ def returned_payment(conn: sa.Connection, ctx: Context, row: dict) -> tuple[str,
         sa.func.coalesce(sa.func.sum(sa.case((balances.c.amount > 0, balances.c.amount), else_=0)), 0))
         .where(balances.c.invoice == invoice, balances.c.type == "Payment")).one()
     if Decimal(paid[0]) - Decimal(paid[1]) >= amount:
-        return number, f"the payment of {number}"
+        return number, f"the payment of {number}", False
     return None
 
 
@@ -240,18 +299,23 @@ def reverse_returned(conn: sa.Connection, ctx: Context, row: dict, *, run: str) 
     """Reverse the payment a returned line takes back (see the module docstring)."""
     where = Where(object="PaymentEntry", record=str(row["name"]))
     amount = Decimal(row["debit"] or 0)
-    if ctx.settings.cash_management_integration:
-        note = (f"return of {row['endtoendid'] or 'a collection'} ({row['returnreason'] or 'no reason'}): "
-                "with cash management on, reverse the payment and its entry items in cash management")
-        update_entry(conn, ctx, row["id"], MatchNote=note[:255], Run=run[:64])
-        return Settled(str(row["name"]), "review", None, amount, note)
     found = returned_payment(conn, ctx, row)
+    if found is not None and ctx.settings.cash_management_integration:
+        invoice_name, what, from_line = found
+        if not from_line:  # a payment registered by hand: the bank's data do not identify its CM payment
+            note = (f"return of {row['endtoendid']} ({row['returnreason'] or 'no reason'}): {what} was registered "
+                    "by hand; with cash management on, reverse its payment and entry items by hand")
+            update_entry(conn, ctx, row["id"], MatchNote=note[:255], Run=run[:64])
+            return Settled(str(row["name"]), "review", None, amount, note)
+        invoice = lock_invoice(conn, ctx, invoice_name)
+        note = reverse_cm_payment(conn, ctx, row, invoice, what, run=run)
+        return _returned(conn, ctx, row, invoice, amount, note, run=run)
     if found is None:
         note = (f"return of {row['endtoendid'] or 'an unknown collection'} ({row['returnreason'] or 'no reason'}): "
                 "no payment received with this end-to-end id and amount; settle it by hand")
         update_entry(conn, ctx, row["id"], MatchNote=note[:255], Run=run[:64])
         return Settled(str(row["name"]), "review", None, amount, note)
-    invoice_name, what = found
+    invoice_name, what, _ = found
     invoice = lock_invoice(conn, ctx, invoice_name)
     try:
         create_balance(conn, ctx, {"account": invoice["account"], "invoice": invoice["id"], "type": "Payment",
@@ -264,11 +328,22 @@ def reverse_returned(conn: sa.Connection, ctx: Context, row: dict, *, run: str) 
         raise BankAssignmentError(f"{row['name']}: the return cannot be booked: {error}", where=where) from None
     refresh_invoices(conn, ctx, [invoice["id"]])
     refresh_accounts(conn, ctx, [invoice["account"]])
+    note = f"return ({row['returnreason'] or 'no reason'}) of {what} on {invoice['name']}: {amount} reopened"
+    return _returned(conn, ctx, row, invoice, amount, note, run=run)
+
+
+def _returned(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, amount: Decimal, note: str, *,
+              run: str) -> Settled:
+    """The return's fee charged (or kept on the line) and the line assigned
+    to the invoice as a return."""
     fee = Decimal(row["chargebackfee"] or 0)
-    note = (f"return ({row['returnreason'] or 'no reason'}) of {what} on {invoice['name']}: "
-            f"{amount} reopened" + (f"; bank fee {fee} kept on the line" if fee else ""))
+    charged = charge_fee(conn, ctx, row, invoice, run=run)
+    if charged:
+        note += f"; bank fee {charged} charged to the customer"
+    elif fee:
+        note += f"; bank fee {fee} kept on the line"
     update_entry(conn, ctx, row["id"], Status=ASSIGNED, Invoice=invoice["id"], Account=invoice["account"],
-            MatchNote=note[:255], Run=run[:64], ConfigHash=ctx.config_hash)
+                 MatchNote=note[:255], Run=run[:64], ConfigHash=ctx.config_hash)
     return Settled(str(row["name"]), "returned", str(invoice["name"]), amount, note)
 
 
@@ -287,7 +362,7 @@ def review_list(conn: sa.Connection, ctx: Context) -> list[tuple[dict, Decision]
     rows = [dict(r) for r in conn.execute(sa.select(entries).where(entries.c.status == UNASSIGNED)
                                           .order_by(entries.c.bookingdate, entries.c.name)).mappings()]
     rules, pool = rules_of(ctx), candidates(conn, ctx)
-    return [(row, decide(facts(row), pool, rules)) for row in rows]
+    return [(row, settle_decision(facts(row), pool, rules)) for row in rows]
 
 
 def explain_entry(conn: sa.Connection, ctx: Context, name: str) -> tuple[dict, Decision | None]:
@@ -296,9 +371,9 @@ def explain_entry(conn: sa.Connection, ctx: Context, name: str) -> tuple[dict, D
     row = load_entry(conn, ctx, name)
     if row["isreturn"] or not row["credit"]:
         return row, None
-    return row, decide(facts(row), candidates(conn, ctx), rules_of(ctx))
+    return row, settle_decision(facts(row), candidates(conn, ctx), rules_of(ctx))
 
 
-__all__ = ["Settled", "assign", "candidates", "explain_entry", "facts", "ignore", "load_entry", "record_rejection",
+__all__ = ["Settled", "assign", "assign_split", "candidates", "explain_entry", "facts", "ignore", "load_entry", "record_rejection",
            "returned_payment", "reverse_returned", "review_list", "rules_of", "settle_lines", "update_entry"]
 

@@ -1,6 +1,6 @@
 """validate-config's checks of the bank side of cash management: the payment
-matching rules and threshold (E260-E263) and the direct debit lead time
-(E264). A rule that would make ``metabill bank import`` fail or never match is
+matching rules and threshold (E260-E263), the direct debit lead time (E264)
+and the account of charged return fees (E265). A rule that would make ``metabill bank import`` fail or never match is
 reported at its line first."""
 
 from __future__ import annotations
@@ -93,4 +93,27 @@ def check_lead_days(ctx: CheckContext) -> Iterator[Diagnostic]:
                    "1 is what SEPA Core requires since 2016 for first and recurring collections")
 
 
-CHECKS: tuple[Check, ...] = (check_matching_rules, check_matching_threshold, check_lead_days)
+def check_return_fee_account(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Charged return fees (``ChargeReturnFees``) need a collective account
+    of Type Dunning Fee that a fee with ClearingReason ``Return Fee`` matches
+    (that reason, or none), when bank returns can be imported at all (the
+    org has PaymentEntry with ChargebackFee): else the first return with a
+    fee would stop the import (engine.cash.bank_returns)."""
+    row = GlobalSettings.of(ctx.model).record
+    if row is None or not row.get("ChargeReturnFees"):
+        return
+    entry = ctx.model.object("PaymentEntry")
+    if entry is None or entry.field("ChargebackFee") is None:
+        return
+    for record in ctx.model.setting_records("CollectiveAccount"):
+        if record.get("Type") == "Dunning Fee" and str(record.get("ClearingReason") or "") in ("", "Return Fee"):
+            return
+    yield make("E265", "GlobalSettings.ChargeReturnFees is on, but no CollectiveAccount of Type 'Dunning Fee' "
+               "books a return fee (ClearingReason 'Return Fee' or none): importing a return with a bank fee "
+               "would fail", row.where("ChargeReturnFees") or Location("?"),
+               "add a CollectiveAccount with Type: Dunning Fee, ClearingReason: Return Fee and the fee income "
+               "account, or set ChargeReturnFees to false")
+
+
+CHECKS: tuple[Check, ...] = (check_matching_rules, check_matching_threshold, check_lead_days,
+                             check_return_fee_account)

@@ -69,16 +69,18 @@ def reassign(conn: sa.Connection, ctx: Context, entry_name: str, invoice_name: s
     if not paid or sum((Decimal(b["amount"]) for b in paid), Decimal(0)) != -Decimal(entry["credit"]):
         raise BankAssignmentError(f"{entry_name}: its payment balances do not add up to the line's amount any "
                                   "more (moved or split since); it cannot be moved", where=where)
-    old_invoice = lock_invoice(conn, ctx, str(old["name"])) if old is not None else None
+    # a split line (engine.cash.splitting) paid several invoices: each reversal belongs to its own
+    names = dict(conn.execute(sa.select(invoices.c.id, invoices.c.name).where(
+        invoices.c.id.in_(sorted({int(b["invoice"]) for b in paid if b["invoice"] is not None})))).all())
+    locked = {invoice_id: lock_invoice(conn, ctx, str(name)) for invoice_id, name in sorted(names.items())}
     for balance in paid:
-        on_invoice = old_invoice if balance["invoice"] is not None else None
+        on_invoice = locked.get(balance["invoice"]) if balance["invoice"] is not None else None
         create_balance(conn, ctx, {"account": balance["account"], "invoice": balance["invoice"], "type": "Payment",
                                    "amount": -Decimal(balance["amount"]), "date": when,
                                    "reference": f"{entry_name} moved to {invoice_name}", "paymententry": entry["id"],
                                    "paymentmethod": balance.get("paymentmethod")},
                        invoice=on_invoice, rule=RULE_MOVE, run=run)
-    if old_invoice is not None:
-        refresh_invoices(conn, ctx, [old_invoice["id"]])
+    refresh_invoices(conn, ctx, sorted(locked))
     refresh_accounts(conn, ctx, sorted({int(b["account"]) for b in paid}))
     moves = len({b["run"] for b in linked if b["rule"] == RULE_MOVE}) + 1  # this move included
     update_entry(conn, ctx, entry["id"], Status=UNASSIGNED)

@@ -139,13 +139,16 @@ class Scored:
 class Decision:
     """The outcome for one line, with everything that led to it."""
 
-    outcome: str                          # "assign" or "review"
-    invoice: str | None                   # the invoice to assign to
+    outcome: str                          # "assign", "split" (engine.cash.splitting) or "review"
+    invoice: str | None                   # the invoice to assign to (a split: the first part's)
     score: int
     threshold: Decimal
     reason: str
     ranked: tuple[Scored, ...] = ()
     excluded: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    #: A split: (invoice, amount) in order, and what stays a credit on the account.
+    parts: tuple[tuple[str, Decimal], ...] = ()
+    remainder: Decimal = ZERO
 
     @property
     def best(self) -> Scored | None:
@@ -159,6 +162,10 @@ class Decision:
         """The trace as text (``metabill bank explain``)."""
         out = [f"decision: {self.outcome}" + (f" to {self.invoice}" if self.invoice else "")
                + f" (score {self.score}, threshold {self.threshold})", f"  because: {self.reason}"]
+        for invoice, amount in self.parts:
+            out.append(f"  part: {amount} to {invoice}")
+        if self.remainder:
+            out.append(f"  part: {self.remainder} stays a credit on the account")
         for scored in self.ranked[:SHOWN_CANDIDATES]:
             c = scored.candidate
             out.append(f"  candidate {c.invoice} (open {c.open_amount} {c.currency}): score {scored.score}")
@@ -210,7 +217,8 @@ def _check(rule: Rule, line: LineFacts, candidate: Candidate) -> Check:
     return Check(rule.name, rule.field, agreed, rule.score if agreed else 0, detail)
 
 
-def _excluded(line: LineFacts, candidate: Candidate) -> str | None:
+def excluded_reason(line: LineFacts, candidate: Candidate) -> str | None:
+    """Why ``candidate`` cannot be paid by ``line`` (None: it can)."""
     if candidate.status != "Open" or candidate.open_amount <= 0:
         return f"status {candidate.status}, open amount {candidate.open_amount}: owes nothing"
     if candidate.currency != line.currency:
@@ -225,7 +233,7 @@ def decide(line: LineFacts, candidates: Sequence[Candidate], rules: MatchingRule
     ranked: list[Scored] = []
     excluded: list[tuple[str, str]] = []
     for candidate in candidates:
-        why = _excluded(line, candidate)
+        why = excluded_reason(line, candidate)
         if why is not None:
             excluded.append((candidate.invoice, why))
             continue
@@ -266,6 +274,7 @@ class CandidateIndex:
         self._by_iban: dict[str, list[Candidate]] = {}
         self._by_mandate: dict[str, list[Candidate]] = {}
         self._by_payer: dict[str, list[Candidate]] = {}
+        self._by_account: dict[int, list[Candidate]] = {}
         self.tolerance = max((r.tolerance for r in rules.rules if r.field == "Amount"), default=ZERO)
         for candidate in candidates:
             self.add(candidate)
@@ -281,16 +290,27 @@ class CandidateIndex:
             self._by_mandate.setdefault(candidate.mandate_reference, []).append(candidate)
         if candidate.account_name:
             self._by_payer.setdefault(compact(candidate.account_name), []).append(candidate)
+        self._by_account.setdefault(candidate.account_id, []).append(candidate)
 
     def remove(self, invoice: str) -> None:
         old = self.by_name.pop(invoice, None)
         if old is None:
             return
-        for table in (self._by_amount, self._by_iban, self._by_mandate, self._by_payer):
+        for table in (self._by_amount, self._by_iban, self._by_mandate, self._by_payer, self._by_account):
             for key in [k for k, found in table.items() if old in found]:
                 table[key] = [c for c in table[key] if c is not old]
                 if not table[key]:
                     del table[key]
+
+    def payer_candidates(self, line: LineFacts) -> list[Candidate]:
+        """Every candidate of the accounts the payer is (known by the line's
+        IBAN, else named like the payer; :func:`engine.cash.splitting.payer_accounts`
+        decides the same on all candidates): what a summed split searches."""
+        found = self._by_iban.get(compact(line.payer_iban), []) if line.payer_iban else []
+        if not found and line.payer_name:
+            found = self._by_payer.get(compact(line.payer_name), [])
+        accounts = sorted({c.account_id for c in found})
+        return [c for account in accounts for c in self._by_account.get(account, ())]
 
     def shortlist(self, line: LineFacts) -> list[Candidate]:
         """The candidates that agree with ``line`` on at least one active rule."""
@@ -326,5 +346,5 @@ class CandidateIndex:
         return sorted(found.values(), key=lambda c: c.invoice)
 
 
-__all__ = ["Candidate", "CandidateIndex", "Check", "DEFAULT_RULES", "Decision", "FIELDS", "LineFacts", "MatchingRules", "Rule",
+__all__ = ["Candidate", "CandidateIndex", "Check", "DEFAULT_RULES", "Decision", "FIELDS", "excluded_reason", "LineFacts", "MatchingRules", "Rule",
            "Scored", "compact", "decide"]

@@ -41,6 +41,7 @@ def bank_import(file, no_match, dry_run, org_dir, db_url):
     prefix = "Dry run: would have imported" if dry_run else "Imported"
     console.print(f"{prefix} {done.format} {file}: {len(done.statements)} statement(s), {done.entries} line(s); "
                   f"{done.count('assigned')} assigned, {done.count('returned')} returned, "
+                  + (f"{done.count('split')} split over several invoices, " if done.count("split") else "")
                   + (f"{done.count('rejected')} rejected, " if done.count("rejected") else "") +
                   f"{done.count('review')} for review.", markup=False)
     for settled in done.settled:

@@ -250,7 +250,7 @@ def _show_sepa(kind: str, report, business_entity: str, out_file: Path | None, d
 @_sepa_options("--collection-date", "Collection date (default: each invoice's due date, not before today).")
 @click.option("--force", is_flag=True, help="Export invoices again that an earlier export locked.")
 def sepa_debit(**options) -> None:
-    """SEPA direct debits (pain.008.001.02) for the open SEPA invoices with a
+    """SEPA direct debits (pain.008.001.08; .02 with a Legacy setting) for the open SEPA invoices with a
     mandate. Invoices with invalid SEPA data are left out and get the reason in
     their SEPA Validation Error; each exported invoice gets an export history
     record."""
@@ -261,7 +261,7 @@ def sepa_debit(**options) -> None:
 @_sepa_options("--execution-date", "Execution date (default: today).")
 @click.option("--force", is_flag=True, help="Export invoices again that an earlier export locked.")
 def sepa_credit(**options) -> None:
-    """SEPA credit transfers (pain.001.001.03) paying out the negative open
+    """SEPA credit transfers (pain.001.001.09; .03 with a Legacy setting) paying out the negative open
     balance of SEPA invoices and credits."""
     _run_sepa("sepa-credit", **options)
 
@@ -269,7 +269,7 @@ def sepa_credit(**options) -> None:
 @export.command("sepa-balances")
 @_sepa_options("--execution-date", "Execution date (default: today).")
 def sepa_balances(**options) -> None:
-    """SEPA credit transfers (pain.001.001.03) paying out free Payment and
+    """SEPA credit transfers (pain.001.001.09; .03 with a Legacy setting) paying out free Payment and
     Prepayment balances; each exported balance and its new reverse balance
     (type Payout) are locked."""
     _run_sepa("sepa-balances", force=False, **options)

@@ -80,8 +80,9 @@ class SepaSetting:
     one_time_export: bool = True
     reference_text: str = "[Name]"
     create_payments: bool = False
-    #: ``Current`` (pain.008.001.08/pain.001.001.09) or ``Legacy`` (.02/.03): :mod:`.sepa_versions`.
-    version: str = "Legacy"
+    #: ``Current`` (pain.008.001.08/pain.001.001.09, the default) or ``Legacy`` (.02/.03):
+    #: :mod:`.sepa_versions` (which imports this module, hence the literal).
+    version: str = "Current"
 
 
 @dataclass(frozen=True)

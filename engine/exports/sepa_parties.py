@@ -35,6 +35,7 @@ from .sepa_orders import (
 )
 from .bank_ids import PLACEHOLDER, check_bic, check_iban
 from .sepa_xml import sepa_text
+from .sepa_versions import DEFAULT_VERSION
 
 def creditor_for(ctx: Context, entity_name: str, kind: str) -> Creditor:
     """The business entity's SEPA data for ``kind``, checked; raises
@@ -106,7 +107,7 @@ def setting_for(ctx: Context, kind: str, name: str | None = None) -> SepaSetting
         one_time_export=bool(record.get("OneTimeExport", True)),
         reference_text=str(record.get("PaymentReferenceText") or "[Name]"),
         create_payments=bool(record.get("CreatePayments")),
-        version=str(record.get("SepaMessageVersion") or "Legacy"),
+        version=str(record.get("SepaMessageVersion") or DEFAULT_VERSION),
     )
 
 

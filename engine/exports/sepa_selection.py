@@ -92,15 +92,19 @@ def invoice_conditions(ctx: Context, invoice: sa.Table, *, entity: str, debit: b
 def invoice_query(ctx: Context, *, entity: str, debit: bool, setting: SepaSetting) -> sa.Select:
     """The candidate invoices with their effective due date (``_due``) and
     whether a locked export of ``setting`` covers that due date (``_locked``),
-    ordered by number."""
+    ordered by number. A collection the bank returned (or rejected) does not
+    lock: the invoice is locked while it has more locked exports of the
+    setting and due date than returned collections, so a returned direct
+    debit is collected again by the same setting without ``--force``."""
     invoice, history = ctx.table("Invoice"), ctx.table("InvoiceExportHistory")
     due = effective_due(invoice)
-    locked = sa.exists().where(
+    exports = sa.select(sa.func.count(history.c.id)).where(
         history.c.invoice == invoice.c.id,
         history.c.locked == sa.true(),
         history.c.exportsetting == setting.name,
         sa.or_(history.c.nextpaymentduedate == due, sa.and_(history.c.nextpaymentduedate.is_(None), due.is_(None))),
-    )
+    ).scalar_subquery()
+    locked = exports > _returned_count(ctx, invoice)
     return (
         sa.select(invoice, due.label("_due"), locked.label("_locked"))
         .where(*invoice_conditions(ctx, invoice, entity=entity, debit=debit))
@@ -181,6 +185,19 @@ def with_mandate(row: Mapping[str, Any], instrument: Mapping[str, Any] | None) -
             "directdebitmandategranted": instrument["mandatesignaturedate"],
             "directdebitsequencetype": given if given in ("OOFF", "FNAL") else (
                 "RCUR" if instrument.get("usedbefore") else None)}
+
+
+def _returned_count(ctx: Context, invoice: sa.Table) -> sa.ColumnElement:
+    """How many collections of ``invoice`` a bank returned, as a correlated
+    subquery (0 for an org without payment entries); counted like
+    :func:`returned_collections`."""
+    entry = ctx.model.object("PaymentEntry")
+    if entry is None or entry.field("IsReturn") is None:
+        return sa.literal(0)
+    entries = ctx.table("PaymentEntry")
+    return sa.select(sa.func.count(entries.c.id)).where(
+        entries.c.isreturn.is_(True), entries.c.status == "Assigned",
+        entries.c.invoice == invoice.c.id).scalar_subquery()
 
 
 def returned_collections(conn: sa.Connection, ctx: Context) -> dict[int, int]:

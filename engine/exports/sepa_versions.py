@@ -11,10 +11,10 @@ value       direct debits          credit transfers (invoices, balances)
 ==========  =====================  ==================================
 
 ``Current`` is the German banking industry's format set (DK "Anlage 3",
-valid since November 2023, when banks began retiring the 2009 versions);
-``Legacy`` is for banks that still need the old files. An empty value is
-``Legacy`` for now, so that files of existing settings do not change under
-their users (docs: decisions of issue 18).
+valid since November 2023, when banks began retiring the 2009 versions)
+and the default: an empty value (or no ExportSetting at all) writes it.
+``Legacy`` is kept for banks that still need the old files and must be
+chosen explicitly (docs: decisions of issue 18).
 
 For the elements these exports write, the current versions differ from the
 old ones in three things only: the namespace, the BIC of a financial
@@ -35,7 +35,7 @@ from .sepa_xml import MESSAGES, PAIN_001, PAIN_001_V09, PAIN_008, PAIN_008_V08
 
 CURRENT, LEGACY = "Current", "Legacy"
 VERSIONS = (CURRENT, LEGACY)
-DEFAULT_VERSION = LEGACY
+DEFAULT_VERSION = CURRENT
 _MESSAGES = {
     CURRENT: {DEBIT: PAIN_008_V08, CREDIT: PAIN_001_V09, BALANCES: PAIN_001_V09},
     LEGACY: {DEBIT: PAIN_008, CREDIT: PAIN_001, BALANCES: PAIN_001},

@@ -156,7 +156,7 @@ def recover_export_files(engine: sa.Engine, ctx: Context) -> list[PublishedBatch
 def export_sepa_debit(engine: sa.Engine, ctx: Context, out: Path | None, *, business_entity: str,
                       collection_date: date | None = None, setting_name: str | None = None,
                       created: datetime | None = None, force: bool = False, dry_run: bool = False) -> SepaReport:
-    """``export sepa-debit``: direct debits (pain.008.001.02) of the entity's
+    """``export sepa-debit``: direct debits (pain.008.001.08; .02 with a Legacy setting) of the entity's
     open SEPA invoices due within the window, recorded in the export history;
     ``report.file`` is the file written (None: nothing to collect, or a dry
     run)."""
@@ -167,7 +167,7 @@ def export_sepa_debit(engine: sa.Engine, ctx: Context, out: Path | None, *, busi
 def export_sepa_credit(engine: sa.Engine, ctx: Context, out: Path | None, *, business_entity: str,
                        execution_date: date | None = None, setting_name: str | None = None,
                        created: datetime | None = None, force: bool = False, dry_run: bool = False) -> SepaReport:
-    """``export sepa-credit``: credit transfers (pain.001.001.03) paying out
+    """``export sepa-credit``: credit transfers (pain.001.001.09; .03 with a Legacy setting) paying out
     the negative open balance of the entity's SEPA invoices and credits."""
     return run_export(engine, ctx, CREDIT, out, dry_run=dry_run, business_entity=business_entity,
                       when=execution_date, force=force, created=created, setting_name=setting_name)
@@ -176,7 +176,7 @@ def export_sepa_credit(engine: sa.Engine, ctx: Context, out: Path | None, *, bus
 def export_sepa_balances(engine: sa.Engine, ctx: Context, out: Path | None, *, business_entity: str,
                          execution_date: date | None = None, setting_name: str | None = None,
                          created: datetime | None = None, dry_run: bool = False) -> SepaReport:
-    """``export sepa-balances``: credit transfers (pain.001.001.03) paying
+    """``export sepa-balances``: credit transfers (pain.001.001.09; .03 with a Legacy setting) paying
     out free Payment and Prepayment balances, each locked with a locked
     Payout reverse balance (never exported twice, so there is no force)."""
     return run_export(engine, ctx, BALANCES, out, dry_run=dry_run, business_entity=business_entity,

@@ -1,6 +1,6 @@
 """``metabill bank import|review|explain|assign|ignore`` end to end through
 click, on SQLite and PostgreSQL, and validate-config's checks of the payment
-matching rules (E260-E264)."""
+matching rules (E260-E264), the return fee account (E265)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ def test_a_bad_file_is_a_user_error_with_every_problem_in_json(orders, tmp_path)
              "  PaymentMatchingThreshold: 500"), "E263"),
     (Replace("custom_settings/GlobalSettings.yaml", "DefaultCurrency: EUR", "DefaultCurrency: EUR\n"
              "  PaymentLeadDays: 12"), "E264"),
+    # return fees charged, but the collective account for them is of another clearing reason
+    (Replace("custom_settings/CollectiveAccount.yaml", "    ClearingReason: Return Fee\n",
+             "    ClearingReason: Discount\n"), "E265"),
 ])
 def test_validate_config_reports_matching_settings_that_cannot_work(tmp_path, edit, code):
     org = org_variant(tmp_path / "org", edit)
@@ -93,3 +96,11 @@ def test_validate_config_reports_matching_settings_that_cannot_work(tmp_path, ed
 def test_the_sample_matching_rules_are_clean():
     result = load_project(REPO_ROOT)
     assert not [d for d in result.diagnostics if d.code.startswith("E26")]
+
+
+def test_without_charged_return_fees_no_fee_account_is_needed(tmp_path):
+    org = org_variant(tmp_path / "org",
+                      Replace("custom_settings/CollectiveAccount.yaml", "    ClearingReason: Return Fee\n",
+                              "    ClearingReason: Discount\n"),
+                      Replace("custom_settings/GlobalSettings.yaml", "ChargeReturnFees: true", "ChargeReturnFees: false"))
+    assert not [d for d in load_project(org).diagnostics if d.code == "E265"]

@@ -91,3 +91,21 @@ def test_an_unknown_strategy_or_entity_is_refused(orders):
         refunds(orders, "Lottery")
     with pytest.raises(PaymentError, match="no business entity"):
         bank_service.refunds(orders.engine, context(orders.model), "XX99", when=date(2024, 11, 6))
+
+
+def test_a_manual_refund_via_a_payment_provider_is_booked_with_it(overpaid):
+    """Seed 000 "refunds via payment provider": the free credit paid back
+    through a provider; the provider travels onto the Refund balance and its
+    booking (where a CollectiveAccount's PaymentProvider criterion picks the
+    provider's clearing account)."""
+    from engine.cash.payments import PaymentDetails, register_refund
+
+    with overpaid.engine.begin() as conn:
+        refund = register_refund(conn, context(overpaid.model), D("50.81"), date(2024, 11, 6), account_number="10001",
+                                 details=PaymentDetails(payment_provider="PayPal", reference="refund via PayPal"))
+    assert (refund["type"], refund["amount"], refund["paymentprovider"]) == ("Refund", D("50.81"), "PayPal")
+    (booking,) = overpaid.details(overpaid.t("BookingDetail").c.balance == refund["id"])
+    assert (booking["type"], booking["paymentprovider"], booking["amount"]) == ("Refund", "PayPal", D("50.81"))
+    assert sum(b["amount"] for b in free_of(overpaid, "10001")) == D("0.00")
+    assert_cash_invariants(overpaid)
+    assert findings(overpaid) == []

@@ -212,6 +212,14 @@ def test_a_returned_collection_reopens_the_invoice_and_books_the_return(orders, 
         (True, "MD06", D("3.00"), "Assigned")
     reversal = orders.balances(orders.t("Balance").c.transactionno == "RT-0001")[0]
     assert (reversal["amount"], reversal["type"], reversal["invoice"]) == (D("892.50"), "Payment", invoice["id"])
+    # the bank's 3.00 is charged to the customer (GlobalSettings.ChargeReturnFees): owed on the account,
+    # booked against the Return Fee collective account (4970), the invoice keeps what was invoiced
+    fee = orders.balances(orders.t("Balance").c.paymententry == line["id"], orders.t("Balance").c.type == "Dunning Fee")
+    assert [(b["amount"], b["clearingreason"], b["invoice"], b["relatedinvoice"]) for b in fee] == \
+        [(D("3.00"), "Return Fee", None, invoice["id"])]
+    bookings = orders.select("BookingDetail", orders.t("BookingDetail").c.balance == fee[0]["id"])
+    assert [(b["type"], b["accountno"], b["amount"]) for b in bookings] == [("Dunning Fee", "4970", D("3.00"))]
+    assert "bank fee 3.00 charged to the customer" in line["matchnote"]
     assert_cash_invariants(orders)
     assert findings(orders) == []
     before = counts(orders)
@@ -286,6 +294,7 @@ def test_the_shortlist_decides_like_all_candidates():
     from datetime import date
 
     from engine.cash.matching import DEFAULT_RULES, Candidate, CandidateIndex, LineFacts, MatchingRules, Rule, decide
+    from engine.cash.splitting import settle_decision
 
     rules = MatchingRules(tuple(Rule(n, f, s) for n, f, s in DEFAULT_RULES)
                           + (Rule("name", "PayerName", 20), Rule("near amount", "Amount", 10, tolerance=D("2.00"))),
@@ -303,6 +312,12 @@ def test_the_shortlist_decides_like_all_candidates():
         full, short = decide(line, pool, rules), decide(line, index.shortlist(line), rules)
         assert (full.outcome, full.invoice, full.score, [s.candidate.invoice for s in full.ranked]) == \
             (short.outcome, short.invoice, short.score, [s.candidate.invoice for s in short.ranked]), n
+        # the split decision sees the shortlist plus the payer's invoices, as the import gives it
+        shortlist = {c.invoice: c for c in [*index.shortlist(line), *index.payer_candidates(line)]}
+        full = settle_decision(line, pool, rules)
+        short = settle_decision(line, sorted(shortlist.values(), key=lambda c: c.invoice), rules)
+        assert (full.outcome, full.invoice, full.parts, full.remainder) == \
+            (short.outcome, short.invoice, short.parts, short.remainder), n
 
 
 def test_a_pain_002_rejection_without_its_transactions_is_refused(orders, tmp_path):

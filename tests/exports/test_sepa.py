@@ -1,7 +1,12 @@
 """SEPA exports on the demo data: the three files (golden, XSD-valid,
 deterministic), export history with the one-time lock and forced exports,
 invalid SEPA data written to the invoice instead of breaking the file, locked
-balances with their reverse balances, atomic files, safe XML parsing, CLI."""
+balances with their reverse balances, atomic files, safe XML parsing, CLI.
+
+This module runs the sample org with both SEPA settings switched to
+``SepaMessageVersion: Legacy`` (pain.008.001.02 / pain.001.001.03, for banks
+that still need them): its golden files are the legacy ones. The default
+(the current versions) is tested by ``test_sepa_v08.py``."""
 
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ from engine.exports.sepa_xml import PAIN_001, PAIN_008, SepaXmlError, amount_tex
 from engine.storage.bulk import RowWriter
 from engine.storage.db import unit_of_work
 
-from config.orgcopy import REPO_ROOT, copy_org
+from booking.helpers import org_variant
+from config.orgcopy import REPO_ROOT, Replace, copy_org
 
 from .conftest import Demo
 from .helpers import check_golden
@@ -46,6 +52,19 @@ CREATED = datetime(2024, 10, 1, 12, 0, 0)
 CREDIT_CREATED = datetime(2025, 1, 15, 9, 0, 0)
 NS = {"d": sepa_xml.MESSAGES[PAIN_008], "c": sepa_xml.MESSAGES[PAIN_001]}
 DEBITS = ("INV-2024-00008", "INV-2024-00010")  # Nordlicht Logistik, Direct Debit, mandate MNDT-10004-001
+
+
+@pytest.fixture(scope="module")
+def sample_model(tmp_path_factory):
+    """The sample org whose two active SEPA settings ask for the legacy
+    versions (overrides the conftest's fixture for this module)."""
+    org = org_variant(tmp_path_factory.mktemp("legacy") / "org",
+                      Replace("custom_settings/ExportSetting.yaml",
+                              "  - Name: SEPA Direct Debit\n    Active: true\n",
+                              "  - Name: SEPA Direct Debit\n    Active: true\n    SepaMessageVersion: Legacy\n"),
+                      Replace("custom_settings/ExportSetting.yaml", "    Format: SEPA Credit\n",
+                              "    Format: SEPA Credit\n    SepaMessageVersion: Legacy\n"))
+    return load_model(org)
 
 
 def sepa(demo: Demo, kind: str = DEBIT, *, apply: bool = True, **options):
@@ -469,7 +488,8 @@ def test_cli_sepa_commands(demo, tmp_path):
                     "2024-10-01T12:00:00", *org)
     assert result.exit_code == 0, result.output
     assert "Wrote 2 order(s)" in result.stdout and "15172.50" in result.stdout
-    assert out.read_bytes() == (Path(__file__).parent / "golden" / "sepa-debit.xml").read_bytes()
+    # the command reads the sample org itself, whose settings write the default (current) version
+    assert out.read_bytes() == (Path(__file__).parent / "golden" / "sepa-debit-v08.xml").read_bytes()
 
     result = invoke("sepa-debit", "--business-entity", "DE01", "--out", str(tmp_path / "again.xml"), "--created",
                     "2024-10-01T12:00:00", *org)

@@ -23,7 +23,7 @@ from engine.exports.sepa_xml import PAIN_001, PAIN_001_V09, PAIN_008, PAIN_008_V
 from engine.storage.db import unit_of_work
 
 from booking.helpers import org_variant
-from config.orgcopy import Replace
+from config.orgcopy import REPO_ROOT, Replace
 from contexts import context
 from databases import load_model
 
@@ -37,8 +37,15 @@ XSD = Path(sepa_xml.__file__).parent / "xsd"
 
 
 @pytest.fixture(scope="module")
-def current_model(tmp_path_factory):
-    """The sample org whose two SEPA export settings write the current versions."""
+def current_model():
+    """The sample org as it is: its SEPA settings name no version, so they
+    write the default, the current versions."""
+    return load_model(REPO_ROOT)
+
+
+@pytest.fixture(scope="module")
+def explicit_model(tmp_path_factory):
+    """The sample org with ``SepaMessageVersion: Current`` written out: the same files."""
     org = org_variant(tmp_path_factory.mktemp("current") / "org",
                       Replace("custom_settings/ExportSetting.yaml",
                               "  - Name: SEPA Direct Debit\n    Active: true\n",
@@ -74,7 +81,8 @@ def test_the_vendored_current_schemas_are_the_documented_ones():
         digest = hashlib.sha256((XSD / f"{message}.xsd").read_bytes()).hexdigest()
         assert f"| `{message}.xsd` | `{digest}` |" in readme
     assert message_for(DEBIT, "Current") == PAIN_008_V08 and message_for(CREDIT, "Current") == PAIN_001_V09
-    assert message_for(DEBIT, None) == PAIN_008 and message_for(BALANCES, "Legacy") == PAIN_001
+    assert message_for(DEBIT, None) == PAIN_008_V08 and message_for(BALANCES, None) == PAIN_001_V09
+    assert message_for(DEBIT, "Legacy") == PAIN_008 and message_for(BALANCES, "Legacy") == PAIN_001
 
 
 def test_pain_008_001_08_golden_validates_and_the_audit_reconciles_it(current, tmp_path):
@@ -108,6 +116,15 @@ def test_pain_001_001_09_golden_for_credits_and_balances(current, tmp_path):
         files.append(tmp_path / name)
         files[-1].write_bytes(data)
     assert sepa_findings(current, *files) == []
+
+
+def test_the_current_versions_are_the_default(current, explicit_model, make_demo, tmp_path):
+    # the sample org's settings name no version; writing "Current" out changes nothing in the files
+    # (the second org on its own SQLite file: one test database holds one org)
+    default = sepa(current, apply=False)
+    explicit = sepa(make_demo(f"sqlite:///{tmp_path / 'explicit.db'}", explicit_model), apply=False)
+    assert default.message == explicit.message == PAIN_008_V08
+    assert default.data == explicit.data
 
 
 def test_upgrade_changes_only_namespace_bic_and_execution_date():
@@ -173,8 +190,10 @@ def test_a_returned_first_collection_is_collected_again_as_frst(current, tmp_pat
     assert [s.outcome for s in bank_service.import_statement(current.engine, ctx, returned).settled] == ["returned"]
     assert invoices(current)[DEBITS[0]]["status"] == "Open"
     set_invoice(current, DEBITS[1], paymentduedate=date(2024, 10, 7))
-    again = sepa(current, force=True, created=datetime(2024, 10, 14, 9, 0, 0))
+    # the same setting collects it again without --force: a returned collection does not lock the invoice
+    again = sepa(current, created=datetime(2024, 10, 14, 9, 0, 0))
     assert [(t.record_name, t.sequence_type) for t in again.transactions] == [(DEBITS[0], "FRST"), (DEBITS[1], "FRST")]
+    assert sepa(current, apply=False, created=datetime(2024, 10, 15, 9, 0, 0)).transactions == []  # locked again
     assert texts(again.data, "//d:SeqTp", NS08) == ["FRST"]
     # that collection went through: the next one under the mandate is recurring
     assert [t.sequence_type for t in sepa(current, apply=False, force=True,
@@ -212,7 +231,7 @@ def test_a_first_collection_rejected_by_pain_002_is_collected_again_as_frst(curr
     assert (report.format, [(s.outcome, s.invoice) for s in report.settled]) == ("pain.002", [("rejected", DEBITS[0])])
     before = invoices(current)[DEBITS[0]]
     assert (before["status"], before["balance"]) == ("Open", Decimal("892.50"))  # no money moved, nothing booked
-    again = sepa(current, force=True, created=datetime(2024, 10, 8, 9, 0, 0), file_name="again.xml")
+    again = sepa(current, created=datetime(2024, 10, 8, 9, 0, 0), file_name="again.xml")
     assert [(t.record_name, t.sequence_type) for t in again.transactions] == [(DEBITS[0], "FRST")]
     first_file, again_file = tmp_path / "first.xml", tmp_path / "again.xml"
     first_file.write_bytes(first.data)

@@ -1,0 +1,174 @@
+"""Returned collections with cash management on, and the return fee charged
+to the customer (issue 18, gaps 1 and 2).
+
+**The reversal with cash management.** A collection assigned from a bank
+statement became, with the integration on, a CM payment (``Payment``,
+End-to-End Id = the balance's TransactionNo) whose parts settled the
+invoice's entries through entry items (:mod:`.cm_payments`). Its return
+(camt.054 / camt.053 return) is reversed in the same terms:
+
+* a positive ``Payment`` balance of the returned amount on the invoice,
+  booked through the collective accounts like the payment the other way
+  round (:func:`engine.booking.balances.create_balance`), marked JPAY1 with
+  the CM payment's End-to-End Id, so the payment's amount (−Σ of its JPAY1
+  balances, :func:`.cm_payments.refresh_payments`) drops by what came back;
+  a payment whose amount is zero then is ``Reversed``;
+* one reversing entry item per entry item of the returned payment on that
+  invoice (latest due first, up to the returned amount), each with its own
+  part of the return balance (:func:`.cm_core.write_moves`: one balance per
+  entry item, §8.4), so the entries they settled are open again with their
+  outstanding amount restored;
+* the line is assigned to the invoice as a return, which is what makes the
+  mandate unused again after a returned first collection
+  (``engine.exports.sepa_selection.used_mandates``): the next collection is
+  FRST.
+
+Only a payment registered from a statement line (the line with the same
+end-to-end id and amount) is reversed here; a return whose payment was
+registered by hand waits for review, as before (its CM payment is not
+identified by the bank's data).
+
+**The return fee.** The bank's charge of a return (``ChargebackFee``) is
+charged to the customer when ``GlobalSettings.ChargeReturnFees`` is on: a
+``Dunning Fee`` balance with ClearingReason ``Return Fee`` of the fee on the
+customer's account (free: no invoice, the returned invoice as
+``RelatedInvoice``), booked against the collective account of type Dunning
+Fee that matches that clearing reason (validate-config, E265, checks one
+exists); with cash management on, also an open item for it: an ``Entry`` of
+statement type ``Fee`` without invoice. The fee is owed on the account, not
+added to the invoice, so the invoice's entries and its next collection stay
+exactly what was invoiced (docs: decisions of issue 18).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from engine.booking.balances import create_balance, refresh_accounts, refresh_invoices
+from engine.domain.errors import Where
+from engine.domain.money import ZERO
+from engine.storage.bulk import RowWriter, update_by_id
+from engine.storage.context import Context
+
+from .cm_core import ORIGIN, Move, payments_by_reference, refresh_entries, select_in, write_moves
+from .cm_payments import refresh_payments
+from .errors import BankAssignmentError
+
+FEE_TYPE = "Dunning Fee"
+FEE_REASON = "Return Fee"
+FEE_STATEMENT = "Fee"
+RULE_FEE = "bank return fee"
+PROCESS_RETURN = "Payment return"
+
+
+def charges_fees(ctx: Context) -> bool:
+    """GlobalSettings.ChargeReturnFees (off when the org has no such field)."""
+    record = ctx.settings.record
+    return bool(record is not None and record.get("ChargeReturnFees"))
+
+
+def returned_balances(conn: sa.Connection, ctx: Context, original_line: str, invoice_id: int) -> list[dict]:
+    """The CM balances (JPAY1) on ``invoice_id`` that the statement line named
+    ``original_line`` paid, with their entry items (newest first)."""
+    entries = ctx.table("PaymentEntry")
+    line_id = conn.execute(sa.select(entries.c.id).where(entries.c.name == original_line)).scalar()
+    if line_id is None:
+        return []
+    b = ctx.table("Balance")
+    rows = select_in(conn, ctx, "Balance", "paymententry", [line_id], b.c.origin == ORIGIN,
+                     b.c.invoice == invoice_id, b.c.type == "Payment", order=("date", "id"))
+    return sorted(rows, key=lambda r: r["id"], reverse=True)
+
+
+def reverse_cm_payment(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, original_line: str, *,
+                       run: str) -> str:
+    """Reverse the CM payment of the line ``original_line`` on ``invoice`` by
+    the returned line ``row`` (see the module docstring); returns the note."""
+    where = Where(object="PaymentEntry", record=str(row["name"]))
+    amount = Decimal(row["debit"] or 0)
+    paid = returned_balances(conn, ctx, original_line, invoice["id"])
+    reference = next((b["transactionno"] for b in paid if b.get("transactionno")), None)
+    payments = payments_by_reference(conn, ctx, [reference]) if reference else {}
+    if reference is None or reference not in payments:
+        raise BankAssignmentError(f"{row['name']}: the payment of {original_line} has no cash-management payment "
+                                  "to reverse", where=where,
+                                  hint="run the fix task create-payments-and-migrate-balances, then settle by hand")
+    try:
+        back = create_balance(conn, ctx, {"account": invoice["account"], "invoice": invoice["id"], "type": "Payment",
+                                          "amount": amount, "date": row["bookingdate"],
+                                          "reference": f"return {row['returnreason'] or ''} of {original_line}"
+                                                       .replace("  ", " "),
+                                          "transactionno": reference, "origin": ORIGIN, "paymententry": row["id"],
+                                          "paymentmethod": "Bank Transfer"},
+                              invoice=invoice, rule=f"bank return {row['returnreason'] or ''}".strip(), run=run)
+    except Exception as error:  # BalanceError: a date or amount the books refuse
+        raise BankAssignmentError(f"{row['name']}: the return cannot be booked: {error}", where=where) from None
+    items = select_in(conn, ctx, "EntryItem", "id", [b["entryitem"] for b in paid if b.get("entryitem")])
+    by_id = {e["id"]: e for e in select_in(conn, ctx, "Entry", "id", [i["entry"] for i in items])}
+    moves, rest = [], amount
+    for item in sorted(items, key=lambda i: (by_id[i["entry"]]["duedate"], i["id"]), reverse=True):
+        if rest <= 0:
+            break
+        part = min(rest, -Decimal(item["amount"]))
+        if part > 0:
+            moves.append(Move(back, by_id[item["entry"]], part))
+            rest -= part
+    if rest > 0 and moves:  # returned more than the entry items hold: the last entry takes it
+        moves[-1].amount += rest
+    write_moves(conn, ctx, moves, PROCESS_RETURN, run, payments)
+    refresh_payments(conn, ctx, [reference])
+    payment = payments_by_reference(conn, ctx, [reference])[reference]
+    if Decimal(payment["amount"] or 0) == ZERO and payment.get("status") != "Reversed":
+        update_by_id(conn, ctx.obj("Payment"), ["Status"], [(payment["id"], ("Reversed",))])
+    refresh_entries(conn, ctx, [invoice["id"]])
+    refresh_invoices(conn, ctx, [invoice["id"]])
+    refresh_accounts(conn, ctx, [invoice["account"]])
+    return (f"return ({row['returnreason'] or 'no reason'}) of {original_line} on {invoice['name']}: {amount} "
+            f"reopened; payment {reference} reversed by {len(moves)} entry item(s)")
+
+
+def charge_fee(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, *, run: str) -> Decimal:
+    """Charge the line's bank fee to the invoice's customer (see the module
+    docstring); returns the fee charged (zero: none, or charging is off)."""
+    fee = Decimal(row["chargebackfee"] or 0)
+    if fee <= 0 or not charges_fees(ctx):
+        return ZERO
+    where = Where(object="PaymentEntry", record=str(row["name"]))
+    try:
+        create_balance(conn, ctx, {"account": invoice["account"], "type": FEE_TYPE, "amount": fee,
+                                   "clearingreason": FEE_REASON, "relatedinvoice": invoice["id"],
+                                   "date": row["bookingdate"], "paymententry": row["id"],
+                                   "currencyisocode": invoice.get("currencyisocode"),
+                                   "businessentity": invoice.get("businessentity"),
+                                   "reference": f"return fee {row['returnreason'] or ''} of {invoice['name']}"
+                                                .replace("  ", " ")},
+                       invoice=None, rule=RULE_FEE, run=run)
+    except Exception as error:  # BalanceError/BookingError: no collective account for the fee
+        raise BankAssignmentError(f"{row['name']}: the return fee {fee} cannot be charged: {error}", where=where,
+                                  hint="add a CollectiveAccount of Type 'Dunning Fee' (ClearingReason 'Return Fee'), "
+                                       "or set GlobalSettings.ChargeReturnFees to false") from None
+    if ctx.settings.cash_management_integration:
+        fee_entry(conn, ctx, row, invoice, fee, run=run)
+    refresh_accounts(conn, ctx, [invoice["account"]])
+    return fee
+
+
+def fee_entry(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, fee: Decimal, *, run: str) -> None:
+    """The open item of a charged return fee in cash management: an Entry
+    without invoice (so the invoice's own entries stay its statement), keyed
+    by the returned line (once per line)."""
+    number = f"{invoice['name']}/fee/{row['name']}"
+    RowWriter(conn, ctx.obj("Entry")).insert([{
+        "account": invoice["account"], "accountname": (invoice.get("accountname") or None),
+        "businessentity": invoice.get("businessentity"), "currencyisocode": invoice.get("currencyisocode"),
+        "type": "Debit", "bptype": "Debtor", "status": "Open", "openamount": fee, "amount": fee,
+        "duedate": row["bookingdate"], "statementtype": FEE_STATEMENT, "statementno": number[:80],
+        "statementdate": row["bookingdate"], "paymentreference": str(invoice["name"])[:140],
+        "title": f"Return fee of {invoice['name']} ({row['returnreason'] or 'no reason'})"[:255],
+        "assignmentkey": f"fee:{row['name']}", "run": run[:64], "confighash": ctx.config_hash}])
+
+
+__all__ = ["FEE_REASON", "FEE_STATEMENT", "FEE_TYPE", "charge_fee", "charges_fees", "fee_entry",
+           "returned_balances", "reverse_cm_payment"]
