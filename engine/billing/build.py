@@ -163,14 +163,12 @@ def fill(target: dict, values: Mapping[str, object]) -> None:
             target[key] = value
 
 
-def build_invoice(
-    run: RunFacts,
-    sources: Sequence[SourceHeader],
-    account: Mapping[str, object],
-    account_copies: Mapping[str, object],
-    subs: Sequence[SubInvoice] = (),
-) -> DraftInvoice:
-    """One draft invoice from one group of source headers (same group key)."""
+def draft_header(run: RunFacts, sources: Sequence[SourceHeader], account: Mapping[str, object],
+                 account_copies: Mapping[str, object]) -> dict:
+    """The header fields of a group's draft before its lines: engine-set
+    fields, the sources' ON copies, the account's data and ON fields, the
+    template's payment terms, in that precedence. Shared by
+    :func:`build_invoice` and the set-based run (:mod:`engine.billing.setrun`)."""
     first = sources[0]
     header: dict = {
         "account": first.account_id,
@@ -190,6 +188,19 @@ def build_invoice(
     fill(header, account_copies)
     due = first.template.get("DefaultPaymentDue")
     fill(header, {"paymentdue": due if due is not None else Decimal(0)})
+    return header
+
+
+def build_invoice(
+    run: RunFacts,
+    sources: Sequence[SourceHeader],
+    account: Mapping[str, object],
+    account_copies: Mapping[str, object],
+    subs: Sequence[SubInvoice] = (),
+) -> DraftInvoice:
+    """One draft invoice from one group of source headers (same group key)."""
+    first = sources[0]
+    header = draft_header(run, sources, account, account_copies)
 
     lines: list[dict] = []
     ordered = sorted(chain.from_iterable(s.lines for s in sources), key=attrgetter("order"))

@@ -184,13 +184,9 @@ class FilterRun:
                 for (row, record), raw in zip(chunk, raws):
                     try:
                         source = self.sources.header(conn, record, raw)
-                    except Unbillable as failed:
+                    except (Unbillable, ArithmeticError) as error:
                         self.report.records_read += 1
-                        failures.append(RecordFailure(self.plan.header.obj.name, record["id"], failed.message))
-                        continue
-                    except ArithmeticError as error:
-                        self.report.records_read += 1
-                        failures.append(RecordFailure(self.plan.header.obj.name, record["id"], _incomputable(error)))
+                        failures.append(self._header_failure(record, error))
                         continue
                     if source is None:
                         continue
@@ -204,6 +200,12 @@ class FilterRun:
         if failures:
             self._write_failures(failures)
         return keyed
+
+    def _header_failure(self, record: dict, error: Exception) -> RecordFailure:
+        """The record error of a header record that cannot be billed: the
+        reason it gave (:class:`Unbillable`), or arithmetic that failed."""
+        message = error.message if isinstance(error, Unbillable) else _incomputable(error)  # type: ignore[arg-type]
+        return RecordFailure(self.plan.header.obj.name, record["id"], message)
 
     def _write_failures(self, failures: list[RecordFailure]) -> None:
         """Pass 1's record errors, in a write transaction of their own."""
@@ -373,7 +375,6 @@ class FilterRun:
         """The set-based path: headers evaluated here, lines in SQL
         (:class:`~engine.billing.setrun.SetBatchWriter`); returns the ids
         of the records to bill on the Python path instead."""
-        plan = self.plan
         current = self._current_headers(conn, ids)
         # Only records evaluated afresh resolve their accounts here; a
         # remembered evaluation carries its account (loaded by the writer).
@@ -386,11 +387,8 @@ class FilterRun:
             record = item
             try:
                 source = self.sources.header(conn, record)
-            except Unbillable as failed:
-                failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
-                continue
-            except ArithmeticError as error:
-                failures.append(RecordFailure(plan.header.obj.name, record["id"], _incomputable(error)))
+            except (Unbillable, ArithmeticError) as error:
+                failures.append(self._header_failure(record, error))
                 continue
             if source is not None:
                 sources.append(source)
@@ -463,11 +461,8 @@ class FilterRun:
                 self.sources.add_lines(source, record, children.get(record["id"], ()))
                 if not source.lines:
                     raise Unbillable(f"{plan.header.obj.name} {record['id']} has no {plan.line.obj.name} records to bill")
-            except Unbillable as failed:
-                failures.append(RecordFailure(plan.header.obj.name, record["id"], failed.message))
-                continue
-            except ArithmeticError as error:
-                failures.append(RecordFailure(plan.header.obj.name, record["id"], _incomputable(error)))
+            except (Unbillable, ArithmeticError) as error:
+                failures.append(self._header_failure(record, error))
                 continue
             for part in split_by_line_criterion(source):
                 groups[part.group_key()].append(part)

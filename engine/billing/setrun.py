@@ -59,8 +59,7 @@ from engine.storage.schema import CLAIM
 from engine.storage.types import TextTooLong, ValueOutOfRange, scaled_to_decimal, to_db_converter
 
 from .accounts import AccountCache
-from .build import (ACCOUNT_TO_INVOICE, DEPOSIT_TYPE, FINAL_TYPE, KEYED_TYPES, DraftInvoice, InvariantError,
-                    RunFacts, SourceHeader, fill)
+from .build import DEPOSIT_TYPE, FINAL_TYPE, DraftInvoice, InvariantError, RunFacts, SourceHeader, draft_header
 from .plan import FilterPlan
 from .report import RecordFailure
 from .setplan import AMOUNT_BOUND, RATE_BOUND, SetPlan
@@ -85,33 +84,6 @@ class Prepared:
     fallback: list[int] = field(default_factory=list)
     #: Whether the temporary tables exist (dropped by ``finish``).
     staged: bool = False
-
-
-def draft_header(run: RunFacts, sources: Sequence[SourceHeader], account: dict, account_copies: dict) -> dict:
-    """The header fields :func:`engine.billing.build.build_invoice` gives a
-    group before its lines: engine-set fields, the sources' ON copies, the
-    account's data and ON fields, the template's payment terms, in that
-    precedence (the differential test holds the two to the same result)."""
-    first = sources[0]
-    header: dict = {
-        "account": first.account_id,
-        "status": "Draft",
-        "type": first.invoice_type,
-        "template": first.template.name,
-        "currencyisocode": first.currency,
-        "businessentity": first.business_entity,
-        "subinvoiceassignmentkey": first.assignment_key if first.invoice_type in KEYED_TYPES else None,
-        "date": run.invoice_date,
-        "invoicerun": run.run_id,
-        "confighash": run.config_hash,
-    }
-    for source in sources:
-        fill(header, source.invoice_fields)
-    fill(header, {target: account.get(source) for target, source in ACCOUNT_TO_INVOICE})
-    fill(header, account_copies)
-    due = first.template.get("DefaultPaymentDue")
-    fill(header, {"paymentdue": due if due is not None else Decimal(0)})
-    return header
 
 
 class SetBatchWriter:

@@ -177,14 +177,7 @@ class BatchWriter:
         for record, before in keys:
             for key in set(record) - before:
                 del record[key]
-        kept = []
-        for draft in drafts:
-            problem = self.unfit(conn, draft)
-            if problem is None:
-                kept.append(draft)
-            else:
-                failures.extend(RecordFailure(s.object_name, s.record_id, problem) for s in draft.sources)
-        self.write(conn, kept, out)
+        self.write(conn, self._each_fitting(conn, drafts, failures), out)
 
     def fitting(self, conn: sa.Connection, drafts: list[DraftInvoice],
                 failures: list[RecordFailure]) -> list[DraftInvoice]:
@@ -200,6 +193,12 @@ class BatchWriter:
             pass
         else:
             return drafts
+        return self._each_fitting(conn, drafts, failures)
+
+    def _each_fitting(self, conn: sa.Connection, drafts: list[DraftInvoice],
+                      failures: list[RecordFailure]) -> list[DraftInvoice]:
+        """The drafts whose values fit their columns, tried one by one; each
+        other draft's sources become record failures naming the value."""
         kept = []
         for draft in drafts:
             problem = self.unfit(conn, draft)

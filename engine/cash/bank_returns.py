@@ -65,8 +65,7 @@ PROCESS_RETURN = "Payment return"
 
 def charges_fees(ctx: Context) -> bool:
     """GlobalSettings.ChargeReturnFees (off when the org has no such field)."""
-    record = ctx.settings.record
-    return bool(record is not None and record.get("ChargeReturnFees"))
+    return ctx.settings.charge_return_fees
 
 
 def returned_balances(conn: sa.Connection, ctx: Context, original_line: str, invoice_id: int) -> list[dict]:

@@ -63,6 +63,8 @@ class GlobalSettings:
     account_external_id_field: str = "AccountNumber"
     payment_matching_threshold: Decimal = Decimal(100)
     payment_lead_days: int = 1
+    #: A returned collection's bank fee is charged to the customer (issue 18).
+    charge_return_fees: bool = False
     #: The row itself, for custom fields an org adds.
     record: SettingRecord | None = None
 
@@ -91,6 +93,7 @@ class GlobalSettings:
             payment_matching_threshold=_number(row, "PaymentMatchingThreshold") or Decimal(100),
             payment_lead_days=int(_number(row, "PaymentLeadDays") if _number(row, "PaymentLeadDays") is not None
                                   else 1),
+            charge_return_fees=_flag(row, "ChargeReturnFees"),
             record=row,
         )
 
