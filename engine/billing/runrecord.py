@@ -15,7 +15,8 @@ removed in the one that closes it, and on PostgreSQL a session advisory lock
 held by the process for as long as it runs (:class:`OwnerLock`). A run that
 fails with an error is marked Failed on the way out. A process that is
 killed leaves its row behind, and is recognizably dead (:func:`owner_alive`):
-on PostgreSQL its lock is gone with its connection; on SQLite (one machine)
+on PostgreSQL its lock is gone with its connection (or, on the same machine,
+its pid no longer runs: the server drops the lock a moment after the kill); on SQLite (one machine)
 its pid no longer runs, or runs another program (start time); an owner on
 another machine counts as dead once its heartbeat is older than
 :data:`STALE_AFTER`. The next run of the same period and filters recovers
@@ -285,13 +286,19 @@ def owner_alive(conn: sa.Connection, owner: dict, *, now: datetime | None = None
     """Whether the process of an owner row still works on its run (see the
     module docstring): PostgreSQL asks for its lock, SQLite looks at the
     process on this machine, or at the heartbeat of one on another."""
+    same_host = owner["host"] == socket.gethostname()[:255]
     if conn.dialect.name == "postgresql":
         first, second = _owner_lock_key(owner["token"])
         free = conn.execute(sa.select(sa.func.pg_try_advisory_lock(first, second))).scalar_one()
         if free:
             conn.execute(sa.select(sa.func.pg_advisory_unlock(first, second)))
-        return not free
-    if owner["host"] == socket.gethostname()[:255]:
+            return False
+        # The server notices a killed client's closed connection only some
+        # moments later and holds its lock until then; on this machine the
+        # process table already knows.
+        return not (same_host and int(owner["pid"]) != os.getpid()
+                    and not process_runs(int(owner["pid"]), owner.get("process_started")))
+    if same_host:
         if int(owner["pid"]) == os.getpid() and owner.get("process_started") == process_start_time(os.getpid()):
             return owner["token"] in ACTIVE_TOKENS  # this process: does it still work on that run?
         return process_runs(int(owner["pid"]), owner.get("process_started"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 from decimal import Decimal
 
 import pytest
@@ -128,3 +129,37 @@ def test_an_owner_on_another_machine_is_dead_once_its_heartbeat_is_stale(world, 
         conn.execute(fresh)
     [state] = list_runs(world.engine, context(reliability_model))
     assert state.state == "Running"
+
+
+def test_postgres_takes_a_killed_owner_for_dead_before_the_server_drops_its_lock(world, reliability_model):
+    """After a SIGKILL the server holds the killed client's advisory lock
+    until it notices the closed connection; on the same machine the process
+    table already says the owner is gone, so the run is Dead at once."""
+    if world.backend != "postgresql":
+        pytest.skip("the owner lock exists on PostgreSQL only")
+    from engine.billing.runrecord import _owner_lock_key
+
+    world.run(batch_size=3)
+    run = _run_row(world)
+    gone = CTX.Process(target=int)  # a process of this machine that has ended
+    gone.start()
+    gone.join(timeout=TIMEOUT)
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(world.t("InvoiceRun")).values(status="Running"))
+        conn.execute(sa.insert(RUN_OWNER).values(run_id=run["id"], token="t-killed", host=socket.gethostname()[:255],
+                                                 pid=gone.pid, started_at="2024-01-01T00:00:00Z",
+                                                 heartbeat_at="2024-01-01T00:00:00Z"))
+    holder = world.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:  # the lock the server has not released yet
+        holder.execute(sa.select(sa.func.pg_advisory_lock(*_owner_lock_key("t-killed"))))
+        [state] = list_runs(world.engine, context(reliability_model))
+        assert (state.state, state.dead) == ("Dead", True)
+        with world.engine.begin() as conn:  # the same owner on another machine: only its lock can tell
+            conn.execute(sa.update(RUN_OWNER).values(host="elsewhere"))
+        [state] = list_runs(world.engine, context(reliability_model))
+        assert (state.state, state.dead) == ("Running", False)
+    finally:
+        holder.execute(sa.select(sa.func.pg_advisory_unlock(*_owner_lock_key("t-killed"))))
+        holder.close()
+    [state] = list_runs(world.engine, context(reliability_model))
+    assert state.state == "Dead"  # the server dropped the lock
