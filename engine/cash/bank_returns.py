@@ -42,6 +42,7 @@ exactly what was invoiced (docs: decisions of issue 18).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -85,28 +86,62 @@ def reverse_cm_payment(conn: sa.Connection, ctx: Context, row: dict, invoice: di
                        run: str) -> str:
     """Reverse the CM payment of the line ``original_line`` on ``invoice`` by
     the returned line ``row`` (see the module docstring); returns the note."""
-    where = Where(object="PaymentEntry", record=str(row["name"]))
     amount = Decimal(row["debit"] or 0)
     paid = returned_balances(conn, ctx, original_line, invoice["id"])
+    reversal = CmReversal(amount=amount, when=row["bookingdate"], line_id=row["id"],
+                          text=f"return {row['returnreason'] or ''} of {original_line}".replace("  ", " "),
+                          rule=f"bank return {row['returnreason'] or ''}".strip(), process=PROCESS_RETURN)
+    reference, items = reverse_cm_balances(conn, ctx, paid, invoice, reversal, run=run,
+                                           where=Where(object="PaymentEntry", record=str(row["name"])),
+                                           what=f"the payment of {original_line}")
+    return (f"return ({row['returnreason'] or 'no reason'}) of {original_line} on {invoice['name']}: {amount} "
+            f"reopened; payment {reference} reversed by {items} entry item(s)")
+
+
+@dataclass(frozen=True)
+class CmReversal:
+    """What reverses (part of) a CM payment: ``amount`` (> 0) back on the
+    invoice or account, dated ``when``, linked to statement line
+    ``line_id``, with its reference text, booking rule and the business
+    process of the reversing entry items."""
+
+    amount: Decimal
+    when: object
+    line_id: int
+    text: str
+    rule: str
+    process: str
+
+
+def reverse_cm_balances(conn: sa.Connection, ctx: Context, paid: list[dict], invoice: dict | None,
+                        reversal: CmReversal, *, run: str, where: Where, what: str,
+                        account: int | None = None) -> tuple[str, int]:
+    """Take ``reversal.amount`` of the CM payment behind the JPAY1 balances
+    ``paid`` back (a bank return, a payment moved to another invoice): one
+    positive Payment balance on ``invoice`` (or, None, free on ``account``)
+    with the payment's End-to-End Id, booked like any payment the other way
+    round; reversing entry items for the entry items of ``paid`` (latest due
+    first), so the entries they settled are open again; the payment's amount
+    recomputed, ``Reversed`` at zero. Returns (End-to-End Id, entry items
+    reversed)."""
     reference = next((b["transactionno"] for b in paid if b.get("transactionno")), None)
     payments = payments_by_reference(conn, ctx, [reference]) if reference else {}
     if reference is None or reference not in payments:
-        raise BankAssignmentError(f"{row['name']}: the payment of {original_line} has no cash-management payment "
-                                  "to reverse", where=where,
+        raise BankAssignmentError(f"{where.record}: {what} has no cash-management payment to reverse", where=where,
                                   hint="run the fix task create-payments-and-migrate-balances, then settle by hand")
+    on_account = invoice["account"] if invoice is not None else account
     try:
-        back = create_balance(conn, ctx, {"account": invoice["account"], "invoice": invoice["id"], "type": "Payment",
-                                          "amount": amount, "date": row["bookingdate"],
-                                          "reference": f"return {row['returnreason'] or ''} of {original_line}"
-                                                       .replace("  ", " "),
-                                          "transactionno": reference, "origin": ORIGIN, "paymententry": row["id"],
+        back = create_balance(conn, ctx, {"account": on_account, "invoice": invoice["id"] if invoice else None,
+                                          "type": "Payment", "amount": reversal.amount, "date": reversal.when,
+                                          "reference": reversal.text[:255], "transactionno": reference,
+                                          "origin": ORIGIN, "paymententry": reversal.line_id,
                                           "paymentmethod": "Bank Transfer"},
-                              invoice=invoice, rule=f"bank return {row['returnreason'] or ''}".strip(), run=run)
+                              invoice=invoice, rule=reversal.rule, run=run)
     except Exception as error:  # BalanceError: a date or amount the books refuse
-        raise BankAssignmentError(f"{row['name']}: the return cannot be booked: {error}", where=where) from None
+        raise BankAssignmentError(f"{where.record}: the reversal cannot be booked: {error}", where=where) from None
     items = select_in(conn, ctx, "EntryItem", "id", [b["entryitem"] for b in paid if b.get("entryitem")])
     by_id = {e["id"]: e for e in select_in(conn, ctx, "Entry", "id", [i["entry"] for i in items])}
-    moves, rest = [], amount
+    moves, rest = [], reversal.amount
     for item in sorted(items, key=lambda i: (by_id[i["entry"]]["duedate"], i["id"]), reverse=True):
         if rest <= 0:
             break
@@ -114,18 +149,18 @@ def reverse_cm_payment(conn: sa.Connection, ctx: Context, row: dict, invoice: di
         if part > 0:
             moves.append(Move(back, by_id[item["entry"]], part))
             rest -= part
-    if rest > 0 and moves:  # returned more than the entry items hold: the last entry takes it
+    if rest > 0 and moves:  # more than the entry items hold: the last entry takes it
         moves[-1].amount += rest
-    write_moves(conn, ctx, moves, PROCESS_RETURN, run, payments)
+    write_moves(conn, ctx, moves, reversal.process, run, payments)
     refresh_payments(conn, ctx, [reference])
     payment = payments_by_reference(conn, ctx, [reference])[reference]
     if Decimal(payment["amount"] or 0) == ZERO and payment.get("status") != "Reversed":
         update_by_id(conn, ctx.obj("Payment"), ["Status"], [(payment["id"], ("Reversed",))])
-    refresh_entries(conn, ctx, [invoice["id"]])
-    refresh_invoices(conn, ctx, [invoice["id"]])
-    refresh_accounts(conn, ctx, [invoice["account"]])
-    return (f"return ({row['returnreason'] or 'no reason'}) of {original_line} on {invoice['name']}: {amount} "
-            f"reopened; payment {reference} reversed by {len(moves)} entry item(s)")
+    if invoice is not None:
+        refresh_entries(conn, ctx, [invoice["id"]])
+        refresh_invoices(conn, ctx, [invoice["id"]])
+    refresh_accounts(conn, ctx, [on_account])
+    return reference, len(moves)
 
 
 def charge_fee(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, *, run: str) -> Decimal:
@@ -169,5 +204,5 @@ def fee_entry(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, fee: 
         "assignmentkey": f"fee:{row['name']}", "run": run[:64], "confighash": ctx.config_hash}])
 
 
-__all__ = ["FEE_REASON", "FEE_STATEMENT", "FEE_TYPE", "charge_fee", "charges_fees", "fee_entry",
-           "returned_balances", "reverse_cm_payment"]
+__all__ = ["CmReversal", "FEE_REASON", "FEE_STATEMENT", "FEE_TYPE", "charge_fee", "charges_fees", "fee_entry",
+           "returned_balances", "reverse_cm_balances", "reverse_cm_payment"]

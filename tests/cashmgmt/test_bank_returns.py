@@ -138,3 +138,42 @@ def test_a_return_of_a_payment_registered_by_hand_waits_for_review(billed, tmp_p
     assert "registered by hand" in report.settled[0].note
     assert billed.invoice(INVOICE)["status"] == "Paid"
     assert_entries_match(billed)
+
+
+def test_a_payment_moved_to_another_invoice_under_cash_management_moves_its_cm_payment(billed, tmp_path):
+    """``metabill bank reassign`` with the integration on: the CM payment of
+    the wrong invoice is reversed with its entry items (the entry is open
+    again), and the registration on the right invoice has a CM payment of its
+    own that settles that invoice's entry; moved back, all is as before."""
+    ctx = context(billed.model)
+    collected, _ = files(tmp_path)
+    bank_service.import_statement(billed.engine, ctx, collected)
+    (line,) = [e for e in billed.select("PaymentEntry") if e["externaltransactionid"] == "C-1107"]
+    target = "INV-2024-00005"
+    open_before = billed.invoice(target)["balance"]
+
+    moved = bank_service.reassign_entry(billed.engine, ctx, str(line["name"]), target, when=date(2024, 11, 8),
+                                        run="test move 1")
+    assert (moved.invoice, moved.amount) == (target, Decimal("892.50"))
+    assert (billed.invoice(INVOICE)["status"], billed.invoice(INVOICE)["balance"]) == ("Open", Decimal("892.50"))
+    (entry,) = billed.entries(INVOICE, live=True)
+    assert (entry["status"], entry["amount"]) == ("Open", Decimal("892.50"))
+    payments = {p["endtoendid"]: p for p in billed.payments()}
+    assert (payments["C-1107"]["amount"], payments["C-1107"]["status"]) == (Decimal("0.00"), "Reversed")
+    assert (payments["C-1107/2"]["amount"], payments["C-1107/2"]["status"]) == (Decimal("892.50"), "Final")
+    assert billed.invoice(target)["balance"] == open_before - Decimal("892.50")
+    assert sum(e["amount"] for e in billed.entries(target, live=True)) == open_before - Decimal("892.50")
+    t = billed.t("Balance")
+    (back,) = billed.balances(t.c.rule == "payment moved (balance transfer)")
+    assert (back["amount"], back["origin"], back["transactionno"], back["invoice"]) == \
+        (Decimal("892.50"), "JPAY1", "C-1107", billed.invoice(INVOICE)["id"])
+    assert_entries_match(billed)
+    assert [(f.code, f.subject) for f in audit(billed.engine, ctx).findings if f.code != "A603"] == []
+
+    bank_service.reassign_entry(billed.engine, ctx, str(line["name"]), INVOICE, when=date(2024, 11, 9),
+                                run="test move 2")
+    assert billed.invoice(INVOICE)["status"] == "Paid" and billed.invoice(target)["balance"] == open_before
+    payments = {p["endtoendid"]: p for p in billed.payments()}
+    assert [payments[e2e]["status"] for e2e in ("C-1107", "C-1107/2", "C-1107/3")] == ["Reversed", "Reversed", "Final"]
+    assert_entries_match(billed)
+    assert [(f.code, f.subject) for f in audit(billed.engine, ctx).findings if f.code != "A603"] == []
