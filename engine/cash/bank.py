@@ -40,7 +40,7 @@ from engine.domain.errors import Where
 from engine.storage.bulk import update_by_id
 from engine.storage.context import Context
 
-from .bank_returns import charge_fee, reverse_cm_payment
+from .bank_returns import charge_fee, hand_registered_balances, returned_balances, reverse_cm_payment
 from .errors import BankAssignmentError, PaymentEntryNotFound, PaymentError
 from .matching import Candidate, CandidateIndex, Decision, LineFacts, MatchingRules
 from .payments import PaymentDetails, lock_invoice, register_account_payment, register_payment
@@ -302,13 +302,16 @@ def reverse_returned(conn: sa.Connection, ctx: Context, row: dict, *, run: str) 
     found = returned_payment(conn, ctx, row)
     if found is not None and ctx.settings.cash_management_integration:
         invoice_name, what, from_line = found
-        if not from_line:  # a payment registered by hand: the bank's data do not identify its CM payment
+        invoice = lock_invoice(conn, ctx, invoice_name)
+        paid = (returned_balances(conn, ctx, what, invoice["id"]) if from_line
+                else hand_registered_balances(conn, ctx, invoice["id"], amount))
+        if paid is None:  # registered by hand, and the invoice's payments do not say which one came back
             note = (f"return of {row['endtoendid']} ({row['returnreason'] or 'no reason'}): {what} was registered "
-                    "by hand; with cash management on, reverse its payment and entry items by hand")
+                    f"by hand and {invoice_name} has no single cash-management payment of {amount}; "
+                    "reverse the right payment and its entry items by hand")
             update_entry(conn, ctx, row["id"], MatchNote=note[:255], Run=run[:64])
             return Settled(str(row["name"]), "review", None, amount, note)
-        invoice = lock_invoice(conn, ctx, invoice_name)
-        note = reverse_cm_payment(conn, ctx, row, invoice, what, run=run)
+        note = reverse_cm_payment(conn, ctx, row, invoice, what, paid, run=run)
         return _returned(conn, ctx, row, invoice, amount, note, run=run)
     if found is None:
         note = (f"return of {row['endtoendid'] or 'an unknown collection'} ({row['returnreason'] or 'no reason'}): "

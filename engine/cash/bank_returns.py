@@ -23,10 +23,13 @@ invoice's entries through entry items (:mod:`.cm_payments`). Its return
   (``engine.exports.sepa_selection.used_mandates``): the next collection is
   FRST.
 
-Only a payment registered from a statement line (the line with the same
-end-to-end id and amount) is reversed here; a return whose payment was
-registered by hand waits for review, as before (its CM payment is not
-identified by the bank's data).
+The payment reversed is the one registered from the statement line with
+the same end-to-end id and amount; for a collection registered by hand (or
+by a CSV import) the bank's data name only the invoice, so it is the
+invoice's one CM payment of exactly the returned amount that is not
+reversed yet (:func:`hand_registered_balances`). When the invoice has
+several such payments, or none, the return waits for review: guessing would
+reopen the wrong payment.
 
 **The return fee.** The bank's charge of a return (``ChargebackFee``) is
 charged to the customer when ``GlobalSettings.ChargeReturnFees`` is on: a
@@ -82,12 +85,30 @@ def returned_balances(conn: sa.Connection, ctx: Context, original_line: str, inv
     return sorted(rows, key=lambda r: r["id"], reverse=True)
 
 
-def reverse_cm_payment(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, original_line: str, *,
-                       run: str) -> str:
-    """Reverse the CM payment of the line ``original_line`` on ``invoice`` by
-    the returned line ``row`` (see the module docstring); returns the note."""
+def hand_registered_balances(conn: sa.Connection, ctx: Context, invoice_id: int, amount: Decimal) -> list[dict] | None:
+    """The JPAY1 Payment balances on ``invoice_id`` of its one CM payment
+    (status Final) of exactly ``amount`` that no statement line registered;
+    None when there is no such payment or more than one."""
+    b = ctx.table("Balance")
+    rows = select_in(conn, ctx, "Balance", "invoice", [invoice_id], b.c.origin == ORIGIN, b.c.type == "Payment",
+                     b.c.paymententry.is_(None), b.c.transactionno.is_not(None), order=("date", "id"))
+    flows: dict[str, list[dict]] = {}
+    for row in rows:
+        flows.setdefault(str(row["transactionno"]), []).append(row)
+    payments = payments_by_reference(conn, ctx, list(flows))
+    fitting = [reference for reference, payment in payments.items()
+               if payment.get("status") == "Final" and Decimal(payment["amount"] or 0) == amount
+               and -sum((Decimal(r["amount"]) for r in flows[reference]), ZERO) == amount]
+    if len(fitting) != 1:
+        return None
+    return sorted(flows[fitting[0]], key=lambda r: r["id"], reverse=True)
+
+
+def reverse_cm_payment(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, original_line: str,
+                       paid: list[dict], *, run: str) -> str:
+    """Reverse the CM payment whose balances ``paid`` (on ``invoice``) the
+    returned line ``row`` takes back (see the module docstring); returns the note."""
     amount = Decimal(row["debit"] or 0)
-    paid = returned_balances(conn, ctx, original_line, invoice["id"])
     reversal = CmReversal(amount=amount, when=row["bookingdate"], line_id=row["id"],
                           text=f"return {row['returnreason'] or ''} of {original_line}".replace("  ", " "),
                           rule=f"bank return {row['returnreason'] or ''}".strip(), process=PROCESS_RETURN)
@@ -205,4 +226,4 @@ def fee_entry(conn: sa.Connection, ctx: Context, row: dict, invoice: dict, fee: 
 
 
 __all__ = ["CmReversal", "FEE_REASON", "FEE_STATEMENT", "FEE_TYPE", "charge_fee", "charges_fees", "fee_entry",
-           "returned_balances", "reverse_cm_balances", "reverse_cm_payment"]
+           "hand_registered_balances", "returned_balances", "reverse_cm_balances", "reverse_cm_payment"]

@@ -128,15 +128,37 @@ def test_a_returned_first_collection_under_cash_management_is_collected_again_as
     assert_entries_match(billed)
 
 
-def test_a_return_of_a_payment_registered_by_hand_waits_for_review(billed, tmp_path):
+def test_a_return_of_a_collection_registered_by_hand_reverses_its_one_cm_payment(billed, tmp_path):
+    """A collection registered by hand: the bank's data name the invoice only;
+    its one CM payment of the returned amount is reversed."""
     from .helpers import pay_cm
 
-    pay_cm(billed, INVOICE, "892.50")
+    _, payment = pay_cm(billed, INVOICE, "892.50")
+    _, returned = files(tmp_path)
+    report = bank_service.import_statement(billed.engine, context(billed.model), returned)
+    assert [(s.outcome, s.invoice) for s in report.settled] == [("returned", INVOICE)]
+    assert f"payment {payment['endtoendid']} reversed by 1 entry item(s)" in report.settled[0].note
+    assert billed.invoice(INVOICE)["status"] == "Open"
+    (entry,) = billed.entries(INVOICE, live=True)
+    assert (entry["status"], entry["amount"]) == ("Open", Decimal("892.50"))
+    (reversed_,) = [p for p in billed.payments() if p["id"] == payment["id"]]
+    assert (reversed_["amount"], reversed_["status"]) == (Decimal("0.00"), "Reversed")
+    assert_entries_match(billed)
+
+
+def test_a_return_of_a_collection_registered_by_hand_in_parts_waits_for_review(billed, tmp_path):
+    """Two payments registered by hand, neither of the returned amount: which
+    one came back is not known, so nothing is reversed."""
+    from .helpers import pay_cm
+
+    pay_cm(billed, INVOICE, "500.00")
+    pay_cm(billed, INVOICE, "392.50", when=date(2024, 11, 2))
     _, returned = files(tmp_path)
     report = bank_service.import_statement(billed.engine, context(billed.model), returned)
     assert [s.outcome for s in report.settled] == ["review"]
-    assert "registered by hand" in report.settled[0].note
+    assert "registered by hand" in report.settled[0].note and "no single cash-management payment" in report.settled[0].note
     assert billed.invoice(INVOICE)["status"] == "Paid"
+    assert all(p["status"] == "Final" for p in billed.payments())
     assert_entries_match(billed)
 
 
