@@ -91,16 +91,26 @@ def catalogue(rng: random.Random) -> list[dict]:
 def generate(url: str, subscriptions: int) -> None:
     """Migrate and fill the database (not timed)."""
     from engine.project import load_project
-    from engine.storage.bulk import RowWriter
-    from engine.storage.context import Context
     from engine.storage.db import open_engine
     from engine.storage.migrate import apply_migration
 
     model = load_project(ROOT).model
     engine = open_engine(url)
     apply_migration(engine, model)
+    fill(engine, model, subscriptions)
+    engine.dispose()
+
+
+def fill(engine, model, subscriptions: int, seed: int = 20240101) -> None:
+    """Insert ``subscriptions`` generated subscriptions (see the module
+    docstring) with their accounts and items into a migrated database of the
+    sample org; the same ``seed`` gives the same data (the tests of the
+    subscription run's row path use it too)."""
+    from engine.storage.bulk import RowWriter
+    from engine.storage.context import Context
+
     ctx = Context(model)
-    rng = random.Random(20240101)
+    rng = random.Random(seed)
     products = catalogue(rng)
     weighted = [c for c in COUNTRIES for _ in range(c[3])]
     for start in range(0, subscriptions, 5000):
@@ -133,7 +143,6 @@ def generate(url: str, subscriptions: int) -> None:
                         item["newunitprice"] = (product["price"] * Decimal("1.10")).quantize(Decimal("0.01"))
                     items.append(item)
             RowWriter(conn, ctx.obj("SubscriptionItem")).insert(items)
-    engine.dispose()
 
 
 def main() -> None:

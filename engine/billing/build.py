@@ -197,8 +197,14 @@ def build_invoice(
     account: Mapping[str, object],
     account_copies: Mapping[str, object],
     subs: Sequence[SubInvoice] = (),
+    amounts_memo: dict | None = None,
 ) -> DraftInvoice:
-    """One draft invoice from one group of source headers (same group key)."""
+    """One draft invoice from one group of source headers (same group key).
+
+    ``amounts_memo``: a dict the caller keeps over many invoices (one batch),
+    so that lines of different invoices sharing their quantity, price and
+    rate objects are computed once (see :func:`_amounts`); the caller drops
+    it with the batch."""
     first = sources[0]
     header = draft_header(run, sources, account, account_copies)
 
@@ -227,7 +233,7 @@ def build_invoice(
         lines.extend(deduction_lines(run, header, lines, subs))
     if first.invoice_type == DEPOSIT_TYPE:
         deposit_share(header, lines)
-    _amounts(header, lines, run.rounding)
+    _amounts(header, lines, run.rounding, amounts_memo)
     _totals(header, lines)
     check_invoice(header, lines)
     return DraftInvoice(header, lines, list(sources))
@@ -441,7 +447,7 @@ def rebuild_final_invoice(header: Mapping[str, object], lines: Sequence[Mapping[
     return fresh, rebuilt
 
 
-def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str) -> None:
+def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str, memo: dict | None = None) -> None:
     gross_mode = bool(header.get("grossinvoice"))
     # A line's amounts depend on its quantity, unit price and tax rate only,
     # and the lines of an invoice often share these very objects (the reader
@@ -449,13 +455,15 @@ def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str) -> 
     # each distinct combination of objects is computed once. Keyed by
     # identity, so nothing is hashed and equal values never stand in for
     # each other; each entry keeps its three objects alive, so their ids
-    # cannot be reused by other objects while the dict exists.
-    computed: dict[tuple[int, int, int], tuple[tuple[Decimal, Decimal, Decimal], tuple[Decimal, ...]]] = {}
+    # cannot be reused by other objects while the dict exists. A ``memo``
+    # of the caller's spans many invoices (their mode is part of the key).
+    computed: dict[tuple[int, int, int, bool], tuple[tuple[Decimal, Decimal, Decimal], tuple[Decimal, ...]]] = \
+        {} if memo is None else memo
     for line in lines:
         quantity = Decimal(line["quantity"])
         unit_price = Decimal(line["unitprice"])
         rate = Decimal(line.get("taxrate") or 0)
-        key = (id(quantity), id(unit_price), id(rate))
+        key = (id(quantity), id(unit_price), id(rate), gross_mode)
         entry = computed.get(key)
         if entry is None:
             amounts = _line_amounts(quantity, unit_price, rate, gross_mode)
@@ -513,22 +521,32 @@ def check_invoice(header: Mapping[str, object], lines: Sequence[Mapping[str, obj
     One pass over the lines recomputes the sums independently of
     :func:`_totals`. "Two decimals" is ``same_quantum(CENT)`` (exponent -2,
     false for NaN and infinities), which needs no ``as_tuple()``."""
-    if not lines:
+    check_amounts(header, [(line["postotalnet"], line["postotaltax"], line["postotalgross"]) for line in lines])
+
+
+#: The line fields :func:`check_amounts` takes, in its order.
+LINE_AMOUNTS = ("postotalnet", "postotaltax", "postotalgross")
+
+
+def check_amounts(header: Mapping[str, object], amounts: Sequence[tuple[object, object, object]]) -> None:
+    """:func:`check_invoice` on the lines' (net, tax, gross) amounts: for
+    callers that hold their lines as rows, not dicts."""
+    if not amounts:
         raise InvariantError("an invoice needs at least one line")
     total_net = total_tax = total_gross = ZERO
-    for line in lines:
-        net, tax, gross = line["postotalnet"], line["postotaltax"], line["postotalgross"]
+    for triple in amounts:
+        net, tax, gross = triple
         if not (isinstance(net, Decimal) and net.same_quantum(CENT) and isinstance(tax, Decimal)
                 and tax.same_quantum(CENT) and isinstance(gross, Decimal) and gross.same_quantum(CENT)):
-            key = next(k for k in ("postotalnet", "postotaltax", "postotalgross") if not _is_cents(line[k]))
-            raise InvariantError(f"line amount {key}={line[key]!r} is not a two-decimal Decimal")
+            key, value = next((k, v) for k, v in zip(LINE_AMOUNTS, triple) if not _is_cents(v))
+            raise InvariantError(f"line amount {key}={value!r} is not a two-decimal Decimal")
         if gross != net + tax:
             raise InvariantError(f"line gross {gross} != net + tax")
         total_net += net
         total_tax += tax
         total_gross += gross
     for key, total in (("totalnet", total_net), ("totaltax", total_tax), ("grandtotal", total_gross)):
-        if header[key] != total:
+        if header[key] != total:  # type: ignore[comparison-overlap]
             raise InvariantError(f"invoice {key} {header[key]} != sum of lines {total}")
     if header["grandtotal"] != header["totalnet"] + header["totaltax"]:
         raise InvariantError("grand total != net + tax")

@@ -8,8 +8,11 @@ generic filters of the same run (:func:`engine.billing.run.run_invoices`).
 For every item, :func:`engine.billing.periods.due_charges` decides the
 service periods due and their per-unit amounts; one draft invoice per
 subscription gets one line per item and period (quantity, prorated unit
-price, service period, the item it bills), built and checked by
-:func:`engine.billing.build.build_invoice` like every other invoice.
+price, service period, the item it bills), built and checked as
+:func:`engine.billing.build.build_invoice` builds every other invoice. In the
+ordinary case (no ON copies to the lines, tax rounded per line) the lines
+are built as rows, not dicts (:mod:`engine.billing.subscription_lines`: same
+values, same errors, a fraction of the time); otherwise by ``build_invoice``.
 
 **Billed exactly once.** Each billed period is claimed in ``_mb_service_claim``
 (item, first day of the period -> invoice) in the transaction that writes
@@ -45,7 +48,7 @@ from engine.domain.batching import chunks
 from engine.domain.errors import EngineError, Where
 from engine.domain.naming import copy_incompatibility, on_copy_target
 from engine.domain.values import field_paths, read_value
-from engine.storage.bulk import RowWriter, insert_tuples, update_by_id
+from engine.storage.bulk import RowWriter, insert_tuples, record_keys, update_by_id
 from engine.storage.context import Context
 from engine.storage.db import transaction
 from engine.storage.reader import RecordReader
@@ -74,7 +77,8 @@ from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
 from .service_claims import SERVICE_CLAIM, open_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
-from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts
+from .subscription_lines import Due, LineRows, RowDraft, line_fields, rows_apply
+from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts, insert_headers, insert_line_rows
 
 #: Subscription statuses the run bills (a canceled one until its cancellation takes effect).
 BILLED_STATUSES = ("Active", "Canceled")
@@ -162,6 +166,11 @@ class SubscriptionRun:
         self._parent = self.item_table.c[plan.item_obj.field("Subscription").column_name]  # type: ignore[union-attr]
         self._decisions: dict[SubscriptionTerms, dict[tuple, Decision]] = {}
         self._memo_size = 0
+        #: Line amounts computed in the current batch (see ``build_invoice``'s ``amounts_memo``).
+        self._amounts_memo: dict = {}
+        #: The lines as rows, when the run's case allows (:func:`rows_apply`); else dicts.
+        self._rows = LineRows(run, record_keys(self.line_obj), "SubscriptionItem") \
+            if rows_apply(run, self.line_copies) else None
 
     # -- selection ----------------------------------------------------------------
 
@@ -252,34 +261,82 @@ class SubscriptionRun:
                     items[_ref(item.get("subscription"))].append(item)
             claimed = open_claims(conn, self.ctx, [i["id"] for group in items.values() for i in group])
             self.accounts.prefetch(conn, (_ref(s.get("account")) for s in subscriptions))
-            drafts: list[DraftInvoice] = []
-            failures: list[RecordFailure] = []
-            for subscription in subscriptions:
-                try:
-                    draft = self._draft(conn, subscription, items.get(subscription["id"], []), claimed)
-                except (PeriodError, BuildError, FormulaEvaluationError, ValueProblem, ArithmeticError) as error:
-                    failures.append(RecordFailure(self.plan.obj.name, subscription["id"], _message(error)))
+            self._amounts_memo = {}  # per batch: what it holds lives as long as the batch's drafts
+            if self._rows is None:
+                return self._write_fitting(conn, *self._drafts(conn, subscriptions, items, claimed))
+            self._rows.new_batch()
+            drafts, failures = self._drafts(conn, subscriptions, items, claimed, self._row_draft)
+            outcome = self._write_rows(conn, drafts, failures)
+            if outcome is not None:
+                return outcome
+            # A value that does not fit its column: the dict path finds which, per subscription.
+            return self._write_fitting(conn, *self._drafts(conn, subscriptions, items, claimed))
+
+    def _drafts(self, conn: sa.Connection, subscriptions: list[dict], items: dict[int, list[dict]],
+                claimed: set[tuple[int, date]], build: Callable | None = None) -> tuple[list, list[RecordFailure]]:
+        """The batch's drafts (by ``build``, default :meth:`_draft`) and the
+        record errors of the subscriptions that cannot be billed."""
+        build = build or self._draft
+        drafts: list = []
+        failures: list[RecordFailure] = []
+        for subscription in subscriptions:
+            try:
+                draft = build(conn, subscription, items.get(subscription["id"], []), claimed)
+            except (PeriodError, BuildError, FormulaEvaluationError, ValueProblem, ArithmeticError) as error:
+                failures.append(RecordFailure(self.plan.obj.name, subscription["id"], _message(error)))
+                continue
+            if draft is not None:
+                drafts.append(draft)
+        return drafts, failures
+
+    def _due(self, subscription: dict, items: list[dict], claimed: set[tuple[int, date]]) -> list[Due]:
+        """The lines due of one subscription: each unclaimed charge of its
+        billed items, in item order. Raises :class:`PeriodError`."""
+        due: list[Due] = []
+        base = subscription_terms(subscription)
+        memo = self._decisions.get(base)  # once per subscription: hashing the terms is not free
+        if memo is None:
+            memo = self._decisions[base] = {}
+        for item in items:
+            if item.get("billingtype") not in BILLED_TYPES:
+                continue
+            key = tuple(map(item.get, _DECISION_FIELDS))
+            decision = memo.get(key)
+            if decision is None:
+                decision, memo = self._decision(subscription, item, base, key)
+            for order, charge in enumerate(decision.charges):
+                if (item["id"], charge.start) in claimed:
                     continue
-                if draft is not None:
-                    drafts.append(draft)
-            return self._write_fitting(conn, drafts, failures)
+                due.append(Due(item, charge, (item["id"], charge.start, order)))
+        return due
 
     def _draft(self, conn: sa.Connection, subscription: dict, items: list[dict],
                claimed: set[tuple[int, date]]) -> DraftInvoice | None:
         """The draft invoice of one subscription, or None when nothing is due."""
-        lines: list[SourceLine] = []
-        base = subscription_terms(subscription)
-        for item in items:
-            if item.get("billingtype") not in BILLED_TYPES:
-                continue
-            decision = self._decision(subscription, item, base)
-            for order, charge in enumerate(decision.charges):
-                if (item["id"], charge.start) in claimed:
-                    continue
-                fields = self._line_fields(item, subscription, charge)
-                lines.append(SourceLine("SubscriptionItem", item["id"], (item["id"], charge.start, order), fields))
-        if not lines:
+        due = self._due(subscription, items, claimed)
+        if not due:
             return None
+        lines = [SourceLine("SubscriptionItem", d.item["id"], d.order,
+                            line_fields(d.item, subscription, d.charge, self._copies(self.line_copies, d.item)))
+                 for d in due]
+        source, account_id = self._source(conn, subscription)
+        source.lines = lines
+        return build_invoice(self.run, [source], self.accounts.record(account_id), self.accounts.copies(account_id),
+                             amounts_memo=self._amounts_memo)
+
+    def _row_draft(self, conn: sa.Connection, subscription: dict, items: list[dict],
+                   claimed: set[tuple[int, date]]) -> RowDraft | None:
+        """:meth:`_draft` with the lines as rows (:mod:`engine.billing.subscription_lines`)."""
+        due = self._due(subscription, items, claimed)
+        if not due:
+            return None
+        source, account_id = self._source(conn, subscription)
+        assert self._rows is not None
+        return self._rows.build(source, due, subscription, self.accounts.record(account_id),
+                                self.accounts.copies(account_id))
+
+    def _source(self, conn: sa.Connection, subscription: dict) -> tuple[SourceHeader, int]:
+        """The subscription as the source of its invoice (without lines), and its account."""
         account_id = self.accounts.resolve(conn, _ref(subscription.get("account")))
         if account_id is None:
             raise BuildError(f"no account with id {subscription.get('account')}")
@@ -303,47 +360,27 @@ class SubscriptionRun:
             business_entity=(subscription.get("businessentity") or self.accounts.copies(account_id).get("businessentity")
                              or self.defaults.default_entity),
             invoice_fields=invoice_fields,
-            lines=lines,
+            lines=[],
         )
-        return build_invoice(self.run, [source], account, self.accounts.copies(account_id))
+        return source, account_id
 
-    def _decision(self, subscription: dict, item: dict, base: "SubscriptionTerms") -> Decision:
-        """:func:`item_decision` without a trace, once per distinct item state
-        in the run: items of the same terms and billing state (most of a
-        month's items share a few price lists and one grid) share it."""
+    def _decision(self, subscription: dict, item: dict, base: "SubscriptionTerms",
+                  key: tuple) -> tuple[Decision, dict[tuple, Decision]]:
+        """:func:`item_decision` without a trace, remembered under the item's
+        ``key`` (its :data:`_DECISION_FIELDS`) among the decisions of the
+        terms ``base``: items of the same terms and billing state (most of a
+        month's items share a few price lists and one grid) share it. Returns
+        the decision and the memo of ``base`` (a new one when the memo was
+        full and started afresh)."""
         memo = self._decisions.get(base)
-        if memo is None:
-            memo = self._decisions[base] = {}
-        key = tuple([item.get(name) for name in _DECISION_FIELDS])
-        decision = memo.get(key)
-        if decision is None:
+        if memo is None or self._memo_size >= _DECISION_MEMO:
             if self._memo_size >= _DECISION_MEMO:  # bounded memory: start afresh
                 self._decisions.clear()
                 self._memo_size = 0
-                memo = self._decisions[base] = {}
-            decision = memo[key] = item_decision(subscription, item, self.run.period_end, explain=False, base=base)
-            self._memo_size += 1
-        return decision
-
-    def _line_fields(self, item: dict, subscription: dict, charge) -> dict:
-        fields = self._copies(self.line_copies, item)
-        fields.update({
-            "title": item.get("title"),
-            "quantity": item.get("quantity") if item.get("quantity") is not None else Decimal(1),
-            "unitprice": charge.amount,
-            "serviceperiodstart": charge.start,
-            "serviceperiodend": charge.end,
-            "subscriptionitem": item["id"],
-        })
-        for key in ("productgroup", "producttaxclass", "unit"):
-            if item.get(key) not in (None, ""):
-                fields.setdefault(key, item[key])
-        if item.get("billingtype") != "One-Time":
-            fields.setdefault("billingpractice", subscription.get("billingpractice"))
-        if charge.prorated or len(charge.pieces) > 1:
-            fields.setdefault("description", "; ".join(
-                f"{p.start}..{p.end} at {p.unit_price}" for p in charge.pieces)[:4000])
-        return fields
+            memo = self._decisions[base] = {}
+        decision = memo[key] = item_decision(subscription, item, self.run.period_end, explain=False, base=base)
+        self._memo_size += 1
+        return decision, memo
 
     def _copies(self, plan: list[tuple[FieldDef, FieldDef]], record: dict) -> dict:
         out = {}
@@ -418,10 +455,59 @@ class SubscriptionRun:
         self._outcome(conn, drafts, failures)
         return len(drafts), line_count, failures, summaries
 
+    def _write_rows(self, conn: sa.Connection, drafts: list[RowDraft], failures: list[RecordFailure]):
+        """:meth:`_write` of drafts whose lines are rows, in a savepoint; None
+        (and nothing written) when a value does not fit its column."""
+        savepoint = conn.begin_nested()
+        try:
+            summaries, line_count = self._insert_rows(conn, drafts)
+        except (ValueOutOfRange, TextTooLong):
+            savepoint.rollback()
+            return None
+        savepoint.commit()
+        self._outcome(conn, drafts, failures)  # type: ignore[arg-type]
+        return len(drafts), line_count, failures, summaries
+
+    def _insert_rows(self, conn: sa.Connection, drafts: list[RowDraft]) -> tuple[list[InvoiceSummary], int]:
+        """Insert the drafts (headers by the row writer, ids and DRAFT names
+        as :func:`~engine.billing.writing.insert_drafts` gives them) and their
+        line rows, and claim their periods; returns the summaries and the lines written."""
+        if not drafts:
+            return [], 0
+        headers = insert_headers(conn, self.invoice_obj, [d.header for d in drafts])
+        keys = self._rows.keys  # type: ignore[union-attr]
+        invoice_at = keys.index("invoice")
+        rows = []
+        for draft in drafts:
+            invoice_id = draft.header["id"]
+            for row in draft.rows:
+                row[invoice_at] = invoice_id
+                rows.append(row)
+        insert_line_rows(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], rows)
+        self._claim(conn, drafts, [])  # type: ignore[arg-type]
+        summaries = [InvoiceSummary(h["id"], h["name"], str(h.get("accountname") or h["account"]), h["type"],
+                                    len(d.rows), h["totalnet"], h["grandtotal"], str(h.get("currencyisocode") or ""))
+                     for h, d in zip(headers, drafts)]
+        return summaries, len(rows)
+
     def _claim(self, conn: sa.Connection, drafts: list[DraftInvoice], lines: list[dict]) -> None:
         """Claim every service period the lines bill (the primary key refuses a
-        second claim), in one driver ``executemany`` (dates as ISO text on SQLite,
-        as SQLAlchemy's Date stores them there)."""
+        second claim). The lines are written: one INSERT ... SELECT copies
+        (item, period, invoice) from them, reading the batch's invoices by
+        their id range (one block of ids, reserved together); were the ids
+        ever not one block, one driver ``executemany`` of the same rows."""
+        invoice_ids = [draft.header["id"] for draft in drafts]
+        low, high = min(invoice_ids, default=0), max(invoice_ids, default=-1)
+        if invoice_ids and high - low + 1 == len(invoice_ids):
+            table, line = self.ctx.table(self.line_obj.name), self.line_obj
+            column = lambda name: table.c[line.field(name).column_name]  # type: ignore[union-attr]  # noqa: E731
+            invoice = column("Invoice")
+            copied = sa.select(column("SubscriptionItem"), column("ServicePeriodStart"), column("ServicePeriodEnd"),
+                               invoice, sa.literal(self.run.run_id, sa.BigInteger())).where(invoice.between(low, high))
+            conn.execute(sa.insert(SERVICE_CLAIM).from_select(
+                ["item_id", "period_start", "period_end", "invoice_id", "run_id"], copied))
+            return
+        # Dates as ISO text on SQLite, as SQLAlchemy's Date stores them there.
         day = date.isoformat if conn.dialect.name == "sqlite" else (lambda value: value)
         insert_tuples(conn, SERVICE_CLAIM, ("item_id", "period_start", "period_end", "invoice_id", "run_id"), [
             (line["subscriptionitem"], day(line["serviceperiodstart"]), day(line["serviceperiodend"]),
