@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from engine.domain.batching import chunks
+from engine.domain.values import field_paths
 from engine.storage.context import Context
 from engine.storage.reader import RecordReader
 
@@ -67,6 +68,9 @@ ACCOUNTS_KEPT = 20_000
 #: ``--show-invoices`` table); the counts always cover all. About 400 bytes
 #: per invoice listed: the last part of a run's memory that grew with its size.
 LISTED_INVOICES = 10_000
+#: Header ids per re-read statement of the set path (well below the bound
+#: parameters either database takes in one statement).
+REREAD_CHUNK = 5_000
 #: How a batch evaluates its line records: ``python`` (every record in
 #: Python) or ``set`` (lines in SQL where the filter allows it, see
 #: :mod:`engine.billing.setrun`; the rest falls back to Python).
@@ -75,6 +79,10 @@ EVALUATIONS = ("python", "set")
 #: ``set`` since both paths number a batch alike (``tests/billing`` and
 #: ``tests/booking`` pass with either, on SQLite and PostgreSQL).
 DEFAULT_EVALUATION = "set"
+#: Header controlling fields the run writes, never reads to evaluate a record.
+WRITEBACK_BASES = ("ON_Invoice", "ON_LastInvoiceRun", "ON_InvoiceBuildError")
+#: Controlling fields only a record's line reads (single-object mode).
+LINE_ONLY_BASES = ("ON_Title", "ON_Quantity", "ON_UnitPrice")
 # Advisory lock keys are 32-bit: account ids are folded into that range.
 _INT4 = 2**31 - 1
 
@@ -126,11 +134,36 @@ class FilterRun:
             header_paths = header_paths | {(currency_field.key,)}
         self._header_reader = RecordReader(ctx.model, ctx.metadata, plan.header.obj, header_paths, dialect,
                                            all_fields=False)
+        # Pass 1 and the set path's re-read only evaluate headers: they read
+        # no write-back field and, in single-object mode, none of the fields
+        # only its line reads (a third of a delivery's columns); the Python
+        # path reads the record whole, as a line too.
+        self._key_reader = self._header_reader
+        if self.set_writer is not None:
+            self._key_reader = RecordReader(ctx.model, ctx.metadata, plan.header.obj,
+                                            self._evaluation_paths(currency_field), dialect, all_fields=False)
         self._child_reader: RecordReader | None = None
         if not plan.single:
             child_paths = plan.line.paths() | {(plan.child_lookup.key,)}  # type: ignore[union-attr]
             self._child_reader = RecordReader(ctx.model, ctx.metadata, plan.line.obj, child_paths, dialect,
                                               all_fields=False)
+
+    def _evaluation_paths(self, currency_field) -> set[tuple[str, ...]]:
+        """What evaluating a header record (:meth:`SourceEvaluator.header`)
+        reads: its controlling fields but the write-back ones and, in
+        single-object mode, those of its line; its ON copies to the invoice;
+        its own CurrencyIsoCode."""
+        plan = self.plan
+        level = plan.header
+        skipped = set(WRITEBACK_BASES) | (set(LINE_ONLY_BASES) if plan.single else set())
+        fields = [fdef for base, fdef in level.controls.items() if base not in skipped]
+        fields += [source for source, _, target in level.copies if target == "Invoice"]
+        paths: set[tuple[str, ...]] = {("id",)}
+        for fdef in fields:
+            paths |= field_paths(fdef)
+        if currency_field is not None and currency_field.is_stored:
+            paths.add((currency_field.key,))
+        return paths
 
     # -- selection ----------------------------------------------------------------
 
@@ -164,7 +197,7 @@ class FilterRun:
         keys spill to a scratch file beyond :data:`keyorder.KEYS_IN_MEMORY`,
         at most :data:`EVALUATED_KEPT` evaluations are kept for pass 2 and
         the account cache is emptied beyond :data:`ACCOUNTS_KEPT`."""
-        header_reader = self._header_reader
+        header_reader = self._key_reader
         where = self._unbilled()
         condition = self._condition()
         if condition is not None:
@@ -193,7 +226,8 @@ class FilterRun:
                     self.report.records_read += 1
                     keyed.add(source.group_key(), record["id"])
                     if len(self._evaluated) < EVALUATED_KEPT:
-                        self._evaluated[record["id"]] = (row, source)
+                        # A plain tuple: pass 2 compares it with the row it reads again.
+                        self._evaluated[record["id"]] = (tuple(row), source)
                 if len(failures) >= ACCOUNT_PREFETCH:
                     self._write_failures(failures)
                     failures = []
@@ -403,7 +437,7 @@ class FilterRun:
         # A staged header that does not fit: the whole batch goes the Python
         # way, which reports again what was reported since ``mark``.
         del failures[mark:]
-        return redo + prepared.fallback
+        return redo + prepared.refused + prepared.fallback
 
     def _fitting_drafts(self, conn: sa.Connection, ids: list[int],
                         failures: list[RecordFailure]) -> list[tuple[tuple, DraftInvoice]]:
@@ -423,15 +457,20 @@ class FilterRun:
         into a record again, another gives its record (to evaluate afresh).
         The record id travels as an extra last column, so that the rows
         compare as pass 1 read them."""
-        reader, table = self._header_reader, self.header_table
+        reader, table = self._key_reader, self.header_table
         current: list[SourceHeader | dict] = []
-        for chunk in chunks(ids, ID_CHUNK):
+        evaluated = self._evaluated
+        # Few large statements fetched at once: a statement per 500 ids and a
+        # fetch per row cost more than comparing the rows.
+        for chunk in chunks(sorted(ids), REREAD_CHUNK):
             statement = reader.select().add_columns(table.c.id).where(
                 sa.and_(table.c.id.in_(chunk), self._unbilled())).order_by(table.c.id)
-            for found in conn.execute(statement):
-                row = tuple(found[:-1])
-                remembered = self._evaluated.pop(found[-1], None)
-                if remembered is not None and tuple(remembered[0]) == row:
+            for found in conn.execute(statement).fetchall():
+                row = tuple(found)
+                record_id = row[-1]
+                row = row[:-1]
+                remembered = evaluated.pop(record_id, None)
+                if remembered is not None and remembered[0] == row:
                     current.append(remembered[1])
                 else:
                     current.append(next(reader.records([row])))

@@ -12,13 +12,16 @@ the database, inside the batch's transaction:
 2. ``mb_set_line``: one INSERT ... SELECT evaluates every line record of
    those headers into InvoiceLineItem values (:mod:`engine.billing.setplan`
    compiled the filter's line program into SQL).
-3. Groups with a line the Python path would refuse or treat specially (an
-   empty title or price, a text too long for its column, a number beyond
+3. Groups with a line the Python path would refuse or treat specially (a
+   text too long for its column, a number beyond its column or
    :data:`~engine.billing.setplan.AMOUNT_BOUND`, a header without lines) are
    found by one query and handed back to the caller, who builds them on the
    Python path (same records, same messages). So are final invoices that
-   deduct sub invoices, deposit invoices and gross invoices. Up to here
-   (:meth:`SetBatchWriter.prepare`) nothing is written.
+   deduct sub invoices, deposit invoices and gross invoices. A header record
+   with a line of an empty title or price (about 1 % of the records) is
+   refused here, with the Python path's record error, and the rest of its
+   group stays set-based: its header is drafted again without the record.
+   Up to here (:meth:`SetBatchWriter.prepare`) nothing is written.
 4. Tax is decided per distinct (header context, line context) in Python,
    by the run's :class:`~engine.billing.tax.TaxResolver` (the same pure
    decision with its trace), and joined from ``mb_set_tax``; a context no
@@ -82,6 +85,9 @@ class Prepared:
     counts: dict[int, int] = field(default_factory=dict)
     #: Record ids the Python path bills instead.
     fallback: list[int] = field(default_factory=list)
+    #: Record ids refused here as the Python path refuses them (their errors
+    #: are in the caller's failures); a batch redone in Python reads them again.
+    refused: list[int] = field(default_factory=list)
     #: Whether the temporary tables exist (dropped by ``finish``).
     staged: bool = False
 
@@ -121,7 +127,11 @@ class SetBatchWriter:
         table = plan.line.obj.table_name
         parent = "id" if plan.single else plan.child_lookup.column_name  # type: ignore[union-attr]
         joins: dict[tuple[str, ...], str] = {}
-        from_sql = [f"{q(table)} b JOIN {SRC} s ON s.record_id = b.{q(parent)}"]
+        # Driven by the batch's records (SQLite: CROSS JOIN fixes the join
+        # order; it knows nothing of the temporary table's size and would
+        # scan the whole line table per batch, which grows with the data).
+        join = "CROSS JOIN" if self.sqlite else "JOIN"
+        from_sql = [f"{SRC} s {join} {q(table)} b ON b.{q(parent)} = s.record_id"]
         select = [f"b.{q(parent)}", "b.id"]
         for key, column in self._columns:
             values = []
@@ -236,8 +246,7 @@ class SetBatchWriter:
             if first.invoice_type == DEPOSIT_TYPE or subs.get((first.account_id, first.assignment_key)):  # type: ignore[arg-type]
                 prepared.fallback.extend(s.record_id for s in group)
                 continue
-            header = draft_header(self.run, group, self.accounts.record(first.account_id),
-                                  self.accounts.copies(first.account_id))
+            header = self._draft_header(group)
             if header.get("grossinvoice"):
                 prepared.fallback.extend(s.record_id for s in group)
                 continue
@@ -248,14 +257,18 @@ class SetBatchWriter:
             self._stage_drafts(conn, drafts, prepared, failures)
         return prepared
 
+    def _draft_header(self, group: Sequence[SourceHeader]) -> dict:
+        first = group[0]
+        return draft_header(self.run, group, self.accounts.record(first.account_id),
+                            self.accounts.copies(first.account_id))
+
     def _stage_drafts(self, conn: sa.Connection, drafts: list[tuple[tuple, DraftInvoice]], prepared: Prepared,
                       failures: list[RecordFailure]) -> None:
         hkeys: dict[tuple, int] = {}
         representative: dict[int, dict] = {}
         src_rows = []
         for grp, (key, draft) in enumerate(drafts):
-            context = tuple(map(draft.header.get, self.header_tax_fields))
-            hkey = hkeys.setdefault(context, len(hkeys))
+            hkey = hkeys.setdefault(self._tax_context(draft.header), len(hkeys))
             representative.setdefault(hkey, draft.header)
             src_rows.extend((s.record_id, grp, hkey) for s in draft.sources)
             prepared.keys[grp] = key
@@ -263,7 +276,12 @@ class SetBatchWriter:
         self._stage_lines(conn)
         live = prepared.live
         live.update((grp, draft) for grp, (_, draft) in enumerate(drafts))  # group number -> draft, in key order
-        prepared.fallback.extend(self._drop(conn, live, self._suspects(conn) | self._decide_tax(conn, representative)))
+        suspects, refused = self._suspects(conn)
+        refused = {record_id: found for record_id, found in refused.items() if found[0] not in suspects}
+        if refused:
+            suspects |= self._refuse(conn, live, refused, failures, hkeys, representative)
+            prepared.refused.extend(sorted(refused))
+        prepared.fallback.extend(self._drop(conn, live, suspects | self._decide_tax(conn, representative)))
         kept = {id(d) for d in self.writer.check_references(conn, list(live.values()), failures)}
         self._drop(conn, live, {grp for grp, d in live.items() if id(d) not in kept})  # their errors are reported
         if live:
@@ -353,17 +371,24 @@ class SetBatchWriter:
         table = plan.header.obj.table_name
         modified = plan.header.obj.field("LastModifiedDate")
         stamp = to_db_converter(modified, dialect)(now_utc()) if modified else now_utc()  # type: ignore[arg-type]
-        conn.execute(sa.text(
-            f"UPDATE {q(table)} SET {q(wb['ON_Invoice'].column_name)} = x.inv, "
-            f"{q(wb['ON_LastInvoiceRun'].column_name)} = :run, {q(wb['ON_InvoiceBuildError'].column_name)} = NULL, "
-            f"{q(modified.column_name if modified else 'lastmodifieddate')} = :stamp "
-            f"FROM (SELECT s.record_id, g.inv FROM {SRC} s JOIN {GRP} g ON g.grp = s.grp) x "
-            f"WHERE {q(table)}.id = x.record_id"
-        ).bindparams(run=run_id, stamp=stamp))
+        rest = (f"{q(wb['ON_LastInvoiceRun'].column_name)} = :run, {q(wb['ON_InvoiceBuildError'].column_name)} = NULL, "
+                f"{q(modified.column_name if modified else 'lastmodifieddate')} = :stamp")
+        if self.sqlite:
+            # By id from the batch's records: SQLite would drive UPDATE ...
+            # FROM from the source table, a scan that grows with the data.
+            sql = (f"UPDATE {q(table)} SET {q(wb['ON_Invoice'].column_name)} = (SELECT g.inv FROM {SRC} s "
+                   f"JOIN {GRP} g ON g.grp = s.grp WHERE s.record_id = {q(table)}.id), {rest} "
+                   f"WHERE id IN (SELECT s.record_id FROM {SRC} s JOIN {GRP} g ON g.grp = s.grp)")
+        else:
+            sql = (f"UPDATE {q(table)} SET {q(wb['ON_Invoice'].column_name)} = x.inv, {rest} "
+                   f"FROM (SELECT s.record_id, g.inv FROM {SRC} s JOIN {GRP} g ON g.grp = s.grp) x "
+                   f"WHERE {q(table)}.id = x.record_id")
+        conn.execute(sa.text(sql).bindparams(run=run_id, stamp=stamp))
 
     def _stage_lines(self, conn: sa.Connection) -> None:
+        self._analyze(conn, SRC)
         conn.exec_driver_sql(self._stage_sql)
-        self._analyze(conn, SRC, LINE)
+        self._analyze(conn, LINE)
 
     def _analyze(self, conn: sa.Connection, *tables: str) -> None:
         """PostgreSQL plans the next statements with the temporary tables'
@@ -384,8 +409,58 @@ class SetBatchWriter:
         conn.exec_driver_sql(f"DELETE FROM {SRC} WHERE grp IN ({listed})")
         return [s.record_id for grp in sorted(groups) for s in live.pop(grp).sources]
 
-    def _suspects(self, conn: sa.Connection) -> set[int]:
-        """Groups with a line the Python path would refuse, or a header without lines."""
+    def _tax_context(self, header: dict) -> tuple:
+        """What of a draft header the tax rules read (its ``hkey``)."""
+        return tuple(map(header.get, self.header_tax_fields))
+
+    def _refuse(self, conn: sa.Connection, live: dict[int, DraftInvoice], refused: dict[int, tuple[int, str]],
+                failures: list[RecordFailure], hkeys: dict[tuple, int], representative: dict[int, dict]) -> set[int]:
+        """The header records of ``refused`` (record id -> (group, record
+        error)) fail as the Python path fails them, and leave their groups:
+        the rest of a group is billed here without them, as the Python path
+        bills it. The header of a group that lost records is drafted again
+        from the records left (its ON copies and first record may differ);
+        returns the groups that must go to the Python path after all (a
+        header that turned gross)."""
+        listed = ", ".join(str(int(record_id)) for record_id in sorted(refused))
+        conn.exec_driver_sql(f"DELETE FROM {LINE} WHERE hdr IN ({listed})")
+        conn.exec_driver_sql(f"DELETE FROM {SRC} WHERE record_id IN ({listed})")
+        name = self.plan.header.obj.name
+        failures.extend(RecordFailure(name, record_id, refused[record_id][1]) for record_id in sorted(refused))
+        moved: list[tuple[int, int]] = []
+        gross: set[int] = set()
+        for grp in sorted({grp for grp, _ in refused.values()}):
+            draft = live[grp]
+            draft.sources = [s for s in draft.sources if s.record_id not in refused]
+            if not draft.sources:
+                del live[grp]
+                continue
+            draft.header = self._draft_header(draft.sources)
+            if draft.header.get("grossinvoice"):
+                gross.add(grp)
+            context = self._tax_context(draft.header)
+            hkey = hkeys.get(context)
+            if hkey is None:
+                hkey = hkeys[context] = len(hkeys)
+                representative[hkey] = draft.header
+            moved.append((hkey, grp))
+        # The groups' tax context, should the records left give another one
+        # (an ON copy of the header that only a refused record had).
+        self._update_hkeys(conn, moved)
+        return gross
+
+    def _update_hkeys(self, conn: sa.Connection, moved: list[tuple[int, int]]) -> None:
+        if moved:
+            mark = "?" if self.sqlite else "%s"
+            conn.exec_driver_sql(f"UPDATE {SRC} SET hkey = {mark} WHERE grp = {mark} AND hkey <> {mark}",
+                                 [(hkey, grp, hkey) for hkey, grp in moved])
+
+    def _suspects(self, conn: sa.Connection) -> tuple[set[int], dict[int, tuple[int, str]]]:
+        """Groups with a line the set path cannot take (a value beyond its
+        column or the SQL amounts' bounds, too many lines for the sequence)
+        or a header without lines, for the Python path; and the header
+        records the Python path refuses for an empty title or price of a
+        line, with their group and record error (see :meth:`_refused`)."""
         q = self.q
         tests = []
         for key, column in self._columns:
@@ -398,19 +473,43 @@ class SetBatchWriter:
             elif target.type is not FieldType.DATE:
                 length = target.length or (4000 if target.type is FieldType.LONGTEXT else 255)
                 tests.append(f"{'LENGTH' if self.sqlite else 'CHAR_LENGTH'}({ref}) > {length}")
-        for key in ("title", "unitprice"):
-            tests.append(f"l.{q(key)} IS NULL" if self.setplan.column(key) else "1 = 1")
-        found = conn.exec_driver_sql(
-            f"SELECT DISTINCT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr WHERE {' OR '.join(tests)}"
-        ).scalars().all()
+        if not all(self.setplan.column(key) for key in ("title", "unitprice")):
+            tests.append("1 = 1")
         sequence = self._field("sequence")
-        crowded = conn.exec_driver_sql(  # more lines than InvoiceLineItem.Sequence can number
-            f"SELECT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr GROUP BY s.grp "
-            f"HAVING COUNT(*) >= {10 ** ((sequence.precision or 18) - (sequence.scale or 0))}").scalars().all()
+        # More lines than InvoiceLineItem.Sequence can number, or a value
+        # test that holds: one pass over the staged lines.
+        having = [f"COUNT(*) >= {10 ** ((sequence.precision or 18) - (sequence.scale or 0))}"]
+        if tests:
+            having.append(f"MAX(CASE WHEN {' OR '.join(tests)} THEN 1 ELSE 0 END) = 1")
+        found = conn.exec_driver_sql(
+            f"SELECT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr GROUP BY s.grp HAVING {' OR '.join(having)}"
+        ).scalars().all()
         empty = conn.exec_driver_sql(
             f"SELECT DISTINCT grp FROM {SRC} WHERE record_id NOT IN (SELECT hdr FROM {LINE})"
         ).scalars().all()
-        return set(found) | set(crowded) | set(empty)
+        return set(found) | set(empty), self._refused(conn)
+
+    def _refused(self, conn: sa.Connection) -> dict[int, tuple[int, str]]:
+        """Header records with a line of an empty title or price: record id
+        -> (group, the record error the Python path writes). Python stops at
+        the record's first such line (lines in id order) and names its
+        title before its price. Only meaningful for groups without other
+        suspects: there no line has a value Python refuses first."""
+        if not all(self.setplan.column(key) for key in ("title", "unitprice")):
+            return {}  # every group is a suspect then
+        q = self.q
+        rows = conn.exec_driver_sql(
+            f"SELECT l.hdr, s.grp, CASE WHEN l.{q('title')} IS NULL THEN 1 ELSE 0 END FROM {LINE} l "
+            f"JOIN {SRC} s ON s.record_id = l.hdr WHERE l.{q('title')} IS NULL OR l.{q('unitprice')} IS NULL "
+            f"ORDER BY l.hdr, l.rec").all()
+        level = self.plan.line
+        messages = {1: f"{level.field('ON_Title').name} is empty",  # type: ignore[union-attr]
+                    0: f"{level.field('ON_UnitPrice').name} is empty"}  # type: ignore[union-attr]
+        refused: dict[int, tuple[int, str]] = {}
+        for record_id, grp, title in rows:
+            if record_id not in refused:
+                refused[record_id] = (grp, messages[int(title)])
+        return refused
 
     def _decide_tax(self, conn: sa.Connection, headers: dict[int, dict]) -> set[int]:
         """Tax per distinct (header context, line context), decided in Python

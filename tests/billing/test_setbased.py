@@ -143,11 +143,13 @@ def test_set_based_and_python_paths_bill_the_same(seed, twin_urls, sample_model,
     rng = random.Random(seed)
     lines, batch_size = rng.randint(400, 900), rng.choice((3, 40, 2000))
     fallbacks: list[int] = []
+    refused: list[int] = []
     original = setrun.SetBatchWriter.prepare
 
     def counting(self, conn, sources, failures):
         prepared = original(self, conn, sources, failures)
         fallbacks.extend(prepared.fallback)
+        refused.extend(prepared.refused)
         return prepared
 
     monkeypatch.setattr(setrun.SetBatchWriter, "prepare", counting)
@@ -159,6 +161,7 @@ def test_set_based_and_python_paths_bill_the_same(seed, twin_urls, sample_model,
         assert not fallbacks, "the Python path must not enter the set-based writer"
         set_based = _state(engines[1], sample_model, _run(engines[1], sample_model, "set", batch_size, monkeypatch))
     assert fallbacks, "the disturbances should have sent some records to the Python fallback"
+    assert refused, "records with an empty title or price should have been refused set-based"
     assert len(fallbacks) * 2 < len(set_based["claims"]), "most records should be billed set-based"
     assert python["report"][0] > 20 and python["report"][2], "the data should bill invoices and fail some records"
     assert python["line ids in invoice order"] and set_based["line ids in invoice order"]
