@@ -23,7 +23,7 @@ the first write, so a failing invoice never leaves half a batch behind.
 
 Cancellation and final invoices change other invoices too
 (:func:`engine.booking.cancel.finalize_cancellation`,
-:func:`engine.booking.final_invoices.settle_sub_invoices`): a cancellation
+:func:`engine.booking.final_invoices.settle_final_invoices`): a cancellation
 is finalized in a transaction of its own, a final invoice in a batch with no
 other invoice of its account (:func:`_batches`); either one failing after
 writing rolls its batch back, which runs again without it. Later stages
@@ -54,7 +54,7 @@ from engine.storage.retry import run_in_transaction
 from .accounts import AccountChoice, AccountResolver
 from .cancel import finalize_cancellation
 from .errors import BookingError, CancelError, FinalizeError, StageError, invoice_where
-from .final_invoices import refresh_final_invoice, settle_sub_invoices
+from .final_invoices import SettleError, refresh_final_invoices, settle_final_invoices
 from .invoices import invoice_booking_set, line_fields
 from .numbering import choose_counter, draw_numbers, range_key, render_number
 from .postings import BookingSet
@@ -132,6 +132,18 @@ def _line_groups(conn: sa.Connection, ctx: Context, ids: Sequence[int]) -> dict[
     line, which gives the same booking details as the lines one by one: they
     aggregate by these very fields (``invoice_bookings``).
     """
+    query = ctx.service(_line_group_query)
+    grouped: dict[int, list[dict]] = {}
+    for chunk in chunks(ids, _IN_CHUNK):
+        for group in fetch_records(conn, query.params(ids=list(chunk))):
+            group["_names"] = _ordered_names(group.pop("_labels"))
+            grouped.setdefault(group["invoice"], []).append(group)
+    return grouped
+
+
+def _line_group_query(ctx: Context) -> sa.Select:
+    """The query of :func:`_line_groups`, for the invoice ids bound to
+    ``ids``: built once per command (``ctx.service``), as every batch runs it."""
     c = ctx.table("InvoiceLineItem").c
     keys = sorted(set(_GROUP_FIELDS) | (line_fields(ctx, ctx.service(AccountResolver))
                                         - set(_SUMMED) - {"id", "name", "invoice", "sequence", "glaccount",
@@ -149,14 +161,8 @@ def _line_groups(conn: sa.Connection, ctx: Context, ids: Sequence[int]) -> dict[
         sa.func.min(c.id).label("_first_id"),
         sa.func.aggregate_strings(label, _NAME_SEPARATOR).label("_labels"),
     ]
-    grouped: dict[int, list[dict]] = {}
-    for chunk in chunks(ids, _IN_CHUNK):
-        query = (sa.select(*columns).where(c.invoice.in_(chunk)).group_by(*group_by)
-                 .order_by(c.invoice, sa.func.min(c.sequence), sa.func.min(c.id)))
-        for group in fetch_records(conn, query):
-            group["_names"] = _ordered_names(group.pop("_labels"))
-            grouped.setdefault(group["invoice"], []).append(group)
-    return grouped
+    return (sa.select(*columns).where(c.invoice.in_(sa.bindparam("ids", expanding=True))).group_by(*group_by)
+            .order_by(c.invoice, sa.func.min(c.sequence), sa.func.min(c.id)))
 
 
 def _ordered_names(labels: str) -> list[str]:
@@ -430,22 +436,46 @@ class _Pending:
 def _refresh_final_invoices(conn: sa.Connection, ctx: Context, ids: list[int], invoices: dict[int, dict],
                             outcome: FinalizeReport) -> tuple[list[int], bool]:
     """Final invoice drafts deduct what their sub invoices received up to
-    now (domain-spec §3.8 step 5): their deductions are rebuilt before
-    anything is decided. Returns the ids still to finalize (a final invoice
-    whose project still has a draft sub invoice is reported and dropped) and
-    whether any invoice changed."""
-    changed = False
-    remaining = []
-    for invoice_id in ids:
-        invoice = invoices.get(invoice_id)
+    now (domain-spec §3.8 step 5): their deductions are rebuilt, all of the
+    batch's at once, before anything is decided. Returns the ids still to
+    finalize (a final invoice whose project still has a draft sub invoice is
+    reported and dropped) and whether any invoice changed."""
+    changed, failures = refresh_final_invoices(conn, ctx, [invoices[i] for i in ids if i in invoices])
+    for invoice_id, error in failures.items():
+        outcome.failures.append(Failure.of(invoice_id, error))
+    return [i for i in ids if i not in failures], bool(changed)
+
+
+def _complete_cancellations_and_finals(conn: sa.Connection, ctx: Context, pending: list[_Pending],
+                                       book: bool) -> None:
+    """Cancellations rewrite the invoice they cancel, final invoices settle
+    their sub invoices; in the order of ``pending``, final invoices in runs
+    settled together (:func:`settle_final_invoices`, one set of statements
+    for the run instead of one per invoice). A run is cut before a
+    cancellation and before a final invoice of an account already in it, so
+    each final invoice sees the others' changes exactly as one at a time."""
+    finals: list[tuple[dict, date]] = []
+
+    def settle() -> None:
         try:
-            if invoice is not None:
-                changed |= refresh_final_invoice(conn, ctx, invoice)
-        except FinalizeError as error:
-            outcome.failures.append(Failure.of(invoice_id, error))
-            continue
-        remaining.append(invoice_id)
-    return remaining, changed
+            settle_final_invoices(conn, ctx, finals)
+        except SettleError as error:
+            raise _SoloFailure(error.final_id, error.error) from None
+        finals.clear()
+
+    for item in pending:
+        invoice = item.invoice
+        if invoice.get("type") == "Cancelation":
+            settle()
+            try:
+                finalize_cancellation(conn, ctx, invoice, item.when, book)
+            except CancelError as error:
+                raise _SoloFailure(invoice["id"], error) from None
+        elif invoice.get("type") == "Final":
+            if any(final["account"] == invoice["account"] for final, _ in finals):
+                settle()
+            finals.append((invoice, item.when))
+    settle()
 
 
 def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date,
@@ -522,21 +552,11 @@ def _finalize_set(conn: sa.Connection, ctx: Context, ids: list[int], today: date
         }
         for item in pending
     ])
+    _complete_cancellations_and_finals(conn, ctx, pending, book)
     booking_sets: list[BookingSet] = []
     for item in pending:
-        invoice = item.invoice
-        if invoice.get("type") == "Cancelation":
-            try:
-                finalize_cancellation(conn, ctx, invoice, item.when, book)
-            except CancelError as error:
-                raise _SoloFailure(invoice["id"], error) from None
-        elif invoice.get("type") == "Final":
-            try:
-                settle_sub_invoices(conn, ctx, invoice, item.when)
-            except FinalizeError as error:
-                raise _SoloFailure(invoice["id"], error) from None
         for booking in item.bookings.bookings:
-            booking.fields["invoiceno"] = invoice["name"]
+            booking.fields["invoiceno"] = item.invoice["name"]
         booking_sets.append(item.bookings)
     write_bookings(conn, ctx, booking_sets)
     for stage in stages:

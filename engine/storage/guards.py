@@ -16,6 +16,10 @@ Guarded:
   invoice's DocumentHash and IssuedFingerprint, written once in the
   finalizing transaction, never change afterwards.
 
+On PostgreSQL the line guard is one set-based check per statement (a
+statement-level trigger over its transition table, :func:`_postgresql_line`);
+the others are row triggers on tables whose rows change one by one.
+
 The triggers are (re)installed after every migration: SQLite drops them when
 a table is rebuilt. A migration itself never rewrites what they guard: the
 plan refuses a change that would (:func:`protected` is the one definition
@@ -248,22 +252,7 @@ END $$""")
         conn.exec_driver_sql(f"CREATE TRIGGER mb_guard_invoice BEFORE UPDATE OR DELETE ON {_q(conn, table)} "
                              "FOR EACH ROW EXECUTE FUNCTION mb_guard_invoice()")
         if line:
-            line_table = line[0]
-            conn.exec_driver_sql(f"""
-CREATE OR REPLACE FUNCTION mb_guard_line() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE parent_status text;
-BEGIN
-  SELECT status INTO parent_status FROM {_q(conn, table)}
-   WHERE id = CASE WHEN TG_OP = 'INSERT' THEN NEW.invoice ELSE OLD.invoice END;
-  IF parent_status IS NOT NULL AND parent_status NOT IN ({statuses}) THEN
-    RAISE EXCEPTION '{MESSAGE_LINE}';
-  END IF;
-  IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-  RETURN NEW;
-END $$""")
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS mb_guard_line ON {_q(conn, line_table)}")
-            conn.exec_driver_sql(f"CREATE TRIGGER mb_guard_line BEFORE INSERT OR UPDATE OR DELETE ON "
-                                 f"{_q(conn, line_table)} FOR EACH ROW EXECUTE FUNCTION mb_guard_line()")
+            _postgresql_line(conn, table, line[0])
     if detail:
         table, fields = detail
         changed = " OR ".join(f"NEW.{_q(conn, f)} IS DISTINCT FROM OLD.{_q(conn, f)}" for f in fields) or "false"
@@ -278,6 +267,70 @@ END $$""")
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS mb_guard_detail ON {_q(conn, table)}")
         conn.exec_driver_sql(f"CREATE TRIGGER mb_guard_detail BEFORE UPDATE OR DELETE ON {_q(conn, table)} "
                              "FOR EACH ROW EXECUTE FUNCTION mb_guard_detail()")
+
+
+#: The statement-level line guards on PostgreSQL: (trigger, event, transition table).
+_PG_LINE_TRIGGERS = (("mb_guard_line_insert", "INSERT", "NEW"), ("mb_guard_line_update", "UPDATE", "OLD"),
+                     ("mb_guard_line_delete", "DELETE", "OLD"))
+
+
+def _postgresql_line(conn, invoice_table: str, line_table: str) -> None:
+    """No line is inserted, changed or deleted under a finalized invoice:
+    one check per statement over the rows it touched (a transition table),
+    not one per row.
+
+    Why: a per-row trigger ran a function and a parent lookup for every line
+    of a bulk insert (a 100k-line run pays it 100k times); the set-based
+    check joins the statement's rows to their invoices once. The guarantee
+    is the per-row trigger's: an AFTER statement trigger runs inside the
+    statement, before it completes, so a violation aborts the statement and
+    nothing of it stays; the parent checked is the inserted row's invoice,
+    and for an update or delete the invoice the line was under (the old
+    row), as before; a line whose invoice does not exist passes, as before.
+    COPY fires it too.
+
+    One thing only a row trigger can do: speak before the table's NOT NULL
+    constraints. A row lacking a required column would abort the statement
+    with a constraint error before the statement's check, where the per-row
+    guard refused it with its own message; a row trigger limited (``WHEN``,
+    evaluated without calling a function) to exactly those rows keeps that,
+    and rows that can be stored never call it."""
+    statuses = ", ".join(f"'{s}'" for s in EDITABLE_STATUSES)
+    for side in ("NEW", "OLD"):
+        conn.exec_driver_sql(f"""
+CREATE OR REPLACE FUNCTION mb_guard_line_{side.lower()}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM mb_{side.lower()}_lines l JOIN {_q(conn, invoice_table)} i ON i.id = l.invoice
+              WHERE i.status NOT IN ({statuses})) THEN
+    RAISE EXCEPTION '{MESSAGE_LINE}';
+  END IF;
+  RETURN NULL;
+END $$""")
+    conn.exec_driver_sql(f"""
+CREATE OR REPLACE FUNCTION mb_guard_line_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM {_q(conn, invoice_table)} WHERE id = NEW.invoice AND status NOT IN ({statuses})) THEN
+    RAISE EXCEPTION '{MESSAGE_LINE}';
+  END IF;
+  RETURN NEW;
+END $$""")
+    table = _q(conn, line_table)
+    # The per-row guard of databases migrated before (its function is no longer used).
+    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS mb_guard_line ON {table}")
+    conn.exec_driver_sql("DROP FUNCTION IF EXISTS mb_guard_line()")
+    for name, event, side in _PG_LINE_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {side} TABLE AS mb_{side.lower()}_lines "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION mb_guard_line_{side.lower()}()")
+    required = [row[0] for row in conn.exec_driver_sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = CAST(%(table)s AS regclass) AND attnum > 0 "
+        "AND NOT attisdropped AND attnotnull AND NOT atthasdef ORDER BY attnum", {"table": table})]
+    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS mb_guard_line_refused ON {table}")
+    if required:
+        unstorable = " OR ".join(f"NEW.{_q(conn, column)} IS NULL" for column in required)
+        conn.exec_driver_sql(f"CREATE TRIGGER mb_guard_line_refused BEFORE INSERT ON {table} FOR EACH ROW "
+                             f"WHEN ({unstorable}) EXECUTE FUNCTION mb_guard_line_row()")
 
 
 class GuardViolation(Exception):
@@ -310,7 +363,7 @@ def insert_lines_checked(conn: sa.Connection, invoice_table: str, invoice_ids: I
     everything, trigger included (SQLite DDL is transactional). No committed state ever lacks the trigger, so
     every other writer stays guarded row by row. On PostgreSQL, and on a
     database without guards, ``insert()`` just runs (PostgreSQL checks line
-    inserts per statement, see :func:`_postgresql`)."""
+    inserts, updates and deletes per statement, see :func:`_postgresql_line`)."""
     if conn.dialect.name != "sqlite":
         insert()
         return
