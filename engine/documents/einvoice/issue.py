@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import sqlalchemy as sa
 
 from engine.documents.context import DocumentInput
-from engine.documents.issued import DOCUMENT_OBJECT, content_hash, document_parts, stored_document
+from engine.documents.issued import content_hash, document_parts, stored_document
 from engine.storage.context import Context
 
 from .build import EInvoice, EInvoiceDataError, build_einvoice
