@@ -80,3 +80,15 @@ def reliability_model(reliability_org):
     result = load_project(reliability_org)
     assert result.ok, [str(d) for d in result.errors]
     return result.model
+
+
+@pytest.fixture
+def world(db_url, reliability_model, tmp_path):
+    """An empty database of the reliability org (``support.World``); a
+    module that needs data in it defines its own ``world``."""
+    from .support import World
+
+    w = World(db_url, reliability_model, tmp_path)
+    w.reset()
+    yield w
+    w.close()

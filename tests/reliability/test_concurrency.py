@@ -37,14 +37,6 @@ CTX = multiprocessing.get_context("spawn")
 TIMEOUT = 300
 
 
-@pytest.fixture
-def world(db_url, reliability_model, tmp_path):
-    w = World(db_url, reliability_model, tmp_path)
-    w.reset()
-    yield w
-    w.close()
-
-
 def _usages(world: World, per_account: int = 8) -> list[int]:
     ids = []
     for n in range(per_account):

@@ -31,14 +31,6 @@ from .support import ACCOUNTS, World, check_invariants
 from contexts import context
 
 
-@pytest.fixture
-def world(db_url, reliability_model, tmp_path):
-    w = World(db_url, reliability_model, tmp_path)
-    w.reset()
-    yield w
-    w.close()
-
-
 def _usages(world: World) -> None:
     for n in range(8):
         for account in ACCOUNTS:

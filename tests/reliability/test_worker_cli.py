@@ -7,18 +7,9 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-import pytest
 from click.testing import CliRunner
 
-from .support import ACCOUNTS, World
-
-
-@pytest.fixture
-def world(db_url, reliability_model, tmp_path):
-    w = World(db_url, reliability_model, tmp_path)
-    w.reset()
-    yield w
-    w.close()
+from .support import ACCOUNTS
 
 
 def _invoke(*args):
