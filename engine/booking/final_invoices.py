@@ -103,15 +103,6 @@ def refresh_final_invoices(conn: sa.Connection, ctx: Context,
     return _write_rebuilt(conn, ctx, rebuilt_finals), failures
 
 
-def refresh_final_invoice(conn: sa.Connection, ctx: Context, invoice: Mapping[str, object]) -> bool:
-    """:func:`refresh_final_invoices` for one invoice: True when its lines or
-    totals changed; raises its :class:`FinalizeError`."""
-    changed, failures = refresh_final_invoices(conn, ctx, [invoice])
-    if failures:
-        raise next(iter(failures.values()))
-    return bool(changed)
-
-
 def _lock_and_read_sub_invoices(conn: sa.Connection, ctx: Context,
                                 finals: Sequence[Mapping[str, object]]) -> dict[tuple, list]:
     """Lock the sub invoices of the final invoices' projects (account and
@@ -198,11 +189,6 @@ def deducting_final_invoice(conn: sa.Connection, ctx: Context, sub: Mapping[str,
     if row is None or row["status"] not in ("Open", "Paid"):
         return None
     return dict(row)
-
-
-def settle_sub_invoices(conn: sa.Connection, ctx: Context, invoice: dict, when: date) -> None:
-    """:func:`settle_final_invoices` for one final invoice."""
-    settle_final_invoices(conn, ctx, [(invoice, when)])
 
 
 def settle_final_invoices(conn: sa.Connection, ctx: Context, finals: Sequence[tuple[dict, date]]) -> None:
