@@ -10,11 +10,19 @@ dict path would set a key, taxed, priced and totalled by the same functions
 :func:`~engine.billing.build.check_amounts`) in the same order, so the rows
 written are the ones the dict path writes: same values, same errors.
 
+Lines alike share one such row, a *template* (all values but position, item
+and invoice); a draft holds each line as (template, item id), and
+:mod:`engine.billing.subscription_set` writes them by SQL from the distinct
+templates. The items may be raw driver rows
+(:mod:`engine.billing.subscription_set_items`, :attr:`LineRows.items`):
+templates are then found by the items' raw values and an item is converted
+only to make a new template.
+
 :class:`LineRows` covers the ordinary case: no ON field of SubscriptionItem
 is copied to the line, rounding per line and a net invoice. Any other
-invoice is built by ``build_invoice`` and its lines are turned into rows
-(:meth:`LineRows.from_dicts`); the caller decides the run's case once
-(:func:`rows_apply`).
+invoice is built by ``build_invoice`` and each of its lines becomes a
+template of its own (:meth:`LineRows.from_dicts`); the caller decides the
+run's case once (:func:`rows_apply`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from engine.domain.money import ZERO
@@ -34,7 +43,6 @@ from .build import (
     SourceLine,
     _apply_tax,
     _line_amounts,
-    _position,
     build_invoice,
     check_amounts,
     draft_header,
@@ -49,21 +57,26 @@ _OPTIONAL_ITEM_FIELDS = ("productgroup", "producttaxclass", "unit")
 _SHARED_FIELDS = frozenset({"title", "quantity", "unitprice", "serviceperiodstart", "serviceperiodend",
                             "billingpractice", "description", "sourceobject", *_OPTIONAL_ITEM_FIELDS, *_TAX_OUT})
 _ONE = Decimal(1)
+_NET, _TAX, _GROSS = itemgetter(0), itemgetter(1), itemgetter(2)
 #: Templates kept between batches (the benchmark's month holds about 7,000 after 20,000 subscriptions).
 TEMPLATES_KEPT = 20_000
 
 
 @dataclass
 class RowDraft:
-    """A draft invoice whose lines are rows (value lists in the line writer's key order)."""
+    """A draft invoice whose lines are (template, item id) in line order: the
+    line is its template's row (values in the line writer's key order) with
+    its position, item and invoice (see :mod:`engine.billing.subscription_set`)."""
 
     header: dict
-    rows: list[list[Any]]
+    lines: list[tuple["_Template", int]]
     sources: list[SourceHeader]
 
 
 class Due(NamedTuple):
-    """One line due: the item (as read), one of its charges, and the line's sort key."""
+    """One line due: the item (as read: a dict, or a raw row, see
+    ``LineRows.items``), one of its charges, and the line's sort key (item
+    id, period start, charge number)."""
 
     item: dict
     charge: Charge
@@ -84,6 +97,8 @@ class _Template:
     charge: Charge
     quantity: object
     amounts: tuple[Decimal, Decimal, Decimal] | None = None  # (net, tax, gross), once priced
+    #: The row's driver values, every column (once converted, see :mod:`engine.billing.subscription_set`).
+    driver: tuple | None = None
 
 
 def rows_apply(run: RunFacts, line_copies: Sequence[object]) -> bool:
@@ -116,6 +131,9 @@ class LineRows:
         #: fields and practice; kept from batch to batch, up to :data:`TEMPLATES_KEPT`.
         self.templates: dict[tuple, dict[tuple, _Template]] = {}
         self.kept = 0
+        #: When set, the items of ``Due`` are raw rows of these
+        #: (:class:`~engine.billing.subscription_set_items.NarrowItems`), keyed by their raw values.
+        self.items: Any = None
 
     def new_batch(self) -> None:
         """Between two batches: bounded memory, the templates start afresh when there are many."""
@@ -130,6 +148,8 @@ class LineRows:
         totalled and checked."""
         header = draft_header(self.run, [source], account, account_copies)
         if header.get("grossinvoice"):
+            if self.items is not None:
+                due = [Due(self.items.record(d.item), d.charge, d.order) for d in due]
             return self.from_dicts(self._by_dicts(source, due, subscription, account, account_copies))
         due = sorted(due, key=_order)
         decide = self.run.tax.for_header(header)
@@ -138,21 +158,22 @@ class LineRows:
         alike = self.templates.get(header_key)  # the templates of this tax context
         if alike is None:
             alike = self.templates[header_key] = {}
-        templates = [self._template(d.item, d.charge, practice, header, alike, decide) for d in due]
-        at, rows, amounts = self.at, [], []
-        sequence_at, item_at, record_at = at["sequence"], at["subscriptionitem"], at["sourcerecordid"]
-        for position, (d, template) in enumerate(zip(due, templates), start=1):
+        if self.items is not None and self.shared:  # the lookup of _template, inlined: it runs per line
+            line_key, templates = self.items.line_key, []
+            for d in due:
+                found = alike.get((id(d.charge), practice, line_key(d.item)))
+                templates.append(found if found is not None
+                                 else self._template(d.item, d.charge, practice, header, alike, decide))
+        else:
+            templates = [self._template(d.item, d.charge, practice, header, alike, decide) for d in due]
+        amounts = []
+        for template in templates:
             if template.amounts is None:
                 self._price(template)
-            row = template.row.copy()
-            row[sequence_at] = _position(position)
-            row[item_at] = d.item["id"]
-            row[record_at] = str(d.item["id"])
             amounts.append(template.amounts)
-            rows.append(row)
-        self._totals(header, rows, amounts)  # type: ignore[arg-type]
+        self._totals(header, templates, amounts)  # type: ignore[arg-type]
         check_amounts(header, amounts)
-        return RowDraft(header, rows, [source])
+        return RowDraft(header, list(zip(templates, [d.order[0] for d in due])), [source])
 
     def _by_dicts(self, source: SourceHeader, due: list[Due], subscription: Mapping[str, object],
                   account: Mapping[str, object], account_copies: Mapping[str, object]) -> DraftInvoice:
@@ -162,8 +183,9 @@ class LineRows:
         return build_invoice(self.run, [whole], account, account_copies)
 
     def from_dicts(self, draft: DraftInvoice) -> RowDraft:
-        """A draft built by ``build_invoice``, its lines as rows."""
-        return RowDraft(draft.header, [list(map(line.get, self.keys)) for line in draft.lines], draft.sources)
+        """A draft built by ``build_invoice``, each line its own template (a full row)."""
+        return RowDraft(draft.header, [(_Template(list(map(line.get, self.keys)), None, None),  # type: ignore[arg-type]
+                                        line["subscriptionitem"]) for line in draft.lines], draft.sources)
 
     def _template(self, item: Mapping[str, object], charge: Charge, practice: object, header: dict,
                   alike: dict[tuple, _Template], decide) -> _Template:
@@ -172,12 +194,20 @@ class LineRows:
         templates of the header's tax context): all a line's values but its
         position and item depend on nothing else, and the tax decision reads
         none of those (see ``__init__``)."""
-        quantity = item.get("quantity")
-        key = (id(charge), id(quantity), item.get("title"), item.get("productgroup"), item.get("producttaxclass"),
-               item.get("unit"), item.get("billingtype") == ONE_TIME, practice) if self.shared else None
-        found = alike.get(key) if key is not None else None
-        if found is not None:
-            return found
+        if self.items is not None:  # a raw row: keyed by its raw values, converted only when new
+            key = (id(charge), practice, self.items.line_key(item)) if self.shared else None
+            found = alike.get(key) if key is not None else None
+            if found is not None:
+                return found
+            item = self.items.record(item)
+            quantity = item.get("quantity")
+        else:
+            quantity = item.get("quantity")
+            key = (id(charge), id(quantity), item.get("title"), item.get("productgroup"), item.get("producttaxclass"),
+                   item.get("unit"), item.get("billingtype") == ONE_TIME, practice) if self.shared else None
+            found = alike.get(key) if key is not None else None
+            if found is not None:
+                return found
         row = self._row(item, charge, practice)
         self._tax(decide, header, row)
         template = _Template(row, charge, quantity)
@@ -230,15 +260,17 @@ class LineRows:
         row[self.net_at], row[self.tax_at], row[self.gross_at] = net, tax, gross
         template.amounts = (net, tax, gross)
 
-    def _totals(self, header: dict, rows: list[list[Any]], amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
-        """``build._totals``: sums, class and service period of the invoice."""
-        header["totalnet"] = sum((a[0] for a in amounts), ZERO)
-        header["totaltax"] = sum((a[1] for a in amounts), ZERO)
-        header["grandtotal"] = sum((a[2] for a in amounts), ZERO)
+    def _totals(self, header: dict, templates: list[_Template],
+                amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
+        """``build._totals``: sums, class and service period of the invoice
+        (whose lines are the ``templates``' rows but for position and item)."""
+        header["totalnet"] = sum(map(_NET, amounts), ZERO)
+        header["totaltax"] = sum(map(_TAX, amounts), ZERO)
+        header["grandtotal"] = sum(map(_GROSS, amounts), ZERO)
         header["class"] = "Invoice" if header["grandtotal"] >= 0 else "Credit"
-        start_at, end_at = self.at["serviceperiodstart"], self.at["serviceperiodend"]
-        starts: list[date] = [row[start_at] for row in rows if row[start_at]]
-        ends: list[date] = [row[end_at] for row in rows if row[end_at]]
+        rows = [t.row for t in templates]
+        starts: list[date] = [start for start in map(itemgetter(self.at["serviceperiodstart"]), rows) if start]
+        ends: list[date] = [end for end in map(itemgetter(self.at["serviceperiodend"]), rows) if end]
         header["serviceperiodstart"] = min(starts) if starts else None
         header["serviceperiodend"] = max(ends) if ends else None
 

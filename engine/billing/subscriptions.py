@@ -32,6 +32,7 @@ in the report; the others are billed.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -78,7 +79,9 @@ from .runrecord import lock_class
 from .service_claims import SERVICE_CLAIM, open_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
 from .subscription_lines import Due, LineRows, RowDraft, line_fields, rows_apply
-from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts, insert_headers, insert_line_rows
+from .subscription_set import insert_staged, mark_billed
+from .subscription_set_items import NarrowItems
+from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts, insert_headers
 
 #: Subscription statuses the run bills (a canceled one until its cancellation takes effect).
 BILLED_STATUSES = ("Active", "Canceled")
@@ -98,6 +101,9 @@ _INT4 = 2**31 - 1
 _DECISION_FIELDS = ("startdate", "enddate", "unitprice", "priceperiod", "billingtype", "pricechangedate",
                     "newunitprice", "nextserviceperiodstart")
 _DECISION_MEMO = 50_000
+#: The subscription fields :func:`subscription_terms` reads: the key of its terms.
+_TERM_FIELDS = ("startdate", "billingperiod", "billingfactor", "alignment", "status", "cancellationdate",
+                "enddate", "noticeperiod", "billingpractice", "prorationmethod")
 
 
 class SubscriptionRunError(EngineError, ValueError):
@@ -165,12 +171,16 @@ class SubscriptionRun:
         self.item_reader = _reader(ctx, plan.item_obj, ITEM_FIELDS, self.line_copies, session.dialect)
         self._parent = self.item_table.c[plan.item_obj.field("Subscription").column_name]  # type: ignore[union-attr]
         self._decisions: dict[SubscriptionTerms, dict[tuple, Decision]] = {}
+        self._raw_decisions: dict[SubscriptionTerms, dict[tuple, Decision]] = {}  # keyed by raw item values
+        self._terms: dict[tuple, SubscriptionTerms] = {}  # by the subscription's _TERM_FIELDS
         self._memo_size = 0
         #: Line amounts computed in the current batch (see ``build_invoice``'s ``amounts_memo``).
         self._amounts_memo: dict = {}
         #: The lines as rows, when the run's case allows (:func:`rows_apply`); else dicts.
         self._rows = LineRows(run, record_keys(self.line_obj), "SubscriptionItem") \
             if rows_apply(run, self.line_copies) else None
+        if self._rows is not None:  # its items are read as raw rows (rows_apply: no ON copies to read)
+            self._rows.items = NarrowItems(ctx, plan.item_obj, ITEM_FIELDS, _DECISION_FIELDS, session.dialect)
 
     # -- selection ----------------------------------------------------------------
 
@@ -222,17 +232,27 @@ class SubscriptionRun:
         """Bill ``ids`` (subscriptions) batch by batch, each in its own
         transaction (``bill(conn, batch)`` -> invoices, lines, failures,
         summaries), adding up the report and telling the progress; the
-        subscription and the usage run share it."""
+        subscription and the usage run share it.
+
+        The cyclic collector is paused for the whole run (see
+        ``cyclic_gc_paused``) and the two young generations are collected
+        after each batch, once the batch's objects are gone: what a batch
+        left as cyclic garbage is collected there, and only its survivors are
+        traversed. Re-enabling the collector at the end of each batch, while
+        the batch's drafts were still alive, had it traverse all of them
+        (about 4 % of a 100k run)."""
         done = 0
-        for batch in chunks(ids, self.batch_size):
-            invoices, lines, failures, summaries = self.session.write(lambda conn: bill(conn, batch))
-            self.report.invoices += invoices
-            self.report.lines += lines
-            self.report.failures.extend(failures)
-            self.summaries.extend(summaries)
-            done += len(batch)
-            if self.progress:
-                self.progress(self.plan.name, done, len(ids))
+        with cyclic_gc_paused():
+            for batch in chunks(ids, self.batch_size):
+                invoices, lines, failures, summaries = self.session.write(lambda conn: bill(conn, batch))
+                self.report.invoices += invoices
+                self.report.lines += lines
+                self.report.failures.extend(failures)
+                self.summaries.extend(summaries)
+                done += len(batch)
+                if self.progress:
+                    self.progress(self.plan.name, done, len(ids))
+                gc.collect(1)
         return self.report
 
     # -- one batch ----------------------------------------------------------------
@@ -253,13 +273,21 @@ class SubscriptionRun:
         with cyclic_gc_paused(), exact_arithmetic():
             subscriptions = list(self.reader.read(conn, where=sa.and_(self.table.c.id.in_(ids), self._selection()),
                                                   order_by=[self.table.c.id]))
-            items: dict[int, list[dict]] = defaultdict(list)
+            items: dict[int, list] = defaultdict(list)
             parent = self._parent
+            narrow = self._rows.items if self._rows is not None else None
+            selections = []
             for chunk in chunks([s["id"] for s in subscriptions], ID_CHUNK):
                 open_items = sa.and_(parent.in_(chunk), self._open_items(of_item_only=True))
+                selections.append(open_items)
+                if narrow is not None:  # raw rows (see subscription_set_items)
+                    at = narrow.at["subscription"]
+                    for row in narrow.read(conn, open_items, [parent, self.item_table.c.id]):
+                        items[row[at]].append(row)
+                    continue
                 for item in self.item_reader.read(conn, where=open_items, order_by=[parent, self.item_table.c.id]):
                     items[_ref(item.get("subscription"))].append(item)
-            claimed = open_claims(conn, self.ctx, [i["id"] for group in items.values() for i in group])
+            claimed = open_claims(conn, self.ctx, [], selections)  # the items just read, by the same conditions
             self.accounts.prefetch(conn, (_ref(s.get("account")) for s in subscriptions))
             self._amounts_memo = {}  # per batch: what it holds lives as long as the batch's drafts
             if self._rows is None:
@@ -270,7 +298,8 @@ class SubscriptionRun:
             if outcome is not None:
                 return outcome
             # A value that does not fit its column: the dict path finds which, per subscription.
-            return self._write_fitting(conn, *self._drafts(conn, subscriptions, items, claimed))
+            dicts = {key: [narrow.record(row) for row in rows] for key, rows in items.items()}  # type: ignore[union-attr]
+            return self._write_fitting(conn, *self._drafts(conn, subscriptions, dicts, claimed))
 
     def _drafts(self, conn: sa.Connection, subscriptions: list[dict], items: dict[int, list[dict]],
                 claimed: set[tuple[int, date]], build: Callable | None = None) -> tuple[list, list[RecordFailure]]:
@@ -293,21 +322,33 @@ class SubscriptionRun:
         """The lines due of one subscription: each unclaimed charge of its
         billed items, in item order. Raises :class:`PeriodError`."""
         due: list[Due] = []
-        base = subscription_terms(subscription)
-        memo = self._decisions.get(base)  # once per subscription: hashing the terms is not free
+        term_key = tuple(map(subscription.get, _TERM_FIELDS))
+        base = self._terms.get(term_key)
+        if base is None:
+            base = subscription_terms(subscription)
+            if len(self._terms) < _DECISION_MEMO:
+                self._terms[term_key] = base
+        narrow = self._rows.items if self._rows is not None and items and not isinstance(items[0], dict) else None
+        # Raw rows and dicts are keyed apart: a raw scaled integer may equal another item's Decimal.
+        memos = self._decisions if narrow is None else self._raw_decisions
+        memo = memos.get(base)  # once per subscription: hashing the terms is not free
         if memo is None:
-            memo = self._decisions[base] = {}
+            memo = memos[base] = {}
         for item in items:
-            if item.get("billingtype") not in BILLED_TYPES:
+            if narrow is None:
+                item_id, billing_type, key = item["id"], item.get("billingtype"), tuple(map(item.get, _DECISION_FIELDS))
+            else:
+                item_id, billing_type, key = item[0], item[narrow.at["billingtype"]], narrow.decision_key(item)
+            if billing_type not in BILLED_TYPES:
                 continue
-            key = tuple(map(item.get, _DECISION_FIELDS))
             decision = memo.get(key)
             if decision is None:
-                decision, memo = self._decision(subscription, item, base, key)
+                record = item if narrow is None else narrow.record(item)
+                decision, memo = self._decision(subscription, record, base, key, memos)
             for order, charge in enumerate(decision.charges):
-                if (item["id"], charge.start) in claimed:
+                if (item_id, charge.start) in claimed:
                     continue
-                due.append(Due(item, charge, (item["id"], charge.start, order)))
+                due.append(Due(item, charge, (item_id, charge.start, order)))
         return due
 
     def _draft(self, conn: sa.Connection, subscription: dict, items: list[dict],
@@ -364,20 +405,21 @@ class SubscriptionRun:
         )
         return source, account_id
 
-    def _decision(self, subscription: dict, item: dict, base: "SubscriptionTerms",
-                  key: tuple) -> tuple[Decision, dict[tuple, Decision]]:
+    def _decision(self, subscription: dict, item: dict, base: "SubscriptionTerms", key: tuple,
+                  memos: dict) -> tuple[Decision, dict[tuple, Decision]]:
         """:func:`item_decision` without a trace, remembered under the item's
         ``key`` (its :data:`_DECISION_FIELDS`) among the decisions of the
         terms ``base``: items of the same terms and billing state (most of a
         month's items share a few price lists and one grid) share it. Returns
         the decision and the memo of ``base`` (a new one when the memo was
         full and started afresh)."""
-        memo = self._decisions.get(base)
+        memo = memos.get(base)
         if memo is None or self._memo_size >= _DECISION_MEMO:
             if self._memo_size >= _DECISION_MEMO:  # bounded memory: start afresh
                 self._decisions.clear()
+                self._raw_decisions.clear()
                 self._memo_size = 0
-            memo = self._decisions[base] = {}
+            memo = memos[base] = {}
         decision = memo[key] = item_decision(subscription, item, self.run.period_end, explain=False, base=base)
         self._memo_size += 1
         return decision, memo
@@ -475,20 +517,12 @@ class SubscriptionRun:
         if not drafts:
             return [], 0
         headers = insert_headers(conn, self.invoice_obj, [d.header for d in drafts])
-        keys = self._rows.keys  # type: ignore[union-attr]
-        invoice_at = keys.index("invoice")
-        rows = []
-        for draft in drafts:
-            invoice_id = draft.header["id"]
-            for row in draft.rows:
-                row[invoice_at] = invoice_id
-                rows.append(row)
-        insert_line_rows(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], rows)
+        count = insert_staged(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], drafts)
         self._claim(conn, drafts, [])  # type: ignore[arg-type]
         summaries = [InvoiceSummary(h["id"], h["name"], str(h.get("accountname") or h["account"]), h["type"],
-                                    len(d.rows), h["totalnet"], h["grandtotal"], str(h.get("currencyisocode") or ""))
+                                    len(d.lines), h["totalnet"], h["grandtotal"], str(h.get("currencyisocode") or ""))
                      for h, d in zip(headers, drafts)]
-        return summaries, len(rows)
+        return summaries, count
 
     def _claim(self, conn: sa.Connection, drafts: list[DraftInvoice], lines: list[dict]) -> None:
         """Claim every service period the lines bill (the primary key refuses a
@@ -516,9 +550,16 @@ class SubscriptionRun:
         ])
 
     def _outcome(self, conn: sa.Connection, drafts: list[DraftInvoice], failures: list[RecordFailure]) -> None:
-        """The run, and the error or none, on each subscription of the batch."""
-        outcome = [(d.header["subscription"], (self.run.run_id, None)) for d in drafts]
-        outcome += [(f.record_id, (self.run.run_id, f.message[:ERROR_LENGTH])) for f in failures]
+        """The run, and the error or none, on each subscription of the batch.
+        The billed ones by one UPDATE of the subscriptions of the batch's
+        invoices (one block of ids, as in :meth:`_claim`), else by id."""
+        invoice_ids = [draft.header["id"] for draft in drafts]
+        low, high = min(invoice_ids, default=0), max(invoice_ids, default=-1)
+        outcome = [(f.record_id, (self.run.run_id, f.message[:ERROR_LENGTH])) for f in failures]
+        if invoice_ids and high - low + 1 == len(invoice_ids):
+            mark_billed(conn, self.plan.obj, self.invoice_obj, self.run.run_id, low, high)
+        else:
+            outcome = [(d.header["subscription"], (self.run.run_id, None)) for d in drafts] + outcome
         if outcome:
             update_by_id(conn, self.plan.obj, ["LastInvoiceRun", "InvoiceBuildError"], outcome)
 

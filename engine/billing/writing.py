@@ -25,7 +25,7 @@ from engine.storage.bulk import RowWriter, insert_tuples, now_utc, update_by_id
 from engine.storage.context import Context
 from engine.storage.db import copy_rows
 from engine.storage.guards import insert_lines_checked
-from engine.storage.ids import next_autonumbers, reserve_ids
+from engine.storage.ids import next_autonumbers
 from engine.storage.schema import CLAIM
 from engine.storage.types import TextTooLong, ValueOutOfRange
 
@@ -252,35 +252,6 @@ def insert_drafts(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     insert_lines_checked(conn, invoice_obj.table_name, (h["id"] for h in headers),
                          lambda: insert_many(conn, lines, all_lines))
     return headers, all_lines
-
-
-def insert_line_rows(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef, invoice_ids: Sequence[int],
-                     rows: list[list]) -> None:
-    """Insert invoice lines given as rows (values in the order of
-    :attr:`RowWriter.keys`, the invoice set) under the invoices
-    ``invoice_ids``: ids, AutoNumber names and timestamps given in row order
-    and written as :func:`insert_many` writes dict lines (COPY on
-    PostgreSQL for many), the guard checked once for the set."""
-    writer = RowWriter(conn, line_obj)
-    keys = writer.keys
-    id_at, name_at, created_at, modified_at = (keys.index(k) for k in ("id", "name", "createddate", "lastmodifieddate"))
-    for row, new_id in zip(rows, reserve_ids(conn, line_obj.table_name, len(rows))):
-        row[id_at] = new_id
-    if writer.autonumber is not None:
-        for row, name in zip(rows, next_autonumbers(conn, line_obj, len(rows))):
-            row[name_at] = name
-    stamp = now_utc()
-    for row in rows:
-        row[created_at] = row[modified_at] = stamp
-
-    def insert() -> None:
-        names, driver_rows = writer.rows_of_values(rows)
-        if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-            copy_rows(conn, line_obj.table_name, names, driver_rows)
-        elif driver_rows:
-            conn.exec_driver_sql(writer.insert_sql(names), driver_rows)
-
-    insert_lines_checked(conn, invoice_obj.table_name, invoice_ids, insert)
 
 
 def insert_headers(conn: sa.Connection, invoice_obj: ObjectDef, headers: list[dict]) -> list[dict]:

@@ -188,16 +188,35 @@ class RowWriter:
         takes values (:func:`record_keys` of the object)."""
         return tuple(key for key, *_ in self._plan)
 
-    def rows_of_values(self, records: Sequence[Sequence[Any]]) -> tuple[tuple[str, ...], list[tuple]]:
+    def rows_of_values(self, records: Sequence[Sequence[Any]], *,
+                       omit_nulls: bool = True) -> tuple[tuple[str, ...], list[tuple]]:
         """:meth:`rows` of records given as sequences of values in the order
         of :attr:`keys` (None where a dict record would lack the key): the
         same column names and driver rows, without a dict per record (the
-        subscription run builds its lines so)."""
+        subscription run builds its lines so). ``omit_nulls=False``: every
+        column, also one NULL throughout (for rows converted once and
+        written with others later)."""
         raw = dict(zip(self.keys, map(list, zip(*records)))) if records else {}
-        return self._driver_rows(raw, set(raw), len(records))
+        return self._driver_rows(raw, set(raw), len(records), omit_nulls)
+
+    def column_values(self, key: str, values: Sequence[Any]) -> list[Any]:
+        """The driver values of ``values`` of the column of record key ``key``,
+        converted as :meth:`rows` converts that column (for callers that
+        stage a few columns of rows themselves and copy the rest by SQL)."""
+        for plan_key, convert, convert_column, default, _ in self._plan:
+            if plan_key == key:
+                return _convert_column(list(values), convert, convert_column, default)
+        raise KeyError(f"{self.obj.name} has no column for '{key}'")
+
+    def column_name(self, key: str) -> str:
+        """The column of record key ``key``."""
+        for column, plan_key, *_ in self.columns:
+            if plan_key == key:
+                return column
+        raise KeyError(f"{self.obj.name} has no column for '{key}'")
 
     def _driver_rows(self, raw: Mapping[str, list[Any]], present: set[str],
-                     count: int) -> tuple[tuple[str, ...], list[tuple]]:
+                     count: int, omit_nulls: bool = True) -> tuple[tuple[str, ...], list[tuple]]:
         """The column names and driver rows of the values ``raw`` (one list
         per key in ``present``, ``count`` records): see :meth:`rows`."""
         names: list[str] = []
@@ -207,7 +226,7 @@ class RowWriter:
                 values = _convert_column(raw[key], convert, convert_column, default)
             else:
                 values = [default] * count
-            if omittable and values.count(None) == count:
+            if omittable and omit_nulls and values.count(None) == count:
                 continue
             limited = self._limits.get(column)
             if limited is not None:

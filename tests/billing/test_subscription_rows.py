@@ -21,10 +21,13 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from bench.subscription_run import FAILING_SHARE, fill
 from databases import migrate_and_load
+from engine.billing import build, subscription_lines
 from engine.billing import subscriptions as subscription_run
+from engine.billing.service_claims import SERVICE_CLAIM
 from engine.billing.drafts import delete_drafts
 from engine.billing.subscriptions import item_decision
 from engine.domain.money import round_money
@@ -54,8 +57,8 @@ def org(db_url, sample_model, prepared) -> Harness:
                    REPO_ROOT)
 
 
-def run(h: Harness, period):
-    return h.run("Subscriptions", start=period[0], end=period[1], today=period[0])
+def run(h: Harness, period, batch_size: int = 2000):
+    return h.run("Subscriptions", start=period[0], end=period[1], today=period[0], batch_size=batch_size)
 
 
 def expected_lines(h: Harness, run_end: date) -> dict[tuple[int, date], tuple]:
@@ -97,6 +100,23 @@ def snapshot(h: Harness, run_id: int) -> tuple[list, list, list]:
     return head_rows, line_rows, errors
 
 
+def written_around(h: Harness, run_id: int) -> tuple[list, list, list, list]:
+    """What else a run writes, without ids: the order of its invoices and
+    lines by id (subscription, position), its claims (item, period,
+    subscription of the invoice) and the subscriptions it marked (id, error)."""
+    inv, line = h.t("Invoice"), h.t("InvoiceLineItem")
+    headers = {i["id"]: i for i in h.select("Invoice", inv.c.invoicerun == run_id)}
+    lines = sorted(h.select("InvoiceLineItem", line.c.invoice.in_(list(headers))), key=lambda r: r["id"])
+    order = [headers[i]["subscription"] for i in sorted(headers)]
+    line_order = [(headers[r["invoice"]]["subscription"], r["sequence"]) for r in lines]
+    with h.engine.connect() as conn:
+        claims = sorted((c.item_id, c.period_start, c.period_end, headers[c.invoice_id]["subscription"])
+                        for c in conn.execute(sa.select(SERVICE_CLAIM).where(SERVICE_CLAIM.c.invoice_id.in_(list(headers)))))
+    marked = sorted((s["id"], s["invoicebuilderror"]) for s in h.select("Subscription")
+                    if s["lastinvoicerun"] == run_id)
+    return order, line_order, claims, marked
+
+
 def test_lines_are_the_pure_decision_and_errors_are_the_failing_template(org):
     report = run(org, JAN)
     failing = [n for n in range(SUBSCRIPTIONS) if n % FAILING_SHARE == 7]
@@ -119,14 +139,43 @@ def test_the_row_path_writes_what_the_dict_path_writes(org, monkeypatch):
     """January by both paths (the first one's drafts deleted in between, so
     the second bills the same periods), then February by both after
     finalizing January."""
+    compare_paths(org, monkeypatch)
+
+
+def compare_paths(org: Harness, monkeypatch, batch_size: int = 2000) -> None:
+    """January, then February after finalizing January, by the dict path
+    and by the row path (the first one's drafts deleted in between, so the
+    second bills the same periods): the same invoices, lines, record errors,
+    order of ids, claims and marks on the subscriptions."""
     for period in (JAN, FEB):
-        by_dicts = run_by(org, monkeypatch, rows=False, period=period)
-        dicts = snapshot(org, by_dicts.run_id)
+        by_dicts = run_by(org, monkeypatch, rows=False, period=period, batch_size=batch_size)
+        dicts, around = snapshot(org, by_dicts.run_id), written_around(org, by_dicts.run_id)
         delete_run(org, by_dicts.run_id)
-        by_rows = run_by(org, monkeypatch, rows=True, period=period)
+        by_rows = run_by(org, monkeypatch, rows=True, period=period, batch_size=batch_size)
         assert snapshot(org, by_rows.run_id) == dicts
-        assert by_rows.invoice_count == by_dicts.invoice_count > 0 and dicts[1]
+        assert written_around(org, by_rows.run_id) == around
+        assert by_rows.invoice_count == by_dicts.invoice_count > 0 and dicts[1] and around[2]
         finalize_all(org, by_rows.run_id)
+
+
+def test_the_row_path_in_small_batches_and_with_gross_invoices(org, monkeypatch):
+    """Batches of 7 (line templates made and converted in one batch are
+    written again by later ones) and every third subscription's invoice
+    gross (its lines built by ``build_invoice`` inside the row path): still
+    what the dict path writes."""
+    def gross_every_third(original):
+        def header(run, sources, account, account_copies):
+            made = original(run, sources, account, account_copies)
+            if sources[0].record_id % 3 == 0:
+                made["grossinvoice"] = True
+            return made
+        return header
+
+    monkeypatch.setattr(build, "draft_header", gross_every_third(build.draft_header))
+    monkeypatch.setattr(subscription_lines, "draft_header", gross_every_third(subscription_lines.draft_header))
+    compare_paths(org, monkeypatch, batch_size=7)
+    assert any(i["grossinvoice"] for i in org.select("Invoice")) and not all(i["grossinvoice"]
+                                                                            for i in org.select("Invoice"))
 
 
 def delete_run(h: Harness, run_id: int) -> None:
@@ -135,7 +184,7 @@ def delete_run(h: Harness, run_id: int) -> None:
         delete_drafts(conn, context(h.model), ids)
 
 
-def run_by(h: Harness, monkeypatch, rows: bool, period=JAN, built_by: set[str] | None = None):
+def run_by(h: Harness, monkeypatch, rows: bool, period=JAN, built_by: set[str] | None = None, batch_size: int = 2000):
     """Run ``period`` by the row path or the dict path; asserts which one
     built the drafts (``built_by``, default the path asked for)."""
     built: list[str] = []
@@ -146,7 +195,7 @@ def run_by(h: Harness, monkeypatch, rows: bool, period=JAN, built_by: set[str] |
             original = getattr(subscription_run.SubscriptionRun, method)
             patch.setattr(subscription_run.SubscriptionRun, method,
                           lambda self, *a, _o=original, _p=path: built.append(_p) or _o(self, *a))
-        report = run(h, period)
+        report = run(h, period, batch_size)
     assert set(built) == (built_by or {"rows" if rows else "dicts"})
     return report
 

@@ -1,0 +1,164 @@
+"""The subscription run's lines written by SQL from a few distinct rows.
+
+The lines of a month's subscription run are highly repetitive: every value
+of a line but its position, its item and its invoice comes from a *template*
+(:class:`~engine.billing.subscription_lines.LineRows`: the taxed, priced row
+of one charge of items alike), and a batch of 10,000 lines uses a few
+thousand templates. Converting and binding every full-width line in Python
+was the largest single cost of the run after the decisions; here only the
+distinct templates are converted (by the line writer's own converters, so
+the same text and range checks raise the same errors) and staged into a
+temporary table, the lines as narrow rows (id, name, invoice, position,
+item, template) into another, and one ``INSERT ... SELECT`` joins them into
+the line table, in line id order, with the batch's one timestamp.
+
+The values stored are the ones the row writer (:class:`~engine.storage.bulk.RowWriter`)
+stores for full rows: same ids (reserved as one block in line order), same
+AutoNumber names, the same converted values (SQLite: the temporary columns
+have no affinity, so a value reaches the line table exactly as it was bound;
+PostgreSQL: the temporary tables copy the line table's column types). A
+column that is NULL in every template is left out, as the row writer leaves
+it out (its default is NULL). The guard that no line goes under a finalized
+invoice is checked once for the set, as for every bulk line insert.
+"""
+
+from __future__ import annotations
+
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import Sequence
+
+import sqlalchemy as sa
+
+from engine.config.model import ObjectDef
+from engine.storage.bulk import RowWriter, now_utc
+from engine.storage.db import copy_rows
+from engine.storage.guards import insert_lines_checked
+from engine.storage.ids import next_autonumbers, reserve_ids
+from engine.storage.types import to_db_converter
+
+from .build import _position
+from .subscription_lines import RowDraft, _Template
+
+#: The temporary tables (per batch, dropped after the insert).
+TEMPLATES, STAGED = "mb_sub_tpl", "mb_sub_line"
+#: Line keys set per line, not taken from its template.
+PER_LINE = ("id", "name", "createddate", "lastmodifieddate", "invoice", "sequence", "subscriptionitem",
+            "sourcerecordid")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
+def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef, invoice_ids: Sequence[int],
+                  drafts: Sequence[RowDraft]) -> int:
+    """Insert the lines of ``drafts`` (their headers already written, with
+    ids ``invoice_ids`` in draft order); returns the number of lines. Raises
+    the row writer's ``ValueOutOfRange``/``TextTooLong`` for a template value
+    that does not fit, before anything is written."""
+    writer = RowWriter(conn, line_obj)
+    # Per line (all at C speed): its template, item, invoice and position.
+    lines = list(chain.from_iterable(draft.lines for draft in drafts))
+    if not lines:
+        return 0
+    of_line = list(map(_FIRST, lines))
+    items = list(map(_SECOND, lines))
+    invoices = list(chain.from_iterable(repeat(i, len(d.lines)) for i, d in zip(invoice_ids, drafts)))
+    positions = list(chain.from_iterable(range(1, len(d.lines) + 1) for d in drafts))
+    # The distinct templates in order of first use; each line's index among them.
+    used = list(dict(zip(map(id, of_line), of_line)).values())  # one id, one (living) template
+    slot = {id(template): tid for tid, template in enumerate(used)}
+    tids = list(map(slot.__getitem__, map(id, of_line)))
+    names = _convert_templates(writer, used)
+    per_line = {writer.column_name(key) for key in PER_LINE}
+    # A column NULL in every template is left out, as the row writer leaves
+    # it out (its default is NULL; binding None is the driver's dearest value).
+    by_column = list(zip(*(template.driver for template in used)))  # type: ignore[misc]
+    kept = [index for index, name in enumerate(names)
+            if name not in per_line and by_column[index].count(None) != len(used)]
+    columns = [names[index] for index in kept]
+    count = len(lines)
+    ids = reserve_ids(conn, line_obj.table_name, count)
+    line_names = next_autonumbers(conn, line_obj, count) if writer.autonumber is not None else [None] * count
+    # Positions as the writer converts a line's sequence (the same Decimal per position as build_invoice's).
+    distinct = sorted(set(positions))
+    converted = dict(zip(distinct, writer.column_values("sequence", [_position(p) for p in distinct])))
+    stamp = writer.column_values("createddate", [now_utc()])[0]
+    templates = [(tid, *(template.driver[index] for index in kept))  # type: ignore[index]
+                 for tid, template in enumerate(used)]
+    quote = conn.dialect.identifier_preparer.quote
+    into = (f"INSERT INTO {quote(line_obj.table_name)} ("
+            + ", ".join(quote(c) for c in [writer.column_name(key) for key in PER_LINE] + columns) + ") ")
+    from_templates = ", ".join(f"t.{quote(c)}" for c in columns)
+    _drop(conn)
+    _stage(conn, line_obj, writer, columns, templates, list(zip(
+        ids, line_names, invoices, map(converted.__getitem__, positions), items, map(str, items), tids)))
+    statement = sa.text(f"{into} SELECT l.id, l.name, :stamp, :stamp, l.inv, l.seq, l.item, l.src, "
+                        f"{from_templates} FROM {STAGED} l JOIN {TEMPLATES} t ON t.tid = l.tid "
+                        f"ORDER BY l.id").bindparams(stamp=stamp)
+    insert_lines_checked(conn, invoice_obj.table_name, invoice_ids, lambda: conn.execute(statement))
+    _drop(conn)
+    return count
+
+
+def mark_billed(conn: sa.Connection, obj: ObjectDef, invoice_obj: ObjectDef, run_id: int | None, low: int,
+                high: int) -> None:
+    """The run on, and no error on, the subscriptions (``obj``) of the
+    invoices with ids ``low`` to ``high`` (a batch's, one block): one UPDATE
+    instead of one per subscription."""
+    q = conn.dialect.identifier_preparer.quote
+    column = lambda name: q(obj.field(name).column_name)  # type: ignore[union-attr]  # noqa: E731
+    stamp = to_db_converter(obj.field("LastModifiedDate"), conn.dialect.name)(now_utc())  # type: ignore[arg-type]
+    of_batch = (f"SELECT {q(invoice_obj.field('Subscription').column_name)} "  # type: ignore[union-attr]
+                f"FROM {q(invoice_obj.table_name)} WHERE id BETWEEN :low AND :high")
+    conn.execute(sa.text(
+        f"UPDATE {q(obj.table_name)} SET {column('LastInvoiceRun')} = :run, {column('InvoiceBuildError')} = NULL, "
+        f"{column('LastModifiedDate')} = :stamp WHERE id IN ({of_batch})"
+    ).bindparams(run=run_id, stamp=stamp, low=low, high=high))
+
+
+def _convert_templates(writer: RowWriter, templates: list[_Template]) -> tuple[str, ...]:
+    """Give each template without them its driver values (every column, in
+    the writer's order: a template is converted once in its life, however
+    many batches use it); returns the column names."""
+    fresh = [template for template in templates if template.driver is None]
+    names, rows = writer.rows_of_values([template.row for template in fresh] or [[None] * len(writer.keys)],
+                                        omit_nulls=False)
+    for template, row in zip(fresh, rows):
+        template.driver = row
+    return names
+
+
+def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns: list[str],
+           templates: list[tuple], lines: list[tuple]) -> None:
+    """Create the temporary tables and fill them with ``templates`` (tid,
+    then ``columns``) and ``lines`` (id, name, invoice, sequence, item,
+    source record id, tid). SQLite: untyped columns (no affinity: a value
+    keeps the type it was bound with), one ``executemany`` each (one prepared
+    INSERT ... SELECT per line instead cost three times as much);
+    PostgreSQL: the line table's column types, COPY."""
+    quote = conn.dialect.identifier_preparer.quote
+    line_columns = ("id", "name", "inv", "seq", "item", "src", "tid")
+    table = quote(line_obj.table_name)
+    picked = ", ".join(f"{quote(c)}" for c in columns)
+    own = [quote(writer.column_name(k)) for k in ("id", "name", "invoice", "sequence", "subscriptionitem",
+                                                   "sourcerecordid")]
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} (tid INTEGER PRIMARY KEY"
+                             + "".join(f", {quote(c)}" for c in columns) + ")")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (id INTEGER PRIMARY KEY, name, inv, seq, item, src, tid)")
+        conn.exec_driver_sql(f"INSERT INTO {TEMPLATES} VALUES ({', '.join('?' * (len(columns) + 1))})", templates)
+        conn.exec_driver_sql(f"INSERT INTO {STAGED} VALUES (?, ?, ?, ?, ?, ?, ?)", lines)
+        return
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} AS SELECT CAST(NULL AS BIGINT) AS tid"
+                         f"{', ' + picked if picked else ''} FROM {table} WITH NO DATA")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} AS SELECT "
+                         + ", ".join(f"{c} AS {n}" for c, n in zip(own, line_columns))
+                         + f", CAST(NULL AS BIGINT) AS tid FROM {table} WITH NO DATA")
+    copy_rows(conn, TEMPLATES, ["tid", *columns], templates)
+    copy_rows(conn, STAGED, line_columns, lines)
+    conn.exec_driver_sql(f"ANALYZE {TEMPLATES}")
+    conn.exec_driver_sql(f"ANALYZE {STAGED}")
+
+
+def _drop(conn: sa.Connection) -> None:
+    for name in (TEMPLATES, STAGED):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
