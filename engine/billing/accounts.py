@@ -26,6 +26,8 @@ from engine.domain.values import read_value
 from engine.storage.context import Context
 from engine.storage.reader import RecordReader
 
+from .build import ACCOUNT_TO_INVOICE
+
 #: Ids per ``IN (...)`` list.
 ID_CHUNK = 500
 
@@ -56,6 +58,23 @@ class AccountFields:
         for fdef, _ in self.copy_plan:
             if fdef.formula is not None and fdef.formula.compiled is not None:
                 paths |= set(fdef.formula.compiled.references)
+        return paths
+
+    def record_paths(self) -> set[tuple[str, ...]]:
+        """What the runs read of an account record, and nothing else: the
+        copied ON fields (stored, or their formulas' paths), the address and
+        currency data copied to the invoice (``build.ACCOUNT_TO_INVOICE``),
+        the currency the header falls back on and the external id. Reading
+        every column cost about twice as much per account (issue 19)."""
+        paths = self.reader_paths()
+        names = [source for _, source in ACCOUNT_TO_INVOICE] + ["currencyisocode"]
+        names += [fdef.key for fdef, _ in self.copy_plan if fdef.formula is None]
+        if self.external is not None:
+            names.append(self.external.key)
+        for name in names:
+            fdef = self.obj.field(name)
+            if fdef is not None and fdef.is_stored:
+                paths.add((fdef.key,))
         return paths
 
 
@@ -151,8 +170,8 @@ class AccountCache:
 
     def _load_many(self, conn: sa.Connection, account_ids: Sequence[int]) -> None:
         if self._reader is None:
-            self._reader = RecordReader(self.ctx.model, self.ctx.metadata, self.obj, self.fields.reader_paths(),
-                                        conn.dialect.name)
+            self._reader = RecordReader(self.ctx.model, self.ctx.metadata, self.obj, self.fields.record_paths(),
+                                        conn.dialect.name, all_fields=False)
         for chunk in chunks(account_ids, ID_CHUNK):
             for record in self._reader.read(conn, where=self.table.c.id.in_(chunk)):
                 self._remember(record)
