@@ -61,8 +61,8 @@ from .postings import BookingSet
 from .write import load_accounts, write_bookings
 
 __all__ = ["BATCH_INVOICES", "BATCH_LINES", "Failure", "FinalizationStage", "FinalizeError", "FinalizeReport",
-           "Finalized", "StageError", "choose_counter", "finalize_in_transaction", "finalize_invoices", "range_key",
-           "render_number"]
+           "Finalized", "StageError", "choose_counter", "finalize_in_transaction", "finalize_invoices",
+           "prepare_stages", "range_key", "render_number"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,18 @@ _IN_CHUNK = 900  # ids per IN (...) list: below every backend's parameter limit
 FinalizationStage = Callable[[sa.Connection, Context, list[dict]], None]
 
 
+def prepare_stages(ctx: Context, stages: Sequence[FinalizationStage]) -> None:
+    """Let each stage do, before any transaction, the work that needs no
+    database: a stage may carry a ``prepare(ctx)`` attribute (the documents
+    stage compiles the e-invoice rule sets there, seconds of CPU that would
+    otherwise be spent holding the first batch's write lock, which on
+    SQLite keeps every other writer waiting)."""
+    for stage in stages:
+        prepare = getattr(stage, "prepare", None)
+        if prepare is not None:
+            prepare(ctx)
+
+
 def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int], *,
                       today: date | None = None, stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
     """Finalize the given drafts in id order, in batches (one transaction
@@ -296,6 +308,8 @@ def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int
     today = today or date.today()
     with engine.connect() as conn:
         shapes = _shapes(conn, ctx, sorted(set(invoice_ids)))
+    if shapes:
+        prepare_stages(ctx, stages)
     for batch in _batches(shapes):
         while batch:
             try:

@@ -27,7 +27,7 @@ from engine.storage.retry import run_in_transaction
 
 from .cancel import cancellation_draft
 from .errors import CancelError, FinalizeError, invoice_where
-from .finalize import FinalizationStage, Finalized, finalize_in_transaction
+from .finalize import FinalizationStage, Finalized, finalize_in_transaction, prepare_stages
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def cancel_invoice(engine: sa.Engine, ctx: Context, invoice_name: str, *, reason
             raise _not_finalized(invoice_name, message)
         return Cancellation(invoice_name, draft_id, name, report.finalized[0])
 
+    if not draft_only:
+        prepare_stages(ctx, stages)  # before the lock on the invoice is taken
     return run_in_transaction(engine, work, isolation_level="REPEATABLE READ")
 
 

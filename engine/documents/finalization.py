@@ -10,7 +10,10 @@ is read with a handful of queries (:func:`engine.documents.data.read_documents`)
 each invoice rendered once (HTML, the template contract of ``metabill
 render``), its parts inserted in one statement and the hashes recorded with
 one executemany; both e-invoices are built first and validated in full
-while the HTML renders (:mod:`.einvoice.parallel`). A PDF is not made here:
+while the HTML renders (:mod:`.einvoice.parallel`); the rule sets are
+compiled before the first batch's transaction (the stage's ``prepare``,
+:func:`engine.booking.finalize.prepare_stages`), not while it holds the
+write lock. A PDF is not made here:
 it is made from the stored HTML whenever asked for, byte for byte the same
 each time (:mod:`.pdf`), and
 rendering PDFs would multiply the time of a finalization (see
@@ -32,7 +35,8 @@ from engine.storage.bulk import RowWriter, update_by_id
 from engine.storage.context import Context
 
 from .data import read_documents
-from .einvoice.issue import KIND_CII, prepare_einvoices
+from .einvoice.issue import KIND_CII, mapping_service, prepare_einvoices
+from .einvoice.validation import compile_rules
 from .errors import DocumentError
 from .issued import DOCUMENT_OBJECT, FORMAT_HTML, KIND_INVOICE, LINE_FIELDS, content_hash, document_parts, fingerprint
 from .render import render_html
@@ -84,6 +88,24 @@ def issue_documents(conn: sa.Connection, ctx: Context, invoices: list[dict]) -> 
         update_by_id(conn, ctx.obj("Invoice"), ["EInvoiceStatus", "EInvoiceViolations"], issued.status)
     RowWriter(conn, ctx.obj(DOCUMENT_OBJECT)).insert(documents)
     update_by_id(conn, ctx.obj("Invoice"), ["DocumentHash", "IssuedFingerprint"], recorded)
+
+
+def _prepare(ctx: Context) -> None:
+    """Before the first batch's transaction (:func:`engine.booking.finalize.prepare_stages`):
+    compile the e-invoice rule sets when this finalization will validate
+    e-invoices. Only a head start: whatever fails here (a validator that
+    cannot be loaded, a mapping that cannot be read) fails again in the
+    stage and is reported there, per batch, where it always was."""
+    try:
+        if ctx.model.object(DOCUMENT_OBJECT) is None or not einvoices_enabled(ctx):
+            return
+        if ctx.service(mapping_service).validate_at_finalization:
+            compile_rules()
+    except Exception:  # noqa: BLE001 - see the docstring: the stage reports it
+        return
+
+
+issue_documents.prepare = _prepare  # type: ignore[attr-defined]
 
 
 def einvoices_enabled(ctx: Context) -> bool:

@@ -59,6 +59,16 @@ def _format_text(text: str, pattern: str, locale: str) -> str:
     return format_decimal(Decimal(text), format=pattern, locale=_locale(locale))
 
 
+@lru_cache(maxsize=65536)
+def _format_date(value: date, style: str, locale: str) -> str:
+    """babel's ``format_date``, remembered like :func:`_format_text`: a
+    finalization prints the same few dates (invoice, due, service period)
+    on every invoice, and babel resolves the locale's pattern each time."""
+    from babel.dates import format_date
+
+    return format_date(value, format=style, locale=_locale(locale))
+
+
 @lru_cache(maxsize=256)
 def _locale(name: str):
     """The babel Locale of a name, parsed once: babel parses a locale given
@@ -95,16 +105,14 @@ class Formatter:
         return format_currency(amount, currency or self.currency, locale=self.locale)
 
     def date(self, value: Any, style: str = "medium") -> str:
-        from babel.dates import format_date
-
         if value is None or value == "":
             return ""
         if isinstance(value, datetime):
             value = value.date()
         if not isinstance(value, date):
             return str(value)
-        return format_date(value, format=style if style in ("short", "medium", "long", "full") else "medium",
-                           locale=self.locale)
+        return _format_date(value, style if style in ("short", "medium", "long", "full") else "medium",
+                            self.locale_name)
 
     def percent(self, value: Any) -> str:
         rate = as_decimal(value)

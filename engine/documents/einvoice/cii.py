@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from functools import partial
 
 from lxml import etree
 
 from .build import PROCESS_ID, XRECHNUNG_ID, EInvoice, Party
-from .xmltree import child, optional_child
+from .xmltree import bound
 
 RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
 RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
@@ -37,8 +36,7 @@ def number(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-_el = partial(child, NSMAP)
-_opt = partial(optional_child, NSMAP)
+_el, _opt = bound(NSMAP)
 
 
 def _date(parent: etree._Element, tag: str, value: date, qualified: bool = False) -> None:

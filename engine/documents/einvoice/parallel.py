@@ -34,7 +34,7 @@ import weakref
 from multiprocessing.connection import wait
 from typing import Any, Sequence
 
-from .validation import STYLESHEETS, Violation, _stylesheet, validate_xml
+from .validation import Violation, compile_rules, validate_xml
 
 #: Environment variable: the number of validation worker processes.
 WORKERS_ENV = "METABILL_VALIDATION_WORKERS"
@@ -76,9 +76,7 @@ def validate_all(documents: Sequence[bytes]) -> list[list[Violation]]:
 
 def _serve(conn) -> None:
     """A worker: compile the rule sets, then validate chunks until told to stop."""
-    for sheets in STYLESHEETS.values():
-        for sheet in sheets:
-            _stylesheet(sheet)
+    compile_rules()
     while True:
         try:
             chunk = conn.recv()

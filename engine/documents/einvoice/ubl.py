@@ -8,13 +8,12 @@ else an ``Invoice``; element order follows the UBL 2.1 schemas, which
 from __future__ import annotations
 
 from datetime import date
-from functools import partial
 
 from lxml import etree
 
 from .build import PROCESS_ID, XRECHNUNG_ID, EInvoice, Party
 from .cii import amount, number
-from .xmltree import child, optional_child
+from .xmltree import bound
 
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
@@ -23,8 +22,7 @@ ROOTS = {"Invoice": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
 _NS = {"cbc": CBC, "cac": CAC}
 
 
-_el = partial(child, _NS)
-_opt = partial(optional_child, _NS)
+_el, _opt = bound(_NS)
 
 
 def _day(value: date) -> str:
