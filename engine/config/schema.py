@@ -16,6 +16,7 @@ import jsonschema
 from referencing import Registry, Resource
 
 from .diagnostics import Diagnostic, did_you_mean, make
+from .schemacheck import Check, Unsupported, compile_check
 from .yamlsrc import YamlDocument
 
 SCHEMA_FILES = ("field", "object", "setting", "records", "project")
@@ -76,8 +77,25 @@ def _where(path: tuple) -> str:
     return "/".join(str(p) for p in path) or "top level"
 
 
+@lru_cache(maxsize=None)
+def precheck(kind: str) -> Check | None:
+    """The fast pre-check of one kind of file (:mod:`engine.config.schemacheck`),
+    or None when its schema uses what the pre-check does not implement."""
+    registry = {uri: resource.contents for uri, resource in _registry().items()}
+    try:
+        return compile_check(registry, f"https://metabill.dev/schemas/{kind}.schema.json")
+    except Unsupported:
+        return None
+
+
 def validate_document(doc: YamlDocument, kind: str) -> list[Diagnostic]:
-    """Every schema violation of ``doc`` as a diagnostic pointing at the value."""
+    """Every schema violation of ``doc`` as a diagnostic pointing at the value.
+
+    A document the pre-check passes has none (its contract); only the others
+    go through ``jsonschema``, which finds and describes them."""
+    check = precheck(kind)
+    if check is not None and check(doc.data):
+        return []
     out: list[Diagnostic] = []
     for error in validator(kind).iter_errors(doc.data):
         out.extend(_map_error(doc, error))
