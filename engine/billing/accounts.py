@@ -189,7 +189,8 @@ class AccountCache:
                         value = value.get("id")
                 else:
                     value = read_value(source, record, self.today)
-                if value not in (None, ""):
+                # Blank by type (``value in (None, "")`` on a Decimal goes through an ABC check).
+                if value is not None and not (isinstance(value, str) and not value):
                     copies[target_key] = coerce(target, value)
             except (FormulaEvaluationError, ValueProblem):
                 continue

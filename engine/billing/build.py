@@ -156,10 +156,19 @@ class RunFacts:
 
 def fill(target: dict, values: Mapping[str, object]) -> None:
     """Set each value unless the target already holds one (never overwrite)."""
-    for key, value in values.items():
-        if value is None or value == "":
+    _fill_pairs(target, values.items())
+
+
+def _fill_pairs(target: dict, pairs: Iterable[tuple[str, object]]) -> None:
+    """:func:`fill` of ``(key, value)`` pairs. Blank is None or the empty
+    text, tested by type: ``value == ""`` on a Decimal goes through an ABC
+    check (numbers.Rational) that cost more than the rest of the loop; no
+    other value type here equals the empty text."""
+    for key, value in pairs:
+        if value is None or (isinstance(value, str) and not value):
             continue
-        if target.get(key) in (None, ""):
+        held = target.get(key)
+        if held is None or (isinstance(held, str) and not held):
             target[key] = value
 
 
@@ -184,7 +193,7 @@ def draft_header(run: RunFacts, sources: Sequence[SourceHeader], account: Mappin
     }
     for source in sources:
         fill(header, source.invoice_fields)
-    fill(header, {target: account.get(source) for target, source in ACCOUNT_TO_INVOICE})
+    _fill_pairs(header, [(target, account.get(source)) for target, source in ACCOUNT_TO_INVOICE])
     fill(header, account_copies)
     due = first.template.get("DefaultPaymentDue")
     fill(header, {"paymentdue": due if due is not None else Decimal(0)})

@@ -18,6 +18,10 @@ rounding per tax group — is a reason, so the differential test
 (``tests/billing/test_setbased.py``) can hold both paths to identical
 results on what the set path does take.
 
+The SQL pieces the batches share live here too: the names of the set
+path's temporary tables and :func:`order_lines`, the numbering of a
+batch's staged lines.
+
 Per-row problems (an empty title, a text too long for its column, a number
 out of range) are not decided here: the batch looks for them in SQL and
 hands the groups concerned to the Python path, which reports them as it
@@ -27,12 +31,20 @@ always does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
+
+import sqlalchemy as sa
 
 from engine.config.model import FieldDef, FieldType, ObjectDef
 from engine.storage.context import Context
 
+from .build import InvariantError
 from .plan import FilterPlan, bare_path_field
+
+#: The set path's temporary tables (:mod:`engine.billing.setrun`): the batch's
+#: header records, their staged lines, the tax decisions, the groups as
+#: written and the lines' numbering.
+SRC, LINE, TAX, GRP, ORD = "mb_set_src", "mb_set_line", "mb_set_tax", "mb_set_grp", "mb_set_ord"
 
 #: Source kinds a target kind may be filled from in SQL (the stored value is
 #: then exactly what the Python coercer would keep).
@@ -167,3 +179,44 @@ def _step(ctx: Context, obj: ObjectDef, source: FieldDef, target: FieldDef) -> t
     elif stored.type is not target.type:
         return None, f"{label}: a {stored.type.value} value into a {target.type.value} field"
     return Step(tuple(lookups), stored), None
+
+
+def order_lines(conn: sa.Connection, sqlite: bool, analyze: Callable[[sa.Connection, str], None]
+                ) -> tuple[str, str, str, str, int]:
+    """Number the staged lines before they are written, on narrow rows
+    (sorting the wide rows cost more than the insert itself): each line's
+    position in its invoice (record id order) and its number in the
+    batch (the lines before its group, ``g.off``, plus its position).
+    Returns the SQL, over ``mb_set_ord o`` and ``mb_set_grp g``, of the
+    number (``rn``), of the position, of the order to insert in and of
+    a condition every line must meet, and the number of lines
+    (``analyze``: the caller's ANALYZE of a temporary table, PostgreSQL only).
+
+    PostgreSQL: ``ROW_NUMBER()`` per group. SQLite: its window functions
+    cost three times a plain sort, so the lines are inserted sorted by
+    (group, record id) into a table whose rowid ``seq`` counts them in
+    that order; a group's lines then hold ``seq`` from ``g.first`` to
+    ``g.first + g.cnt - 1`` (``first`` and ``cnt`` from the staged
+    totals, groups in number order) and a line's position is
+    ``seq - g.first + 1``. The insert takes only lines inside their
+    group's range and must write them all: as the ranges are disjoint
+    and as long as the groups' counts add up to the lines, that holds
+    only when every group's lines fill exactly its range. Within a
+    group the order of ``seq`` is the sort's: SQLite inserts the rows of
+    an INSERT ... SELECT ... ORDER BY in that order, each new rowid one
+    above the largest (the differential tests compare every position)."""
+    if not sqlite:
+        ordered = conn.exec_driver_sql(
+            f"INSERT INTO {ORD} (rn, rec, pos) SELECT g.off + ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec), "
+            f"l.rec, ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec) "
+            f"FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr JOIN {GRP} g ON g.grp = s.grp").rowcount
+        analyze(conn, ORD)
+        return "o.rn", "o.pos", "o.rn", "", ordered
+    ordered = conn.exec_driver_sql(
+        f"INSERT INTO {ORD} (grp, rec) SELECT s.grp, l.rec FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr "
+        f"ORDER BY s.grp, l.rec").rowcount
+    counted = conn.exec_driver_sql(f"SELECT SUM(cnt) FROM {GRP}").scalar()
+    if counted != ordered:
+        raise InvariantError(f"{ordered} lines staged, {counted} counted")
+    return ("(g.off + o.seq - g.first + 1)", "(o.seq - g.first + 1)", "o.seq",
+            "o.seq >= g.first AND o.seq < g.first + g.cnt", ordered)

@@ -57,7 +57,7 @@ from engine.domain.money import CENT, ZERO
 from engine.storage.bulk import RowWriter, now_utc
 from engine.storage.context import Context
 from engine.storage.guards import insert_lines_checked
-from engine.storage.ids import next_autonumbers, reserve_ids
+from engine.storage.ids import reserve_autonumbers, reserve_ids
 from engine.storage.schema import CLAIM
 from engine.storage.types import TextTooLong, ValueOutOfRange, scaled_to_decimal, to_db_converter
 
@@ -65,12 +65,11 @@ from .accounts import AccountCache
 from .build import DEPOSIT_TYPE, FINAL_TYPE, DraftInvoice, InvariantError, RunFacts, SourceHeader, draft_header
 from .plan import FilterPlan
 from .report import RecordFailure
-from .setplan import AMOUNT_BOUND, RATE_BOUND, SetPlan
+from .setplan import AMOUNT_BOUND, GRP, LINE, ORD, RATE_BOUND, SRC, TAX, SetPlan, order_lines
 from .subinvoices import open_sub_invoices
 from .tax import TaxError
 from .writing import BatchOutcome, BatchWriter, insert_drafts, insert_headers
 
-SRC, LINE, TAX, GRP, ORD = "mb_set_src", "mb_set_line", "mb_set_tax", "mb_set_grp", "mb_set_ord"
 
 
 @dataclass
@@ -176,8 +175,11 @@ class SetBatchWriter:
             f"CREATE {temp} {SRC} (record_id {big} PRIMARY KEY, grp {big} NOT NULL, hkey {big} NOT NULL)",
             f"CREATE {temp} {LINE} (rec {big} PRIMARY KEY, hdr {big} NOT NULL{', ' + cols if cols else ''})",
             f"CREATE {temp} {TAX} (hkey {big} NOT NULL{tax_cols}, rate {rate}, code TEXT, rule TEXT, cat TEXT)",
-            f"CREATE {temp} {GRP} (grp {big} PRIMARY KEY, inv {big} NOT NULL, off {big} NOT NULL)",
-            f"CREATE {temp} {ORD} (rn {big} PRIMARY KEY, rec {big} NOT NULL, pos {big} NOT NULL)",
+            f"CREATE {temp} {GRP} (grp {big} PRIMARY KEY, inv {big} NOT NULL, off {big} NOT NULL, "
+            f"first {big} NOT NULL, cnt {big} NOT NULL)",
+            # SQLite numbers the lines by the rowid ``seq`` (see setplan.order_lines).
+            f"CREATE {temp} {ORD} (seq INTEGER PRIMARY KEY, grp INTEGER NOT NULL, rec INTEGER NOT NULL)"
+            if self.sqlite else f"CREATE {temp} {ORD} (rn {big} PRIMARY KEY, rec {big} NOT NULL, pos {big} NOT NULL)",
         ):
             conn.exec_driver_sql(sql)
 
@@ -215,8 +217,8 @@ class SetBatchWriter:
 
     def _lines_from(self, ordered: bool) -> str:
         """FROM clause of the staged lines with their group and tax decision;
-        ``ordered`` drives it from ``mb_set_ord`` (``o.rn``, ``o.pos``) and
-        adds the invoice (``g.inv``)."""
+        ``ordered`` drives it from ``mb_set_ord`` (see :func:`~engine.billing.setplan.order_lines`)
+        and adds the invoice (``g.inv``)."""
         q = self.q
         tax_join = "".join(f" AND COALESCE(l.{q(f)}, '') = t.{q(f)}" if self.setplan.column(f)
                            else f" AND t.{q(f)} = ''" for f in self.setplan.tax_fields)
@@ -273,10 +275,10 @@ class SetBatchWriter:
             src_rows.extend((s.record_id, grp, hkey) for s in draft.sources)
             prepared.keys[grp] = key
         self._insert(conn, SRC, ("record_id", "grp", "hkey"), src_rows)
-        self._stage_lines(conn)
+        staged = self._stage_lines(conn)
         live = prepared.live
         live.update((grp, draft) for grp, (_, draft) in enumerate(drafts))  # group number -> draft, in key order
-        suspects, refused = self._suspects(conn)
+        suspects, refused = self._suspects(conn, staged)
         refused = {record_id: found for record_id, found in refused.items() if found[0] not in suspects}
         if refused:
             suspects |= self._refuse(conn, live, refused, failures, hkeys, representative)
@@ -311,7 +313,7 @@ class SetBatchWriter:
         try:
             invoice_ids = reserve_ids(conn, self.invoice_obj.table_name, len(merged))
             line_ids = reserve_ids(conn, self.line_obj.table_name, total)
-            names = next_autonumbers(conn, self.line_obj, total) if RowWriter(conn, self.line_obj).autonumber else []
+            names = reserve_autonumbers(conn, self.line_obj, total) if RowWriter(conn, self.line_obj).autonumber else []
             offsets: dict[int, int] = {}
             running = 0
             for (_, kind, ref), draft, invoice_id, count in zip(order, merged, invoice_ids, merged_counts):
@@ -340,7 +342,13 @@ class SetBatchWriter:
             insert_drafts(conn, self.invoice_obj, self.line_obj, drafts)
             self.writer.record_written(conn, drafts, BatchOutcome(), [len(d.lines) for d in drafts])
         if live:
-            self._insert(conn, GRP, ("grp", "inv", "off"), [(grp, d.header["id"], offsets[grp]) for grp, d in live.items()])
+            # ``first``: the group's first line in the staged order (1-based,
+            # groups in number order), ``cnt`` its lines (see setplan.order_lines).
+            rows, first = [], 1
+            for grp, draft in sorted(live.items()):
+                rows.append((grp, draft.header["id"], offsets[grp], first, counts[grp]))
+                first += counts[grp]
+            self._insert(conn, GRP, ("grp", "inv", "off", "first", "cnt"), rows)
             self._analyze(conn, GRP, TAX)
             written = [d.header["id"] for d in live.values()]
             self._insert_lines(conn, line_ids.start, names[0] if names else None, written)
@@ -385,10 +393,13 @@ class SetBatchWriter:
                    f"WHERE {q(table)}.id = x.record_id")
         conn.execute(sa.text(sql).bindparams(run=run_id, stamp=stamp))
 
-    def _stage_lines(self, conn: sa.Connection) -> None:
+    def _stage_lines(self, conn: sa.Connection) -> int | None:
+        """Stage the line records of ``mb_set_src``; returns how many (None
+        when the driver does not say)."""
         self._analyze(conn, SRC)
-        conn.exec_driver_sql(self._stage_sql)
+        staged = conn.exec_driver_sql(self._stage_sql).rowcount
         self._analyze(conn, LINE)
+        return staged if staged is not None and staged >= 0 else None
 
     def _analyze(self, conn: sa.Connection, *tables: str) -> None:
         """PostgreSQL plans the next statements with the temporary tables'
@@ -455,12 +466,13 @@ class SetBatchWriter:
             conn.exec_driver_sql(f"UPDATE {SRC} SET hkey = {mark} WHERE grp = {mark} AND hkey <> {mark}",
                                  [(hkey, grp, hkey) for hkey, grp in moved])
 
-    def _suspects(self, conn: sa.Connection) -> tuple[set[int], dict[int, tuple[int, str]]]:
+    def _suspects(self, conn: sa.Connection, staged: int | None) -> tuple[set[int], dict[int, tuple[int, str]]]:
         """Groups with a line the set path cannot take (a value beyond its
         column or the SQL amounts' bounds, too many lines for the sequence)
         or a header without lines, for the Python path; and the header
         records the Python path refuses for an empty title or price of a
-        line, with their group and record error (see :meth:`_refused`)."""
+        line, with their group and record error (see :meth:`_refused`).
+        ``staged``: the number of lines staged, if known."""
         q = self.q
         tests = []
         for key, column in self._columns:
@@ -475,19 +487,23 @@ class SetBatchWriter:
                 tests.append(f"{'LENGTH' if self.sqlite else 'CHAR_LENGTH'}({ref}) > {length}")
         if not all(self.setplan.column(key) for key in ("title", "unitprice")):
             tests.append("1 = 1")
-        sequence = self._field("sequence")
-        # More lines than InvoiceLineItem.Sequence can number, or a value
-        # test that holds: one pass over the staged lines.
-        having = [f"COUNT(*) >= {10 ** ((sequence.precision or 18) - (sequence.scale or 0))}"]
+        found: set[int] = set()
+        joined = f"FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr"
         if tests:
-            having.append(f"MAX(CASE WHEN {' OR '.join(tests)} THEN 1 ELSE 0 END) = 1")
-        found = conn.exec_driver_sql(
-            f"SELECT s.grp FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr GROUP BY s.grp HAVING {' OR '.join(having)}"
-        ).scalars().all()
+            # A filter, not a grouping: only the few lines that fail a test are sorted.
+            found.update(conn.exec_driver_sql(
+                f"SELECT DISTINCT s.grp {joined} WHERE {' OR '.join(tests)}").scalars())
+        sequence = self._field("sequence")
+        most = 10 ** ((sequence.precision or 18) - (sequence.scale or 0))
+        if staged is None or staged >= most:
+            # More lines than InvoiceLineItem.Sequence can number: only
+            # possible when the batch staged that many lines in all.
+            found.update(conn.exec_driver_sql(
+                f"SELECT s.grp {joined} GROUP BY s.grp HAVING COUNT(*) >= {most}").scalars())
         empty = conn.exec_driver_sql(
             f"SELECT DISTINCT grp FROM {SRC} WHERE record_id NOT IN (SELECT hdr FROM {LINE})"
         ).scalars().all()
-        return set(found) | set(empty), self._refused(conn)
+        return found | set(empty), self._refused(conn)
 
     def _refused(self, conn: sa.Connection) -> dict[int, tuple[int, str]]:
         """Header records with a line of an empty title or price: record id
@@ -577,14 +593,15 @@ class SetBatchWriter:
         dialect = "sqlite" if self.sqlite else "postgresql"
         writer = RowWriter(conn, obj)
         params: dict[str, object] = {"base": base}
-        columns: list[tuple[str, str]] = [("id", ":base + o.rn - 1")]
+        rn, pos, order, within, expected = order_lines(conn, self.sqlite, self._analyze)
+        columns: list[tuple[str, str]] = [("id", f":base + {rn} - 1")]
         if writer.autonumber is not None:
             assert first_name is not None
             fmt = writer.autonumber.autonumber_format or ""
             head, tail = fmt.split("{", 1)[0], fmt.rsplit("}", 1)[-1]
             width = len(fmt) - len(head) - len(tail) - 2
             params.update(first=int(first_name[len(head):len(first_name) - len(tail) or None]), head=head, tail=tail)
-            number = "(:first + o.rn - 1)"
+            number = f"(:first + {rn} - 1)"
             digits = f"printf('%0{width}d', {number})" if self.sqlite else \
                 f"CASE WHEN LENGTH({number}::text) >= {width} THEN {number}::text ELSE LPAD({number}::text, {width}, '0') END"
             columns.append((writer.autonumber.column_name, f":head || {digits} || :tail"))
@@ -600,7 +617,7 @@ class SetBatchWriter:
         qty, net, tax = self._amounts()
         price = f"l.{q('unitprice')}"
         computed = {
-            "invoice": "g.inv", "sequence": "o.pos", "quantity": qty, "unitprice": price, "unitpricenet": price,
+            "invoice": "g.inv", "sequence": pos, "quantity": qty, "unitprice": price, "unitpricenet": price,
             "postotalnet": net, "postotaltax": tax, "postotalgross": f"{net} + {tax}", "taxrate": "t.rate",
             "taxcode": "t.code", "appliedtaxrule": "t.rule", "vatcategorycode": "t.cat",
             "sourcerecordid": "CAST(l.rec AS TEXT)",
@@ -621,19 +638,20 @@ class SetBatchWriter:
             if key not in written and default is not None:
                 params[f"d_{key}"] = convert(default)
                 columns.append((column, f":d_{key}"))
-        # The order first, on narrow rows: each line's position in its
-        # invoice (record id order) and its number in the batch (the lines
-        # before its group, ``g.off``, plus its position). Sorting the wide
-        # rows cost more than the insert itself.
-        conn.exec_driver_sql(
-            f"INSERT INTO {ORD} (rn, rec, pos) SELECT g.off + ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec), "
-            f"l.rec, ROW_NUMBER() OVER (PARTITION BY s.grp ORDER BY l.rec) "
-            f"FROM {LINE} l JOIN {SRC} s ON s.record_id = l.hdr JOIN {GRP} g ON g.grp = s.grp")
-        self._analyze(conn, ORD)
         sql = (f"INSERT INTO {q(obj.table_name)} ({', '.join(q(c) for c, _ in columns)}) "
-               f"SELECT {', '.join(e for _, e in columns)} FROM {self._lines_from(True)} ORDER BY o.rn")
+               f"SELECT {', '.join(e for _, e in columns)} FROM {self._lines_from(True)}"
+               f"{' WHERE ' + within if within else ''} ORDER BY {order}")
         statement = sa.text(sql).bindparams(**params)
-        insert_lines_checked(conn, self.invoice_obj.table_name, invoice_ids, lambda: conn.execute(statement))
+
+        def insert() -> None:
+            written = conn.execute(statement).rowcount
+            if written != expected:
+                # A line outside its group's numbering range, or one without
+                # its tax decision: raise (the batch rolls back) rather than
+                # write lines misnumbered or not at all.
+                raise InvariantError(f"{written} lines written of {expected} staged")
+
+        insert_lines_checked(conn, self.invoice_obj.table_name, invoice_ids, insert)
 
     def _check_invariants(self, conn: sa.Connection, low: int, high: int) -> None:
         """check_invoice on the written rows of the batch, one query (the

@@ -14,6 +14,7 @@ Reserving a whole block at once is what lets bulk inserts skip RETURNING.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from typing import Callable
 
 import sqlalchemy as sa
@@ -129,20 +130,57 @@ def autonumber_sequence_name(obj: ObjectDef, field: FieldDef) -> str:
     return f"{obj.table_name}.{field.column_name}"
 
 
+class AutoNumbers(Sequence[str]):
+    """A reserved block of AutoNumber values, each formatted when it is read.
+
+    Why: a set-based insert numbers its rows in SQL from the block's first
+    value and reads few of the others in Python; formatting every value of
+    a 100k-row block first cost more than the reservation itself."""
+
+    def __init__(self, fmt: str, first: int, count: int):
+        match = _MASK.search(fmt)
+        assert match is not None
+        head, tail, width = fmt[: match.start()], fmt[match.end():], len(match.group(1))
+        # One %-template for the whole block (same text as format_autonumber).
+        self._template = f"{head.replace('%', '%%')}%0{width}d{tail.replace('%', '%%')}"
+        self.first, self._count = first, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._template % n for n in range(self.first, self.first + self._count)[index]]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("AutoNumber block index out of range")
+        return self._template % (self.first + index)
+
+    def __iter__(self) -> Iterator[str]:
+        template = self._template
+        return (template % n for n in range(self.first, self.first + self._count))
+
+
+def reserve_autonumbers(
+    conn: sa.Connection, obj: ObjectDef, count: int, field: FieldDef | str | None = None
+) -> AutoNumbers:
+    """The next ``count`` AutoNumber values of ``obj`` (its Name field unless
+    ``field`` names another AutoNumber field), inside the caller's
+    transaction, as a lazily formatted block (:class:`AutoNumbers`)."""
+    target = autonumber_field(obj, field)
+    fmt = target.autonumber_format or ""
+    format_autonumber(fmt, 0)  # fail before touching the counter
+    if count <= 0:
+        return AutoNumbers(fmt, 1, 0)
+    first = _advance(conn, autonumber_sequence_name(obj, target), count, lambda: 1)
+    return AutoNumbers(fmt, first, count)
+
+
 def next_autonumbers(
     conn: sa.Connection, obj: ObjectDef, count: int, field: FieldDef | str | None = None
 ) -> list[str]:
     """The next ``count`` AutoNumber values of ``obj`` (its Name field unless
     ``field`` names another AutoNumber field), inside the caller's transaction."""
-    target = autonumber_field(obj, field)
-    fmt = target.autonumber_format or ""
-    format_autonumber(fmt, 0)  # fail before touching the counter
-    if count <= 0:
-        return []
-    first = _advance(conn, autonumber_sequence_name(obj, target), count, lambda: 1)
-    match = _MASK.search(fmt)
-    head, tail, width = fmt[: match.start()], fmt[match.end():], len(match.group(1))  # type: ignore[union-attr]
-    # One %-template for the whole block (same text as format_autonumber):
-    # bulk inserts number hundreds of thousands of rows.
-    template = f"{head.replace('%', '%%')}%0{width}d{tail.replace('%', '%%')}"
-    return [template % n for n in range(first, first + count)]
+    # Bulk inserts number hundreds of thousands of rows: one template, formatted in one pass.
+    return list(reserve_autonumbers(conn, obj, count, field))

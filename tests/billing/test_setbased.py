@@ -201,6 +201,66 @@ def test_a_staged_header_that_does_not_fit_sends_its_batch_to_the_python_path(tw
         assert python[part] == set_based[part], part
 
 
+def _stage_count_unknown(monkeypatch):
+    """The set writer stages as always but reports no line count (as a
+    driver without ``rowcount`` would): the sequence bound is then checked
+    by its grouping query."""
+    original = setrun.SetBatchWriter._stage_lines
+
+    def staging(self, conn):
+        original(self, conn)
+        return None
+
+    monkeypatch.setattr(setrun.SetBatchWriter, "_stage_lines", staging)
+
+
+def test_the_sequence_bound_query_bills_as_the_python_path(twin_urls, sample_model, monkeypatch):
+    """With the staged line count unknown, the grouping query of the
+    sequence bound runs in every batch, and the results are the Python path's."""
+    _stage_count_unknown(monkeypatch)
+    with ExitStack() as stack:
+        engines = [_fill(url, sample_model, 11, 500) for url in twin_urls]
+        for engine in engines:
+            stack.callback(engine.dispose)
+        python = _state(engines[0], sample_model, _run(engines[0], sample_model, "python", 40, monkeypatch))
+        set_based = _state(engines[1], sample_model, _run(engines[1], sample_model, "set", 40, monkeypatch))
+    for part in ("report", "claims", "writeback", "invoices", "lines", "numbering"):
+        assert python[part] == set_based[part], part
+
+
+def test_groups_with_more_lines_than_the_sequence_numbers_go_to_python(db_url, sample_model, monkeypatch):
+    """A group with as many lines as InvoiceLineItem.Sequence cannot number
+    is handed to the Python path (here the bound is narrowed to 10 lines; the
+    workload bills 5-15 lines per invoice)."""
+    _stage_count_unknown(monkeypatch)
+    original_field = setrun.SetBatchWriter._field
+
+    def narrow_sequence(self, key):
+        found = original_field(self, key)
+        return replace(found, precision=1) if key == "sequence" else found
+
+    big: list[int] = []
+    original_suspects = setrun.SetBatchWriter._suspects
+
+    def watching(self, conn, staged):
+        suspects, refused = original_suspects(self, conn, staged)
+        counted = conn.exec_driver_sql(
+            f"SELECT s.grp FROM {setrun.LINE} l JOIN {setrun.SRC} s ON s.record_id = l.hdr "
+            f"GROUP BY s.grp HAVING COUNT(*) >= 10").scalars().all()
+        assert set(counted) <= suspects
+        big.extend(counted)
+        return suspects, refused
+
+    monkeypatch.setattr(setrun.SetBatchWriter, "_field", narrow_sequence)
+    monkeypatch.setattr(setrun.SetBatchWriter, "_suspects", watching)
+    engine = _fill(db_url, sample_model, 11, 300)
+    try:
+        _run(engine, sample_model, "set", 40, monkeypatch)
+    finally:
+        engine.dispose()
+    assert big, "the workload should have groups of 10 lines or more"
+
+
 def _order_invoice(ctx):
     record = next(r for r in ctx.model.setting_records("Filter") if r.name == "Order Invoice")
     return plan_filter(ctx, record)

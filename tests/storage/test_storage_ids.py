@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine.storage.db import open_engine, transaction
-from engine.storage.ids import advance_ids_past, format_autonumber, next_autonumbers, reserve_ids
+from engine.storage.ids import (advance_ids_past, format_autonumber, next_autonumbers, reserve_autonumbers,
+                                reserve_ids)
 from engine.storage.migrate import apply_migration
 
 from engine.config.model import ObjectDef, ObjectKind
@@ -94,6 +95,26 @@ def test_next_autonumbers_for_the_name_field(engine, model):
         assert next_autonumbers(conn, invoice, 0) == []
     with transaction(engine) as conn:
         assert next_autonumbers(conn, invoice, 1) == ["INV-000004"]
+
+
+def test_reserved_autonumbers_read_as_the_listed_ones(engine, model):
+    """The lazily formatted block (the set-based run reads few of its values)
+    holds exactly what next_autonumbers lists, and advances the counter alike."""
+    invoice = model.require("Invoice")
+    with transaction(engine) as conn:
+        block = reserve_autonumbers(conn, invoice, 4)
+        assert len(block) == 4 and block.first == 1
+        assert list(block) == ["INV-000001", "INV-000002", "INV-000003", "INV-000004"]
+        assert (block[0], block[3], block[-1], block[1:3]) == ("INV-000001", "INV-000004", "INV-000004",
+                                                             ["INV-000002", "INV-000003"])
+        with pytest.raises(IndexError):
+            block[4]
+        assert next_autonumbers(conn, invoice, 1) == ["INV-000005"]
+        assert list(reserve_autonumbers(conn, invoice, 0)) == []
+        assert next_autonumbers(conn, invoice, 1) == ["INV-000006"]
+    with transaction(engine) as conn:
+        with pytest.raises(ValueError):
+            reserve_autonumbers(conn, model.require("Account"), 1)
 
 
 def test_next_autonumbers_needs_an_autonumber_field(engine, model):
