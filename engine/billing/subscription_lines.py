@@ -30,10 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from engine.domain.money import ZERO
+from engine.domain.money import CENT, ZERO
 
 from .build import (
     LINE_AMOUNTS,
@@ -57,7 +57,6 @@ _OPTIONAL_ITEM_FIELDS = ("productgroup", "producttaxclass", "unit")
 _SHARED_FIELDS = frozenset({"title", "quantity", "unitprice", "serviceperiodstart", "serviceperiodend",
                             "billingpractice", "description", "sourceobject", *_OPTIONAL_ITEM_FIELDS, *_TAX_OUT})
 _ONE = Decimal(1)
-_NET, _TAX, _GROSS = itemgetter(0), itemgetter(1), itemgetter(2)
 #: Templates kept between batches (the benchmark's month holds about 7,000 after 20,000 subscriptions).
 TEMPLATES_KEPT = 20_000
 
@@ -97,8 +96,20 @@ class _Template:
     charge: Charge
     quantity: object
     amounts: tuple[Decimal, Decimal, Decimal] | None = None  # (net, tax, gross), once priced
-    #: The row's driver values, every column (once converted, see :mod:`engine.billing.subscription_set`).
+    sound: bool = False  # whether the amounts pass check_amounts' per-line part (see LineRows._price)
+    #: The row's service period, for the invoice's (set by ``LineRows._template``).
+    start: date | None = None
+    end: date | None = None
+    #: The row's driver values, every column (once converted, see :mod:`engine.billing.subscription_set`),
+    #: and the indexes of those not NULL.
     driver: tuple | None = None
+    filled: frozenset[int] = frozenset()
+    #: Its number in the run's staged templates (``subscription_set.StagedTemplates``), once staged.
+    tid: int | None = None
+
+
+_AMOUNTS, _START, _END = attrgetter("amounts"), attrgetter("start"), attrgetter("end")
+_SOUND = attrgetter("sound")
 
 
 def rows_apply(run: RunFacts, line_copies: Sequence[object]) -> bool:
@@ -166,13 +177,12 @@ class LineRows:
                                  else self._template(d.item, d.charge, practice, header, alike, decide))
         else:
             templates = [self._template(d.item, d.charge, practice, header, alike, decide) for d in due]
-        amounts = []
         for template in templates:
             if template.amounts is None:
                 self._price(template)
-            amounts.append(template.amounts)
-        self._totals(header, templates, amounts)  # type: ignore[arg-type]
-        check_amounts(header, amounts)
+        amounts: list[tuple[Decimal, Decimal, Decimal]] = list(map(_AMOUNTS, templates))
+        self._totals(header, templates, amounts)
+        _check(header, templates, amounts)
         return RowDraft(header, list(zip(templates, [d.order[0] for d in due])), [source])
 
     def _by_dicts(self, source: SourceHeader, due: list[Due], subscription: Mapping[str, object],
@@ -210,7 +220,8 @@ class LineRows:
                 return found
         row = self._row(item, charge, practice)
         self._tax(decide, header, row)
-        template = _Template(row, charge, quantity)
+        template = _Template(row, charge, quantity, start=row[self.at["serviceperiodstart"]],
+                             end=row[self.at["serviceperiodend"]])
         if key is not None:
             alike[key] = template
             self.kept += 1
@@ -259,20 +270,45 @@ class LineRows:
                                                                  False)
         row[self.net_at], row[self.tax_at], row[self.gross_at] = net, tax, gross
         template.amounts = (net, tax, gross)
+        # check_amounts' part of one line, once for every line of the template (its values never change).
+        template.sound = all(isinstance(value, Decimal) and value.same_quantum(CENT) for value in (net, tax, gross)) \
+            and gross == net + tax
 
     def _totals(self, header: dict, templates: list[_Template],
                 amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
         """``build._totals``: sums, class and service period of the invoice
         (whose lines are the ``templates``' rows but for position and item)."""
-        header["totalnet"] = sum(map(_NET, amounts), ZERO)
-        header["totaltax"] = sum(map(_TAX, amounts), ZERO)
-        header["grandtotal"] = sum(map(_GROSS, amounts), ZERO)
+        if amounts:
+            nets, taxes, grosses = zip(*amounts)
+        else:
+            nets = taxes = grosses = ()
+        header["totalnet"] = sum(nets, ZERO)
+        header["totaltax"] = sum(taxes, ZERO)
+        header["grandtotal"] = sum(grosses, ZERO)
         header["class"] = "Invoice" if header["grandtotal"] >= 0 else "Credit"
-        rows = [t.row for t in templates]
-        starts: list[date] = [start for start in map(itemgetter(self.at["serviceperiodstart"]), rows) if start]
-        ends: list[date] = [end for end in map(itemgetter(self.at["serviceperiodend"]), rows) if end]
+        starts: list[date] = [start for start in map(_START, templates) if start]
+        ends: list[date] = [end for end in map(_END, templates) if end]
         header["serviceperiodstart"] = min(starts) if starts else None
         header["serviceperiodend"] = max(ends) if ends else None
+
+
+def _check(header: Mapping[str, object], templates: list[_Template],
+           amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
+    """:func:`~engine.billing.build.check_amounts`, its per-line part taken
+    from the templates (checked once each when priced, ``_Template.sound``:
+    a line's amounts are its template's, which never change): the totals
+    are summed again here, apart from ``_totals``, and compared. Anything
+    amiss goes to ``check_amounts`` itself, which raises its own error."""
+    if not amounts or not all(map(_SOUND, templates)):
+        check_amounts(header, amounts)  # raises: no line, or the first line amiss
+    total_net = total_tax = total_gross = ZERO
+    for net, tax, gross in amounts:
+        total_net += net
+        total_tax += tax
+        total_gross += gross
+    if header["totalnet"] != total_net or header["totaltax"] != total_tax or header["grandtotal"] != total_gross \
+            or total_gross != total_net + total_tax:
+        check_amounts(header, amounts)  # raises the error of the total amiss
 
 
 def describe_pieces(charge: Charge) -> str:

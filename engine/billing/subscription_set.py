@@ -40,7 +40,8 @@ from engine.storage.types import to_db_converter
 from .build import _position
 from .subscription_lines import RowDraft, _Template
 
-#: The temporary tables (per batch, dropped after the insert).
+#: The temporary tables: the templates (kept for the run, see
+#: :class:`StagedTemplates`) and a batch's narrow lines (dropped after the insert).
 TEMPLATES, STAGED = "mb_sub_tpl", "mb_sub_line"
 #: Line keys set per line, not taken from its template.
 PER_LINE = ("id", "name", "createddate", "lastmodifieddate", "invoice", "sequence", "subscriptionitem",
@@ -48,12 +49,74 @@ PER_LINE = ("id", "name", "createddate", "lastmodifieddate", "invoice", "sequenc
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+class StagedTemplates:
+    """Which templates a run has staged into :data:`TEMPLATES`, per database connection.
+
+    A month's run uses some 20,000 distinct templates but each batch uses a
+    few thousand, most of them staged by an earlier batch: re-staging every
+    template a batch uses cost more than its lines' staging. Here a template
+    gets a run-wide number (``tid``) when first staged, and stays in the
+    temporary table of that connection (temporary tables live per
+    connection) for the rest of the run; a batch stages only the templates
+    the table lacks.
+
+    The table is transactional: what a batch staged is only known to be there
+    once the batch's transaction commits. So a batch's new templates are
+    *pending* (:meth:`begin` forgets them, for a retried batch; :meth:`discard`
+    after a rolled-back savepoint), and :meth:`settle`, called after the
+    commit, adds them to the connection's staged set. A connection first
+    used by this run drops a table an earlier run may have left and creates
+    it afresh, so numbers of two runs never meet; and every line insert is
+    counted against the lines staged (:func:`insert_staged`), so a template
+    missing from the table would fail the batch, never drop a line."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        #: id of the driver connection -> (that connection, the tids committed in its table).
+        self._staged: dict[int, tuple[object, set[int]]] = {}
+        self._pending: list[tuple[object, list[int]]] = []
+
+    def tid(self, template: _Template) -> int:
+        """The template's run-wide number (given on first use)."""
+        if template.tid is None:
+            template.tid = self._next
+            self._next += 1
+        return template.tid
+
+    def missing(self, conn: sa.Connection, tids: Sequence[int]) -> tuple[bool, set[int]]:
+        """Whether the connection's table must be (re)created, and which of
+        ``tids`` it lacks (those become pending)."""
+        driver = conn.connection.dbapi_connection
+        known = self._staged.get(id(driver))
+        fresh = known is None
+        have = set() if known is None else known[1]
+        lacking = {tid for tid in tids if tid not in have}
+        self._pending.append((driver, list(lacking)))
+        return fresh, lacking
+
+    def begin(self) -> None:
+        """A batch (or its retry) starts: nothing of it is staged yet."""
+        self._pending = []
+
+    def discard(self) -> None:
+        """The batch's staging was rolled back (savepoint)."""
+        self._pending = []
+
+    def settle(self) -> None:
+        """The batch committed: its templates are in its connection's table."""
+        for driver, tids in self._pending:
+            entry = self._staged.setdefault(id(driver), (driver, set()))
+            entry[1].update(tids)
+        self._pending = []
+
+
 def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef, invoice_ids: Sequence[int],
-                  drafts: Sequence[RowDraft]) -> int:
+                  drafts: Sequence[RowDraft], stage: StagedTemplates) -> int:
     """Insert the lines of ``drafts`` (their headers already written, with
     ids ``invoice_ids`` in draft order); returns the number of lines. Raises
     the row writer's ``ValueOutOfRange``/``TextTooLong`` for a template value
-    that does not fit, before anything is written."""
+    that does not fit, before anything is written. The templates go into
+    the run's table of templates (``stage``: only those it lacks)."""
     writer = RowWriter(conn, line_obj)
     # Per line (all at C speed): its template, item, invoice and position.
     lines = list(chain.from_iterable(draft.lines for draft in drafts))
@@ -63,18 +126,17 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     items = list(map(_SECOND, lines))
     invoices = list(chain.from_iterable(repeat(i, len(d.lines)) for i, d in zip(invoice_ids, drafts)))
     positions = list(chain.from_iterable(range(1, len(d.lines) + 1) for d in drafts))
-    # The distinct templates in order of first use; each line's index among them.
+    # The distinct templates in order of first use; each line's run-wide template number.
     used = list(dict(zip(map(id, of_line), of_line)).values())  # one id, one (living) template
-    slot = {id(template): tid for tid, template in enumerate(used)}
+    slot = {id(template): stage.tid(template) for template in used}
     tids = list(map(slot.__getitem__, map(id, of_line)))
     names = _convert_templates(writer, used)
     per_line = {writer.column_name(key) for key in PER_LINE}
-    # A column NULL in every template is left out, as the row writer leaves
-    # it out (its default is NULL; binding None is the driver's dearest value).
-    by_column = list(zip(*(template.driver for template in used)))  # type: ignore[misc]
-    kept = [index for index, name in enumerate(names)
-            if name not in per_line and by_column[index].count(None) != len(used)]
-    columns = [names[index] for index in kept]
+    staged = [index for index, name in enumerate(names) if name not in per_line]
+    # A column NULL in every template of the batch is left out, as the row
+    # writer leaves it out (its default is NULL; binding None is the driver's dearest value).
+    filled = set().union(*(template.filled for template in used))  # type: ignore[misc]
+    columns = [names[index] for index in staged if index in filled]
     count = len(lines)
     ids = reserve_ids(conn, line_obj.table_name, count)
     line_names = next_autonumbers(conn, line_obj, count) if writer.autonumber is not None else [None] * count
@@ -82,20 +144,27 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     distinct = sorted(set(positions))
     converted = dict(zip(distinct, writer.column_values("sequence", [_position(p) for p in distinct])))
     stamp = writer.column_values("createddate", [now_utc()])[0]
-    templates = [(tid, *(template.driver[index] for index in kept))  # type: ignore[index]
-                 for tid, template in enumerate(used)]
+    fresh, lacking = stage.missing(conn, [slot[id(template)] for template in used])
+    pick = itemgetter(*staged) if len(staged) > 1 else (lambda row: tuple(row[i] for i in staged))
+    templates = [(slot[id(template)], *pick(template.driver)) for template in used  # type: ignore[arg-type]
+                 if slot[id(template)] in lacking]
     quote = conn.dialect.identifier_preparer.quote
     into = (f"INSERT INTO {quote(line_obj.table_name)} ("
             + ", ".join(quote(c) for c in [writer.column_name(key) for key in PER_LINE] + columns) + ") ")
     from_templates = ", ".join(f"t.{quote(c)}" for c in columns)
-    _drop(conn)
-    _stage(conn, line_obj, writer, columns, templates, list(zip(
-        ids, line_names, invoices, map(converted.__getitem__, positions), items, map(str, items), tids)))
-    statement = sa.text(f"{into} SELECT l.id, l.name, :stamp, :stamp, l.inv, l.seq, l.item, l.src, "
+    _drop(conn, STAGED)
+    _stage(conn, line_obj, writer, [names[index] for index in staged], fresh, templates, list(zip(
+        ids, line_names, invoices, map(converted.__getitem__, positions), items, tids)))
+    # The source record id is the item id as text (str() of an integer and SQL's CAST give the same digits).
+    statement = sa.text(f"{into} SELECT l.id, l.name, :stamp, :stamp, l.inv, l.seq, l.item, CAST(l.item AS TEXT), "
                         f"{from_templates} FROM {STAGED} l JOIN {TEMPLATES} t ON t.tid = l.tid "
                         f"ORDER BY l.id").bindparams(stamp=stamp)
-    insert_lines_checked(conn, invoice_obj.table_name, invoice_ids, lambda: conn.execute(statement))
-    _drop(conn)
+    written: list[int] = []
+    insert_lines_checked(conn, invoice_obj.table_name, invoice_ids,
+                         lambda: written.append(conn.execute(statement).rowcount))
+    if written != [count]:  # a template missing from the table would drop its lines: never silently
+        raise RuntimeError(f"{written} of {count} subscription lines written: staged templates are missing")
+    _drop(conn, STAGED)
     return count
 
 
@@ -118,47 +187,56 @@ def mark_billed(conn: sa.Connection, obj: ObjectDef, invoice_obj: ObjectDef, run
 def _convert_templates(writer: RowWriter, templates: list[_Template]) -> tuple[str, ...]:
     """Give each template without them its driver values (every column, in
     the writer's order: a template is converted once in its life, however
-    many batches use it); returns the column names."""
+    many batches use it) and the indexes of its columns not NULL; returns
+    the column names."""
     fresh = [template for template in templates if template.driver is None]
     names, rows = writer.rows_of_values([template.row for template in fresh] or [[None] * len(writer.keys)],
                                         omit_nulls=False)
     for template, row in zip(fresh, rows):
         template.driver = row
+        template.filled = frozenset(index for index, value in enumerate(row) if value is not None)
     return names
 
 
-def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns: list[str],
+def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns: list[str], fresh: bool,
            templates: list[tuple], lines: list[tuple]) -> None:
-    """Create the temporary tables and fill them with ``templates`` (tid,
-    then ``columns``) and ``lines`` (id, name, invoice, sequence, item,
-    source record id, tid). SQLite: untyped columns (no affinity: a value
-    keeps the type it was bound with), one ``executemany`` each (one prepared
-    INSERT ... SELECT per line instead cost three times as much);
-    PostgreSQL: the line table's column types, COPY."""
+    """Fill the temporary tables: ``templates`` (tid, then ``columns``: every
+    column a template gives) into the run's table of templates (created
+    first when ``fresh``: the run's first batch on this connection, see
+    :class:`StagedTemplates`), ``lines`` (id, name, invoice, sequence, item,
+    tid) into a new table of the batch's lines. SQLite:
+    untyped columns (no affinity: a value keeps the type it was bound with),
+    one ``executemany`` each (one prepared INSERT ... SELECT per line instead
+    cost three times as much); PostgreSQL: the line table's column types, COPY."""
     quote = conn.dialect.identifier_preparer.quote
-    line_columns = ("id", "name", "inv", "seq", "item", "src", "tid")
+    line_columns = ("id", "name", "inv", "seq", "item", "tid")
     table = quote(line_obj.table_name)
     picked = ", ".join(f"{quote(c)}" for c in columns)
-    own = [quote(writer.column_name(k)) for k in ("id", "name", "invoice", "sequence", "subscriptionitem",
-                                                   "sourcerecordid")]
+    own = [quote(writer.column_name(k)) for k in ("id", "name", "invoice", "sequence", "subscriptionitem")]
+    if fresh:
+        _drop(conn, TEMPLATES)
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} (tid INTEGER PRIMARY KEY"
-                             + "".join(f", {quote(c)}" for c in columns) + ")")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (id INTEGER PRIMARY KEY, name, inv, seq, item, src, tid)")
-        conn.exec_driver_sql(f"INSERT INTO {TEMPLATES} VALUES ({', '.join('?' * (len(columns) + 1))})", templates)
-        conn.exec_driver_sql(f"INSERT INTO {STAGED} VALUES (?, ?, ?, ?, ?, ?, ?)", lines)
+        if fresh:
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} (tid INTEGER PRIMARY KEY"
+                                 + "".join(f", {quote(c)}" for c in columns) + ")")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (id INTEGER PRIMARY KEY, name, inv, seq, item, tid)")
+        if templates:
+            conn.exec_driver_sql(f"INSERT INTO {TEMPLATES} VALUES ({', '.join('?' * (len(columns) + 1))})", templates)
+        conn.exec_driver_sql(f"INSERT INTO {STAGED} VALUES (?, ?, ?, ?, ?, ?)", lines)
         return
-    conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} AS SELECT CAST(NULL AS BIGINT) AS tid"
-                         f"{', ' + picked if picked else ''} FROM {table} WITH NO DATA")
+    if fresh:
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} AS SELECT CAST(NULL AS BIGINT) AS tid"
+                             f"{', ' + picked if picked else ''} FROM {table} WITH NO DATA")
+        conn.exec_driver_sql(f"ALTER TABLE {TEMPLATES} ADD PRIMARY KEY (tid)")
     conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} AS SELECT "
                          + ", ".join(f"{c} AS {n}" for c, n in zip(own, line_columns))
                          + f", CAST(NULL AS BIGINT) AS tid FROM {table} WITH NO DATA")
-    copy_rows(conn, TEMPLATES, ["tid", *columns], templates)
+    if templates:
+        copy_rows(conn, TEMPLATES, ["tid", *columns], templates)
+        conn.exec_driver_sql(f"ANALYZE {TEMPLATES}")
     copy_rows(conn, STAGED, line_columns, lines)
-    conn.exec_driver_sql(f"ANALYZE {TEMPLATES}")
     conn.exec_driver_sql(f"ANALYZE {STAGED}")
 
 
-def _drop(conn: sa.Connection) -> None:
-    for name in (TEMPLATES, STAGED):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+def _drop(conn: sa.Connection, name: str) -> None:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")

@@ -79,7 +79,7 @@ from .runrecord import lock_class
 from .service_claims import SERVICE_CLAIM, open_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
 from .subscription_lines import Due, LineRows, RowDraft, line_fields, rows_apply
-from .subscription_set import insert_staged, mark_billed
+from .subscription_set import StagedTemplates, insert_staged, mark_billed
 from .subscription_set_items import NarrowItems
 from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts, insert_headers
 
@@ -181,6 +181,7 @@ class SubscriptionRun:
             if rows_apply(run, self.line_copies) else None
         if self._rows is not None:  # its items are read as raw rows (rows_apply: no ON copies to read)
             self._rows.items = NarrowItems(ctx, plan.item_obj, ITEM_FIELDS, _DECISION_FIELDS, session.dialect)
+        self._stage = StagedTemplates()  # the row path's templates staged for the run (see insert_staged)
 
     # -- selection ----------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class SubscriptionRun:
         with cyclic_gc_paused():
             for batch in chunks(ids, self.batch_size):
                 invoices, lines, failures, summaries = self.session.write(lambda conn: bill(conn, batch))
+                self._stage.settle()  # committed: the templates the batch staged stay staged
                 self.report.invoices += invoices
                 self.report.lines += lines
                 self.report.failures.extend(failures)
@@ -269,6 +271,7 @@ class SubscriptionRun:
             lock_class("account"), sa.cast(ordered.c.a % _INT4, sa.Integer)))).all()
 
     def _batch(self, conn: sa.Connection, ids: list[int], accounts: dict[int, int]):
+        self._stage.begin()  # a retried batch starts again
         self._lock_accounts(conn, [accounts[i] for i in ids if accounts.get(i) is not None])
         with cyclic_gc_paused(), exact_arithmetic():
             subscriptions = list(self.reader.read(conn, where=sa.and_(self.table.c.id.in_(ids), self._selection()),
@@ -505,6 +508,7 @@ class SubscriptionRun:
             summaries, line_count = self._insert_rows(conn, drafts)
         except (ValueOutOfRange, TextTooLong):
             savepoint.rollback()
+            self._stage.discard()  # what it staged is rolled back too
             return None
         savepoint.commit()
         self._outcome(conn, drafts, failures)  # type: ignore[arg-type]
@@ -517,7 +521,7 @@ class SubscriptionRun:
         if not drafts:
             return [], 0
         headers = insert_headers(conn, self.invoice_obj, [d.header for d in drafts])
-        count = insert_staged(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], drafts)
+        count = insert_staged(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], drafts, self._stage)
         self._claim(conn, drafts, [])  # type: ignore[arg-type]
         summaries = [InvoiceSummary(h["id"], h["name"], str(h.get("accountname") or h["account"]), h["type"],
                                     len(d.lines), h["totalnet"], h["grandtotal"], str(h.get("currencyisocode") or ""))
