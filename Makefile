@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# Bytecode for the engine, as installing a wheel writes it: an editable install
+	@# leaves it to the first import, which writes none where PYTHONDONTWRITEBYTECODE
+	@# is set, so every command would compile the modules it imports lazily.
+	@$(BIN)/python -m compileall -q engine > /dev/null
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +29,7 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	@$(BIN)/python -m compileall -q engine > /dev/null
 	@$(BIN)/python -m bench.load_config
 
 clean:

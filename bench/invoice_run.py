@@ -25,7 +25,14 @@ the profile's filters. Prints one JSON line per worker count:
   the wall clock stretches both by different amounts, the CPU time much less;
 - ``load_average``: ``os.getloadavg()`` before and after the timed region;
   other processes on the machine slow the run and the yardstick alike, so
-  read ratios, not seconds, when the machine is busy.
+  read ratios, not seconds, when the machine is busy;
+- ``engine_modules_without_bytecode``: engine modules with no current
+  ``.pyc`` (:func:`modules_without_bytecode`). An installed engine has its
+  bytecode (``make venv`` writes it, as installing a wheel does); where the
+  environment sets ``PYTHONDONTWRITEBYTECODE`` and the sources changed since,
+  the modules the run imports lazily are compiled inside the timed region
+  (about 0.1 s of the configuration load here). Run
+  ``python -m compileall -q engine`` first when this is not 0.
 
     python -m bench.invoice_run --lines 100000                     # realistic profile, SQLite
     python -m bench.invoice_run --lines 100000 --profile uniform   # the earlier profile
@@ -173,6 +180,26 @@ def timed_run(url: str, profile: str, batch_size: int, workers: int, profiler: c
     return report, time.perf_counter() - started, config_seconds, ctx, time.process_time() - cpu
 
 
+def modules_without_bytecode(package: str = "engine") -> int:
+    """How many modules of ``package`` have no bytecode file matching their
+    source (what ``importlib`` would compile again on import)."""
+    import importlib.util
+
+    missing = 0
+    for source in (ROOT / package).rglob("*.py"):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists():
+            missing += 1
+            continue
+        # A timestamp-based .pyc records the source's mtime and size (bytes 8-16).
+        header = cached.read_bytes()[8:16]
+        stat = source.stat()
+        if header != (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + \
+                (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little"):
+            missing += 1
+    return missing
+
+
 def table_widths(ctx, *names: str) -> dict[str, int]:
     return {name: len(ctx.metadata.tables[name].columns) for name in names}
 
@@ -237,6 +264,7 @@ def main() -> None:
             "columns": widths,
             "batch_size": args.batch_size,
             "load_average": {"before": load_before, "after": load_after},
+            "engine_modules_without_bytecode": modules_without_bytecode(),
             "cprofile": bool(args.cprofile),
         }), flush=True)
 
