@@ -39,7 +39,9 @@ other processes on the machine move it far less than wall-clock seconds; on
 PostgreSQL it leaves out the server's work). The slowdowns need six months
 or more (null below).
 Read ratios and CPU seconds, not seconds, on a shared machine: every line
-carries the load average.
+carries the load average, and ``engine_modules_without_bytecode`` (see
+:mod:`bench.invoice_run`: 0 unless the sources changed since ``make venv``
+where the environment writes no bytecode).
 
     python -m bench.subscription_run --subscriptions 100000 --months 1   # the ratio at 100k
     python -m bench.subscription_run --subscriptions 10000 --months 12   # twelve months, per month
@@ -58,7 +60,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from bench.invoice_run import ROOT, fresh_database, load_average, raw_insert_seconds, table_widths
+from bench.invoice_run import (
+    ROOT,
+    fresh_database,
+    load_average,
+    modules_without_bytecode,
+    raw_insert_seconds,
+    table_widths,
+)
 
 ITEMS = 5
 PRORATED_SHARE = 20  # every 20th subscription (5 %) starts mid-month
@@ -199,6 +208,7 @@ def main() -> None:
                 "raw_insert_seconds_full_width": round(raw, 3),
                 "ratio_full_width": round(seconds / raw, 2) if raw else None,
                 "load_average": {"before": load_before, "after": load_after},
+                "engine_modules_without_bytecode": modules_without_bytecode(),
             }), flush=True)
             first = month_end(first) + timedelta(days=1)
     def slowdown(values: list[float]) -> float | None:

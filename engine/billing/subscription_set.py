@@ -37,7 +37,7 @@ from engine.storage.guards import insert_lines_checked
 from engine.storage.ids import next_autonumbers, reserve_ids
 from engine.storage.types import to_db_converter
 
-from .build import _position
+from .build import InvariantError, _position
 from .subscription_lines import RowDraft, _Template
 
 #: The temporary tables: the templates (kept for the run, see
@@ -163,7 +163,7 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     insert_lines_checked(conn, invoice_obj.table_name, invoice_ids,
                          lambda: written.append(conn.execute(statement).rowcount))
     if written != [count]:  # a template missing from the table would drop its lines: never silently
-        raise RuntimeError(f"{written} of {count} subscription lines written: staged templates are missing")
+        raise InvariantError(f"{written} of {count} subscription lines written: staged templates are missing")
     _drop(conn, STAGED)
     return count
 
