@@ -56,7 +56,6 @@ from engine.config.model import FieldDef, FieldType
 from engine.domain.money import CENT, ZERO
 from engine.storage.bulk import RowWriter, now_utc
 from engine.storage.context import Context
-from engine.storage.guards import insert_lines_checked
 from engine.storage.ids import reserve_autonumbers, reserve_ids
 from engine.storage.schema import CLAIM
 from engine.storage.types import TextTooLong, ValueOutOfRange, scaled_to_decimal, to_db_converter
@@ -68,7 +67,7 @@ from .report import RecordFailure
 from .setplan import AMOUNT_BOUND, GRP, LINE, ORD, RATE_BOUND, SRC, TAX, SetPlan, order_lines
 from .subinvoices import open_sub_invoices
 from .tax import TaxError
-from .writing import BatchOutcome, BatchWriter, insert_drafts, insert_headers
+from .writing import BatchOutcome, BatchWriter, insert_drafts, insert_headers, insert_selected_lines
 
 
 
@@ -641,17 +640,10 @@ class SetBatchWriter:
         sql = (f"INSERT INTO {q(obj.table_name)} ({', '.join(q(c) for c, _ in columns)}) "
                f"SELECT {', '.join(e for _, e in columns)} FROM {self._lines_from(True)}"
                f"{' WHERE ' + within if within else ''} ORDER BY {order}")
-        statement = sa.text(sql).bindparams(**params)
-
-        def insert() -> None:
-            written = conn.execute(statement).rowcount
-            if written != expected:
-                # A line outside its group's numbering range, or one without
-                # its tax decision: raise (the batch rolls back) rather than
-                # write lines misnumbered or not at all.
-                raise InvariantError(f"{written} lines written of {expected} staged")
-
-        insert_lines_checked(conn, self.invoice_obj.table_name, invoice_ids, insert)
+        # A line outside its group's numbering range, or one without its tax
+        # decision, fails the batch rather than being written misnumbered or not at all.
+        insert_selected_lines(conn, self.invoice_obj.table_name, invoice_ids, sa.text(sql).bindparams(**params),
+                              expected)
 
     def _check_invariants(self, conn: sa.Connection, low: int, high: int) -> None:
         """check_invoice on the written rows of the batch, one query (the

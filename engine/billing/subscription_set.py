@@ -33,12 +33,12 @@ import sqlalchemy as sa
 from engine.config.model import ObjectDef
 from engine.storage.bulk import RowWriter, now_utc
 from engine.storage.db import copy_rows
-from engine.storage.guards import insert_lines_checked
 from engine.storage.ids import next_autonumbers, reserve_ids
 from engine.storage.types import to_db_converter
 
-from .build import InvariantError, _position
+from .build import _position
 from .subscription_lines import RowDraft, _Template
+from .writing import insert_selected_lines
 
 #: The temporary tables: the templates (kept for the run, see
 #: :class:`StagedTemplates`) and a batch's narrow lines (dropped after the insert).
@@ -159,11 +159,8 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     statement = sa.text(f"{into} SELECT l.id, l.name, :stamp, :stamp, l.inv, l.seq, l.item, CAST(l.item AS TEXT), "
                         f"{from_templates} FROM {STAGED} l JOIN {TEMPLATES} t ON t.tid = l.tid "
                         f"ORDER BY l.id").bindparams(stamp=stamp)
-    written: list[int] = []
-    insert_lines_checked(conn, invoice_obj.table_name, invoice_ids,
-                         lambda: written.append(conn.execute(statement).rowcount))
-    if written != [count]:  # a template missing from the table would drop its lines: never silently
-        raise InvariantError(f"{written} of {count} subscription lines written: staged templates are missing")
+    # A template missing from the table would drop its lines: the count fails the batch instead.
+    insert_selected_lines(conn, invoice_obj.table_name, invoice_ids, statement, count)
     _drop(conn, STAGED)
     return count
 

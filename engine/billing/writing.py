@@ -29,7 +29,7 @@ from engine.storage.ids import next_autonumbers
 from engine.storage.schema import CLAIM
 from engine.storage.types import TextTooLong, ValueOutOfRange
 
-from .build import DraftInvoice
+from .build import DraftInvoice, InvariantError
 from .plan import FilterPlan
 from .report import InvoiceSummary, RecordFailure
 
@@ -252,6 +252,24 @@ def insert_drafts(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     insert_lines_checked(conn, invoice_obj.table_name, (h["id"] for h in headers),
                          lambda: insert_many(conn, lines, all_lines))
     return headers, all_lines
+
+
+def insert_selected_lines(conn: sa.Connection, invoice_table: str, invoice_ids: Sequence[int],
+                          statement: sa.Executable, expected: int) -> None:
+    """Run ``statement``, an INSERT ... SELECT of the lines of ``invoice_ids``
+    from staged rows, under the lines' guard (:func:`insert_lines_checked`),
+    and raise :class:`InvariantError` unless it wrote exactly ``expected``
+    lines: a staged line the SELECT's joins lose (its template or tax
+    decision missing, a line outside its numbering range) fails the batch,
+    which rolls back, instead of going missing. The set run and the
+    subscription run write their lines so."""
+
+    def insert() -> None:
+        written = conn.execute(statement).rowcount
+        if written != expected:
+            raise InvariantError(f"{written} lines written of {expected} staged")
+
+    insert_lines_checked(conn, invoice_table, invoice_ids, insert)
 
 
 def insert_headers(conn: sa.Connection, invoice_obj: ObjectDef, headers: list[dict]) -> list[dict]:
