@@ -8,7 +8,8 @@ handful of bulk statements. Per invoice:
 1. the invoice date is kept, or set to the finalization date;
 2. the payment due date is the invoice date plus the payment-due days;
 3. the final number is drawn from the invoice's counter (:mod:`engine.booking.numbering`):
-   unique and gapless even with concurrent finalizations, in the drafts' id order;
+   unique and gapless even with concurrent finalizations, in the drafts' id order
+   (final invoices after the others: they settle sub invoices that may be among the drafts);
 4. with bookkeeping on, every line gets its G/L account (while the lines are
    still editable) and the booking details are written (``invoice_bookings``;
    the booking writer checks each invoice's set: the debtor moves by exactly
@@ -302,12 +303,17 @@ def prepare_stages(ctx: Context, stages: Sequence[FinalizationStage]) -> None:
 
 def finalize_invoices(engine: sa.Engine, ctx: Context, invoice_ids: Sequence[int], *,
                       today: date | None = None, stages: Sequence[FinalizationStage] = ()) -> FinalizeReport:
-    """Finalize the given drafts in id order, in batches (one transaction
-    each), running ``stages`` in each batch after the bookings."""
+    """Finalize the given drafts in id order, final invoices last, in
+    batches (one transaction each), running ``stages`` in each batch after
+    the bookings."""
     report = FinalizeReport()
     today = today or date.today()
     with engine.connect() as conn:
         shapes = _shapes(conn, ctx, sorted(set(invoice_ids)))
+    # Final invoices after the others: a final invoice settles its project's
+    # sub invoices and refuses a draft one, which may be among these drafts
+    # (a sub invoice billed after the final invoice's draft was made).
+    shapes.sort(key=lambda shape: shape.type == "Final")
     if shapes:
         prepare_stages(ctx, stages)
     for batch in _batches(shapes):

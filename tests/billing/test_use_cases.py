@@ -180,3 +180,35 @@ def test_uc3_progress_invoices_then_final_invoice_hidden(sample):
     assert _totals(final) == (D("3600.00"), D("684.00"), D("4284.00"))
     assert (final["paymentmethod"], final["accountname"]) == ("Direct Debit", "Nordlicht Logistik GmbH")
     assert_invariants(h)
+
+
+def test_uc2_a_delivery_billed_after_the_final_draft_is_finalized_before_it(sample):
+    """A third delivery billed while the final invoice is still a draft: its
+    partial invoice and the final invoice, finalized together, come out in
+    that order (the final invoice refuses a draft sub invoice, so it goes
+    last), and the final invoice then deducts all three deliveries."""
+    from engine.project import finalize
+
+    h = sample
+
+    def muster(report):  # the invoice of order ORD-2024-101 (Muster GmbH) the run made
+        return only([i for i in report.invoices if i.account == "Muster GmbH"]).id
+
+    a = muster(h.run("Order Sub Invoice", **month(2024, 5)))
+    b = muster(h.run("Order Sub Invoice", **month(2024, 6)))
+    assert not finalize(h.engine, context(h.model), [a, b], today=date(2024, 6, 30)).failures
+    final = muster(h.run("Order Invoice", **month(2024, 6)))
+    second = h.by_field("Partial_Delivery__c", "DeliveryNumber__c", "PD-101-2")
+    third = {k: v for k, v in second.items() if k not in ("id", "name", "on_invoice__c", "on_lastinvoicerun__c",
+                                                          "on_invoicebuilderror__c", "createddate", "lastmodifieddate")}
+    h.insert("Partial_Delivery__c", [{**third, "deliverynumber__c": "PD-101-3", "deliverydate__c": date(2024, 7, 10),
+                                      "on_title__c": "Nachlieferung"}])
+    late = muster(h.run("Order Sub Invoice", **month(2024, 7)))
+    assert final < late  # in id order the final invoice would come first, and be refused
+    report = finalize(h.engine, context(h.model), [final, late], today=date(2024, 7, 31))
+    assert not report.failures
+    numbers = {f.invoice_id: f.number for f in report.finalized}
+    assert list(numbers) == [late, final] and numbers[late] < numbers[final]
+    deducted = {line["subinvoice"] for line in h.lines(final) if line["isdeduction"]}
+    assert deducted == {a, b, late}
+    assert_invariants(h)
