@@ -36,7 +36,9 @@ stays near 1), ``ratio_slowdown`` (the same of the ratios) and
 ``cpu_slowdown`` (the same of ``cpu_seconds``, this process's CPU time in
 the timed region: SQLite works in the process, so it is the run's work, and
 other processes on the machine move it far less than wall-clock seconds; on
-PostgreSQL it leaves out the server's work). The slowdowns need six months
+PostgreSQL it leaves out the server's work). On SQLite the run writes the
+end of each batch behind, in a second thread, while it drafts the next one,
+so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
 or more (null below).
 Read ratios and CPU seconds, not seconds, on a shared machine: every line
 carries the load average, and ``engine_modules_without_bytecode`` (see

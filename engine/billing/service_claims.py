@@ -7,10 +7,10 @@ a second run, or a run in another process, cannot claim the period again.
 
 A claim counts while its invoice exists and is not cancelled. A draft deleted
 with ``delete-drafts`` or an invoice cancelled releases its periods: they
-are billed again by the next run. Such stale claims are removed by the run
-before it decides what is due (:func:`open_claims`), inside the same
-transaction that claims anew, so the table never needs to be told about
-deletions and cancellations.
+are billed again by the next run. Such stale claims are found by the run
+before it decides what is due (:func:`read_claims`) and deleted
+(:func:`delete_claims`) inside the transaction that claims anew, so the
+table never needs to be told about deletions and cancellations.
 
 The table is created on first use (like ``_mb_job_slot``), so databases
 migrated before subscriptions existed need no migration.
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from engine.domain.batching import chunks
 from engine.storage.context import Context
+from engine.storage.db import transaction
 
 _METADATA = sa.MetaData()
 
@@ -46,7 +47,27 @@ _CHUNK = 500
 def open_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int],
                 selections: Sequence[sa.ColumnElement[bool]] | None = None) -> set[tuple[int, date]]:
     """(item, first day) of the live claims of ``item_ids`` from each item's
-    ``NextServicePeriodStart`` on; the stale ones among them are deleted.
+    ``NextServicePeriodStart`` on (see :func:`read_claims`); the stale ones
+    among them are deleted."""
+    live, stale = read_claims(conn, ctx, item_ids, selections)
+    delete_claims(conn, stale)
+    return live
+
+
+def delete_claims(conn: sa.Connection, stale: list[dict]) -> None:
+    """Delete the stale claims :func:`read_claims` found."""
+    if stale:
+        conn.execute(sa.delete(SERVICE_CLAIM).where(SERVICE_CLAIM.c.item_id == sa.bindparam("i"),
+                                                    SERVICE_CLAIM.c.period_start == sa.bindparam("p"),
+                                                    SERVICE_CLAIM.c.invoice_id == sa.bindparam("v")), stale)
+
+
+def read_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int],
+                selections: Sequence[sa.ColumnElement[bool]] | None = None
+                ) -> tuple[set[tuple[int, date]], list[dict]]:
+    """The live claims (item, first day) of ``item_ids`` from each item's
+    ``NextServicePeriodStart`` on, and the stale ones (their invoice deleted
+    or released; as the bind parameters ``i``, ``p``, ``v`` of :func:`delete_claims`).
     ``selections``: conditions on SubscriptionItem that select exactly
     ``item_ids`` together (the ones the caller read them by), one statement
     each, instead of lists of ids (a few statements per batch, not one per
@@ -79,11 +100,7 @@ def open_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int],
                 stale.append({"i": item_id, "p": period_start, "v": invoice_id})
             else:
                 live.add((item_id, period_start))
-    if stale:
-        conn.execute(sa.delete(SERVICE_CLAIM).where(claim.item_id == sa.bindparam("i"),
-                                                    claim.period_start == sa.bindparam("p"),
-                                                    claim.invoice_id == sa.bindparam("v")), stale)
-    return live
+    return live, stale
 
 
 def claims_of_invoice(conn: sa.Connection, invoice_id: int) -> list[tuple[int, date, date]]:
@@ -94,3 +111,15 @@ def claims_of_invoice(conn: sa.Connection, invoice_id: int) -> list[tuple[int, d
                         .where(SERVICE_CLAIM.c.invoice_id == invoice_id).order_by(SERVICE_CLAIM.c.item_id,
                                                                                   SERVICE_CLAIM.c.period_start))
     return [(row[0], row[1], row[2]) for row in rows]
+
+
+def ensure_claim_table(engine: sa.Engine) -> None:
+    """Create ``_mb_service_claim`` when the database has none yet (a
+    concurrent creator may win the race: then it exists, which is all we need)."""
+    try:
+        with transaction(engine) as conn:
+            SERVICE_CLAIM.create(conn, checkfirst=True)
+    except sa.exc.DBAPIError:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(SERVICE_CLAIM.name):
+                raise

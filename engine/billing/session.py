@@ -13,20 +13,26 @@ before it included.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import date
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 
 from engine.storage.context import Context
-from engine.storage.db import unit_of_work
-from engine.storage.retry import run_in_transaction
+from engine.storage.db import SQLITE_BUSY_TIMEOUT_MS, unit_of_work
+from engine.storage.retry import DatabaseBusyError, busy_message, is_sqlite_busy, run_in_transaction
 
 from .accounts import AccountCache
 from .runrecord import RunOwner, touch_owner
 
 T = TypeVar("T")
+U = TypeVar("U")
+B = TypeVar("B")
+P = TypeVar("P")
+F = TypeVar("F")
+R = TypeVar("R")
 
 
 class RunSession:
@@ -94,6 +100,81 @@ class RunSession:
 
         return run_in_transaction(self.engine, with_heartbeat)
 
+    def write_behind(self, front: Callable[[sa.Connection], T | None], back: Callable[[sa.Connection, T], U],
+                     writer: Executor) -> "Future[U] | None":
+        """One write transaction in two parts: ``front(conn)`` here, then,
+        unless it returns None (the transaction is then rolled back and None
+        returned), ``back(conn, what front returned)``, the heartbeat and the
+        commit in ``writer`` (one thread: the transactions of a run are
+        written one after the other). Returns the future of ``back``'s
+        result; the caller waits for it before its next write. Not retried:
+        a failure of either part rolls the transaction back and is raised
+        (by the future for ``back``). Not for a dry run (its one
+        connection stays in this thread)."""
+        assert self._conn is None, "a dry run writes in its own connection"
+        conn = self.engine.connect()
+        try:
+            transaction = conn.begin()
+            value = front(conn)
+        except BaseException as error:
+            conn.close()  # rolls back
+            if isinstance(error, sa.exc.DBAPIError) and is_sqlite_busy(error):
+                raise DatabaseBusyError(busy_message(SQLITE_BUSY_TIMEOUT_MS / 1000)) from error
+            raise
+        if value is None:
+            conn.close()
+            return None
+        owner = self.owner
+
+        def finish() -> U:
+            try:
+                result = back(conn, value)
+                if owner is not None:
+                    touch_owner(conn, owner)
+                transaction.commit()
+                return result
+            finally:
+                conn.close()  # rolls back what was not committed
+
+        return writer.submit(finish)
+
+    def batches_behind(self, batches: Iterable[B], prepare: Callable[[B], P],
+                       front: Callable[[sa.Connection, P], F | None], back: Callable[[sa.Connection, F, P], R],
+                       again: Callable[[B], R], done: Callable[[B, R], None]) -> None:
+        """Write ``batches`` behind: each is prepared here (``prepare(batch)``:
+        reads, in read transactions), then written in one transaction whose
+        first part, ``front(conn, prepared)``, runs here and whose rest,
+        ``back(conn, what front returned, prepared)``, and commit run in a
+        writer thread (:meth:`write_behind`) while the next batch is
+        prepared. One write transaction at a time, in batch order;
+        ``done(batch, what back returned)`` after each commit, in batch
+        order. A batch whose ``front`` returns None, or whose ``back`` fails
+        on a constraint (``IntegrityError``: rows written meanwhile by
+        someone else), is done ``again(batch)`` (the whole way, in a
+        transaction of its own). Any other failure is raised once the write
+        in flight has ended."""
+        with ThreadPoolExecutor(1, "metabill-writer") as writer:
+            pending: tuple[B, Future] | None = None
+            try:
+                for batch in batches:
+                    prepared = prepare(batch)
+                    if pending is not None:
+                        _finish(pending, again, done)
+                        pending = None
+                    # Bound now: the writer thread calls back after this loop has moved on.
+                    future = self.write_behind(lambda conn, p=prepared: front(conn, p),  # type: ignore[misc]
+                                               lambda conn, value, p=prepared: back(conn, value, p), writer)
+                    if future is None:
+                        done(batch, again(batch))
+                    else:
+                        pending = (batch, future)
+                if pending is not None:
+                    _finish(pending, again, done)
+                    pending = None
+            finally:
+                if pending is not None:  # raising: the write in flight ends (commits or not) first
+                    pending[1].exception()
+
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A connection for reading: the dry run's own, else a read
@@ -107,3 +188,13 @@ class RunSession:
                     conn = conn.execution_options(metabill_sqlite_begin="DEFERRED")
                 with conn.begin():
                     yield conn
+
+
+def _finish(pending: tuple, again: Callable, done: Callable) -> None:
+    """Wait for a batch written behind; do it again when its write was refused."""
+    batch, future = pending
+    try:
+        outcome = future.result()
+    except sa.exc.IntegrityError:
+        outcome = again(batch)
+    done(batch, outcome)

@@ -1,7 +1,7 @@
 """``metabill explain`` for the lines a subscription run billed.
 
 For every line of an invoice that bills a subscription item, the period
-decision (:func:`engine.billing.subscriptions.item_decision`) is made again
+decision (:func:`engine.billing.subscription_terms.item_decision`) is made again
 from the item and subscription as they are now, started at the line's
 service period: which item, which period, how it was prorated (the grid,
 the cycle, the share of each month, each price piece and its cents). When
@@ -22,7 +22,7 @@ from engine.storage.context import Context
 from engine.storage.reader import RecordReader
 
 from .periods import PeriodError
-from .subscriptions import item_decision
+from .subscription_terms import item_decision
 
 
 class ExplainLinesError(EngineError):

@@ -24,6 +24,9 @@ invoice is checked once for the set, as for every bulk line insert.
 
 from __future__ import annotations
 
+import uuid
+import weakref
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Sequence
@@ -40,9 +43,12 @@ from .build import _position
 from .subscription_lines import RowDraft, _Template
 from .writing import insert_selected_lines
 
-#: The temporary tables: the templates (kept for the run, see
-#: :class:`StagedTemplates`) and a batch's narrow lines (dropped after the insert).
+#: The temporary tables: a run's templates (its own table, kept for the run,
+#: see :class:`StagedTemplates`) and a batch's narrow lines (dropped after the insert).
 TEMPLATES, STAGED = "mb_sub_tpl", "mb_sub_line"
+#: The key, in a connection's ``info``, of the template tables of runs on that
+#: connection (table name -> a weak reference to the run's StagedTemplates).
+_TABLES = "metabill_subscription_templates"
 #: Line keys set per line, not taken from its template.
 PER_LINE = ("id", "name", "createddate", "lastmodifieddate", "invoice", "sequence", "subscriptionitem",
             "sourcerecordid")
@@ -50,7 +56,7 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 class StagedTemplates:
-    """Which templates a run has staged into :data:`TEMPLATES`, per database connection.
+    """Which templates a run has staged into its table of templates, per database connection.
 
     A month's run uses some 20,000 distinct templates but each batch uses a
     few thousand, most of them staged by an earlier batch: re-staging every
@@ -64,14 +70,19 @@ class StagedTemplates:
     once the batch's transaction commits. So a batch's new templates are
     *pending* (:meth:`begin` forgets them, for a retried batch; :meth:`discard`
     after a rolled-back savepoint), and :meth:`settle`, called after the
-    commit, adds them to the connection's staged set. A connection first
-    used by this run drops a table an earlier run may have left and creates
-    it afresh, so numbers of two runs never meet; and every line insert is
+    commit, adds them to the connection's staged set. Each run has a table
+    of its own (:attr:`table`): two runs in one process share the engine's
+    pool, and a batch's pending templates may be settled after its
+    connection went back to the pool and served the other run, so one
+    shared table would let their numbers meet. A run creates its table on a
+    connection it first uses, and drops there the tables of runs that have
+    ended (the connection's ``info`` lists them); every line insert is
     counted against the lines staged (:func:`insert_staged`), so a template
     missing from the table would fail the batch, never drop a line."""
 
     def __init__(self) -> None:
         self._next = 0
+        self.table = f"{TEMPLATES}_{uuid.uuid4().hex}"
         #: id of the driver connection -> (that connection, the tids committed in its table).
         self._staged: dict[int, tuple[object, set[int]]] = {}
         self._pending: list[tuple[object, list[int]]] = []
@@ -89,10 +100,22 @@ class StagedTemplates:
         driver = conn.connection.dbapi_connection
         known = self._staged.get(id(driver))
         fresh = known is None
+        if fresh:
+            self._adopt(conn)
         have = set() if known is None else known[1]
         lacking = {tid for tid in tids if tid not in have}
         self._pending.append((driver, list(lacking)))
         return fresh, lacking
+
+    def _adopt(self, conn: sa.Connection) -> None:
+        """List this run's table in the connection's ``info``; drop the tables
+        of ended runs (their StagedTemplates gone) that it still holds."""
+        tables: dict[str, weakref.ref] = conn.connection.info.setdefault(_TABLES, {})
+        for name, run in list(tables.items()):
+            if run() is None:
+                _drop(conn, name)
+                del tables[name]
+        tables[self.table] = weakref.ref(self)
 
     def begin(self) -> None:
         """A batch (or its retry) starts: nothing of it is staged yet."""
@@ -110,6 +133,14 @@ class StagedTemplates:
         self._pending = []
 
 
+@dataclass(frozen=True)
+class StagedLines:
+    """A batch's lines staged by :func:`stage_lines`, to be written by :func:`write_staged`."""
+
+    statement: sa.TextClause
+    count: int
+
+
 def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef, invoice_ids: Sequence[int],
                   drafts: Sequence[RowDraft], stage: StagedTemplates) -> int:
     """Insert the lines of ``drafts`` (their headers already written, with
@@ -117,11 +148,26 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
     the row writer's ``ValueOutOfRange``/``TextTooLong`` for a template value
     that does not fit, before anything is written. The templates go into
     the run's table of templates (``stage``: only those it lacks)."""
+    staged = stage_lines(conn, line_obj, invoice_ids, drafts, stage)
+    return write_staged(conn, invoice_obj, invoice_ids, staged) if staged is not None else 0
+
+
+def write_staged(conn: sa.Connection, invoice_obj: ObjectDef, invoice_ids: Sequence[int], staged: StagedLines) -> int:
+    """Write the lines :func:`stage_lines` staged (one counted INSERT ... SELECT); returns their number."""
+    # A template missing from the table would drop its lines: the count fails the batch instead.
+    insert_selected_lines(conn, invoice_obj.table_name, invoice_ids, staged.statement, staged.count)
+    _drop(conn, STAGED)
+    return staged.count
+
+
+def stage_lines(conn: sa.Connection, line_obj: ObjectDef, invoice_ids: Sequence[int], drafts: Sequence[RowDraft],
+                stage: StagedTemplates) -> StagedLines | None:
+    """Stage the lines of ``drafts`` (see :func:`insert_staged`); None when there are none."""
     writer = RowWriter(conn, line_obj)
     # Per line (all at C speed): its template, item, invoice and position.
     lines = list(chain.from_iterable(draft.lines for draft in drafts))
     if not lines:
-        return 0
+        return None
     of_line = list(map(_FIRST, lines))
     items = list(map(_SECOND, lines))
     invoices = list(chain.from_iterable(repeat(i, len(d.lines)) for i, d in zip(invoice_ids, drafts)))
@@ -153,16 +199,13 @@ def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectD
             + ", ".join(quote(c) for c in [writer.column_name(key) for key in PER_LINE] + columns) + ") ")
     from_templates = ", ".join(f"t.{quote(c)}" for c in columns)
     _drop(conn, STAGED)
-    _stage(conn, line_obj, writer, [names[index] for index in staged], fresh, templates, list(zip(
+    _stage(conn, line_obj, writer, [names[index] for index in staged], stage.table, fresh, templates, list(zip(
         ids, line_names, invoices, map(converted.__getitem__, positions), items, tids)))
     # The source record id is the item id as text (str() of an integer and SQL's CAST give the same digits).
     statement = sa.text(f"{into} SELECT l.id, l.name, :stamp, :stamp, l.inv, l.seq, l.item, CAST(l.item AS TEXT), "
-                        f"{from_templates} FROM {STAGED} l JOIN {TEMPLATES} t ON t.tid = l.tid "
+                        f"{from_templates} FROM {STAGED} l JOIN {stage.table} t ON t.tid = l.tid "
                         f"ORDER BY l.id").bindparams(stamp=stamp)
-    # A template missing from the table would drop its lines: the count fails the batch instead.
-    insert_selected_lines(conn, invoice_obj.table_name, invoice_ids, statement, count)
-    _drop(conn, STAGED)
-    return count
+    return StagedLines(statement, count)
 
 
 def mark_billed(conn: sa.Connection, obj: ObjectDef, invoice_obj: ObjectDef, run_id: int | None, low: int,
@@ -195,10 +238,10 @@ def _convert_templates(writer: RowWriter, templates: list[_Template]) -> tuple[s
     return names
 
 
-def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns: list[str], fresh: bool,
-           templates: list[tuple], lines: list[tuple]) -> None:
+def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns: list[str], templates_table: str,
+           fresh: bool, templates: list[tuple], lines: list[tuple]) -> None:
     """Fill the temporary tables: ``templates`` (tid, then ``columns``: every
-    column a template gives) into the run's table of templates (created
+    column a template gives) into the run's table of templates ``templates_table`` (created
     first when ``fresh``: the run's first batch on this connection, see
     :class:`StagedTemplates`), ``lines`` (id, name, invoice, sequence, item,
     tid) into a new table of the batch's lines. SQLite:
@@ -211,26 +254,27 @@ def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns:
     picked = ", ".join(f"{quote(c)}" for c in columns)
     own = [quote(writer.column_name(k)) for k in ("id", "name", "invoice", "sequence", "subscriptionitem")]
     if fresh:
-        _drop(conn, TEMPLATES)
+        _drop(conn, templates_table)
     if conn.dialect.name == "sqlite":
         if fresh:
-            conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} (tid INTEGER PRIMARY KEY"
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {templates_table} (tid INTEGER PRIMARY KEY"
                                  + "".join(f", {quote(c)}" for c in columns) + ")")
         conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} (id INTEGER PRIMARY KEY, name, inv, seq, item, tid)")
         if templates:
-            conn.exec_driver_sql(f"INSERT INTO {TEMPLATES} VALUES ({', '.join('?' * (len(columns) + 1))})", templates)
+            marks = ", ".join("?" * (len(columns) + 1))
+            conn.exec_driver_sql(f"INSERT INTO {templates_table} VALUES ({marks})", templates)
         conn.exec_driver_sql(f"INSERT INTO {STAGED} VALUES (?, ?, ?, ?, ?, ?)", lines)
         return
     if fresh:
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {TEMPLATES} AS SELECT CAST(NULL AS BIGINT) AS tid"
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {templates_table} AS SELECT CAST(NULL AS BIGINT) AS tid"
                              f"{', ' + picked if picked else ''} FROM {table} WITH NO DATA")
-        conn.exec_driver_sql(f"ALTER TABLE {TEMPLATES} ADD PRIMARY KEY (tid)")
+        conn.exec_driver_sql(f"ALTER TABLE {templates_table} ADD PRIMARY KEY (tid)")
     conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} AS SELECT "
                          + ", ".join(f"{c} AS {n}" for c, n in zip(own, line_columns))
                          + f", CAST(NULL AS BIGINT) AS tid FROM {table} WITH NO DATA")
     if templates:
-        copy_rows(conn, TEMPLATES, ["tid", *columns], templates)
-        conn.exec_driver_sql(f"ANALYZE {TEMPLATES}")
+        copy_rows(conn, templates_table, ["tid", *columns], templates)
+        conn.exec_driver_sql(f"ANALYZE {templates_table}")
     copy_rows(conn, STAGED, line_columns, lines)
     conn.exec_driver_sql(f"ANALYZE {STAGED}")
 

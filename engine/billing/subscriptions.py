@@ -26,6 +26,9 @@ run's work follows what is due, not the subscription's history.
 
 Subscriptions are billed in batches, one transaction each; on PostgreSQL a
 batch first takes the advisory locks of its accounts, like the generic run.
+On a SQLite file the end of each batch's transaction is written behind, in
+a writer thread, while the next batch is read and drafted
+(:meth:`SubscriptionRun._in_batches_behind`).
 A subscription that cannot be billed gets ``InvoiceBuildError`` and is listed
 in the report; the others are billed.
 """
@@ -36,7 +39,6 @@ import gc
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Callable, Sequence
 
 import sqlalchemy as sa
@@ -51,7 +53,7 @@ from engine.domain.naming import copy_incompatibility, on_copy_target
 from engine.domain.values import field_paths, read_value
 from engine.storage.bulk import RowWriter, insert_tuples, record_keys, update_by_id
 from engine.storage.context import Context
-from engine.storage.db import transaction
+from engine.storage.db import sqlite_file
 from engine.storage.reader import RecordReader
 from engine.storage.types import TextTooLong, ValueOutOfRange
 
@@ -61,25 +63,15 @@ from .condition import Condition
 from .condition.sql import compile_condition
 from .evaluate import BillingDefaults
 from .filterrun import cyclic_gc_paused, exact_arithmetic
-from .periods import (
-    BILLED_TYPES,
-    CALENDAR,
-    ONE_TIME,
-    PERIOD_MONTHS,
-    Decision,
-    PeriodError,
-    Terms,
-    due_charges,
-    effective_end,
-    preferred_invoice_date,
-)
+from .periods import BILLED_TYPES, ONE_TIME, Decision, PeriodError, preferred_invoice_date
 from .plan import filter_condition
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
-from .service_claims import SERVICE_CLAIM, open_claims
+from .service_claims import SERVICE_CLAIM, delete_claims, ensure_claim_table, read_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
 from .subscription_lines import Due, LineRows, RowDraft, line_fields, rows_apply
-from .subscription_set import StagedTemplates, insert_staged, mark_billed
+from .subscription_set import StagedTemplates, mark_billed, stage_lines, write_staged
+from .subscription_terms import SubscriptionTerms, item_decision, subscription_terms
 from .subscription_set_items import NarrowItems
 from .writing import ERROR_LENGTH, ID_CHUNK, insert_drafts, insert_headers
 
@@ -182,6 +174,7 @@ class SubscriptionRun:
         if self._rows is not None:  # its items are read as raw rows (rows_apply: no ON copies to read)
             self._rows.items = NarrowItems(ctx, plan.item_obj, ITEM_FIELDS, _DECISION_FIELDS, session.dialect)
         self._stage = StagedTemplates()  # the row path's templates staged for the run (see insert_staged)
+        self._done = 0  # subscriptions of committed batches
 
     # -- selection ----------------------------------------------------------------
 
@@ -227,7 +220,10 @@ class SubscriptionRun:
                                 .order_by(account, self.table.c.id)).all()
         self.report.records_read = len(rows)
         accounts = {row[0]: row[1] for row in rows}
-        return self._in_batches([row[0] for row in rows], lambda conn, batch: self._batch(conn, batch, accounts))
+        bill = lambda conn, batch: self._batch(conn, batch, accounts)  # noqa: E731
+        if self._write_behind():
+            return self._in_batches_behind([row[0] for row in rows], bill)
+        return self._in_batches([row[0] for row in rows], bill)
 
     def _in_batches(self, ids: list[int], bill: Callable[[sa.Connection, list[int]], tuple]) -> FilterReport:
         """Bill ``ids`` (subscriptions) batch by batch, each in its own
@@ -242,20 +238,46 @@ class SubscriptionRun:
         traversed. Re-enabling the collector at the end of each batch, while
         the batch's drafts were still alive, had it traverse all of them
         (about 4 % of a 100k run)."""
-        done = 0
         with cyclic_gc_paused():
             for batch in chunks(ids, self.batch_size):
-                invoices, lines, failures, summaries = self.session.write(lambda conn: bill(conn, batch))
-                self._stage.settle()  # committed: the templates the batch staged stay staged
-                self.report.invoices += invoices
-                self.report.lines += lines
-                self.report.failures.extend(failures)
-                self.summaries.extend(summaries)
-                done += len(batch)
-                if self.progress:
-                    self.progress(self.plan.name, done, len(ids))
-                gc.collect(1)
+                self._billed(batch, self.session.write(lambda conn: bill(conn, batch)), len(ids))
         return self.report
+
+    def _in_batches_behind(self, ids: list[int], bill: Callable[[sa.Connection, list[int]], tuple]) -> FilterReport:
+        """:meth:`_in_batches` with the end of each batch's transaction
+        written behind (:meth:`RunSession.batches_behind`, see
+        :meth:`_write_behind`): a batch is read and drafted in read
+        transactions (:meth:`_prepare`), its headers and staged lines written
+        here (:meth:`_write_front`), and the rest, the lines' INSERT ...
+        SELECT, the claims, the marks and the commit (:meth:`_write_back`:
+        long statements, during which SQLite runs without Python's lock), in
+        a writer thread while the next batch is read and drafted. A batch
+        whose write is refused (a value that does not fit its column, a
+        period claimed meanwhile by a run elsewhere) is read and billed again
+        the whole way by ``bill``, in one transaction."""
+        with cyclic_gc_paused():
+            self.session.batches_behind(
+                chunks(ids, self.batch_size), self._prepare,
+                lambda conn, prepared: self._write_front(conn, prepared[0], prepared[2]),
+                lambda conn, front, prepared: self._write_back(conn, front, prepared[0], prepared[1]),
+                lambda batch: self.session.write(lambda conn: bill(conn, batch)),
+                lambda batch, outcome: self._billed(batch, outcome, len(ids)))
+        return self.report
+
+    def _billed(self, batch: list[int], outcome: tuple, total: int) -> None:
+        """A batch committed (``outcome``: invoices, lines, failures,
+        summaries): its templates stay staged, the report adds it up, the
+        progress is told, and the young generations are collected."""
+        self._stage.settle()
+        invoices, lines, failures, summaries = outcome
+        self.report.invoices += invoices
+        self.report.lines += lines
+        self.report.failures.extend(failures)
+        self.summaries.extend(summaries)
+        self._done += len(batch)
+        if self.progress:
+            self.progress(self.plan.name, self._done, total)
+        gc.collect(1)
 
     # -- one batch ----------------------------------------------------------------
 
@@ -274,24 +296,8 @@ class SubscriptionRun:
         self._stage.begin()  # a retried batch starts again
         self._lock_accounts(conn, [accounts[i] for i in ids if accounts.get(i) is not None])
         with cyclic_gc_paused(), exact_arithmetic():
-            subscriptions = list(self.reader.read(conn, where=sa.and_(self.table.c.id.in_(ids), self._selection()),
-                                                  order_by=[self.table.c.id]))
-            items: dict[int, list] = defaultdict(list)
-            parent = self._parent
-            narrow = self._rows.items if self._rows is not None else None
-            selections = []
-            for chunk in chunks([s["id"] for s in subscriptions], ID_CHUNK):
-                open_items = sa.and_(parent.in_(chunk), self._open_items(of_item_only=True))
-                selections.append(open_items)
-                if narrow is not None:  # raw rows (see subscription_set_items)
-                    at = narrow.at["subscription"]
-                    for row in narrow.read(conn, open_items, [parent, self.item_table.c.id]):
-                        items[row[at]].append(row)
-                    continue
-                for item in self.item_reader.read(conn, where=open_items, order_by=[parent, self.item_table.c.id]):
-                    items[_ref(item.get("subscription"))].append(item)
-            claimed = open_claims(conn, self.ctx, [], selections)  # the items just read, by the same conditions
-            self.accounts.prefetch(conn, (_ref(s.get("account")) for s in subscriptions))
+            subscriptions, items, claimed, stale = self._read(conn, ids)
+            delete_claims(conn, stale)
             self._amounts_memo = {}  # per batch: what it holds lives as long as the batch's drafts
             if self._rows is None:
                 return self._write_fitting(conn, *self._drafts(conn, subscriptions, items, claimed))
@@ -301,8 +307,62 @@ class SubscriptionRun:
             if outcome is not None:
                 return outcome
             # A value that does not fit its column: the dict path finds which, per subscription.
-            dicts = {key: [narrow.record(row) for row in rows] for key, rows in items.items()}  # type: ignore[union-attr]
+            narrow = self._rows.items
+            dicts = {key: [narrow.record(row) for row in rows] for key, rows in items.items()}
             return self._write_fitting(conn, *self._drafts(conn, subscriptions, dicts, claimed))
+
+    def _read(self, conn: sa.Connection, ids: list[int]
+              ) -> tuple[list[dict], dict[int, list], set[tuple[int, date]], list[dict]]:
+        """The batch's subscriptions (those of ``ids`` the run still selects),
+        their open items (raw rows when the lines are rows), the periods
+        claimed of those and the stale claims among them (to be deleted by
+        the batch's write, :func:`delete_claims`); the accounts are read into the cache."""
+        subscriptions = list(self.reader.read(conn, where=sa.and_(self.table.c.id.in_(ids), self._selection()),
+                                              order_by=[self.table.c.id]))
+        items: dict[int, list] = defaultdict(list)
+        parent = self._parent
+        narrow = self._rows.items if self._rows is not None else None
+        selections = []
+        for chunk in chunks([s["id"] for s in subscriptions], ID_CHUNK):
+            open_items = sa.and_(parent.in_(chunk), self._open_items(of_item_only=True))
+            selections.append(open_items)
+            if narrow is not None:  # raw rows (see subscription_set_items)
+                at = narrow.at["subscription"]
+                for row in narrow.read(conn, open_items, [parent, self.item_table.c.id]):
+                    items[row[at]].append(row)
+                continue
+            for item in self.item_reader.read(conn, where=open_items, order_by=[parent, self.item_table.c.id]):
+                items[_ref(item.get("subscription"))].append(item)
+        claimed, stale = read_claims(conn, self.ctx, [], selections)  # the items just read, by the same conditions
+        self.accounts.prefetch(conn, (_ref(s.get("account")) for s in subscriptions))
+        return subscriptions, items, claimed, stale
+
+    def _write_behind(self) -> bool:
+        """Whether the run writes behind (:meth:`_in_batches_behind`): the
+        lines are rows, and the database is a SQLite file (another
+        connection reads while one writes). Not in a dry run (one
+        connection holds it), not on an in-memory database, and not on
+        PostgreSQL, where a batch reads after taking its accounts' locks."""
+        return (self._rows is not None and not self.session.dry_run and self.session.dialect == "sqlite"
+                and sqlite_file(self.session.engine.url) is not None)
+
+    def _prepare(self, ids: list[int]) -> tuple[list[RowDraft], list[RecordFailure], list[dict]]:
+        """Read and draft a batch (lines as rows) in a read transaction of its
+        own: its drafts, record errors and the stale claims its write deletes.
+        What it reads (the batch's subscriptions, their open items and their
+        claims) no other batch of the run writes; a run elsewhere that bills
+        the same periods meanwhile makes the write fail on the claims'
+        primary key, and the batch is read and billed again: never billed twice."""
+        assert self._rows is not None
+        with self.session.read() as conn, exact_arithmetic():
+            subscriptions, items, claimed, stale = self._read(conn, ids)
+        self._rows.new_batch()
+        # A second read transaction, in case drafting reads (an account not
+        # prefetched): the first one ended, so that no snapshot is held while
+        # drafting, which would keep each commit from checkpointing the WAL.
+        with self.session.read() as conn, exact_arithmetic():
+            drafts, failures = self._drafts(conn, subscriptions, items, claimed, self._row_draft)
+        return drafts, failures, stale
 
     def _drafts(self, conn: sa.Connection, subscriptions: list[dict], items: dict[int, list[dict]],
                 claimed: set[tuple[int, date]], build: Callable | None = None) -> tuple[list, list[RecordFailure]]:
@@ -503,30 +563,46 @@ class SubscriptionRun:
     def _write_rows(self, conn: sa.Connection, drafts: list[RowDraft], failures: list[RecordFailure]):
         """:meth:`_write` of drafts whose lines are rows, in a savepoint; None
         (and nothing written) when a value does not fit its column."""
+        front = self._write_front(conn, drafts)
+        return None if front is None else self._write_back(conn, front, drafts, failures)
+
+    def _write_front(self, conn: sa.Connection, drafts: list[RowDraft], stale: Sequence[dict] = ()) -> tuple | None:
+        """The first part of :meth:`_write_rows`: the ``stale`` claims deleted
+        (a claim deleted meanwhile, or claimed anew, is not: the new claim
+        then fails the batch's claims), then in a savepoint, the headers
+        (by the row writer, ids and DRAFT names as
+        :func:`~engine.billing.writing.insert_drafts` gives them) and the
+        lines staged; None, the savepoint rolled back, when a value does not
+        fit its column. Returns what :meth:`_write_back` needs."""
+        self._stage.begin()
+        delete_claims(conn, list(stale))
         savepoint = conn.begin_nested()
         try:
-            summaries, line_count = self._insert_rows(conn, drafts)
+            headers = insert_headers(conn, self.invoice_obj, [d.header for d in drafts]) if drafts else []
+            invoice_ids = [h["id"] for h in headers]
+            staged = stage_lines(conn, self.line_obj, invoice_ids, drafts, self._stage)
         except (ValueOutOfRange, TextTooLong):
             savepoint.rollback()
             self._stage.discard()  # what it staged is rolled back too
             return None
-        savepoint.commit()
-        self._outcome(conn, drafts, failures)  # type: ignore[arg-type]
-        return len(drafts), line_count, failures, summaries
-
-    def _insert_rows(self, conn: sa.Connection, drafts: list[RowDraft]) -> tuple[list[InvoiceSummary], int]:
-        """Insert the drafts (headers by the row writer, ids and DRAFT names
-        as :func:`~engine.billing.writing.insert_drafts` gives them) and their
-        line rows, and claim their periods; returns the summaries and the lines written."""
-        if not drafts:
-            return [], 0
-        headers = insert_headers(conn, self.invoice_obj, [d.header for d in drafts])
-        count = insert_staged(conn, self.invoice_obj, self.line_obj, [h["id"] for h in headers], drafts, self._stage)
-        self._claim(conn, drafts, [])  # type: ignore[arg-type]
         summaries = [InvoiceSummary(h["id"], h["name"], str(h.get("accountname") or h["account"]), h["type"],
                                     len(d.lines), h["totalnet"], h["grandtotal"], str(h.get("currencyisocode") or ""))
                      for h, d in zip(headers, drafts)]
-        return summaries, count
+        return savepoint, invoice_ids, staged, summaries
+
+    def _write_back(self, conn: sa.Connection, front: tuple, drafts: list[RowDraft],
+                    failures: list[RecordFailure]) -> tuple:
+        """The rest of :meth:`_write_rows`: the staged lines written, their
+        periods claimed, the savepoint released and the outcome written to
+        the subscriptions; returns (invoices, lines, failures, summaries)."""
+        savepoint, invoice_ids, staged, summaries = front
+        count = 0
+        if staged is not None:
+            count = write_staged(conn, self.invoice_obj, invoice_ids, staged)
+            self._claim(conn, drafts, [])  # type: ignore[arg-type]
+        savepoint.commit()
+        self._outcome(conn, drafts, failures)  # type: ignore[arg-type]
+        return len(drafts), count, failures, summaries
 
     def _claim(self, conn: sa.Connection, drafts: list[DraftInvoice], lines: list[dict]) -> None:
         """Claim every service period the lines bill (the primary key refuses a
@@ -566,105 +642,6 @@ class SubscriptionRun:
             outcome = [(d.header["subscription"], (self.run.run_id, None)) for d in drafts] + outcome
         if outcome:
             update_by_id(conn, self.plan.obj, ["LastInvoiceRun", "InvoiceBuildError"], outcome)
-
-
-# -- the decision of one item, shared with explain -------------------------------------
-
-
-@dataclass(frozen=True)
-class SubscriptionTerms:
-    """The subscription's part of its items' terms (see :func:`subscription_terms`)."""
-
-    start: date
-    anchor: date
-    cycle_months: int
-    end: date | None
-    why: str  # why the service ends when it does
-    billing_period: str
-    practice: str
-    proration: str
-
-
-def subscription_terms(subscription: dict) -> SubscriptionTerms:
-    """What every item of a subscription shares: grid, cycle, end (with
-    cancellation terms), practice and proration, defaulted; decided once per
-    subscription. Raises :class:`PeriodError`."""
-    start = subscription.get("startdate")
-    if start is None:
-        raise PeriodError("the subscription has no StartDate")
-    months = PERIOD_MONTHS.get(str(subscription.get("billingperiod") or "Month"))
-    if months is None:
-        raise PeriodError(f"unknown BillingPeriod '{subscription.get('billingperiod')}'")
-    raw_factor = subscription.get("billingfactor")
-    factor = int(raw_factor) if raw_factor is not None else 1
-    if factor < 1 or (raw_factor is not None and factor != raw_factor):
-        raise PeriodError(f"BillingFactor must be a whole number of at least 1, is {subscription.get('billingfactor')}")
-    anchor = date(start.year, 1, 1) if subscription.get("alignment") == CALENDAR else start
-    if subscription.get("status") == "Canceled" and not subscription.get("cancellationdate") \
-            and not subscription.get("enddate"):
-        raise PeriodError("a canceled subscription needs a CancellationDate or an EndDate")
-    notice = subscription.get("noticeperiod")
-    end, why = effective_end(subscription.get("enddate"), subscription.get("cancellationdate"),
-                             int(notice or 0), anchor, months * factor)
-    return SubscriptionTerms(start, anchor, months * factor, end, why,
-                             str(subscription.get("billingperiod") or "Month"),
-                             str(subscription.get("billingpractice") or "Advance"),
-                             str(subscription.get("prorationmethod") or "Day Exact"))
-
-
-def item_terms(subscription: dict, item: dict, base: SubscriptionTerms | None = None) -> tuple[Terms, str]:
-    """The terms of an item (subscription and item fields defaulted), and
-    why the service ends when it does. ``base``: the subscription's
-    :func:`subscription_terms`, when the caller has it. Raises :class:`PeriodError`."""
-    base = base or subscription_terms(subscription)
-    end, why = base.end, base.why
-    item_end = item.get("enddate")
-    if item_end is not None and (end is None or item_end < end):
-        end, why = item_end, f"the item ends {item_end}"
-    price = item.get("unitprice")
-    if price is None:
-        raise PeriodError(f"item {item.get('name') or item['id']} has no UnitPrice")
-    price_months = PERIOD_MONTHS.get(str(item.get("priceperiod") or base.billing_period))
-    if price_months is None:
-        raise PeriodError(f"unknown PricePeriod '{item.get('priceperiod')}'")
-    terms = Terms(
-        start=item.get("startdate") or base.start,
-        end=end,
-        anchor=base.anchor,
-        cycle_months=base.cycle_months,
-        practice=base.practice,
-        proration=base.proration,
-        billing_type=str(item.get("billingtype") or "Recurring"),
-        price_months=price_months,
-        unit_price=Decimal(price),
-        change_date=item.get("pricechangedate"),
-        new_unit_price=item.get("newunitprice"),
-    )
-    return terms, why
-
-
-def item_decision(subscription: dict, item: dict, run_end: date, explain: bool = True,
-                  base: SubscriptionTerms | None = None) -> Decision:
-    """:func:`~engine.billing.periods.due_charges` for an item as stored, its trace
-    opened with why the service ends when it does."""
-    terms, why = item_terms(subscription, item, base)
-    decision = due_charges(terms, item.get("nextserviceperiodstart"), run_end, explain)
-    if not explain:
-        return decision
-    return Decision(decision.charges, decision.next_start, (f"item {item.get('name') or item['id']}: {why}",
-                                                           *decision.trace))
-
-
-def ensure_claim_table(engine: sa.Engine) -> None:
-    """Create ``_mb_service_claim`` when the database has none yet (a
-    concurrent creator may win the race: then it exists, which is all we need)."""
-    try:
-        with transaction(engine) as conn:
-            SERVICE_CLAIM.create(conn, checkfirst=True)
-    except sa.exc.DBAPIError:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(SERVICE_CLAIM.name):
-                raise
 
 
 def _reader(ctx: Context, obj: ObjectDef, names: Sequence[str], copies: list[tuple[FieldDef, FieldDef]],

@@ -29,7 +29,7 @@ from engine.billing import build, subscription_lines
 from engine.billing import subscriptions as subscription_run
 from engine.billing.service_claims import SERVICE_CLAIM
 from engine.billing.drafts import delete_drafts
-from engine.billing.subscriptions import item_decision
+from engine.billing.subscription_terms import item_decision
 from engine.domain.money import round_money
 from engine.project import finalize
 

@@ -38,7 +38,7 @@ from databases import REPO_ROOT, load_model
 from engine.billing.drafts import delete_drafts, draft_ids
 from engine.billing.periods import cumulative, position
 from engine.billing.run import RunRequest, run_invoices
-from engine.billing.subscriptions import item_terms
+from engine.billing.subscription_terms import item_terms
 from engine.project import cancel_invoice, finalize
 from engine.storage.db import open_engine
 from engine.storage.reader import RecordReader
