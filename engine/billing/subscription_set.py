@@ -77,7 +77,7 @@ class StagedTemplates:
     shared table would let their numbers meet. A run creates its table on a
     connection it first uses, and drops there the tables of runs that have
     ended (the connection's ``info`` lists them); every line insert is
-    counted against the lines staged (:func:`insert_staged`), so a template
+    counted against the lines staged (:func:`write_staged`), so a template
     missing from the table would fail the batch, never drop a line."""
 
     def __init__(self) -> None:
@@ -141,17 +141,6 @@ class StagedLines:
     count: int
 
 
-def insert_staged(conn: sa.Connection, invoice_obj: ObjectDef, line_obj: ObjectDef, invoice_ids: Sequence[int],
-                  drafts: Sequence[RowDraft], stage: StagedTemplates) -> int:
-    """Insert the lines of ``drafts`` (their headers already written, with
-    ids ``invoice_ids`` in draft order); returns the number of lines. Raises
-    the row writer's ``ValueOutOfRange``/``TextTooLong`` for a template value
-    that does not fit, before anything is written. The templates go into
-    the run's table of templates (``stage``: only those it lacks)."""
-    staged = stage_lines(conn, line_obj, invoice_ids, drafts, stage)
-    return write_staged(conn, invoice_obj, invoice_ids, staged) if staged is not None else 0
-
-
 def write_staged(conn: sa.Connection, invoice_obj: ObjectDef, invoice_ids: Sequence[int], staged: StagedLines) -> int:
     """Write the lines :func:`stage_lines` staged (one counted INSERT ... SELECT); returns their number."""
     # A template missing from the table would drop its lines: the count fails the batch instead.
@@ -162,7 +151,11 @@ def write_staged(conn: sa.Connection, invoice_obj: ObjectDef, invoice_ids: Seque
 
 def stage_lines(conn: sa.Connection, line_obj: ObjectDef, invoice_ids: Sequence[int], drafts: Sequence[RowDraft],
                 stage: StagedTemplates) -> StagedLines | None:
-    """Stage the lines of ``drafts`` (see :func:`insert_staged`); None when there are none."""
+    """Stage the lines of ``drafts`` (their headers already written, with
+    ids ``invoice_ids`` in draft order) for :func:`write_staged`; None when
+    there are none. Raises the row writer's ``ValueOutOfRange``/``TextTooLong``
+    for a template value that does not fit, before anything is staged. The
+    templates go into the run's table of templates (``stage``: only those it lacks)."""
     writer = RowWriter(conn, line_obj)
     # Per line (all at C speed): its template, item, invoice and position.
     lines = list(chain.from_iterable(draft.lines for draft in drafts))

@@ -173,7 +173,7 @@ class SubscriptionRun:
             if rows_apply(run, self.line_copies) else None
         if self._rows is not None:  # its items are read as raw rows (rows_apply: no ON copies to read)
             self._rows.items = NarrowItems(ctx, plan.item_obj, ITEM_FIELDS, _DECISION_FIELDS, session.dialect)
-        self._stage = StagedTemplates()  # the row path's templates staged for the run (see insert_staged)
+        self._stage = StagedTemplates()  # the row path's templates staged for the run (see stage_lines)
         self._done = 0  # subscriptions of committed batches
 
     # -- selection ----------------------------------------------------------------
