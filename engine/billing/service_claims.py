@@ -12,8 +12,9 @@ before it decides what is due (:func:`read_claims`) and deleted
 (:func:`delete_claims`) inside the transaction that claims anew, so the
 table never needs to be told about deletions and cancellations.
 
-The table is created on first use (like ``_mb_job_slot``), so databases
-migrated before subscriptions existed need no migration.
+The table is created on first use (``storage.db.ensure_table``, like
+``_mb_job_slot``), so databases migrated before subscriptions existed need
+no migration.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import sqlalchemy as sa
 
 from engine.domain.batching import chunks
 from engine.storage.context import Context
-from engine.storage.db import transaction
 
 _METADATA = sa.MetaData()
 
@@ -111,15 +111,3 @@ def claims_of_invoice(conn: sa.Connection, invoice_id: int) -> list[tuple[int, d
                         .where(SERVICE_CLAIM.c.invoice_id == invoice_id).order_by(SERVICE_CLAIM.c.item_id,
                                                                                   SERVICE_CLAIM.c.period_start))
     return [(row[0], row[1], row[2]) for row in rows]
-
-
-def ensure_claim_table(engine: sa.Engine) -> None:
-    """Create ``_mb_service_claim`` when the database has none yet (a
-    concurrent creator may win the race: then it exists, which is all we need)."""
-    try:
-        with transaction(engine) as conn:
-            SERVICE_CLAIM.create(conn, checkfirst=True)
-    except sa.exc.DBAPIError:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(SERVICE_CLAIM.name):
-                raise

@@ -53,7 +53,7 @@ from engine.domain.naming import copy_incompatibility, on_copy_target
 from engine.domain.values import field_paths, read_value
 from engine.storage.bulk import RowWriter, insert_tuples, record_keys, update_by_id
 from engine.storage.context import Context
-from engine.storage.db import sqlite_file
+from engine.storage.db import ensure_table, sqlite_file
 from engine.storage.reader import RecordReader
 from engine.storage.types import TextTooLong, ValueOutOfRange
 
@@ -67,7 +67,7 @@ from .periods import BILLED_TYPES, ONE_TIME, Decision, PeriodError, preferred_in
 from .plan import filter_condition
 from .report import FilterReport, InvoiceSummary, Progress, RecordFailure
 from .runrecord import lock_class
-from .service_claims import SERVICE_CLAIM, delete_claims, ensure_claim_table, read_claims
+from .service_claims import SERVICE_CLAIM, delete_claims, read_claims
 from .subscription_checks import SUBSCRIPTION_OBJECT, SUBSCRIPTION_USE_CASE
 from .subscription_lines import Due, LineRows, RowDraft, line_fields, rows_apply
 from .subscription_set import StagedTemplates, mark_billed, stage_lines, write_staged
@@ -214,7 +214,7 @@ class SubscriptionRun:
         """Select the subscriptions, then bill them batch by batch."""
         account = self.table.c[self.plan.obj.field("Account").column_name]  # type: ignore[union-attr]
         self.session.write(lambda conn: SERVICE_CLAIM.create(conn, checkfirst=True)) if self.session.dry_run \
-            else ensure_claim_table(self.session.engine)
+            else ensure_table(self.session.engine, SERVICE_CLAIM)
         with self.session.read() as conn:
             rows = conn.execute(sa.select(self.table.c.id, account).where(self._selection())
                                 .order_by(account, self.table.c.id)).all()

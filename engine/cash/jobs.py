@@ -38,7 +38,7 @@ from croniter import croniter
 
 from engine.domain.errors import Where
 from engine.storage.context import Context
-from engine.storage.db import transaction
+from engine.storage.db import ensure_table
 from engine.storage.retry import run_in_transaction
 from engine.storage.schema import JOB_SLOT
 
@@ -118,18 +118,6 @@ def due_slot(schedule: Schedule, now: datetime) -> datetime | None:
         return None
 
 
-def ensure_slot_table(engine: sa.Engine) -> None:
-    """Create ``_mb_job_slot`` when the database has none yet (two schedulers
-    ticking for the first time may race to create it: the loser finds it)."""
-    try:
-        with transaction(engine) as conn:
-            JOB_SLOT.create(conn, checkfirst=True)
-    except sa.exc.DBAPIError:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(JOB_SLOT.name):
-                raise
-
-
 def executed_slots(conn: sa.Connection) -> dict[str, str]:
     """schedule name -> the latest executed slot (empty without the table)."""
     if not sa.inspect(conn).has_table(JOB_SLOT.name):
@@ -181,7 +169,7 @@ def tick(engine: sa.Engine, ctx: Context, now: datetime | None = None, finalize=
     from .scheduled_runs import JOB_NAME as INVOICE_RUN, tick_invoice_run
 
     now = now or _now()
-    ensure_slot_table(engine)
+    ensure_table(engine, JOB_SLOT)
     results = []
     for schedule in schedules(ctx):
         if not schedule.active:

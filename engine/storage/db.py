@@ -102,6 +102,20 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def ensure_table(engine: sa.Engine, table: sa.Table) -> None:
+    """Create ``table`` when the database has none yet: for the engine's
+    bookkeeping tables made on first use, which databases migrated before
+    them lack. Two processes may race to create it; the loser finds it
+    there, which is all it needs (anything else is raised)."""
+    try:
+        with transaction(engine) as conn:
+            table.create(conn, checkfirst=True)
+    except sa.exc.DBAPIError:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table.name):
+                raise
+
+
 @contextmanager
 def transaction(engine: sa.Engine, *, readonly: bool = False) -> Iterator[sa.Connection]:
     """A connection inside one transaction: committed when the block ends,
