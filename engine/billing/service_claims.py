@@ -44,16 +44,6 @@ RELEASED_STATUSES = ("Canceled",)
 _CHUNK = 500
 
 
-def open_claims(conn: sa.Connection, ctx: Context, item_ids: Sequence[int],
-                selections: Sequence[sa.ColumnElement[bool]] | None = None) -> set[tuple[int, date]]:
-    """(item, first day) of the live claims of ``item_ids`` from each item's
-    ``NextServicePeriodStart`` on (see :func:`read_claims`); the stale ones
-    among them are deleted."""
-    live, stale = read_claims(conn, ctx, item_ids, selections)
-    delete_claims(conn, stale)
-    return live
-
-
 def delete_claims(conn: sa.Connection, stale: list[dict]) -> None:
     """Delete the stale claims :func:`read_claims` found."""
     if stale:
