@@ -224,7 +224,7 @@ def build_invoice(
         # Defaults first, then the source's fields (which win), then the link
         # to the source record.
         line = {
-            "sequence": _position(position),
+            "sequence": line_position(position),
             "serviceperiodstart": run.period_start,
             "serviceperiodend": run.period_end,
             **source_line.fields,
@@ -249,7 +249,7 @@ def build_invoice(
 
 
 @lru_cache(maxsize=4096)
-def _position(number: int) -> Decimal:
+def line_position(number: int) -> Decimal:
     """A line position as a Decimal; every invoice numbers its lines 1, 2,
     3..., so the same Decimal objects serve all of them (and the writer then
     converts each once per batch)."""

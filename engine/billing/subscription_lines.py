@@ -68,7 +68,7 @@ class RowDraft:
     its position, item and invoice (see :mod:`engine.billing.subscription_set`)."""
 
     header: dict
-    lines: list[tuple["_Template", int]]
+    lines: list[tuple["LineTemplate", int]]
     sources: list[SourceHeader]
 
 
@@ -87,7 +87,7 @@ def _order(due: Due) -> tuple:
 
 
 @dataclass
-class _Template:
+class LineTemplate:
     """A taxed line row shared by lines alike (see :meth:`LineRows._template`).
     It holds the charge and the quantity its key names by identity, so that
     their ids cannot be reused while the template lives."""
@@ -140,7 +140,7 @@ class LineRows:
         self.net_at, self.tax_at, self.gross_at = (self.at[key] for key in LINE_AMOUNTS)
         #: Taxed line rows by header tax context, then by their charge, item
         #: fields and practice; kept from batch to batch, up to :data:`TEMPLATES_KEPT`.
-        self.templates: dict[tuple, dict[tuple, _Template]] = {}
+        self.templates: dict[tuple, dict[tuple, LineTemplate]] = {}
         self.kept = 0
         #: When set, the items of ``Due`` are raw rows of these
         #: (:class:`~engine.billing.subscription_set_items.NarrowItems`), keyed by their raw values.
@@ -194,11 +194,11 @@ class LineRows:
 
     def from_dicts(self, draft: DraftInvoice) -> RowDraft:
         """A draft built by ``build_invoice``, each line its own template (a full row)."""
-        return RowDraft(draft.header, [(_Template(list(map(line.get, self.keys)), None, None),  # type: ignore[arg-type]
+        return RowDraft(draft.header, [(LineTemplate(list(map(line.get, self.keys)), None, None),  # type: ignore[arg-type]
                                         line["subscriptionitem"]) for line in draft.lines], draft.sources)
 
     def _template(self, item: Mapping[str, object], charge: Charge, practice: object, header: dict,
-                  alike: dict[tuple, _Template], decide) -> _Template:
+                  alike: dict[tuple, LineTemplate], decide) -> LineTemplate:
         """The taxed row of one charge of an item, shared by every line with
         the same charge, item fields and practice among ``alike`` (the
         templates of the header's tax context): all a line's values but its
@@ -220,7 +220,7 @@ class LineRows:
                 return found
         row = self._row(item, charge, practice)
         self._tax(decide, header, row)
-        template = _Template(row, charge, quantity, start=row[self.at["serviceperiodstart"]],
+        template = LineTemplate(row, charge, quantity, start=row[self.at["serviceperiodstart"]],
                              end=row[self.at["serviceperiodend"]])
         if key is not None:
             alike[key] = template
@@ -260,7 +260,7 @@ class LineRows:
         for key in _TAX_OUT:
             row[at[key]] = view.get(key)
 
-    def _price(self, template: _Template) -> None:
+    def _price(self, template: LineTemplate) -> None:
         """Net, tax, gross and unit price net of the template's lines, rounded
         per line (``build._amounts`` of a net invoice), into its row; its
         ``amounts`` are then (net, tax, gross)."""
@@ -274,7 +274,7 @@ class LineRows:
         template.sound = all(isinstance(value, Decimal) and value.same_quantum(CENT) for value in (net, tax, gross)) \
             and gross == net + tax
 
-    def _totals(self, header: dict, templates: list[_Template],
+    def _totals(self, header: dict, templates: list[LineTemplate],
                 amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
         """``build._totals``: sums, class and service period of the invoice
         (whose lines are the ``templates``' rows but for position and item)."""
@@ -292,10 +292,10 @@ class LineRows:
         header["serviceperiodend"] = max(ends) if ends else None
 
 
-def _check(header: Mapping[str, object], templates: list[_Template],
+def _check(header: Mapping[str, object], templates: list[LineTemplate],
            amounts: list[tuple[Decimal, Decimal, Decimal]]) -> None:
     """:func:`~engine.billing.build.check_amounts`, its per-line part taken
-    from the templates (checked once each when priced, ``_Template.sound``:
+    from the templates (checked once each when priced, ``LineTemplate.sound``:
     a line's amounts are its template's, which never change): the totals
     are summed again here, apart from ``_totals``, and compared. Anything
     amiss goes to ``check_amounts`` itself, which raises its own error."""

@@ -39,8 +39,8 @@ from engine.storage.db import copy_rows
 from engine.storage.ids import next_autonumbers, reserve_ids
 from engine.storage.types import to_db_converter
 
-from .build import _position
-from .subscription_lines import RowDraft, _Template
+from .build import line_position
+from .subscription_lines import LineTemplate, RowDraft
 from .writing import insert_selected_lines
 
 #: The temporary tables: a run's templates (its own table, kept for the run,
@@ -87,7 +87,7 @@ class StagedTemplates:
         self._staged: dict[int, tuple[object, set[int]]] = {}
         self._pending: list[tuple[object, list[int]]] = []
 
-    def tid(self, template: _Template) -> int:
+    def tid(self, template: LineTemplate) -> int:
         """The template's run-wide number (given on first use)."""
         if template.tid is None:
             template.tid = self._next
@@ -181,7 +181,7 @@ def stage_lines(conn: sa.Connection, line_obj: ObjectDef, invoice_ids: Sequence[
     line_names = next_autonumbers(conn, line_obj, count) if writer.autonumber is not None else [None] * count
     # Positions as the writer converts a line's sequence (the same Decimal per position as build_invoice's).
     distinct = sorted(set(positions))
-    converted = dict(zip(distinct, writer.column_values("sequence", [_position(p) for p in distinct])))
+    converted = dict(zip(distinct, writer.column_values("sequence", [line_position(p) for p in distinct])))
     stamp = writer.column_values("createddate", [now_utc()])[0]
     fresh, lacking = stage.missing(conn, [slot[id(template)] for template in used])
     pick = itemgetter(*staged) if len(staged) > 1 else (lambda row: tuple(row[i] for i in staged))
@@ -217,7 +217,7 @@ def mark_billed(conn: sa.Connection, obj: ObjectDef, invoice_obj: ObjectDef, run
     ).bindparams(run=run_id, stamp=stamp, low=low, high=high))
 
 
-def _convert_templates(writer: RowWriter, templates: list[_Template]) -> tuple[str, ...]:
+def _convert_templates(writer: RowWriter, templates: list[LineTemplate]) -> tuple[str, ...]:
     """Give each template without them its driver values (every column, in
     the writer's order: a template is converted once in its life, however
     many batches use it) and the indexes of its columns not NULL; returns
