@@ -112,3 +112,38 @@ def test_postgres_engine_works_inside_its_test_schema(pg_schema_url, engine_for)
         conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
         where = conn.execute(sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 't'")).scalars().all()
     assert schema.startswith("mbt_") and where == [schema]
+
+
+@pytest.mark.postgres
+def test_private_schema_is_dropped_also_when_its_user_fails(pg_url):
+    """A failing test or benchmark must not leave its schema on the shared
+    server; its own error is what reaches the caller."""
+    from sqlalchemy.engine import make_url
+
+    from engine.storage.db import private_schema
+
+    def schemas() -> set[str]:
+        admin = sa.create_engine(pg_url)
+        try:
+            with admin.connect() as conn:
+                return set(conn.execute(sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'mbdrop%'"))
+                           .scalars())
+        finally:
+            admin.dispose()
+
+    before = schemas()
+    seen = []
+    with pytest.raises(ZeroDivisionError):
+        with private_schema(pg_url, "mbdrop") as url:
+            seen.append(make_url(url).query["options"].split("=", 1)[1])
+            engine = open_engine(url)
+            try:
+                with transaction(engine) as conn:
+                    conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            finally:
+                engine.dispose()
+            assert seen[0] in schemas()
+            1 / 0
+    with private_schema(pg_url, "mbdrop") as url:
+        seen.append(make_url(url).query["options"].split("=", 1)[1])
+    assert len(seen) == 2 and schemas() == before
