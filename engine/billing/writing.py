@@ -38,7 +38,7 @@ ERROR_LENGTH = 255
 #: Ids per ``IN (...)`` list.
 ID_CHUNK = 500
 #: Rows from which an insert on PostgreSQL goes through COPY.
-COPY_MIN_ROWS = 500
+COPY_MIN_ROWS = 100
 
 
 @dataclass
@@ -274,12 +274,13 @@ def insert_selected_lines(conn: sa.Connection, invoice_table: str, invoice_ids: 
 
 def insert_headers(conn: sa.Connection, invoice_obj: ObjectDef, headers: list[dict]) -> list[dict]:
     """Insert draft invoice headers, ids reserved in list order and named
-    ``DRAFT-<id>``; returns them as written."""
+    ``DRAFT-<id>``; returns them as written (by COPY on PostgreSQL for many,
+    :func:`insert_many`)."""
     invoices = RowWriter(conn, invoice_obj)
     invoices.assign_ids(headers)
     for header in headers:
         header["name"] = f"DRAFT-{header['id']:06d}"
-    invoices.insert(headers)
+    insert_many(conn, invoices, headers)
     return headers
 
 

@@ -261,6 +261,36 @@ def test_groups_with_more_lines_than_the_sequence_numbers_go_to_python(db_url, s
     assert big, "the workload should have groups of 10 lines or more"
 
 
+def test_the_written_batch_is_checked_against_its_invoices_totals(db_url, sample_model, monkeypatch):
+    """The set path checks each written invoice's totals against the sums of
+    its lines, in SQL, before the batch commits: a line amount changed after
+    the lines were written fails the run, and that batch leaves nothing."""
+    from engine.billing.build import InvariantError
+
+    original = setrun.SetBatchWriter._insert_lines
+    tampered: list[int] = []
+
+    def tampering(self, conn, *args):
+        original(self, conn, *args)
+        line = context(sample_model).table("InvoiceLineItem")
+        victim = conn.execute(sa.select(sa.func.max(line.c.id))).scalar()
+        conn.execute(line.update().where(line.c.id == victim).values(postotalnet=line.c.postotalnet + Decimal("0.01")))
+        tampered.append(victim)
+
+    monkeypatch.setattr(setrun.SetBatchWriter, "_insert_lines", tampering)
+    engine = _fill(db_url, sample_model, 5, 60)
+    try:
+        with pytest.raises(InvariantError, match="totals differ from the sums of its lines"):
+            _run(engine, sample_model, "set", 1000, monkeypatch)
+        with engine.connect() as conn:
+            lines = context(sample_model).table("InvoiceLineItem")
+            assert conn.execute(sa.select(sa.func.count()).select_from(lines)
+                                .where(lines.c.id == tampered[0])).scalar() == 0
+    finally:
+        engine.dispose()
+    assert tampered
+
+
 def _order_invoice(ctx):
     record = next(r for r in ctx.model.setting_records("Filter") if r.name == "Order Invoice")
     return plan_filter(ctx, record)
