@@ -221,7 +221,7 @@ class LineRows:
         row = self._row(item, charge, practice)
         self._tax(decide, header, row)
         template = LineTemplate(row, charge, quantity, start=row[self.at["serviceperiodstart"]],
-                             end=row[self.at["serviceperiodend"]])
+                                end=row[self.at["serviceperiodend"]])
         if key is not None:
             alike[key] = template
             self.kept += 1
