@@ -15,8 +15,11 @@ balance's number, TransactionNo = the message id). So:
   collects at most the installments it marked as collected (Installment
   ExportFile = the debit's file; deposit installments, which stand for money
   already received, are never collected);
-* each exported balance has exactly one Payout reverse balance of the
-  opposite amount, and each such Payout one exported balance (A512);
+* each exported balance has exactly one Payout reverse balance, of at most
+  its credit (less when other free balances of the account, a refund or a
+  fee, had taken part of the credit before the export: sepa-balances pays
+  no more than the account's free credit), and each such Payout one
+  exported balance (A512);
 * with ``--sepa FILE...``: each file's orders (EndToEndId, amount; an
   installment's ``<number>/<no.>`` stands for the invoice) are the history
   records of that file (matched by file name), or for a balance
@@ -137,11 +140,11 @@ def check_exported_balances(run: AuditRun) -> Iterator[Finding]:
              .group_by(balances.c.id, balances.c.name, balances.c.amount).order_by(balances.c.id))
     for row in stream(run.conn, query):
         run.report.count("exported balances")
-        expected = -Decimal(row["amount"])
-        if row["n"] != 1 or Decimal(row["paid"] or 0) != expected:
+        credit, paid = -Decimal(row["amount"]), Decimal(row["paid"] or 0)
+        if row["n"] != 1 or not ZERO < paid <= credit:
             yield finding("A512", "balance", row["name"], f"exported by SEPA with {row['n']} Payout reverse "
-                          f"balance(s) of {Decimal(row['paid'] or 0)} in all", expected=expected,
-                          actual=Decimal(row["paid"] or 0))
+                          f"balance(s) of {paid} in all, where one of more than 0 and at most its credit "
+                          f"{credit} belongs", expected=credit, actual=paid)
     orphan = balances.alias("exported")
     query = (sa.select(payout.c.name, payout.c.reference, payout.c.amount)
              .select_from(payout.outerjoin(orphan, sa.and_(orphan.c.name == payout.c.reference,

@@ -211,6 +211,8 @@ def _show_sepa(kind: str, report, business_entity: str, out_file: Path | None, d
     if kind == "sepa-debit":
         summary.add_row(f"not due within {DUE_WINDOW_DAYS} days", str(len(report.not_due)))
     summary.add_row("left out: SEPA data invalid", str(len(report.rejected)))
+    if kind == "sepa-balances":
+        summary.add_row("not paid: credit already refunded, paid out or owed", str(len(report.netted)))
     if not dry_run:
         if kind == "sepa-balances":
             summary.add_row("balances locked / reverse balances", f"{len(report.transactions)} / {report.reverse_balances}")

@@ -138,6 +138,9 @@ class SepaReport:
     rejected: list[Rejected] = field(default_factory=list)
     already_exported: list[str] = field(default_factory=list)
     not_due: list[str] = field(default_factory=list)
+    #: sepa-balances: credit balances not paid because other free balances of
+    #: their account (refunds, pay-outs, fees) already took that credit.
+    netted: list[str] = field(default_factory=list)
     data: bytes | None = None
     history_records: int = 0
     reverse_balances: int = 0

@@ -253,3 +253,13 @@ def test_a_stored_document_deleted(full_demo):
     parts = full_demo.table("InvoiceDocument")
     ident = invoice_id(full_demo, "INV-2024-00006")
     assert added(full_demo, sa.delete(parts).where(parts.c.invoice == ident)) == {("A603", "INV-2024-00006")}
+
+
+def test_a_payout_larger_than_its_balance(full_demo):
+    """A pay-out may be less than its balance's credit (other free balances
+    had taken part of it), never more."""
+    balances = full_demo.table("Balance")
+    payout = full_demo.rows("Balance", balances.c.type == "Payout")[0]
+    exported = full_demo.rows("Balance", balances.c.name == payout["reference"])[0]
+    raised = sa.update(balances).where(balances.c.id == payout["id"]).values(amount=-exported["amount"] + D("0.01"))
+    assert ("A512", exported["name"]) in added(full_demo, raised)

@@ -229,6 +229,47 @@ def test_sepa_balances_golden(demo):
     assert {locked, jpay, positive, refund}.isdisjoint(t.record_id for t in report.transactions)
 
 
+def test_sepa_balances_pays_no_more_than_the_free_credit(demo):
+    """Free debits of an account (a refund already paid, a fee the customer
+    owes) take part of its free credit: sepa-balances pays only what is left,
+    balance by balance in order, and reports a balance it cannot pay at all.
+    Before, each credit balance was paid in full: the lifecycle machine saw
+    1224.07 paid out of a free credit of 1224.06 after a refund of 0.01."""
+    from engine.audit.service import audit
+    from engine.cash.payments import register_account_payment, register_refund
+
+    set_bank_data(demo, "10002", on_bankaccount__c="AT61 1904 3002 3457 3201", on_bankcode__c="BKAUATWWXXX")
+    ctx = context(demo.model)
+    with demo.engine.begin() as conn:
+        first = register_account_payment(conn, ctx, "10002", Decimal("1224.07"), date(2024, 12, 20))
+        second = register_account_payment(conn, ctx, "10002", Decimal("30.00"), date(2024, 12, 21))
+        register_refund(conn, ctx, Decimal("0.01"), date(2024, 12, 22), account_number="10002")
+    [fee] = free_balances(demo, ("10002", "Dunning Fee", "40.00", {}))  # owed on the account
+    report = sepa(demo, BALANCES)
+    assert [(t.record_id, t.amount) for t in report.transactions] == [(first.balance_id, Decimal("1214.06"))]
+    assert report.netted == [demo.rows("Balance", demo.table("Balance").c.id == second.balance_id)[0]["name"]]
+    balance = demo.table("Balance")
+    free = demo.rows("Balance", balance.c.account == demo.rows("Balance", balance.c.id == fee)[0]["account"],
+                     balance.c.invoice.is_(None))
+    assert sum((b["amount"] for b in free), Decimal("0.00")) == 0  # the account's free credit is paid, no more
+    [payout] = demo.rows("Balance", balance.c.type == "Payout")
+    assert payout["amount"] == Decimal("1214.06") and payout["reference"] == report.transactions[0].record_name
+    # The unpaid balance stays unlocked; nothing is left to pay on the next export.
+    assert demo.rows("Balance", balance.c.id == second.balance_id)[0]["lockedreason"] is None
+    assert sepa(demo, BALANCES).transactions == []
+    findings = [f for f in audit(demo.engine, ctx).findings if f.code == "A512"]
+    assert findings == [], [str(f) for f in findings]
+
+
+def test_pay_out_is_capped_by_what_is_left():
+    from engine.exports.sepa_selection import pay_out
+
+    assert pay_out(Decimal("10.00"), Decimal("25.00")) == Decimal("10.00")
+    assert pay_out(Decimal("10.00"), Decimal("4.99")) == Decimal("4.99")
+    assert pay_out(Decimal("10.00"), Decimal("0.00")) == Decimal("0.00")
+    assert pay_out(Decimal("10.00"), Decimal("-3.00")) == Decimal("0.00")
+
+
 # ---------------------------------------------------------------------------
 # Export history: one-time lock, forced export, due dates
 
