@@ -452,7 +452,16 @@ def select_balances(conn: sa.Connection, ctx: Context, report: SepaReport, when:
     elif default_entity(ctx) != entity:
         return  # accounts name no entity: their balances belong to the default entity
     candidates = list(conn.execute(query).mappings())
-    left = free_credits(conn, ctx, {int(row["account"]) for row in candidates})
+    accounts = {int(row["account"]) for row in candidates}
+    if conn.dialect.name == "postgresql" and accounts:
+        # A refund or payment on the account locks it while it reads and
+        # changes the free credit (cash.payments.lock_account); so does this
+        # export before it reads the free credits, in id order, so that the
+        # two never pay the same credit (the sum below is a new snapshot).
+        for chunk in chunks(sorted(accounts)):
+            conn.execute(sa.select(account.c.id).where(account.c.id.in_(chunk)).order_by(account.c.id)
+                         .with_for_update()).all()
+    left = free_credits(conn, ctx, accounts)
     for row in candidates:
         problems: list[str] = []
         iban, problem = check_iban(row["_" + ACCOUNT_IBAN.lower()], f"account IBAN ({ACCOUNT_IBAN})")

@@ -261,6 +261,50 @@ def test_sepa_balances_pays_no_more_than_the_free_credit(demo):
     assert findings == [], [str(f) for f in findings]
 
 
+@pytest.mark.postgres
+def test_a_refund_in_flight_is_seen_by_the_balance_export(pg_schema_url, sample_model, make_demo):
+    """PostgreSQL: a refund holds its account locked until it commits; the
+    balance export locks the accounts it pays before it reads their free
+    credit, so it waits and then pays what the refund left (SQLite runs one
+    writer at a time). Without the lock it paid the credit in full."""
+    import time
+
+    from engine.cash.payments import register_account_payment, register_refund
+
+    demo = make_demo(pg_schema_url, sample_model)
+    set_bank_data(demo, "10002", on_bankaccount__c="AT61 1904 3002 3457 3201", on_bankcode__c="BKAUATWWXXX")
+    ctx = context(demo.model)
+    with demo.engine.begin() as conn:
+        register_account_payment(conn, ctx, "10002", Decimal("100.00"), date(2024, 12, 20))
+    holder = demo.engine.connect()
+    refund = holder.begin()
+    register_refund(holder, ctx, Decimal("0.01"), date(2024, 12, 22), account_number="10002")
+    found: dict = {}
+
+    def export() -> None:
+        try:
+            found["report"] = sepa(demo, BALANCES)
+        except Exception as error:  # noqa: BLE001 - reported to the test below
+            found["error"] = error
+
+    thread = threading.Thread(target=export)
+    thread.start()
+    try:
+        probe = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'")
+        with demo.engine.connect() as watcher:  # until the export waits for a lock, or is done without waiting
+            for _ in range(600):
+                if not thread.is_alive() or watcher.execute(probe).scalar():
+                    break
+                time.sleep(0.1)
+        refund.commit()
+    finally:
+        holder.close()
+        thread.join(60)
+    assert "error" not in found, found
+    assert [t.amount for t in found["report"].transactions] == [Decimal("99.99")]
+
+
 def test_pay_out_is_capped_by_what_is_left():
     from engine.exports.sepa_selection import pay_out
 
