@@ -117,17 +117,25 @@ def lock_candidates(conn: sa.Connection, ctx: Context, kind: str, entity: str) -
     before selecting them: a concurrent export of the same rows waits until
     this one commits, and its following SELECT (a new snapshot under READ
     COMMITTED) then sees the export history and locks written here, so
-    nothing is exported twice. SQLite needs no such step: its write
-    transactions (``BEGIN IMMEDIATE``) run one at a time."""
+    nothing is exported twice; a balance export also locks the balances'
+    accounts. SQLite needs no such step: its write transactions
+    (``BEGIN IMMEDIATE``) run one at a time."""
     if conn.dialect.name != "postgresql":
         return
     if kind == BALANCES:
-        balance = ctx.table("Balance")
+        balance, account = ctx.table("Balance"), ctx.table("Account")
         query = sa.select(balance.c.id).where(
             balance.c.invoice.is_(None), balance.c.type.in_(BALANCE_TYPES), balance.c.lockedreason.is_(None))
-    else:
-        invoice = ctx.table("Invoice")
-        query = sa.select(invoice.c.id).where(*invoice_conditions(ctx, invoice, entity=entity, debit=kind == DEBIT))
+        conn.execute(query.with_for_update()).all()
+        # Their accounts too, in id order: a refund or payment on an account
+        # holds its lock while it reads and changes the free credit
+        # (cash.payments.lock_account), so the free credits this export reads
+        # afterwards (select_balances) are not paid by both.
+        conn.execute(sa.select(account.c.id).where(account.c.id.in_(query.with_only_columns(balance.c.account)))
+                     .order_by(account.c.id).with_for_update()).all()
+        return
+    invoice = ctx.table("Invoice")
+    query = sa.select(invoice.c.id).where(*invoice_conditions(ctx, invoice, entity=entity, debit=kind == DEBIT))
     conn.execute(query.with_for_update()).all()
 
 
@@ -452,16 +460,8 @@ def select_balances(conn: sa.Connection, ctx: Context, report: SepaReport, when:
     elif default_entity(ctx) != entity:
         return  # accounts name no entity: their balances belong to the default entity
     candidates = list(conn.execute(query).mappings())
-    accounts = {int(row["account"]) for row in candidates}
-    if conn.dialect.name == "postgresql" and accounts:
-        # A refund or payment on the account locks it while it reads and
-        # changes the free credit (cash.payments.lock_account); so does this
-        # export before it reads the free credits, in id order, so that the
-        # two never pay the same credit (the sum below is a new snapshot).
-        for chunk in chunks(sorted(accounts)):
-            conn.execute(sa.select(account.c.id).where(account.c.id.in_(chunk)).order_by(account.c.id)
-                         .with_for_update()).all()
-    left = free_credits(conn, ctx, accounts)
+    # Their accounts are locked on PostgreSQL (lock_candidates): the sum is taken after any refund in flight.
+    left = free_credits(conn, ctx, {int(row["account"]) for row in candidates})
     for row in candidates:
         problems: list[str] = []
         iban, problem = check_iban(row["_" + ACCOUNT_IBAN.lower()], f"account IBAN ({ACCOUNT_IBAN})")
