@@ -130,6 +130,9 @@ class SubInvoice:
     #: What the interim payment bookings of its payments received, gross, per
     #: (tax code, rate, applied tax rule); empty without bookkeeping.
     received_by_group: Mapping[tuple, Decimal] = field(default_factory=dict)
+    #: The part of it booked as Interim Tax (the tax arising on receipt), per
+    #: the same groups: the tax the final invoice deducts.
+    tax_by_group: Mapping[tuple, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -309,11 +312,17 @@ def deduction_lines(
     (``run`` is not read: the deductions depend on the invoice and its sub
     invoices only, which lets finalization rebuild them without a run.)
 
+    A deduction line carries its amounts (net, tax, gross) fixed: it takes
+    back what the sub invoice billed or received, with the tax that was
+    charged or booked then, not a tax recomputed from its net (which can
+    differ by a cent and would leave it in the tax and interim accounts).
     Partial invoices are complete invoices: each of their lines is deducted
-    with its full net. Progress and deposit invoices are deducted with what was received
-    on them, net of tax per tax group (:func:`received_net_per_line`). A deduction keeps the sub-invoice line's
-    title when a main line has the same title (the position is disclosed);
-    otherwise it is titled after the sub invoice (hidden in the position table).
+    with its own net and tax. Progress and deposit invoices are deducted
+    with what was received on them, per tax group, net and tax as the
+    payments booked them (:func:`received_amounts_per_line`). A deduction
+    keeps the sub-invoice line's title when a main line has the same title
+    (the position is disclosed); otherwise it is titled after the sub
+    invoice (hidden in the position table).
     """
     drafts = [s for s in subs if s.status in ("Draft", "Pre-Draft")]
     if drafts:
@@ -322,24 +331,23 @@ def deduction_lines(
             f"sub invoice(s) {names} of assignment key '{header.get('subinvoiceassignmentkey')}' are still drafts: "
             "finalize them before the final invoice is built"
         )
+    gross_mode = bool(header.get("grossinvoice"))
     titles = {str(line.get("title")) for line in main}
     out: list[dict] = []
     sequence = len(main)
     for sub in sorted(subs, key=lambda s: (s.name, s.id)):
         if sub.type == "Partial":
-            shares = [(line, -Decimal(line.get("postotalnet") or ZERO)) for line in sub.lines]
+            amounts = [(Decimal(line.get("postotalnet") or ZERO), Decimal(line.get("postotaltax") or ZERO))
+                       for line in sub.lines]
         else:
             received = min(sub.received, sub.grand_total) if sub.grand_total > 0 else sub.received
             if received <= 0:
                 continue
-            net_parts = received_net_per_line(received, sub.lines, sub.received_by_group)
-            shares = [(line, -part) for line, part in zip(sub.lines, net_parts)]
-        for sub_line, amount in shares:
-            if amount == 0:
+            amounts = received_amounts_per_line(received, sub.lines, sub.received_by_group, sub.tax_by_group)
+        for sub_line, (net, tax) in zip(sub.lines, amounts):
+            if net == 0 and tax == 0:
                 continue
             sequence += 1
-            rate = Decimal(sub_line.get("taxrate") or 0)
-            net = amount
             title = str(sub_line.get("title") or "")
             disclosed = title in titles
             out.append(
@@ -347,8 +355,12 @@ def deduction_lines(
                     "sequence": Decimal(sequence),
                     "title": title if disclosed else f"{sub.type} invoice {sub.name}",
                     "quantity": Decimal(1),
-                    "unitprice": net,
-                    "taxrate": rate,
+                    "unitprice": -(net + tax) if gross_mode else -net,
+                    "unitpricenet": -net,
+                    "postotalnet": -net,
+                    "postotaltax": -tax,
+                    "postotalgross": -(net + tax),
+                    "taxrate": Decimal(sub_line.get("taxrate") or 0),
                     "taxcode": sub_line.get("taxcode"),
                     "appliedtaxrule": sub_line.get("appliedtaxrule"),
                     "vatcategorycode": sub_line.get("vatcategorycode"),
@@ -369,50 +381,57 @@ def tax_group(line: Mapping[str, object]) -> tuple:
     return (line.get("taxcode"), Decimal(line.get("taxrate") or 0), line.get("appliedtaxrule"))
 
 
-def received_per_group(received: Decimal, lines: Sequence[Mapping[str, object]],
-                       booked: Mapping[tuple, Decimal]) -> list[tuple[tuple, Decimal]]:
-    """What a progress or deposit invoice received, gross, per tax group, in
-    a stable order (tax code, rate).
+def received_per_group(received: Decimal, lines: Sequence[Mapping[str, object]], booked: Mapping[tuple, Decimal],
+                       booked_tax: Mapping[tuple, Decimal]) -> list[tuple[tuple, Decimal, Decimal]]:
+    """What a progress or deposit invoice received per tax group, as
+    (group, gross, tax), in a stable order (tax code, rate).
 
-    When its payments were booked, the interim payment bookings say it
-    (``booked``, gross per group): those are the amounts the interim accounts
-    hold, so the deduction takes exactly them. Without bookkeeping (or when
-    the bookings do not add up to ``received``, e.g. an overpayment capped
-    at the grand total) the received amount is split in proportion to each
-    group's gross, as a payment's interim bookings split it."""
+    When its payments were booked, the interim bookings say it (``booked``
+    gross and ``booked_tax`` per group): those are the amounts the interim
+    accounts hold, so the deduction takes exactly them. Without bookkeeping
+    (or when the bookings do not add up to ``received``, e.g. an overpayment
+    capped at the grand total) the received amount is split in proportion
+    to each group's gross, as a payment's interim bookings split it, and
+    each part's tax is the tax it contains (gross less its net, rounded
+    once), as a payment books it."""
     gross: dict[tuple, Decimal] = {}
     for line in lines:
         key = tax_group(line)
         gross[key] = gross.get(key, ZERO) + Decimal(line.get("postotalgross") or ZERO)
     keys = sorted((k for k, v in gross.items() if v != 0), key=lambda k: (str(k[0]), k[1], str(k[2])))
     if booked and set(booked) <= set(keys) and sum(booked.values(), ZERO) == received:
-        return [(k, booked.get(k, ZERO)) for k in keys]
-    return list(zip(keys, allocate(received, [gross[k] for k in keys])))
+        return [(k, booked.get(k, ZERO), booked_tax.get(k, ZERO)) for k in keys]
+    parts = allocate(received, [gross[k] for k in keys])
+    return [(k, part, part - net_of_gross(part, k[1])) for k, part in zip(keys, parts)]
 
 
-def received_net_per_line(received: Decimal, lines: Sequence[Mapping[str, object]],
-                          booked: Mapping[tuple, Decimal]) -> list[Decimal]:
-    """The net each line of a progress or deposit invoice deducts, in line
-    order (pure).
+def received_amounts_per_line(received: Decimal, lines: Sequence[Mapping[str, object]],
+                              booked: Mapping[tuple, Decimal],
+                              booked_tax: Mapping[tuple, Decimal]) -> list[tuple[Decimal, Decimal]]:
+    """The (net, tax) each line of a progress or deposit invoice deducts,
+    in line order (pure).
 
-    The net is taken per tax group (its received gross net of the group's
-    rate, rounded once, as the payments' interim bookings rounded it) and
-    then shared among the group's lines in proportion to their gross; so
-    every group's deductions clear exactly what its interim accounts hold,
-    whatever the number of lines (per-line rounding left cents there)."""
-    parts = [ZERO] * len(lines)
-    for key, group_received in received_per_group(received, lines, booked):
+    Net and tax are taken per tax group (:func:`received_per_group`: the
+    tax the payments booked, the net the rest of what they received) and
+    then each shared among the group's lines in proportion to their gross;
+    so every group's deductions clear exactly what its interim payment and
+    interim tax accounts hold, whatever the number of lines (per-line
+    rounding left cents there, and a tax recomputed from the net differs
+    from the tax booked on receipt by a cent for some amounts)."""
+    parts = [(ZERO, ZERO)] * len(lines)
+    for key, group_received, group_tax in received_per_group(received, lines, booked, booked_tax):
         members = [i for i, line in enumerate(lines) if tax_group(line) == key]
-        net = net_of_gross(group_received, key[1])
         weights = [Decimal(lines[i].get("postotalgross") or ZERO) for i in members]
-        for i, part in zip(members, allocate(net, weights)):
-            parts[i] = part
+        nets = allocate(group_received - group_tax, weights)
+        taxes = allocate(group_tax, weights)
+        for i, net, tax in zip(members, nets, taxes):
+            parts[i] = (net, tax)
     return parts
 
 
 #: The line fields that make a deduction what it is: two deductions alike in
 #: these are the same deduction (:func:`rebuild_final_invoice` compares them).
-DEDUCTION_FIELDS = ("subinvoice", "title", "unitprice", "taxrate", "taxcode")
+DEDUCTION_FIELDS = ("subinvoice", "title", "unitprice", "postotaltax", "taxrate", "taxcode")
 
 
 def deduction_signature(lines: Iterable[Mapping[str, object]]) -> list[tuple]:
@@ -469,6 +488,8 @@ def _amounts(header: Mapping[str, object], lines: list[dict], rounding: str, mem
     computed: dict[tuple[int, int, int, bool], tuple[tuple[Decimal, Decimal, Decimal], tuple[Decimal, ...]]] = \
         {} if memo is None else memo
     for line in lines:
+        if line.get("isdeduction"):
+            continue  # its amounts are fixed (deduction_lines)
         quantity = Decimal(line["quantity"])
         unit_price = Decimal(line["unitprice"])
         rate = Decimal(line.get("taxrate") or 0)
@@ -497,10 +518,12 @@ def _line_amounts(quantity: Decimal, unit_price: Decimal, rate: Decimal,
 def _round_per_tax_group(lines: list[dict]) -> None:
     """Tax rounded once per rate: the group's tax is round(Σ net × rate); the
     cent difference to the per-line taxes goes to the line with the largest
-    net amount, so lines still sum to the invoice totals."""
+    net amount, so lines still sum to the invoice totals. Deduction lines
+    keep the tax they deduct (it was rounded when it was billed or booked)."""
     groups: dict[Decimal, list[dict]] = {}
     for line in lines:
-        groups.setdefault(Decimal(line.get("taxrate") or 0), []).append(line)
+        if not line.get("isdeduction"):
+            groups.setdefault(Decimal(line.get("taxrate") or 0), []).append(line)
     for rate, members in groups.items():
         wanted = tax_of(sum((m["postotalnet"] for m in members), ZERO), rate)
         difference = wanted - sum((m["postotaltax"] for m in members), ZERO)

@@ -66,9 +66,10 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
     booked = _interim_received(conn, ctx, [r.id for r in rows if r.type in ("Progress", "Deposit")])
     found: dict[tuple[int, str], list[SubInvoice]] = defaultdict(list)
     for r in rows:
+        gross, tax = booked.get(r.id, ({}, {}))
         found[(r.account, r.subinvoiceassignmentkey)].append(
             SubInvoice(r.id, r.name, r.type, r.status, r.grandtotal or Decimal(0), received[r.id], line_rows[r.id],
-                       booked.get(r.id, {}))
+                       gross, tax)
         )
     return found
 
@@ -78,22 +79,27 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
 INTERIM_RECEIPT_TYPES = ("Interim Payment", "Interim Tax")
 
 
-def _interim_received(conn: sa.Connection, ctx: Context, ids: list[int]) -> dict[int, dict[tuple, Decimal]]:
-    """What the interim payment bookings of the payments on the given
-    invoices received, gross, per invoice and (tax code, rate, rule): the
-    amounts the interim accounts hold, which the final invoice deducts."""
+def _interim_received(conn: sa.Connection, ctx: Context,
+                      ids: list[int]) -> dict[int, tuple[dict[tuple, Decimal], dict[tuple, Decimal]]]:
+    """What the interim bookings of the payments on the given invoices
+    received, per invoice and (tax code, rate, rule): (gross = Interim
+    Payment + Interim Tax, the Interim Tax part). These are the amounts the
+    interim accounts hold, which the final invoice deducts."""
     detail_obj = ctx.model.object("BookingDetail")
     if detail_obj is None or not ids:
         return {}
     detail = ctx.metadata.tables[detail_obj.table_name]
-    found: dict[int, dict[tuple, Decimal]] = defaultdict(dict)
+    found: dict[int, tuple[dict[tuple, Decimal], dict[tuple, Decimal]]] = {}
     for chunk in chunks(ids, ID_CHUNK):
         query = (sa.select(detail.c.invoice, detail.c.taxcode, detail.c.taxrate, detail.c.appliedtaxrule,
-                           detail.c.amount)
+                           detail.c.type, detail.c.amount)
                  .where(detail.c.invoice.in_(chunk), detail.c.balance.is_not(None),
                         detail.c.type.in_(INTERIM_RECEIPT_TYPES)))
         for row in conn.execute(query):
             key = (row.taxcode, Decimal(row.taxrate or 0), row.appliedtaxrule)
-            groups = found[row.invoice]
-            groups[key] = groups.get(key, Decimal(0)) + Decimal(row.amount)
+            gross, tax = found.setdefault(row.invoice, ({}, {}))
+            amount = Decimal(row.amount)
+            gross[key] = gross.get(key, Decimal(0)) + amount
+            if row.type == "Interim Tax":
+                tax[key] = tax.get(key, Decimal(0)) + amount
     return found

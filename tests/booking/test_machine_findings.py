@@ -26,6 +26,13 @@ found, each as the smallest history that shows it (SQLite and PostgreSQL).
    payment account). Fixed in engine/billing/build.py
    (received_net_per_line): the net is taken once per tax group, then
    shared among the group's lines.
+5. A progress invoice paid in part (53.64 of 2,469.46 at 19 %): the payment
+   booked the tax the gross contains (8.56, net 45.08), the final invoice
+   deducted 45.08 net and its tax recomputed from the net (8.57): the tax
+   booked on receipt and the tax deducted differed by a cent (A402), the
+   deducted gross by a cent from what was received. Fixed in
+   engine/billing/build.py (deduction_lines, received_amounts_per_line): a
+   deduction line carries the tax booked on receipt, not a recomputed one.
 """
 
 from __future__ import annotations
@@ -131,3 +138,25 @@ def test_a_two_line_progress_invoice_leaves_no_cent_in_the_interim_accounts(test
                                "on_invoicecriterion__c": "P2-F"}])
     _bill(books, date(2024, 6, 30))
     assert [f.render() for f in audit(books.engine, context(books.model)).findings] == []
+
+
+def test_a_partly_paid_progress_invoice_is_deducted_with_the_tax_booked_on_receipt(test_org, db_url, make_books):
+    org, model = test_org
+    plain = make_books(db_url, model, org)
+    books = ChainBooks(plain.engine, plain.model, plain.url, plain.org_dir)
+    common = {"on_account__c": "10001", "on_subinvoiceassignmentkey__c": "P5"}
+    books.insert("Usage__c", [{**common, "on_type__c": "Progress", "on_title__c": "Milestone",
+                               "on_unitprice__c": D("2075.18"), "on_invoicecriterion__c": "P5-1"}])
+    [progress] = _bill(books, date(2024, 3, 31))
+    books.pay(progress, "53.64", date(2024, 4, 1))
+    interim_tax = sum((d["amount"] for d in books.details_of(progress) if d["type"] == "Interim Tax"), D("0"))
+    assert interim_tax == D("8.56")
+    books.insert("Usage__c", [{**common, "on_type__c": "Final", "on_title__c": "Project",
+                               "on_unitprice__c": D("3000.00"), "on_invoicecriterion__c": "P5-F"}])
+    [final] = _bill(books, date(2024, 6, 30))
+    deductions = [line for line in books.lines(final) if line["isdeduction"]]
+    assert [(l["postotalnet"], l["postotaltax"], l["postotalgross"]) for l in deductions] == [
+        (D("-45.08"), D("-8.56"), D("-53.64"))]  # before the fix: tax -8.57, gross -53.65
+    report = audit(books.engine, context(books.model))
+    assert report.checked["closed projects"] == 1
+    assert [f.render() for f in report.findings] == []  # before the fix: A402 (expected 8.57, actual 8.56)
