@@ -377,6 +377,28 @@ def refresh_accounts(conn: sa.Connection, ctx: Context, account_ids: Iterable[in
         conn.execute(sa.update(accounts).where(accounts.c.id.in_(chunk)).values({field.column_name: total}))
 
 
+def free_credits(conn: sa.Connection, ctx: Context, account_ids: Iterable[int], currency: str) -> dict[int, Decimal]:
+    """What each account may be paid back in ``currency``: -Σ of its free
+    (no invoice), not draft balances in that currency, when that is a
+    credit; else zero. A balance without currency counts in ``currency``.
+
+    The one definition every process that pays credit back uses (refunds,
+    the refund proposals, the SEPA balance export): free debits count (a
+    refund or pay-out already made, a fee the customer owes), so the same
+    credit is never paid twice; a draft balance is still being built and
+    pays nothing back yet; another currency's credit is not this one's."""
+    balance = ctx.table("Balance")
+    account_ids = sorted({int(i) for i in account_ids})
+    found: dict[int, Decimal] = {}
+    for chunk in chunks(account_ids):
+        rows = conn.execute(
+            sa.select(balance.c.account, sa.func.sum(balance.c.amount))
+            .where(balance.c.account.in_(chunk), balance.c.invoice.is_(None), balance.c.draft.is_not(sa.true()),
+                   sa.func.coalesce(balance.c.currencyisocode, currency) == currency)
+            .group_by(balance.c.account))
+        for account_id, total in rows:
+            found[int(account_id)] = max(-Decimal(total or 0), ZERO)
+    return {account_id: found.get(account_id, ZERO) for account_id in account_ids}
 
 
 # --- write-offs -----------------------------------------------------------------------------

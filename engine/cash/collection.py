@@ -148,12 +148,15 @@ def _within_free_credit(conn: sa.Connection, ctx: Context, chosen: list[dict], c
     """Keep the balances the account's free credit covers: never collect
     money that was paid back (a free Refund or Payout), which would turn the
     account into a debt. ``credit`` holds what is left per (account,
-    currency) across pages: -Σ of the unlocked free balances."""
+    currency) across pages: -Σ of the unlocked, not draft free balances
+    (as :func:`engine.booking.balances.free_credits`, but a collected pair,
+    the credit and its locked write-off, leaves it out)."""
     balances = ctx.table("Balance")
     missing = sorted({b["account"] for b in chosen} - {key[0] for key in credit})
     if missing:
         rows = [dict(r) for r in conn.execute(
-            sa.select(balances).where(balances.c.account.in_(missing), balances.c.invoice.is_(None))).mappings()]
+            sa.select(balances).where(balances.c.account.in_(missing), balances.c.invoice.is_(None),
+                                      balances.c.draft.is_not(sa.true()))).mappings()]
         for account_id in missing:
             credit.setdefault((account_id, None), ZERO)  # marks the account as read
         for row in rows:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Mapping
 
 import sqlalchemy as sa
 
@@ -40,6 +41,7 @@ from engine.booking.balances import (
     BalanceError,
     WriteOffSettings,
     create_balance,
+    free_credits,
     refresh_accounts,
     refresh_invoices,
     write_off,
@@ -240,13 +242,16 @@ def account_balance(conn: sa.Connection, ctx: Context, account_id: int) -> Decim
                         .where(balances.c.account == account_id)).scalar_one()
 
 
-def free_credit(conn: sa.Connection, ctx: Context, account_id: int) -> Decimal:
-    """What the account may have paid back: -Σ of its free balances (those
-    without an invoice), when that is a credit; else zero."""
-    balances = ctx.table("Balance")
-    total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(balances.c.amount), sa.literal(ZERO, balances.c.amount.type)))
-                         .where(balances.c.account == account_id, balances.c.invoice.is_(None))).scalar_one()
-    return max(-total, ZERO)
+def free_credit(conn: sa.Connection, ctx: Context, account: Mapping[str, object]) -> Decimal:
+    """What the account (its row) may have paid back in its own currency
+    (:func:`engine.booking.balances.free_credits`, the one definition the
+    balance export shares: drafts and other currencies' credit excluded)."""
+    return free_credits(conn, ctx, [int(account["id"])], currency_of(ctx, account))[int(account["id"])]
+
+
+def currency_of(ctx: Context, account: Mapping[str, object]) -> str:
+    """The account's currency, else the org's default currency."""
+    return str(account.get("currencyisocode") or ctx.settings.default_currency)
 
 
 def register_refund(conn: sa.Connection, ctx: Context, amount: Decimal, when: date, *,
@@ -274,7 +279,7 @@ def register_refund(conn: sa.Connection, ctx: Context, amount: Decimal, when: da
             refresh_accounts(conn, ctx, [invoice["account"]])
             return row
         account = lock_account(conn, ctx, account_number)  # type: ignore[arg-type]
-        credit = free_credit(conn, ctx, account["id"])
+        credit = free_credit(conn, ctx, account)
         if amount > credit:
             raise PaymentError(f"account {account_number}: the refund {amount} exceeds its free credit {credit}",
                                where=where)

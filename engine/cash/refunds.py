@@ -4,7 +4,8 @@ credit balance strategy", "manual refund creation", "SCT order transfer from
 refunds"; ``metabill bank refunds``).
 
 A credit balance is money the business owes a customer: an account's free
-credit (overpayments, prepayments not used, -Σ of its free balances) or a
+credit (overpayments, prepayments not used: -Σ of its free, not draft
+balances in its currency, :func:`engine.booking.balances.free_credits`) or a
 credit invoice with a negative open balance. The strategy of the business
 entity (``BusinessEntity.CreditBalanceStrategy``, JustOn's values, overridable
 per run) decides:
@@ -31,12 +32,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from engine.booking.balances import free_credits
 from engine.domain.errors import Where
 from engine.domain.money import ZERO
 from engine.storage.context import Context
 
 from .errors import PaymentError
-from .payments import PaymentDetails, free_credit, register_refund
+from .payments import PaymentDetails, currency_of, register_refund
 
 FUTURE, PREPARED, DIRECT = "Future Settlement", "Prepared Refund", "Direct Refund"
 STRATEGIES = (FUTURE, PREPARED, DIRECT)
@@ -89,13 +91,21 @@ def credit_balances(conn: sa.Connection, ctx: Context, entity: str) -> list[Cred
     owned = balances.c.businessentity == entity
     if _is_default(ctx, entity):
         owned = sa.or_(owned, balances.c.businessentity.is_(None))
-    rows = conn.execute(sa.select(accounts.c.id, accounts.c.accountnumber).where(accounts.c.id.in_(
-        sa.select(balances.c.account).where(balances.c.invoice.is_(None), owned))).order_by(accounts.c.accountnumber))
+    rows = conn.execute(sa.select(accounts.c.id, accounts.c.accountnumber, accounts.c.currencyisocode)
+                        .where(accounts.c.id.in_(sa.select(balances.c.account)
+                                                 .where(balances.c.invoice.is_(None), owned)))
+                        .order_by(accounts.c.accountnumber)).mappings().all()
+    by_currency: dict[str, list[int]] = {}
+    for row in rows:
+        by_currency.setdefault(currency_of(ctx, row), []).append(int(row["id"]))
+    credits: dict[int, Decimal] = {}
+    for currency, ids in by_currency.items():
+        credits.update(free_credits(conn, ctx, ids, currency))
     found = []
-    for account_id, number in rows:
-        credit = free_credit(conn, ctx, int(account_id))
+    for row in rows:
+        credit = credits[int(row["id"])]
         if credit > 0:
-            found.append(Credit(f"account {number}", str(number), None, credit))
+            found.append(Credit(f"account {row['accountnumber']}", str(row["accountnumber"]), None, credit))
     entity_match = invoices.c.businessentity == entity
     if _is_default(ctx, entity):
         entity_match = sa.or_(entity_match, invoices.c.businessentity.is_(None))

@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import sqlalchemy as sa
 
+from engine.booking.balances import free_credits
 from engine.domain.batching import chunks
 from engine.domain.money import CENT
 from engine.domain.target2 import collection_date
@@ -399,25 +400,6 @@ def credit_order(row: Mapping[str, Any], *, when: date, setting: SepaSetting, fo
 # Free balances
 
 
-def free_credits(conn: sa.Connection, ctx: Context, account_ids: Iterable[int]) -> dict[int, Decimal]:
-    """What each account may be paid out: -Σ of its free (no invoice), not
-    draft balances in EUR (a balance without currency is in EUR), when that
-    is a credit; else zero. Free debits count: a refund or pay-out already
-    made, a fee the customer owes."""
-    balance = ctx.table("Balance")
-    account_ids = sorted(set(account_ids))
-    found: dict[int, Decimal] = {}
-    for chunk in chunks(account_ids):
-        rows = conn.execute(
-            sa.select(balance.c.account, sa.func.sum(balance.c.amount))
-            .where(balance.c.account.in_(chunk), balance.c.invoice.is_(None), balance.c.draft.is_not(sa.true()),
-                   sa.func.coalesce(balance.c.currencyisocode, CURRENCY) == CURRENCY)
-            .group_by(balance.c.account))
-        for account_id, total in rows:
-            found[int(account_id)] = max(-Decimal(total or 0), Decimal(0))
-    return {account_id: found.get(account_id, Decimal(0)) for account_id in account_ids}
-
-
 def pay_out(credit: Decimal, left: Decimal) -> Decimal:
     """The pay-out of one free credit balance of ``credit`` (positive) when
     the account has ``left`` free credit not yet paid by this export: never
@@ -430,7 +412,7 @@ def select_balances(conn: sa.Connection, ctx: Context, report: SepaReport, when:
     """The free Payment/Prepayment credits of the entity's accounts that are
     not locked, not drafts and not from Cash Management, paid out on ``when``
     to the account's bank account, each account at most its free credit
-    (:func:`free_credits`, :func:`pay_out`): a balance whose credit other
+    (:func:`engine.booking.balances.free_credits`, :func:`pay_out`): a balance whose credit other
     free balances took is paid in part, or not at all (``report.netted``)."""
     balance, account = ctx.table("Balance"), ctx.table("Account")
     account_obj = ctx.obj("Account")
@@ -461,7 +443,7 @@ def select_balances(conn: sa.Connection, ctx: Context, report: SepaReport, when:
         return  # accounts name no entity: their balances belong to the default entity
     candidates = list(conn.execute(query).mappings())
     # Their accounts are locked on PostgreSQL (lock_candidates): the sum is taken after any refund in flight.
-    left = free_credits(conn, ctx, {int(row["account"]) for row in candidates})
+    left = free_credits(conn, ctx, {int(row["account"]) for row in candidates}, CURRENCY)
     for row in candidates:
         problems: list[str] = []
         iban, problem = check_iban(row["_" + ACCOUNT_IBAN.lower()], f"account IBAN ({ACCOUNT_IBAN})")

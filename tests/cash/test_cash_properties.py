@@ -69,7 +69,7 @@ def apply(books, operation) -> None:
         elif kind == "refund-account":
             _, account, percent, day = operation
             with books.engine.connect() as conn:
-                credit = free_credit(conn, context(books.model), books.account_id(account))
+                credit = free_credit(conn, context(books.model), {"id": books.account_id(account)})
             amount = (credit * percent / 100).quantize(Decimal("0.01"))
             if amount > 0:
                 refund(books, amount, START + timedelta(days=day), account_number=account)

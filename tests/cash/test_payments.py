@@ -16,6 +16,9 @@ import pytest
 
 from engine.booking.balances import WriteOffSettings
 from engine.cash.payments import PaymentError
+from engine.cash.refunds import credit_balances
+
+from contexts import context
 
 from booking.helpers import UC1_SUB, ZERO, D, load_model, org_variant
 from config.orgcopy import Replace
@@ -215,6 +218,27 @@ def test_refund_of_a_free_credit(orders):
     assert sum((b["amount"] for b in free_of(orders, "10001")), ZERO) == ZERO
     assert orders.movements().get("1200") == D("1249.19")  # 1300 in, 50.81 out
     assert_cash_invariants(orders)
+
+
+def test_a_draft_or_foreign_currency_credit_is_not_paid_back(orders):
+    """Free credit is one definition (engine.booking.balances.free_credits):
+    a draft balance is still being built, and a CHF credit is no credit of
+    a EUR account; neither may be refunded or listed as a credit balance."""
+    account = orders.account_id("10001")
+    orders.insert("Balance", [
+        {"account": account, "type": "Payment", "amount": D("-100.00"), "date": date(2024, 11, 1), "draft": True},
+        {"account": account, "type": "Payment", "amount": D("-70.00"), "date": date(2024, 11, 1),
+         "currencyisocode": "CHF"},
+    ])
+    with pytest.raises(PaymentError, match="exceeds its free credit 0.00"):
+        refund(orders, "0.01", account_number="10001")
+    pay(orders, "INV-2024-00001", "1300.00")
+    with orders.engine.connect() as conn:
+        listed = credit_balances(conn, context(orders.model), "DE01")
+    assert [(c.target, c.amount) for c in listed if c.invoice is None] == [("account 10001", D("50.81"))]
+    with pytest.raises(PaymentError, match="exceeds its free credit 50.81"):
+        refund(orders, "50.82", account_number="10001")
+    refund(orders, "50.81", account_number="10001")
 
 
 def test_refund_on_an_overpaid_invoice(tmp_path, make_books, db_url):
