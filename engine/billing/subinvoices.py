@@ -63,7 +63,7 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
                 .where(balance.c.type.in_(RECEIVED_TYPES))
             ):
                 received[row.invoice] -= row.amount or Decimal(0)
-    booked = _interim_received(conn, ctx, [r.id for r in rows if r.type in ("Progress", "Deposit")])
+    booked = interim_receipts(conn, ctx, [r.id for r in rows if r.type in ("Progress", "Deposit")])
     found: dict[tuple[int, str], list[SubInvoice]] = defaultdict(list)
     for r in rows:
         gross, tax = booked.get(r.id, ({}, {}))
@@ -79,13 +79,15 @@ def open_sub_invoices(conn: sa.Connection, ctx: Context,
 INTERIM_RECEIPT_TYPES = ("Interim Payment", "Interim Tax")
 
 
-def _interim_received(conn: sa.Connection, ctx: Context,
-                      ids: list[int]) -> dict[int, tuple[dict[tuple, Decimal], dict[tuple, Decimal]]]:
+def interim_receipts(conn: sa.Connection, ctx: Context,
+                     ids: Iterable[int]) -> dict[int, tuple[dict[tuple, Decimal], dict[tuple, Decimal]]]:
     """What the interim bookings of the payments on the given invoices
     received, per invoice and (tax code, rate, rule): (gross = Interim
     Payment + Interim Tax, the Interim Tax part). These are the amounts the
-    interim accounts hold, which the final invoice deducts."""
+    interim accounts hold: what the final invoice deducts, and what a
+    further payment's interim tax is rounded with (the one query of them)."""
     detail_obj = ctx.model.object("BookingDetail")
+    ids = sorted({int(i) for i in ids})
     if detail_obj is None or not ids:
         return {}
     detail = ctx.metadata.tables[detail_obj.table_name]

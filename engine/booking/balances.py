@@ -48,6 +48,7 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
+from engine.billing.subinvoices import interim_receipts
 from engine.config.values import BUSINESS_DATES
 from engine.domain.batching import chunks
 from engine.domain.errors import Where
@@ -302,17 +303,8 @@ def interim_received(conn: sa.Connection, ctx: Context, invoice_id: int) -> dict
     """What the payments of a progress or deposit invoice booked so far per
     (tax code, rate, rule): (gross received = Interim Payment + Interim Tax,
     Interim Tax)."""
-    detail = ctx.table("BookingDetail")
-    found: dict[tuple, tuple[Decimal, Decimal]] = {}
-    query = (sa.select(detail.c.taxcode, detail.c.taxrate, detail.c.appliedtaxrule, detail.c.type, detail.c.amount)
-             .where(detail.c.invoice == invoice_id, detail.c.balance.is_not(None),
-                    detail.c.type.in_(_INTERIM_TYPES)))
-    for row in conn.execute(query):
-        key = (row.taxcode, Decimal(row.taxrate or 0), row.appliedtaxrule)
-        gross, tax = found.get(key, (ZERO, ZERO))
-        amount = Decimal(row.amount)
-        found[key] = (gross + amount, tax + (amount if row.type == "Interim Tax" else ZERO))
-    return found
+    gross, tax = interim_receipts(conn, ctx, [invoice_id]).get(invoice_id, ({}, {}))
+    return {key: (amount, tax.get(key, ZERO)) for key, amount in gross.items()}
 
 
 def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object],

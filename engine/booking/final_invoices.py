@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import sqlalchemy as sa
 
 from engine.billing.build import BuildError, InvariantError, deduction_signature, rebuild_final_invoice
-from engine.billing.subinvoices import open_sub_invoices
+from engine.billing.subinvoices import interim_receipts, open_sub_invoices
 from engine.domain.batching import chunks
 from engine.domain.money import ZERO, allocate
 from engine.storage.bulk import RowWriter, fetch_records, update_by_id
@@ -351,18 +351,7 @@ def _received_per_group(conn: sa.Connection, ctx: Context,
                         invoice_ids: Sequence[int]) -> dict[int, dict[tuple, Decimal]]:
     """What the interim payment bookings (Interim Payment + Interim Tax) of
     the invoices' payments received, per invoice and (tax code, rate, rule)."""
-    detail = ctx.table("BookingDetail")
-    received: dict[int, dict[tuple, Decimal]] = {}
-    for chunk in chunks(sorted(set(invoice_ids)), _IN_CHUNK):
-        query = (sa.select(detail.c.invoice, detail.c.taxcode, detail.c.taxrate, detail.c.appliedtaxrule,
-                           detail.c.amount)
-                 .where(detail.c.invoice.in_(chunk), detail.c.balance.is_not(None),
-                        detail.c.type.in_(("Interim Payment", "Interim Tax"))))
-        for row in conn.execute(query):
-            groups = received.setdefault(row.invoice, {})
-            key = (row.taxcode, Decimal(row.taxrate or 0), row.appliedtaxrule)
-            groups[key] = groups.get(key, ZERO) + Decimal(row.amount)
-    return received
+    return {invoice: gross for invoice, (gross, _) in interim_receipts(conn, ctx, invoice_ids).items()}
 
 
 def _reverse_interim_revenues(conn: sa.Connection, ctx: Context,

@@ -75,6 +75,17 @@ def _bill(books: Books, today: date, **usage) -> list[str]:
     return step.numbers
 
 
+def _chain_books(test_org, db_url, make_books) -> ChainBooks:
+    org, model = test_org
+    plain = make_books(db_url, model, org)
+    return ChainBooks(plain.engine, plain.model, plain.url, plain.org_dir)
+
+
+def _interim_tax(books: Books, invoice: str) -> D:
+    """The Interim Tax the payments on ``invoice`` booked."""
+    return sum((d["amount"] for d in books.details_of(invoice) if d["type"] == "Interim Tax"), D("0"))
+
+
 def _findings(books: Books) -> list[str]:
     return [f.render() for f in audit(books.engine, context(books.model)).findings]
 
@@ -104,17 +115,14 @@ def test_org(tmp_path_factory):
 
 
 def test_small_payments_on_a_progress_invoice_leave_no_cent_in_the_interim_accounts(test_org, db_url, make_books):
-    org, model = test_org
-    plain = make_books(db_url, model, org)
-    books = ChainBooks(plain.engine, plain.model, plain.url, plain.org_dir)
+    books = _chain_books(test_org, db_url, make_books)
     common = {"on_account__c": "10001", "on_subinvoiceassignmentkey__c": "P1"}
     books.insert("Usage__c", [{**common, "on_type__c": "Progress", "on_title__c": "Milestone",
                                "on_unitprice__c": D("138.84"), "on_invoicecriterion__c": "P1-1"}])
     [progress] = _bill(books, date(2024, 3, 31))
     for cents, day in (("0.02", 1), ("0.01", 2), ("0.01", 3), ("0.01", 4), ("0.01", 5)):
         books.pay(progress, cents, date(2024, 4, day))
-    interim_tax = sum((d["amount"] for d in books.details_of(progress) if d["type"] == "Interim Tax"), D("0"))
-    assert interim_tax == D("0.01")  # the tax of 0.06 received; before the fix: 0.00 (five times 0.00)
+    assert _interim_tax(books, progress) == D("0.01")  # the tax of 0.06 received; before the fix: 0.00
     books.insert("Usage__c", [{**common, "on_type__c": "Final", "on_title__c": "Project",
                                "on_unitprice__c": D("200.00"), "on_invoicecriterion__c": "P1-F"}])
     _bill(books, date(2024, 6, 30))
@@ -124,9 +132,7 @@ def test_small_payments_on_a_progress_invoice_leave_no_cent_in_the_interim_accou
 
 
 def test_a_two_line_progress_invoice_leaves_no_cent_in_the_interim_accounts(test_org, db_url, make_books):
-    org, model = test_org
-    plain = make_books(db_url, model, org)
-    books = ChainBooks(plain.engine, plain.model, plain.url, plain.org_dir)
+    books = _chain_books(test_org, db_url, make_books)
     common = {"on_account__c": "10001", "on_subinvoiceassignmentkey__c": "P2", "on_type__c": "Progress",
               "on_invoicecriterion__c": "P2-1"}
     books.insert("Usage__c", [{**common, "on_title__c": "Design", "on_unitprice__c": D("101.01")},
@@ -141,16 +147,13 @@ def test_a_two_line_progress_invoice_leaves_no_cent_in_the_interim_accounts(test
 
 
 def test_a_partly_paid_progress_invoice_is_deducted_with_the_tax_booked_on_receipt(test_org, db_url, make_books):
-    org, model = test_org
-    plain = make_books(db_url, model, org)
-    books = ChainBooks(plain.engine, plain.model, plain.url, plain.org_dir)
+    books = _chain_books(test_org, db_url, make_books)
     common = {"on_account__c": "10001", "on_subinvoiceassignmentkey__c": "P5"}
     books.insert("Usage__c", [{**common, "on_type__c": "Progress", "on_title__c": "Milestone",
                                "on_unitprice__c": D("2075.18"), "on_invoicecriterion__c": "P5-1"}])
     [progress] = _bill(books, date(2024, 3, 31))
     books.pay(progress, "53.64", date(2024, 4, 1))
-    interim_tax = sum((d["amount"] for d in books.details_of(progress) if d["type"] == "Interim Tax"), D("0"))
-    assert interim_tax == D("8.56")
+    assert _interim_tax(books, progress) == D("8.56")
     books.insert("Usage__c", [{**common, "on_type__c": "Final", "on_title__c": "Project",
                                "on_unitprice__c": D("3000.00"), "on_invoicecriterion__c": "P5-F"}])
     [final] = _bill(books, date(2024, 6, 30))
