@@ -168,6 +168,14 @@ def _check_controls(
                 ctx.field_location(obj, fdef),
             )
             continue
+        if base == "ON_Invoice" and fdef.sparse:
+            yield make(
+                "W063",
+                f"{obj.name}.{name} is sparse, but the invoice run selects the records it leaves empty "
+                f"(not billed yet): its partial index cannot serve that search",
+                ctx.field_location(obj, fdef),
+                f"remove 'sparse: true' from {obj.name}.{name}",
+            )
         kind = value_kind(fdef)
         if not kind_accepted(kind, control.kinds):
             wanted = " or ".join(k.replace("lookup:", "a lookup to ") for k in control.kinds)

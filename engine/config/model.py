@@ -106,6 +106,9 @@ class FieldDef:
     reference_to: str | None = None
     relationship_name: str | None = None
     on_delete: str | None = None
+    #: A lookup that is often empty and never searched for being empty: its
+    #: index holds only the records that set it (see ``sparse`` in docs/metadata.md).
+    sparse: bool = False
     formula: FormulaDef | None = None
     autonumber_format: str | None = None
     match: str | None = None

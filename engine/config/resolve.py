@@ -42,7 +42,7 @@ _TYPE_KEYS: dict[FieldType, frozenset[str]] = {
     FieldType.DATETIME: frozenset(),
     FieldType.PICKLIST: frozenset({"values", "restricted"}),
     FieldType.MULTIPICKLIST: frozenset({"values", "restricted"}),
-    FieldType.LOOKUP: frozenset({"to", "relationship_name", "on_delete"}),
+    FieldType.LOOKUP: frozenset({"to", "relationship_name", "on_delete", "sparse"}),
     FieldType.MASTERDETAIL: frozenset({"to", "relationship_name"}),
     FieldType.FORMULA: frozenset({"returns", "expression", "blanks", "scale"}),
     FieldType.AUTONUMBER: frozenset({"format"}),
@@ -323,6 +323,7 @@ def _resolve_field(
         on_delete=("cascade" if ftype is FieldType.MASTERDETAIL else spec.get("on_delete", "clear"))
         if ftype.is_reference
         else None,
+        sparse=bool(spec.get("sparse", False)) if ftype is FieldType.LOOKUP else False,
         formula=formula,
         autonumber_format=spec.get("format") if ftype is FieldType.AUTONUMBER else None,
         match=spec.get("match"),

@@ -137,9 +137,9 @@ def _alter_table(conn: sa.Connection, ops: Operations, metadata: sa.MetaData, td
 
     for spec in [*tdiff.adds, *(a.new for a in replaced)]:
         for index_name, unique in spec.indexes:
-            ops.create_index(index_name, table, [spec.column], unique=unique)
+            ops.create_index(index_name, table, [spec.column], unique=unique, **spec.index_options())
     for index_name, spec, unique in tdiff.index_adds:
-        ops.create_index(index_name, table, [spec.column], unique=unique)
+        ops.create_index(index_name, table, [spec.column], unique=unique, **spec.index_options())
 
 
 def _without_fk(column: sa.Column) -> sa.Column:

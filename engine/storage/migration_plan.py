@@ -329,7 +329,7 @@ def _replace(spec: ColumnSpec, **changes) -> ColumnSpec:
 
 
 def _is_our_index(name: str | None) -> bool:
-    return bool(name) and (name.startswith("ix_") or name.startswith("uq_"))
+    return bool(name) and name.startswith(("ix_", "ixp_", "uq_"))
 
 
 def _count_rows(conn: sa.Connection, table: str) -> int:

@@ -129,9 +129,15 @@ class ColumnSpec:
     unique: bool = False
     reference_to: str | None = None
     on_delete: str | None = None
+    #: A reference most rows leave empty (the field's ``sparse``): its index
+    #: holds only the rows that set it (a partial index, ``IS NOT NULL``).
+    sparse: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        data = asdict(self)
+        if not self.sparse:
+            del data["sparse"]  # the snapshots of databases migrated before the key stay as they are
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "ColumnSpec":
@@ -140,7 +146,11 @@ class ColumnSpec:
 
     @property
     def index_name(self) -> str:
-        return identifier("ix", self.table, self.column)
+        """The plain index of a reference; a sparse one's partial index has
+        a name of its own (``ixp_``), so that turning ``sparse`` on or off
+        is an index dropped and one added, as the migration compares indexes
+        by name."""
+        return identifier("ixp" if self.sparse else "ix", self.table, self.column)
 
     @property
     def unique_name(self) -> str:
@@ -160,6 +170,16 @@ class ColumnSpec:
         if self.storage == REFERENCE:
             return ((self.index_name, False),)
         return ()
+
+    def index_options(self) -> dict[str, sa.TextClause]:
+        """The keyword arguments that make this column's index partial when
+        the column is sparse (``IS NOT NULL``; both supported databases
+        take a predicate and use such an index for ``=``, ``IN`` and joins,
+        which imply it)."""
+        if not (self.sparse and self.storage == REFERENCE and not self.unique):
+            return {}
+        where = sa.text(f'"{self.column}" IS NOT NULL')
+        return {"sqlite_where": where, "postgresql_where": where}
 
 
 def name_field(obj: ObjectDef) -> FieldDef | None:
@@ -213,7 +233,8 @@ def _field_spec(obj: ObjectDef, field: FieldDef, model: OrgModel, column: str) -
             # Nothing to point a foreign key at: keep the id, skip the constraint.
             return ColumnSpec(storage=REFERENCE, **base)
         on_delete = CASCADE if kind is FieldType.MASTERDETAIL else SET_NULL
-        return ColumnSpec(storage=REFERENCE, reference_to=target.table_name, on_delete=on_delete, **base)
+        return ColumnSpec(storage=REFERENCE, reference_to=target.table_name, on_delete=on_delete,
+                          sparse=field.sparse, **base)
     raise ValueError(f"field {obj.name}.{field.name} of type {kind.value} cannot be stored")
 
 
@@ -288,9 +309,9 @@ def make_indexes(spec: ColumnSpec, table: sa.Table | str) -> list[sa.Index]:
     indexes = []
     for name, unique in spec.indexes:
         if isinstance(table, sa.Table):
-            indexes.append(sa.Index(name, table.c[spec.column], unique=unique))
+            indexes.append(sa.Index(name, table.c[spec.column], unique=unique, **spec.index_options()))
         else:  # pragma: no cover - used only with tables
-            indexes.append(sa.Index(name, spec.column, unique=unique))
+            indexes.append(sa.Index(name, spec.column, unique=unique, **spec.index_options()))
     return indexes
 
 

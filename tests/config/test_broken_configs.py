@@ -357,6 +357,23 @@ case("key-not-applicable-to-type",
      [AddFile(f, custom_object("Case45_KeyType__c", "Due__c: {type: Date, length: 10}\n"))],
      Expect("E010", f, At("length"), message_contains=("'length' does not apply to Date fields",)))
 
+f = f"{OBJ}/Case45b_SparseText__c.yaml"
+case("sparse-on-a-non-lookup",
+     [AddFile(f, custom_object("Case45b_SparseText__c", "Code__c: {type: Text, length: 10, sparse: true}\n"))],
+     Expect("E010", f, At("sparse"), message_contains=("'sparse' does not apply to Text fields",)))
+
+o, r = f"{OBJ}/Case41b_SparseControl__c.yaml", f"{REC}/Filter_case41b.yaml"
+case("sparse-on-invoice-lookup-the-run-searches-empty",
+     [AddFile(o, controlled_source("Case41b_SparseControl__c",
+                                   override={"ON_Invoice": "{type: Lookup, to: Invoice, sparse: true}"})),
+      AddFile(r, filter_records("""
+        Name: Case41b Filter
+        Target: Case41b_SparseControl__c
+        UseCase: Generic
+        """))],
+     Expect("W063", o, At("ON_Invoice__c"), severity=Severity.WARNING,
+            message_contains=("is sparse", "leaves empty"), hint_contains=("remove 'sparse: true'",)))
+
 f = f"{OBJ}/Case57_Rel__c.yaml"
 case("duplicate-child-relationship-name",
      [AddFile(f, custom_object("Case57_Rel__c", text("""

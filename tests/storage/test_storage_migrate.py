@@ -18,6 +18,7 @@ from engine.storage.migrate import (
     CHANGE_TYPE,
     CREATE_TABLE,
     DROP_COLUMN,
+    DROP_INDEX,
     DROP_TABLE,
     DataLossRefused,
     MigrationError,
@@ -435,6 +436,42 @@ def test_long_names_stay_within_63_characters(engine):
     changed = drop_field(model, long_object, "C" * 37 + "__c")
     apply_migration(engine, changed, allow_data_loss=True)
     assert not plan_migration(engine, changed)
+
+
+def reflected_indexes(engine, table: str) -> dict[str, dict]:
+    with engine.connect() as conn:
+        return {ix["name"]: ix for ix in sa.inspect(conn).get_indexes(table)}
+
+
+def index_predicate(index: dict) -> str:
+    """The reflected WHERE of a partial index ('' for a full one), on either database."""
+    options = index.get("dialect_options") or {}
+    found = [options[key] for key in ("sqlite_where", "postgresql_where") if options.get(key) is not None]
+    return str(found[0]) if found else ""
+
+
+def test_turning_sparse_on_and_off_is_a_safe_index_change(populated, model):  
+    parents = [row["id"] for row in all_rows(populated, model)["Account"]]
+    insert(populated, model, "Account", [{"name": "Child", "parentid": parents[0]}])
+    before = all_rows(populated, model)
+    sparse = change_field(model, "Account", "ParentId", sparse=True)
+
+    plan = plan_migration(populated, sparse)
+    assert sorted(plan.kinds) == sorted((DROP_INDEX, ADD_INDEX))
+    assert all(change.safe and not change.data_loss for change in plan)
+    apply_migration(populated, sparse)
+    assert not plan_migration(populated, sparse)
+    found = reflected_indexes(populated, "account")
+    assert "ix_account_parentid" not in found
+    assert "is not null" in index_predicate(found["ixp_account_parentid"]).lower()
+    assert all_rows(populated, sparse) == before
+
+    plan = plan_migration(populated, model)
+    assert sorted(plan.kinds) == sorted((DROP_INDEX, ADD_INDEX))
+    apply_migration(populated, model)
+    found = reflected_indexes(populated, "account")
+    assert "ixp_account_parentid" not in found and index_predicate(found["ix_account_parentid"]) == ""
+    assert all_rows(populated, model) == before
 
 
 def test_failed_migration_changes_nothing(populated, model):
