@@ -37,11 +37,11 @@ stays near 1), ``ratio_slowdown`` (the same of the ratios) and
 the timed region: SQLite works in the process, so it is the run's work, and
 other processes on the machine move it far less than wall-clock seconds; on
 PostgreSQL it leaves out the server's work). ``ratio_full_width_cpu`` is
-``cpu_seconds`` over the yardstick's own CPU seconds: the yardstick's wall
-time follows the disk's write speed (about 3 s in one session on a machine of this kind,
-about 4 s in another, for the same rows), its CPU time much less, so this ratio
-compares sessions better; it counts both threads of the run, so it is the
-higher one. On SQLite the run writes the
+``cpu_seconds`` over the yardstick's own CPU seconds; it counts both
+threads of the run, so it is the higher one. Read both: the yardstick's
+time is not the same on every machine of a kind (about 3 s in one session,
+about 4 s in another, for the same rows, CPU-bound both times) while the
+run's barely moved, which moved the wall ratio by a fifth. On SQLite the run writes the
 end of each batch behind, in a second thread, while it drafts the next one,
 so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
 or more (null below).
