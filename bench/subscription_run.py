@@ -40,7 +40,7 @@ PostgreSQL it leaves out the server's work). ``ratio_full_width_cpu`` is
 ``cpu_seconds`` over the yardstick's own CPU seconds; it counts both
 threads of the run, so it is the higher one. Read both: the yardstick's
 time is not the same on every machine of a kind (about 3 s in one session,
-about 4 s in another, for the same rows, CPU-bound both times) while the
+about 4 s in another, for the same rows; CPU-bound in the second) while the
 run's barely moved, which moved the wall ratio by a fifth. On SQLite the run writes the
 end of each batch behind, in a second thread, while it drafts the next one,
 so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
