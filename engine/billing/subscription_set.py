@@ -265,11 +265,13 @@ def _stage(conn: sa.Connection, line_obj: ObjectDef, writer: RowWriter, columns:
     conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGED} AS SELECT "
                          + ", ".join(f"{c} AS {n}" for c, n in zip(own, line_columns))
                          + f", CAST(NULL AS BIGINT) AS tid FROM {table} WITH NO DATA")
+    # The planner needs the row counts and the join keys, not the statistics
+    # of every template column (ANALYZE would compute them all).
     if templates:
         copy_rows(conn, templates_table, ["tid", *columns], templates)
-        conn.exec_driver_sql(f"ANALYZE {templates_table}")
+        conn.exec_driver_sql(f"ANALYZE {templates_table} (tid)")
     copy_rows(conn, STAGED, line_columns, lines)
-    conn.exec_driver_sql(f"ANALYZE {STAGED}")
+    conn.exec_driver_sql(f"ANALYZE {STAGED} (id, tid)")
 
 
 def _drop(conn: sa.Connection, name: str) -> None:
