@@ -450,7 +450,7 @@ def index_predicate(index: dict) -> str:
     return str(found[0]) if found else ""
 
 
-def test_turning_sparse_on_and_off_is_a_safe_index_change(populated, model):  
+def test_turning_sparse_on_and_off_is_a_safe_index_change(populated, model):
     parents = [row["id"] for row in all_rows(populated, model)["Account"]]
     insert(populated, model, "Account", [{"name": "Child", "parentid": parents[0]}])
     before = all_rows(populated, model)
@@ -465,6 +465,12 @@ def test_turning_sparse_on_and_off_is_a_safe_index_change(populated, model):
     assert "ix_account_parentid" not in found
     assert "is not null" in index_predicate(found["ixp_account_parentid"]).lower()
     assert all_rows(populated, sparse) == before
+    # A change that rebuilds the table on SQLite keeps the index partial.
+    wider = change_field(sparse, "Account", "Name", length=120)
+    apply_migration(populated, wider)
+    assert not plan_migration(populated, wider)
+    assert "is not null" in index_predicate(reflected_indexes(populated, "account")["ixp_account_parentid"]).lower()
+    apply_migration(populated, sparse, allow_data_loss=True)  # back to 80 characters; every name fits
 
     plan = plan_migration(populated, model)
     assert sorted(plan.kinds) == sorted((DROP_INDEX, ADD_INDEX))
