@@ -35,6 +35,7 @@ from engine.domain.naming import (
 
 from .condition import parse_condition
 from .subscription_checks import CHECKS as USE_CASE_CHECKS
+from .subscription_checks import sparse_selection
 
 
 def check_filters(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -168,14 +169,8 @@ def _check_controls(
                 ctx.field_location(obj, fdef),
             )
             continue
-        if base == "ON_Invoice" and fdef.sparse:
-            yield make(
-                "W063",
-                f"{obj.name}.{name} is sparse, but the invoice run selects the records it leaves empty "
-                f"(not billed yet): its partial index cannot serve that search",
-                ctx.field_location(obj, fdef),
-                f"remove 'sparse: true' from {obj.name}.{name}",
-            )
+        if base == "ON_Invoice":
+            yield from sparse_selection(ctx, obj, fdef, "invoice run")
         kind = value_kind(fdef)
         if not kind_accepted(kind, control.kinds):
             wanted = " or ".join(k.replace("lookup:", "a lookup to ") for k in control.kinds)

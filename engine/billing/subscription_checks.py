@@ -104,6 +104,17 @@ def controlling_fields(source: ObjectDef, suffix: str, bases: Iterable[tuple[str
     return found
 
 
+def sparse_selection(ctx: CheckContext, obj: ObjectDef, fdef: FieldDef, run: str) -> Iterator[Diagnostic]:
+    """W063 when ``fdef``, the controlling field whose empty value selects
+    the records ``run`` still has to do, is a sparse lookup: its partial
+    index holds only the records that set it, so that selection reads the
+    whole table (correct, but slow on a long history)."""
+    if fdef.sparse:
+        yield make("W063", f"{obj.name}.{fdef.name} is sparse, but the {run} selects the records it leaves empty: "
+                   "its partial index cannot serve that search", ctx.field_location(obj, fdef),
+                   f"remove 'sparse: true' from {obj.name}.{fdef.name}")
+
+
 #: The builder's controlling fields: (base, accepted kinds, written back, required).
 BUILDER_CONTROLS = (
     ("ON_Account", ("text", "lookup:Account"), False, True),
@@ -146,6 +157,8 @@ def check_subscription_builders(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield make("E232", f"filter '{record.name}': {target.name}.{name} must be "
                            + (" or ".join(kinds)) + (" and stored (the build writes it)" if written else "")
                            + f", is {fdef.type.value}", ctx.field_location(target, fdef))
+            if base == "ON_Subscription":
+                yield from sparse_selection(ctx, target, fdef, "subscription build")
         child = ctx.model.object(relation.child_object)
         pairs = [(target, ctx.model.object("Subscription"))]
         if child is not None:
@@ -203,6 +216,8 @@ def check_usage_filters(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield make("E234", f"filter '{record.name}': {target.name}.{name} must be " + " or ".join(kinds)
                            + (" and stored (the run writes it)" if written else "") + f", is {fdef.type.value}",
                            ctx.field_location(target, fdef))
+            if base == "ON_Invoice":
+                yield from sparse_selection(ctx, target, fdef, "usage run")
         if record.get("ChildRelation"):
             yield make("E234", f"filter '{record.name}': a Continuous filter bills single records; "
                        "ChildRelation means nothing here", record.where("ChildRelation"))

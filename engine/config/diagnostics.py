@@ -183,7 +183,7 @@ CODES: dict[str, CodeInfo] = _codes(
     ("W100", "G/L account assignment rules overlap"),
     ("W101", "collective accounts overlap"),
     ("W102", "center rules overlap"),
-    ("W063", "a sparse lookup that the invoice run searches for being empty"),
+    ("W063", "a sparse lookup that a run selects its records by (an empty value)"),
 )
 
 

@@ -213,3 +213,16 @@ def test_validate_config_names_missing_controlling_fields(tmp_path):
     assert "ON_SubscriptionBld__c must be lookup:Subscription and stored" in found[1]
     line, _ = find_position(read_text(org, OPPORTUNITY), "ON_SubscriptionBld__c")
     assert any(d.location.line == line for d in result.diagnostics if d.code == "E232")
+
+
+def test_validate_config_warns_of_a_sparse_build_selector(tmp_path):
+    org = make_build_org(tmp_path / "org")
+    text = read_text(org, OPPORTUNITY)
+    (org / OPPORTUNITY).write_text(text.replace(
+        "ON_SubscriptionBld__c: {type: Lookup, to: Subscription, relationship_name: BuiltFrom, on_delete: clear,",
+        "ON_SubscriptionBld__c: {type: Lookup, to: Subscription, relationship_name: BuiltFrom, on_delete: clear, "
+        "sparse: true,"), encoding="utf-8")
+    result = load_project(org)
+    found = [d for d in result.diagnostics if d.code == "W063"]
+    assert result.ok and len(found) == 1
+    assert "ON_SubscriptionBld__c is sparse, but the subscription build" in found[0].message

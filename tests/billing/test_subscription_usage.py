@@ -167,3 +167,15 @@ def test_validate_config_names_missing_usage_fields(tmp_path):
     found = sorted(d.message for d in result.diagnostics if d.code == "E234")
     assert not result.ok and len(found) == 2
     assert "has no ON_OrderNo__c" in found[0] and "ON_Invoice__c must be lookup:Invoice" in found[1]
+
+
+def test_validate_config_warns_of_a_sparse_usage_selector(tmp_path):
+    org = make_usage_org(tmp_path / "org")
+    path = org / "metadata" / "objects" / "UsageRecord__c.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "relationship_name: BilledUsage, on_delete: clear,", "relationship_name: BilledUsage, on_delete: clear, sparse: true,"),
+        encoding="utf-8")
+    result = load_project(org)
+    found = [d for d in result.diagnostics if d.code == "W063"]
+    assert result.ok and len(found) == 1  # a warning: the run still works, by reading the table
+    assert "UsageRecord__c.ON_Invoice__c is sparse, but the usage run" in found[0].message

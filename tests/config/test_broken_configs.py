@@ -372,7 +372,8 @@ case("sparse-on-invoice-lookup-the-run-searches-empty",
         UseCase: Generic
         """))],
      Expect("W063", o, At("ON_Invoice__c"), severity=Severity.WARNING,
-            message_contains=("is sparse", "leaves empty"), hint_contains=("remove 'sparse: true'",)))
+            message_contains=("is sparse", "the invoice run selects the records it leaves empty"),
+            hint_contains=("remove 'sparse: true'",)))
 
 f = f"{OBJ}/Case57_Rel__c.yaml"
 case("duplicate-child-relationship-name",
