@@ -420,12 +420,21 @@ def make_machine(world: LifecycleWorld):
         def sepa_balances(self, by, crash) -> None:
             today = self.advance(by)
             free = self._free(SEPA_ACCOUNT)
-            report = self._export(lambda out: world.sepa_balances(out, today), "sepa-balances", ".xml", crash)
-            paid = sum((t.amount for t in report.transactions), ZERO) if report is not None else ZERO
-            if report is None:  # the crashed export committed: its file was recovered
-                paid = free - self._free(SEPA_ACCOUNT)
-            assert paid == -free, f"paid out {paid} of a free credit of {-free}"
+            before_the_crash = ZERO
+
+            def committed() -> None:
+                # A crashed export that committed has paid (export recover published its
+                # file): the model learns it before the checks that follow the recovery.
+                nonlocal before_the_crash
+                before_the_crash = free - self._free(SEPA_ACCOUNT)
+                self.money.paid_out[SEPA_ACCOUNT] += before_the_crash
+
+            report = self._export(lambda out: world.sepa_balances(out, today), "sepa-balances", ".xml", crash,
+                                  committed)
+            paid = sum((t.amount for t in report.transactions), ZERO)
             self.money.paid_out[SEPA_ACCOUNT] += paid
+            assert before_the_crash + paid == -free, \
+                f"paid out {before_the_crash} + {paid} of a free credit of {-free}"
 
         @precondition(lambda self: self.finalized)
         @rule(by=days, crash=crashes)
@@ -434,11 +443,14 @@ def make_machine(world: LifecycleWorld):
             today = self.advance(by)
             self._export(lambda out: world.datev(out, today), "datev", ".csv", crash)
 
-        def _export(self, work, stem: str, suffix: str, crash: int | None):
+        def _export(self, work, stem: str, suffix: str, crash: int | None, committed=None):
             """Export to a new file (the audit reconciles it from now on); a
-            crashed export is followed by ``export recover`` and done again.
-            Returns the report of the export that completed, or None when the
-            crashed one had committed (then there was nothing left to do)."""
+            crashed export is followed by ``export recover``, then
+            ``committed()`` (what the crashed export did, if it committed, told
+            to the model), the checks, and the export done again. Returns the
+            report of the export that completed (the one done again after a
+            crash: it finds nothing left to do when the crashed one had
+            committed)."""
             out = world.next_file(stem, suffix)
             result = []
             if crashed(world, crash, lambda: result.append(work(out))):
@@ -446,6 +458,8 @@ def make_machine(world: LifecycleWorld):
                     self._keep(published.path)
                 if out.exists():  # renamed before the crash: recover finds it intact and records it
                     self._keep(out)
+                if committed is not None:
+                    committed()
                 self.check_all()
                 out = world.next_file(stem, suffix)
                 result.append(work(out))
