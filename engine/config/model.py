@@ -107,7 +107,7 @@ class FieldDef:
     relationship_name: str | None = None
     on_delete: str | None = None
     #: A lookup that is often empty and never searched for being empty: its
-    #: index holds only the records that set it (see ``sparse`` in docs/metadata.md).
+    #: index holds only the records that set it (docs/metadata-format.md, "Sparse lookups").
     sparse: bool = False
     formula: FormulaDef | None = None
     autonumber_format: str | None = None
