@@ -48,7 +48,7 @@ from typing import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
-from engine.billing.subinvoices import interim_receipts
+from engine.billing.subinvoices import INTERIM_RECEIPT_TYPES, interim_receipts
 from engine.config.values import BUSINESS_DATES
 from engine.domain.batching import chunks
 from engine.domain.errors import Where
@@ -294,11 +294,6 @@ def _interim_bookings(resolver: AccountResolver, base: Mapping[str, object], que
     return out
 
 
-#: Booking types of a balance's bookings that do not move its counter account
-#: (the down payment and tax of a payment on a progress invoice, §5.6).
-_INTERIM_TYPES = ("Interim Payment", "Interim Tax")
-
-
 def interim_received(conn: sa.Connection, ctx: Context, invoice_id: int) -> dict[tuple, tuple[Decimal, Decimal]]:
     """What the payments of a progress or deposit invoice booked so far per
     (tax code, rate, rule): (gross received = Interim Payment + Interim Tax,
@@ -316,8 +311,10 @@ def book_balance(conn: sa.Connection, ctx: Context, balance: Mapping[str, object
     before = (interim_received(conn, ctx, int(invoice["id"]))  # type: ignore[arg-type]
               if invoice is not None and invoice.get("type") in INTERIM_INVOICE_TYPES else {})
     bookings = balance_bookings(ctx, ctx.service(AccountResolver), balance, invoice, lines, account, run, before)
-    own = tuple(b for b in bookings if b.fields["type"] not in _INTERIM_TYPES)
-    interim = tuple(b for b in bookings if b.fields["type"] in _INTERIM_TYPES)
+    # The interim bookings (the down payment and tax of a payment on a
+    # progress invoice, §5.6) do not move the balance's counter account.
+    own = tuple(b for b in bookings if b.fields["type"] not in INTERIM_RECEIPT_TYPES)
+    interim = tuple(b for b in bookings if b.fields["type"] in INTERIM_RECEIPT_TYPES)
     counter = {str(b.fields.get("contraaccountno") or b.fields.get("bpaccountno")) for b in own}
     if len(counter) == 1:
         own_set = BookingSet(own, debtor=counter.pop(), receivable=Decimal(balance["amount"]))  # type: ignore[arg-type]
