@@ -13,8 +13,8 @@ the profile's filters. Prints one JSON line per worker count:
 - ``raw_insert_seconds_full_width`` and ``ratio_full_width``: a plain
   ``sqlite3.executemany`` of as many invoice and line rows as the run wrote,
   into tables of the engine's real column counts, without triggers or
-  indexes, into a fresh file database, measured in the same process right
-  after the run (the issue's must: ratio <= 4 at 100k lines, goal <= 3);
+  indexes, into a fresh file database, measured in a fresh process right
+  after the run (:mod:`bench.yardstick`; the issue's must: ratio <= 4 at 100k lines, goal <= 3);
   ``raw_insert_seconds`` and ``ratio`` are the same figures under the names
   earlier versions printed;
 - ``raw_insert_seconds_15_columns`` / ``ratio_15_columns``: the same rows
@@ -59,7 +59,6 @@ import cProfile
 import json
 import os
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -68,6 +67,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
+from bench.yardstick import raw_insert_times
 
 ROOT = Path(__file__).resolve().parent.parent
 NARROW_COLUMNS = 15
@@ -91,31 +91,9 @@ def generate_in_child(url: str, lines: int, profile: str) -> dict:
 
 
 def raw_insert_seconds(*tables: tuple[int, int]) -> float:
-    """Plain sqlite3 ``executemany`` of ``rows`` rows of ``columns`` columns for
-    each ``(rows, columns)`` given, into fresh tables (no index, no trigger)
-    of a fresh file database, in one transaction: the yardstick the
-    benchmarks compare against."""
+    """The yardstick's wall seconds for ``tables`` (:mod:`bench.yardstick`,
+    measured in a fresh process)."""
     return raw_insert_times(*tables)[0]
-
-
-def raw_insert_times(*tables: tuple[int, int]) -> tuple[float, float]:
-    """:func:`raw_insert_seconds` as (wall seconds, CPU seconds of this process)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        db = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
-        batches = []
-        for number, (rows, columns) in enumerate(tables):
-            db.execute(f"CREATE TABLE t{number} (" + ", ".join(f"c{i}" for i in range(columns)) + ")")
-            data = [tuple(([n, f"ROW-{n:07d}", "2024-01-31", 1234500] + [f"v{n}"] * max(columns - 4, 0))[:columns])
-                    for n in range(rows)]
-            batches.append((f"INSERT INTO t{number} VALUES ({', '.join('?' * columns)})", data))
-        started, cpu = time.perf_counter(), time.process_time()
-        db.execute("BEGIN")
-        for sql, data in batches:
-            db.executemany(sql, data)
-        db.execute("COMMIT")
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        db.close()
-    return elapsed, cpu
 
 
 @contextmanager
@@ -226,7 +204,7 @@ def main() -> None:
             report, seconds, config_seconds, ctx, cpu = timed_run(url, args.profile, args.batch_size, workers,
                                                                   profiler)
             load_after = load_average()
-            # Before the yardsticks, which build their rows in this process.
+            # The run's own peak (the yardsticks run in child processes, bench.yardstick).
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if profiler is not None:
                 profiler.dump_stats(args.cprofile)

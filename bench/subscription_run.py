@@ -27,9 +27,9 @@ benchmark), so each run starts where the last one ended, as in production.
 Prints one JSON line per month: ``seconds`` (configuration included),
 ``invoices``, ``lines``, ``errors``, ``lines_per_second``, and ``ratio_full_width``: the run's
 seconds over a plain ``sqlite3.executemany`` of as many invoice and line rows
-of the engine's real column counts, measured right after the run (the
-full-width yardstick of ``bench.invoice_run``; the issue's must: <= 4 at
-N = 100,000). A last line sums up the series: every month's seconds and
+of the engine's real column counts, measured right after the run in a fresh
+process (the full-width yardstick of ``bench.invoice_run``, :mod:`bench.yardstick`;
+the issue's must: <= 4 at N = 100,000). A last line sums up the series: every month's seconds and
 ratio, ``slowdown`` (the mean of the last three months' seconds over the
 mean of the first three; the work follows what is due, not history, so it
 stays near 1), ``ratio_slowdown`` (the same of the ratios) and
@@ -38,10 +38,11 @@ the timed region: SQLite works in the process, so it is the run's work, and
 other processes on the machine move it far less than wall-clock seconds; on
 PostgreSQL it leaves out the server's work). ``ratio_full_width_cpu`` is
 ``cpu_seconds`` over the yardstick's own CPU seconds; it counts both
-threads of the run, so it is the higher one. Read both: the yardstick's
-time is not the same on every machine of a kind (about 3 s in one session,
-about 4 s in another, for the same rows; CPU-bound in the second) while the
-run's barely moved, which moved the wall ratio by a fifth. On SQLite the run writes the
+threads of the run, so it is the higher one. Read both, from several
+invocations: the yardstick's own time spreads widely on a shared machine
+(2.8 to 4.2 s for the same 100k-subscription rows within half an hour,
+measured in a fresh process, :mod:`bench.yardstick`), which moves the wall
+ratio by a third with no change to the run. On SQLite the run writes the
 end of each batch behind, in a second thread, while it drafts the next one,
 so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
 or more (null below).
