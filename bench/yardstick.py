@@ -61,9 +61,13 @@ def measure_here(*tables: tuple[int, int]) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    tables = [tuple(int(part) for part in spec.split(":")) for spec in argv]
-    if not tables or any(len(t) != 2 or min(t) < 0 for t in tables):
-        raise SystemExit("usage: python -m bench.yardstick ROWS:COLUMNS [ROWS:COLUMNS ...]")
+    usage = "usage: python -m bench.yardstick ROWS:COLUMNS [ROWS:COLUMNS ...]"
+    try:
+        tables = [tuple(int(part) for part in spec.split(":")) for spec in argv]
+    except ValueError:
+        raise SystemExit(usage) from None
+    if not tables or any(len(t) != 2 or min(t) < 1 for t in tables):
+        raise SystemExit(usage)
     seconds, cpu = measure_here(*tables)  # type: ignore[arg-type]
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu}))
 

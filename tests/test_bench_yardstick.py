@@ -21,6 +21,12 @@ def test_the_yardstick_is_measured_in_a_child_process(monkeypatch):
     assert measured_here == []  # not in this process: the patched function was never called here
 
 
-def test_a_bad_table_spec_fails_with_the_childs_message():
+@pytest.mark.parametrize("argv", [["-1:3"], ["ten:3"], ["5"], ["5:0"], []])
+def test_a_bad_table_spec_is_a_usage_message_not_a_traceback(argv):
     with pytest.raises(SystemExit, match="ROWS:COLUMNS"):
+        yardstick.main(argv)
+
+
+def test_a_failing_child_says_why():
+    with pytest.raises(SystemExit, match=r"(?s)the yardstick failed .*ROWS:COLUMNS"):
         yardstick.raw_insert_times((-1, 3))
