@@ -35,6 +35,7 @@ the profile's filters. Prints one JSON line per worker count:
   ``python -m compileall -q engine`` first when this is not 0.
 
     python -m bench.invoice_run --lines 100000                     # realistic profile, SQLite
+    python -m bench.invoice_run --lines 100000 --repeat 5          # five times + median, min, max
     python -m bench.invoice_run --lines 100000 --profile uniform   # the earlier profile
     python -m bench.invoice_run --lines 100000 --cprofile run.prof # + cProfile of the timed region
     python -m bench.invoice_run --lines 100000 --evaluation python,set  # both evaluation paths, same run
@@ -46,6 +47,13 @@ PostgreSQL inside a fresh schema that is dropped afterwards); ``--workers``
 takes a comma-separated list, each on freshly generated data
 (:mod:`engine.billing.workers`). The yardsticks are always SQLite's, so
 lines of different backends compare.
+
+``--repeat N`` measures N times, each in a fresh process (as a user runs
+``metabill invoice-run``) on freshly generated data with its own yardstick
+right after it, prints every line with its ``repetition`` and ends with a
+``summary`` line per configuration: the median, min and max of each figure
+(:mod:`bench.spread`). On a shared machine one invocation's ratio lands
+anywhere in a band a third wide; the median of five is the figure to quote.
 
 ``--cprofile FILE`` writes cProfile statistics of the timed region to FILE
 (``python -m pstats FILE``); the profiler slows the run down, so the printed
@@ -67,6 +75,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
+from bench.spread import repetitions, spreads
 from bench.yardstick import raw_insert_times
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +191,65 @@ def table_widths(ctx, *names: str) -> dict[str, int]:
     return {name: len(ctx.metadata.tables[name].columns) for name in names}
 
 
-def main() -> None:
+def measure(args, workers: int) -> dict:
+    """One measurement (see the module docstring): fresh data, the timed
+    region, the yardsticks right after it; its JSON line as a dict."""
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(args.db_url, Path(tmp), str(workers)) as url:
+        written = prepared_database(url, args.lines, args.profile)
+        profiler = cProfile.Profile() if args.cprofile else None
+        load_before = load_average()
+        report, seconds, config_seconds, ctx, cpu = timed_run(url, args.profile, args.batch_size, workers, profiler)
+        load_after = load_average()
+        # The run's own peak (the yardsticks run in child processes, bench.yardstick).
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if profiler is not None:
+            profiler.dump_stats(args.cprofile)
+        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+    widths = table_widths(ctx, "invoice", "invoicelineitem")
+    invoices, lines = report.invoice_count, report.line_count
+    full, full_cpu = raw_insert_times((invoices, widths["invoice"]), (lines, widths["invoicelineitem"]))
+    narrow = raw_insert_seconds((invoices, NARROW_COLUMNS), (lines, NARROW_COLUMNS))
+    measured = {
+        "benchmark": "invoice_run",
+        "profile": args.profile,
+        "backend": backend,
+        "workers": workers,
+        "evaluation": os.environ.get("METABILL_EVALUATION") or "default",
+        "filters": len(FILTERS[args.profile]),
+        "source_headers": written["headers"],
+        "source_lines": written["lines"],
+        "lines": lines,
+        "invoices": invoices,
+        "lines_per_invoice": round(lines / invoices, 1) if invoices else None,
+        "errors": report.failure_count,
+        "seconds": round(seconds, 2),
+        "config_seconds": round(config_seconds, 2),
+        "lines_per_second": round(lines / seconds) if seconds else None,
+        "peak_rss_mb": round(peak, 1),
+        "raw_insert_seconds": round(full, 3),
+        "ratio": round(seconds / full, 2) if full else None,
+        "raw_insert_seconds_full_width": round(full, 3),
+        "ratio_full_width": round(seconds / full, 2) if full else None,
+        "cpu_seconds": round(cpu, 2),
+        "raw_insert_cpu_seconds_full_width": round(full_cpu, 3),
+        "ratio_full_width_cpu": round(cpu / full_cpu, 2) if full_cpu and workers == 1 else None,
+        "raw_insert_seconds_15_columns": round(narrow, 3),
+        "ratio_15_columns": round(seconds / narrow, 2) if narrow else None,
+        "columns": widths,
+        "batch_size": args.batch_size,
+        "load_average": {"before": load_before, "after": load_after},
+        "engine_modules_without_bytecode": modules_without_bytecode(),
+        "cprofile": bool(args.cprofile),
+    }
+    return measured
+
+
+#: The figures the summary of ``--repeat`` gives the spread of.
+SUMMARIZED = ("seconds", "cpu_seconds", "config_seconds", "raw_insert_seconds_full_width", "ratio_full_width",
+              "raw_insert_cpu_seconds_full_width", "ratio_full_width_cpu", "peak_rss_mb")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="time the draft invoice run")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--profile", choices=PROFILES, default="realistic", help="workload (bench.workload)")
@@ -192,58 +259,50 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="worker counts to time, comma-separated (e.g. 1,2)")
     parser.add_argument("--evaluation", default="",
                         help="evaluation paths to time, comma-separated (python,set; default: the engine's)")
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=repetitions, default=1,
+                        help="measure N times, each in a fresh process on fresh data with its own yardstick, "
+                             "and end with the median, min and max of each figure (bench.spread)")
+    args = parser.parse_args(argv)
+    if args.repeat > 1:
+        if args.cprofile:
+            parser.error("--cprofile profiles one run: leave out --repeat")
+        repeated(sys.argv[1:] if argv is None else argv, args.repeat)
+        return
     evaluations = [e.strip() for e in args.evaluation.split(",") if e.strip()] or [None]
     for workers, evaluation in [(int(w), e) for w in args.workers.split(",") for e in evaluations]:
         if evaluation:  # read by every FilterRun, in worker processes too (engine.billing.filterrun)
             os.environ["METABILL_EVALUATION"] = evaluation
-        with tempfile.TemporaryDirectory() as tmp, fresh_database(args.db_url, Path(tmp), str(workers)) as url:
-            written = prepared_database(url, args.lines, args.profile)
-            profiler = cProfile.Profile() if args.cprofile else None
-            load_before = load_average()
-            report, seconds, config_seconds, ctx, cpu = timed_run(url, args.profile, args.batch_size, workers,
-                                                                  profiler)
-            load_after = load_average()
-            # The run's own peak (the yardsticks run in child processes, bench.yardstick).
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            if profiler is not None:
-                profiler.dump_stats(args.cprofile)
-            backend = "postgresql" if url.startswith("postgresql") else "sqlite"
-        widths = table_widths(ctx, "invoice", "invoicelineitem")
-        invoices, lines = report.invoice_count, report.line_count
-        full, full_cpu = raw_insert_times((invoices, widths["invoice"]), (lines, widths["invoicelineitem"]))
-        narrow = raw_insert_seconds((invoices, NARROW_COLUMNS), (lines, NARROW_COLUMNS))
+        print(json.dumps(measure(args, workers)), flush=True)
+
+
+def repeated(argv: list[str], count: int) -> None:
+    """``--repeat``: this benchmark ``count`` times, each in a fresh process
+    (as a user runs ``metabill invoice-run``: nothing imported, compiled or
+    cached by an earlier repetition, and its own peak RSS); every line it
+    prints, numbered, then per configuration (workers, evaluation) the
+    spread of each figure."""
+    once = [*argv, "--repeat", "1"]  # the last one counts (argparse), however the first was spelled
+    lines: list[dict] = []
+    for repetition in range(1, count + 1):
+        done = subprocess.run([sys.executable, "-m", "bench.invoice_run", *once], cwd=ROOT, capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"repetition {repetition} failed:\n{done.stderr.strip()}")
+        for text in done.stdout.splitlines():
+            if text.startswith("{"):
+                lines.append({**json.loads(text), "repetition": repetition})
+                print(json.dumps(lines[-1]), flush=True)
+    configurations: dict[tuple, list[dict]] = {}
+    for line in lines:
+        configurations.setdefault((line["workers"], line["evaluation"]), []).append(line)
+    for measured in configurations.values():
+        first = measured[0]
         print(json.dumps({
-            "benchmark": "invoice_run",
-            "profile": args.profile,
-            "backend": backend,
-            "workers": workers,
-            "evaluation": os.environ.get("METABILL_EVALUATION") or "default",
-            "filters": len(FILTERS[args.profile]),
-            "source_headers": written["headers"],
-            "source_lines": written["lines"],
-            "lines": lines,
-            "invoices": invoices,
-            "lines_per_invoice": round(lines / invoices, 1) if invoices else None,
-            "errors": report.failure_count,
-            "seconds": round(seconds, 2),
-            "config_seconds": round(config_seconds, 2),
-            "lines_per_second": round(lines / seconds) if seconds else None,
-            "peak_rss_mb": round(peak, 1),
-            "raw_insert_seconds": round(full, 3),
-            "ratio": round(seconds / full, 2) if full else None,
-            "raw_insert_seconds_full_width": round(full, 3),
-            "ratio_full_width": round(seconds / full, 2) if full else None,
-            "cpu_seconds": round(cpu, 2),
-            "raw_insert_cpu_seconds_full_width": round(full_cpu, 3),
-            "ratio_full_width_cpu": round(cpu / full_cpu, 2) if full_cpu and workers == 1 else None,
-            "raw_insert_seconds_15_columns": round(narrow, 3),
-            "ratio_15_columns": round(seconds / narrow, 2) if narrow else None,
-            "columns": widths,
-            "batch_size": args.batch_size,
-            "load_average": {"before": load_before, "after": load_after},
-            "engine_modules_without_bytecode": modules_without_bytecode(),
-            "cprofile": bool(args.cprofile),
+            "benchmark": "invoice_run", "summary": True, "repetitions": len(measured),
+            **{key: first[key] for key in ("profile", "backend", "workers", "evaluation", "batch_size")},
+            **spreads(measured, SUMMARIZED),
+            "load_average": {"min": min(m["load_average"]["before"][0] for m in measured),
+                             "max": max(m["load_average"]["after"][0] for m in measured)},
         }), flush=True)
 
 

@@ -46,12 +46,16 @@ ratio by a third with no change to the run. On SQLite the run writes the
 end of each batch behind, in a second thread, while it drafts the next one,
 so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
 or more (null below).
+``--repeat N`` runs the series N times, each in a fresh process on fresh
+data, and ends with the median, min and max of each month's figures
+(:mod:`bench.spread`): the figure to quote on a shared machine.
 Read ratios and CPU seconds, not seconds, on a shared machine: every line
 carries the load average, and ``engine_modules_without_bytecode`` (see
 :mod:`bench.invoice_run`: 0 unless the sources changed since ``make venv``
 where the environment writes no bytecode).
 
     python -m bench.subscription_run --subscriptions 100000 --months 1   # the ratio at 100k
+    python -m bench.subscription_run --subscriptions 100000 --months 1 --repeat 5   # its median, min, max
     python -m bench.subscription_run --subscriptions 10000 --months 12   # twelve months, per month
     python -m bench.subscription_run --subscriptions 20000 --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
@@ -62,6 +66,8 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -76,6 +82,7 @@ from bench.invoice_run import (
     raw_insert_times,
     table_widths,
 )
+from bench.spread import repetitions, spreads
 
 ITEMS = 5
 PRORATED_SHARE = 20  # every 20th subscription (5 %) starts mid-month
@@ -162,13 +169,19 @@ def fill(engine, model, subscriptions: int, seed: int = 20240101) -> None:
             RowWriter(conn, ctx.obj("SubscriptionItem")).insert(items)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="time monthly subscription runs")
     parser.add_argument("--subscriptions", type=int, default=10_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--db-url", help="run on this database (PostgreSQL: in a fresh schema); default SQLite")
-    args = parser.parse_args()
+    parser.add_argument("--repeat", type=repetitions, default=1,
+                        help="measure the series N times, each in a fresh process on fresh data, and end with "
+                             "the median, min and max of each month's figures (bench.spread)")
+    args = parser.parse_args(argv)
+    if args.repeat > 1:
+        repeated(sys.argv[1:] if argv is None else argv, args.repeat)
+        return
 
     import sqlalchemy as sa
 
@@ -233,6 +246,39 @@ def main() -> None:
                       "cpu_seconds_per_month": [round(c, 2) for c in cpus],
                       "slowdown": slowdown(months), "ratio_slowdown": slowdown(ratios), "cpu_slowdown": slowdown(cpus),
                       "load_average": load_average()}), flush=True)
+
+
+#: The figures of a month the summary of ``--repeat`` gives the spread of.
+SUMMARIZED = ("seconds", "cpu_seconds", "raw_insert_seconds_full_width", "ratio_full_width",
+              "raw_insert_cpu_seconds_full_width", "ratio_full_width_cpu")
+
+
+def repeated(argv: list[str], count: int) -> None:
+    """``--repeat``: the series ``count`` times, each in a fresh process (as
+    a user runs ``metabill invoice-run``: nothing imported, compiled or
+    cached by an earlier repetition); every line it prints, numbered, then
+    per month of the series the spread of each figure."""
+    once = [*argv, "--repeat", "1"]  # the last one counts (argparse), however the first was spelled
+    months: dict[str, list[dict]] = {}
+    for repetition in range(1, count + 1):
+        done = subprocess.run([sys.executable, "-m", "bench.subscription_run", *once], cwd=ROOT,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"repetition {repetition} failed:\n{done.stderr.strip()}")
+        for text in done.stdout.splitlines():
+            if text.startswith("{"):
+                line = {**json.loads(text), "repetition": repetition}
+                print(json.dumps(line), flush=True)
+                if not line.get("summary"):
+                    months.setdefault(line["month"], []).append(line)
+    loads = [line["load_average"] for measured in months.values() for line in measured]
+    print(json.dumps({
+        "benchmark": "subscription_run", "summary": True, "repetitions": count,
+        "subscriptions": next(iter(months.values()))[0]["subscriptions"] if months else None,
+        "per_month": [{"month": month, **spreads(measured, SUMMARIZED)} for month, measured in months.items()],
+        "load_average": {"min": min((load["before"][0] for load in loads), default=None),
+                         "max": max((load["after"][0] for load in loads), default=None)},
+    }), flush=True)
 
 
 if __name__ == "__main__":

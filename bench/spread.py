@@ -1,0 +1,44 @@
+"""The spread of a benchmark's repeated measurements, in one JSON line.
+
+On a shared machine one invocation of a benchmark says little: the same
+commit's 100k-line run spreads by a third from one invocation to the next,
+and its yardstick as much (see :mod:`bench.yardstick`). ``--repeat N``
+(``bench.invoice_run``, ``bench.subscription_run``) measures N times, each
+on freshly generated data with its own yardstick right after it, and ends
+with a summary line of :func:`spread` for each figure: the median is the
+figure to read, min and max show how far one invocation may land from it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Iterable, Sequence
+
+
+def spread(values: Iterable[float | None], digits: int = 3) -> dict | None:
+    """Median, minimum and maximum of ``values`` (rounded to ``digits``),
+    with how many there were; None when none was measured (a figure a
+    repetition could not give, e.g. a CPU ratio with worker processes)."""
+    measured = [value for value in values if value is not None]
+    if not measured:
+        return None
+    return {"median": round(statistics.median(measured), digits), "min": round(min(measured), digits),
+            "max": round(max(measured), digits), "n": len(measured)}
+
+
+def spreads(lines: Sequence[dict], keys: Sequence[str], digits: int = 3) -> dict:
+    """:func:`spread` of each of ``keys`` over the repetitions' JSON lines."""
+    return {key: spread((line.get(key) for line in lines), digits) for key in keys}
+
+
+def repetitions(value: str) -> int:
+    """``--repeat``'s argument: a whole number from 1 (argparse type)."""
+    import argparse
+
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: the number of repetitions is a whole number from 1")
+    return count
