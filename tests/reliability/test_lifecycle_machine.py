@@ -425,8 +425,10 @@ def make_machine(world: LifecycleWorld):
             def committed() -> None:
                 # A crashed export that committed has paid (export recover published its
                 # file): the model learns it before the checks that follow the recovery.
+                # ``free`` is a credit (negative); each payout's balance is positive and
+                # brings the sum of free balances up towards zero by what was paid.
                 nonlocal before_the_crash
-                before_the_crash = free - self._free(SEPA_ACCOUNT)
+                before_the_crash = self._free(SEPA_ACCOUNT) - free
                 self.money.paid_out[SEPA_ACCOUNT] += before_the_crash
 
             report = self._export(lambda out: world.sepa_balances(out, today), "sepa-balances", ".xml", crash,
