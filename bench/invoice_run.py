@@ -74,8 +74,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
 from bench.spread import repetitions, spreads
+from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
 from bench.yardstick import raw_insert_times
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def measure(args, workers: int) -> dict:
     invoices, lines = report.invoice_count, report.line_count
     full, full_cpu = raw_insert_times((invoices, widths["invoice"]), (lines, widths["invoicelineitem"]))
     narrow = raw_insert_seconds((invoices, NARROW_COLUMNS), (lines, NARROW_COLUMNS))
-    measured = {
+    return {
         "benchmark": "invoice_run",
         "profile": args.profile,
         "backend": backend,
@@ -241,7 +241,6 @@ def measure(args, workers: int) -> dict:
         "engine_modules_without_bytecode": modules_without_bytecode(),
         "cprofile": bool(args.cprofile),
     }
-    return measured
 
 
 #: The figures the summary of ``--repeat`` gives the spread of.

@@ -4,7 +4,8 @@ On a shared machine one invocation of a benchmark says little: the same
 commit's 100k-line run spreads by a third from one invocation to the next,
 and its yardstick as much (see :mod:`bench.yardstick`). ``--repeat N``
 (``bench.invoice_run``, ``bench.subscription_run``) measures N times, each
-on freshly generated data with its own yardstick right after it, and ends
+in a fresh process on freshly generated data with its own yardstick right
+after it, and ends
 with a summary line of :func:`spread` for each figure: the median is the
 figure to read, min and max show how far one invocation may land from it.
 """

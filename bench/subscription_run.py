@@ -46,9 +46,11 @@ ratio by a third with no change to the run. On SQLite the run writes the
 end of each batch behind, in a second thread, while it drafts the next one,
 so ``cpu_seconds`` (both threads) can exceed ``seconds``. The slowdowns need six months
 or more (null below).
+
 ``--repeat N`` runs the series N times, each in a fresh process on fresh
 data, and ends with the median, min and max of each month's figures
 (:mod:`bench.spread`): the figure to quote on a shared machine.
+
 Read ratios and CPU seconds, not seconds, on a shared machine: every line
 carries the load average, and ``engine_modules_without_bytecode`` (see
 :mod:`bench.invoice_run`: 0 unless the sources changed since ``make venv``
