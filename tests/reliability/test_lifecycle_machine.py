@@ -580,3 +580,47 @@ def test_whole_cycle_keeps_the_books(db_url, lifecycle_model, tmp_path):
     finally:
         world.close()
         print(f"\n[{world.backend}] steps per rule: {dict(sorted(STEPS.items()))}")
+
+
+def test_a_sepa_payout_crashed_at_any_statement_keeps_the_model_in_step(db_url, lifecycle_model, tmp_path):
+    """The history the ``long`` profile drew once, replayed at every crash
+    point: free credit on the SEPA customer's account, an invoice finalized,
+    then the SEPA balances export dying after k statements, for every k
+    until it no longer dies. Whether it died before or after its commit,
+    ``export recover``, the audit and the money model must agree, and the
+    export done again must pay out exactly what was left (the model once
+    counted a payout that committed before the crash with its sign turned)."""
+    world = LifecycleWorld(db_url, lifecycle_model, tmp_path)
+    machine_class = make_machine(world)
+    committed_before_the_crash = 0
+    paid_by_each_completed_export: list[int] = []
+    export = world.sepa_balances
+
+    def recording(out, today):
+        report = export(out, today)
+        paid_by_each_completed_export.append(len(report.transactions))
+        return report
+
+    world.sepa_balances = recording  # the machine calls it through ``world`` at each step
+    try:
+        for k in range(1, 200):
+            machine = machine_class()
+            machine.fresh_database(standard=[("10001", Decimal("172.45"))], project=None)
+            machine.pay_on_account(account=SEPA_ACCOUNT, amount=Decimal("36.80"), by=8, kind="Payment", crash=None)
+            machine.run(by=12, crash=None, then_finalize=True)
+            assert machine._free(SEPA_ACCOUNT) == Decimal("-36.80")  # the credit the export pays out
+            crashes = STEPS["(crashes)"]
+            machine.sepa_balances(by=7, crash=k)
+            machine.check_all()
+            assert machine.money.paid_out[SEPA_ACCOUNT] == Decimal("36.80")
+            assert machine._free(SEPA_ACCOUNT) == ZERO
+            if STEPS["(crashes)"] == crashes:
+                break  # the export ran to its end without dying: every crash point was tried
+            if paid_by_each_completed_export[-1] == 0:  # the crashed export had paid: nothing left to pay
+                committed_before_the_crash += 1
+        else:
+            pytest.fail("the SEPA balances export kept dying after 200 statements")
+    finally:
+        world.close()
+    assert k > 2, "the export should have died at several statements"
+    assert committed_before_the_crash, "some crash point should fall after the export's commit"
