@@ -356,8 +356,22 @@ class OwnerLock:
         ACTIVE_TOKENS.add(self.owner.token)
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            first, second = _owner_lock_key(self.owner.token)
-            conn.execute(sa.select(sa.func.pg_advisory_lock(first, second)))
+            try:
+                first, second = _owner_lock_key(self.owner.token)
+                conn.execute(sa.select(sa.func.pg_advisory_lock(first, second)))
+            except BaseException:
+                # No owner: ``__exit__`` will not run, so the token and the
+                # connection are given back here. A process that retries (a
+                # worker, the job scheduler) would otherwise hold one pooled
+                # connection per failure until the pool runs dry, and keep an
+                # owner "alive" that works on nothing. The connection is
+                # discarded, not pooled: whether the server granted the lock
+                # before the failure is unknown, and only closing the session
+                # surely releases it.
+                ACTIVE_TOKENS.discard(self.owner.token)
+                conn.invalidate()
+                conn.close()
+                raise
             self._conn = conn
         return self
 
@@ -368,6 +382,11 @@ class OwnerLock:
             try:
                 first, second = _owner_lock_key(self.owner.token)
                 conn.execute(sa.select(sa.func.pg_advisory_unlock(first, second)))
+            except BaseException:
+                # A pooled session that still held the lock would keep this
+                # owner looking alive to every other process: close it instead.
+                conn.invalidate()
+                raise
             finally:
                 conn.close()
 

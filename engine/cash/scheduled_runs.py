@@ -110,20 +110,35 @@ class _slot_lock:  # noqa: N801 - used as a context manager
     def __enter__(self) -> bool:
         if self.engine.dialect.name != "postgresql":
             return True
-        self.conn = self.engine.connect()
-        got = self.conn.execute(sa.select(sa.func.pg_try_advisory_lock(
-            sa.func.hashtext(sa.func.concat(sa.func.current_schema(), self.name))))).scalar_one()
-        self.conn.commit()
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(
+                sa.func.hashtext(sa.func.concat(sa.func.current_schema(), self.name))))).scalar_one()
+            conn.commit()
+        except BaseException:
+            # ``__exit__`` does not run when ``__enter__`` fails: the scheduler,
+            # which ticks again and again, would keep one pooled connection
+            # per failed tick until the pool runs dry. Discarded, not pooled:
+            # the lock may have been granted before the failure, and only
+            # closing the session surely releases it.
+            conn.invalidate()
+            conn.close()
+            raise
         if not got:
-            self.conn.close()
-            self.conn = None
-        return bool(got)
+            conn.close()
+            return False
+        self.conn = conn
+        return True
 
     def __exit__(self, *exc) -> None:
         if self.conn is not None:
+            conn, self.conn = self.conn, None
             try:
-                self.conn.execute(sa.select(sa.func.pg_advisory_unlock(
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(
                     sa.func.hashtext(sa.func.concat(sa.func.current_schema(), self.name)))))
-                self.conn.commit()
+                conn.commit()
+            except BaseException:
+                conn.invalidate()  # a pooled session still holding the slot's lock would block every scheduler
+                raise
             finally:
-                self.conn.close()
+                conn.close()

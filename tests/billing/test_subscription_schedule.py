@@ -16,12 +16,13 @@ from databases import load_model
 from engine.billing.run import RunRequest, run_invoices
 from engine.billing.scheduled import ParameterError, parse_parameters, scheduled_period, scheduled_request
 from engine.cash.jobs import tick
+from engine.cash.scheduled_runs import _slot_lock
 from engine.project import finalize_drafts, load_project
 from engine.storage.schema import JOB_SLOT
 
 from contexts import context
 
-from .helpers import Harness
+from .helpers import Harness, InjectedFault, fault_after
 from .test_subscription_run import load_subscriptions
 
 SCHEDULES = "custom_settings/JobSchedule.yaml"
@@ -171,3 +172,27 @@ def test_validate_config_reads_the_parameters(tmp_path):
     found = [d for d in result.diagnostics if d.code == "E235"]
     assert [d.message for d in found] == ["job schedule 'Monthly subscription run': unknown filter 'Subscription'"]
     assert found[0].hint == "did you mean Subscriptions?" and found[0].location.file == SCHEDULES
+
+
+def test_a_slot_lock_that_fails_gives_back_its_connection_and_its_lock(pg_schema_url, engine_for):
+    """PostgreSQL: the scheduler ticks again and again; a tick whose slot
+    lock cannot be taken (the server went away, an interrupt) must not keep
+    a pooled connection (the pool would run dry after 15 such ticks), and a
+    tick whose release fails must close its session rather than pool it
+    (a pooled session still holding the slot's lock would keep every other
+    scheduler off that slot for the life of this process)."""
+    engine, other = engine_for(pg_schema_url), engine_for(pg_schema_url)
+    with fault_after(engine, 0), pytest.raises(InjectedFault):
+        with _slot_lock(engine, "Monthly subscription run", "2024-02"):
+            pass  # pragma: no cover - the lock statement fails first
+    assert engine.pool.checkedout() == 0  # without waiting for the garbage collector
+
+    lock = _slot_lock(engine, "Monthly subscription run", "2024-02")
+    assert lock.__enter__() is True and engine.pool.checkedout() == 1
+    with _slot_lock(other, "Monthly subscription run", "2024-02") as mine:
+        assert not mine  # held by the first
+    with fault_after(engine, 0), pytest.raises(InjectedFault):
+        lock.__exit__(None, None, None)  # the release fails
+    assert engine.pool.checkedout() == 0
+    with _slot_lock(other, "Monthly subscription run", "2024-02") as mine:
+        assert mine  # no pooled session of ``engine`` holds it any more

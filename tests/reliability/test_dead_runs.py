@@ -16,9 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from engine.billing import filterrun as filterrun_module
-from engine.billing.runrecord import owners_of
+from engine.billing.runrecord import ACTIVE_TOKENS, OwnerLock, RunOwner, _owner_lock_key, owners_of
 from engine.billing.service import list_runs, recover_runs
 from engine.storage.schema import RUN_OWNER
+
+from billing.helpers import InjectedFault, fault_after
 
 from . import procs
 from .support import ACCOUNTS, World, check_invariants
@@ -163,3 +165,31 @@ def test_postgres_takes_a_killed_owner_for_dead_before_the_server_drops_its_lock
         holder.close()
     [state] = list_runs(world.engine, context(reliability_model))
     assert state.state == "Dead"  # the server dropped the lock
+
+
+def test_an_owner_lock_that_fails_gives_back_its_connection_and_its_lock(pg_schema_url, engine_for):
+    """PostgreSQL: the owner's session lock lives on a connection of its own.
+    When taking it fails (the server went away, a statement timeout, an
+    interrupt), the connection is not left checked out and the token is no
+    longer this process's: a process that retries (a worker, the job
+    scheduler) must neither run out of pooled connections (the reliability
+    machine's pool ran dry this way) nor keep an owner "alive" that works
+    on nothing. When releasing it fails, the session is closed rather than
+    pooled: another process must be able to tell this owner is gone."""
+    engine, other = engine_for(pg_schema_url), engine_for(pg_schema_url)
+    owner = RunOwner.this_process()
+    with fault_after(engine, 0), pytest.raises(InjectedFault):
+        with OwnerLock(engine, owner):
+            pass  # pragma: no cover - the lock statement fails first
+    assert engine.pool.checkedout() == 0  # without waiting for the garbage collector
+    assert owner.token not in ACTIVE_TOKENS
+
+    lock = OwnerLock(engine, owner).__enter__()
+    assert owner.token in ACTIVE_TOKENS and engine.pool.checkedout() == 1
+    with fault_after(engine, 0), pytest.raises(InjectedFault):
+        lock.__exit__(None, None, None)  # the unlock fails
+    assert engine.pool.checkedout() == 0 and owner.token not in ACTIVE_TOKENS
+    first, second = _owner_lock_key(owner.token)
+    with other.connect() as conn:  # no pooled session of ``engine`` still holds the owner's lock
+        assert conn.execute(sa.select(sa.func.pg_try_advisory_lock(first, second))).scalar_one()
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(first, second)))
