@@ -74,7 +74,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.spread import repetitions, spreads
+from bench.spread import load_span, measured_in_fresh_processes, repetitions, spreads
 from bench.workload import FILTERS, INVOICE_DATE, PROFILES, RUN_PERIOD
 from bench.yardstick import raw_insert_times
 
@@ -276,23 +276,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def repeated(argv: list[str], count: int) -> None:
     """``--repeat``: this benchmark ``count`` times, each in a fresh process
-    (as a user runs ``metabill invoice-run``: nothing imported, compiled or
-    cached by an earlier repetition, and its own peak RSS); every line it
-    prints, numbered, then per configuration (workers, evaluation) the
-    spread of each figure."""
-    once = [*argv, "--repeat", "1"]  # the last one counts (argparse), however the first was spelled
-    lines: list[dict] = []
-    for repetition in range(1, count + 1):
-        done = subprocess.run([sys.executable, "-m", "bench.invoice_run", *once], cwd=ROOT, capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"repetition {repetition} failed:\n{done.stderr.strip()}")
-        for text in done.stdout.splitlines():
-            if text.startswith("{"):
-                lines.append({**json.loads(text), "repetition": repetition})
-                print(json.dumps(lines[-1]), flush=True)
+    (:func:`bench.spread.measured_in_fresh_processes`), then per
+    configuration (workers, evaluation) the spread of each figure."""
     configurations: dict[tuple, list[dict]] = {}
-    for line in lines:
+    for line in measured_in_fresh_processes("bench.invoice_run", argv, count):
         configurations.setdefault((line["workers"], line["evaluation"]), []).append(line)
     for measured in configurations.values():
         first = measured[0]
@@ -300,8 +287,7 @@ def repeated(argv: list[str], count: int) -> None:
             "benchmark": "invoice_run", "summary": True, "repetitions": len(measured),
             **{key: first[key] for key in ("profile", "backend", "workers", "evaluation", "batch_size")},
             **spreads(measured, SUMMARIZED),
-            "load_average": {"min": min(m["load_average"]["before"][0] for m in measured),
-                             "max": max(m["load_average"]["after"][0] for m in measured)},
+            "load_average": load_span(measured),
         }), flush=True)
 
 

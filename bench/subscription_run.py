@@ -68,7 +68,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -84,7 +83,7 @@ from bench.invoice_run import (
     raw_insert_times,
     table_widths,
 )
-from bench.spread import repetitions, spreads
+from bench.spread import load_span, measured_in_fresh_processes, repetitions, spreads
 
 ITEMS = 5
 PRORATED_SHARE = 20  # every 20th subscription (5 %) starts mid-month
@@ -256,30 +255,18 @@ SUMMARIZED = ("seconds", "cpu_seconds", "raw_insert_seconds_full_width", "ratio_
 
 
 def repeated(argv: list[str], count: int) -> None:
-    """``--repeat``: the series ``count`` times, each in a fresh process (as
-    a user runs ``metabill invoice-run``: nothing imported, compiled or
-    cached by an earlier repetition); every line it prints, numbered, then
-    per month of the series the spread of each figure."""
-    once = [*argv, "--repeat", "1"]  # the last one counts (argparse), however the first was spelled
+    """``--repeat``: the series ``count`` times, each in a fresh process
+    (:func:`bench.spread.measured_in_fresh_processes`), then per month of
+    the series the spread of each figure."""
     months: dict[str, list[dict]] = {}
-    for repetition in range(1, count + 1):
-        done = subprocess.run([sys.executable, "-m", "bench.subscription_run", *once], cwd=ROOT,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"repetition {repetition} failed:\n{done.stderr.strip()}")
-        for text in done.stdout.splitlines():
-            if text.startswith("{"):
-                line = {**json.loads(text), "repetition": repetition}
-                print(json.dumps(line), flush=True)
-                if not line.get("summary"):
-                    months.setdefault(line["month"], []).append(line)
-    loads = [line["load_average"] for measured in months.values() for line in measured]
+    for line in measured_in_fresh_processes("bench.subscription_run", argv, count):
+        if not line.get("summary"):
+            months.setdefault(line["month"], []).append(line)
     print(json.dumps({
         "benchmark": "subscription_run", "summary": True, "repetitions": count,
         "subscriptions": next(iter(months.values()))[0]["subscriptions"] if months else None,
         "per_month": [{"month": month, **spreads(measured, SUMMARIZED)} for month, measured in months.items()],
-        "load_average": {"min": min((load["before"][0] for load in loads), default=None),
-                         "max": max((load["after"][0] for load in loads), default=None)},
+        "load_average": load_span([line for measured in months.values() for line in measured]),
     }), flush=True)
 
 
